@@ -1,0 +1,162 @@
+// Package stores defines where authorization codes and tokens are kept.
+//
+// A store never sees a raw code or token: every key handed to it is the
+// HMAC-SHA256 of the raw value (see package token), hex encoded. A store
+// module (one package per backend below this one) implements Store, which is
+// both a CodeStore and a TokenStore, so one configured backend can hold
+// either or both.
+//
+// Expired records behave as absent: lookups and consumes report ErrNotFound
+// for them even before PurgeExpired has removed them.
+package stores
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound reports a code or token that does not exist, has expired, or
+// has been revoked.
+var ErrNotFound = errors.New("not found")
+
+// ErrConsumed reports a single-use code or refresh token presented again.
+// The call that returns it also returns the record, so the caller can revoke
+// the grant family it belongs to (RFC 6749 §4.1.2, §10.4).
+var ErrConsumed = errors.New("already used")
+
+// ErrUnavailable wraps a failure of the backend itself (unreachable, timed
+// out, misconfigured). Callers answer 503 and never treat it as a pass.
+var ErrUnavailable = errors.New("store unavailable")
+
+// Unavailable wraps err so that errors.Is(err, ErrUnavailable) holds.
+// Stores use it for every backend failure that is not ErrNotFound or
+// ErrConsumed; nil stays nil.
+func Unavailable(err error) error {
+	if err == nil || errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	return &unavailableError{err}
+}
+
+type unavailableError struct{ err error }
+
+func (e *unavailableError) Error() string { return "store unavailable: " + e.err.Error() }
+func (e *unavailableError) Unwrap() []error {
+	return []error{ErrUnavailable, e.err}
+}
+
+// Kind tells access tokens from refresh tokens.
+type Kind uint8
+
+// The token kinds.
+const (
+	AccessToken Kind = iota + 1
+	RefreshToken
+)
+
+// String returns the RFC 7009 token_type_hint name of the kind.
+func (k Kind) String() string {
+	switch k {
+	case AccessToken:
+		return "access_token"
+	case RefreshToken:
+		return "refresh_token"
+	}
+	return "unknown"
+}
+
+// Code is an issued authorization code.
+type Code struct {
+	// Key is the hex HMAC-SHA256 of the raw code.
+	Key string
+	// ClientID is the client the code was issued to.
+	ClientID string
+	// Subject is the resource owner who approved the request.
+	Subject string
+	// RedirectURI is the redirect_uri of the authorization request; empty
+	// when the request named none and the client's only URI was used.
+	RedirectURI string
+	// Scope is the granted scope, space separated.
+	Scope string
+	// CodeChallenge and CodeChallengeMethod bind the code to a PKCE verifier
+	// (RFC 7636); both empty when the request used no PKCE.
+	CodeChallenge       string
+	CodeChallengeMethod string
+	// Family identifies the grant: every token issued from this code, and
+	// from refreshing those, carries it.
+	Family string
+	// IssuedAt and ExpiresAt bound the code's life.
+	IssuedAt  time.Time
+	ExpiresAt time.Time
+}
+
+// Token is an issued access or refresh token.
+type Token struct {
+	// Key is the hex HMAC-SHA256 of the raw token.
+	Key  string
+	Kind Kind
+	// ClientID is the client the token was issued to.
+	ClientID string
+	// Subject is the resource owner; empty for client_credentials grants.
+	Subject string
+	// Scope is the granted scope, space separated.
+	Scope string
+	// Family identifies the grant the token belongs to.
+	Family string
+	// IssuedAt and ExpiresAt bound the token's life.
+	IssuedAt  time.Time
+	ExpiresAt time.Time
+}
+
+// CodeStore keeps authorization codes.
+type CodeStore interface {
+	// InsertCode stores a new code.
+	InsertCode(ctx context.Context, c *Code) error
+	// ConsumeCode marks the code used and returns it. Under concurrency
+	// exactly one caller wins; every later call returns the code with
+	// ErrConsumed. An absent or expired code gives ErrNotFound.
+	ConsumeCode(ctx context.Context, key string) (*Code, error)
+	// PurgeExpiredCodes deletes expired codes, at most batch rows per
+	// statement, until none remain, and returns how many it deleted.
+	PurgeExpiredCodes(ctx context.Context, batch int) (int64, error)
+}
+
+// TokenStore keeps access and refresh tokens.
+type TokenStore interface {
+	// InsertTokens stores newly issued tokens (typically an access token and
+	// its refresh token) together.
+	InsertTokens(ctx context.Context, tokens ...*Token) error
+	// LookupToken returns a live token of the given kind. An absent,
+	// expired, revoked or consumed token gives ErrNotFound. This is the
+	// guard's hot path.
+	LookupToken(ctx context.Context, kind Kind, key string) (*Token, error)
+	// ConsumeRefreshToken marks a refresh token used (rotated) and returns
+	// it. Exactly one concurrent caller wins; every later call returns the
+	// token with ErrConsumed. Absent or expired gives ErrNotFound.
+	ConsumeRefreshToken(ctx context.Context, key string) (*Token, error)
+	// RevokeToken removes one token. Revoking an unknown token is not an
+	// error (RFC 7009 §2.2).
+	RevokeToken(ctx context.Context, kind Kind, key string) error
+	// RevokeFamily removes every access and refresh token of a grant family,
+	// including consumed refresh tokens.
+	RevokeFamily(ctx context.Context, family string) error
+	// PurgeExpiredTokens deletes expired access and refresh tokens, at most
+	// batch rows per statement, until none remain, and returns how many it
+	// deleted.
+	PurgeExpiredTokens(ctx context.Context, batch int) (int64, error)
+}
+
+// Store is what every store backend provides.
+type Store interface {
+	CodeStore
+	TokenStore
+}
+
+// Starter is implemented by stores that must reach their backend once before
+// serving: checking or creating a schema, warning about settings. The app
+// calls Start when it starts, not at provisioning, because `caddy validate`
+// provisions too and must not need the database.
+type Starter interface {
+	Start(ctx context.Context) error
+}
