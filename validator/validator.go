@@ -1,0 +1,179 @@
+// Package validator decides whether a request to a protected resource
+// carries a valid bearer token with the required scopes (RFC 6750).
+//
+// It is the guard's hot path: one header read, one HMAC, one store lookup and
+// a scope scan, with the challenge headers built once at construction.
+package validator
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/tokengate/caddy-oauth2/stores"
+	"github.com/tokengate/caddy-oauth2/token"
+)
+
+// Config is what a Validator needs.
+type Config struct {
+	// Tokens is where access tokens are looked up.
+	Tokens stores.TokenStore
+	// Hasher derives store keys from raw tokens.
+	Hasher *token.Hasher
+	// Realm names the protection space in challenges. Default: "api".
+	Realm string
+	// Scopes are all required of every token. Default: none.
+	Scopes []string
+	// Timeout bounds each store lookup. Default: 2s.
+	Timeout time.Duration
+	// Now returns the current time. Default: time.Now.
+	Now func() time.Time
+}
+
+// Validator checks bearer tokens. It is safe for concurrent use.
+type Validator struct {
+	tokens  stores.TokenStore
+	hasher  *token.Hasher
+	scopes  []string
+	timeout time.Duration
+	now     func() time.Time
+
+	// Precomputed WWW-Authenticate values.
+	missing, malformed, invalid, insufficient string
+}
+
+// Denial is a refusal: the status to answer and the WWW-Authenticate
+// challenge to send with it (empty for 503).
+type Denial struct {
+	Status    int
+	Challenge string
+	// Err says why, for logs. It never contains the token.
+	Err error
+}
+
+// Errors behind denials, for logs and tests.
+var (
+	ErrNoToken           = errors.New("no bearer token")
+	ErrMalformedRequest  = errors.New("more than one Authorization header")
+	ErrInvalidToken      = errors.New("token unknown, expired, revoked or malformed")
+	ErrInsufficientScope = errors.New("token lacks a required scope")
+)
+
+// New returns a Validator for cfg.
+func New(cfg Config) (*Validator, error) {
+	if cfg.Tokens == nil || cfg.Hasher == nil {
+		return nil, errors.New("validator: Tokens and Hasher are required")
+	}
+	if cfg.Realm == "" {
+		cfg.Realm = "api"
+	}
+	if strings.ContainsAny(cfg.Realm, "\"\\\r\n") {
+		return nil, errors.New("validator: realm must not contain quotes, backslashes or line breaks")
+	}
+	for _, s := range cfg.Scopes {
+		if !validScope(s) {
+			return nil, errors.New("validator: invalid scope " + s)
+		}
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 2 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	realm := `Bearer realm="` + cfg.Realm + `"`
+	v := &Validator{
+		tokens:  cfg.Tokens,
+		hasher:  cfg.Hasher,
+		scopes:  cfg.Scopes,
+		timeout: cfg.Timeout,
+		now:     cfg.Now,
+		// RFC 6750 §3.1: no error code when the request had no credentials.
+		missing:   realm,
+		malformed: realm + `, error="invalid_request", error_description="send exactly one Authorization header"`,
+		invalid:   realm + `, error="invalid_token", error_description="the access token is unknown, expired or revoked"`,
+	}
+	v.insufficient = realm + `, error="insufficient_scope", scope="` + strings.Join(cfg.Scopes, " ") + `"`
+	return v, nil
+}
+
+// Check returns the request's live access token, or why it is refused.
+func (v *Validator) Check(r *http.Request) (*stores.Token, *Denial) {
+	values := r.Header.Values("Authorization")
+	if len(values) == 0 {
+		return nil, &Denial{Status: http.StatusUnauthorized, Challenge: v.missing, Err: ErrNoToken}
+	}
+	if len(values) > 1 {
+		// RFC 6750 §3.1: invalid_request is answered with 400.
+		return nil, &Denial{Status: http.StatusBadRequest, Challenge: v.malformed, Err: ErrMalformedRequest}
+	}
+	raw, ok := bearer(values[0])
+	if !ok {
+		// Another scheme (Basic, say) is no bearer credential at all.
+		return nil, &Denial{Status: http.StatusUnauthorized, Challenge: v.missing, Err: ErrNoToken}
+	}
+	if !token.WellFormed(token.AccessPrefix, raw) {
+		return nil, &Denial{Status: http.StatusUnauthorized, Challenge: v.invalid, Err: ErrInvalidToken}
+	}
+
+	ctx, cancel := context.WithTimeout(r.Context(), v.timeout)
+	tok, err := v.tokens.LookupToken(ctx, stores.AccessToken, v.hasher.Key(raw))
+	cancel()
+	switch {
+	case errors.Is(err, stores.ErrNotFound):
+		return nil, &Denial{Status: http.StatusUnauthorized, Challenge: v.invalid, Err: ErrInvalidToken}
+	case err != nil:
+		// A store that cannot answer never lets a request pass.
+		return nil, &Denial{Status: http.StatusServiceUnavailable, Err: err}
+	case !v.now().Before(tok.ExpiresAt):
+		return nil, &Denial{Status: http.StatusUnauthorized, Challenge: v.invalid, Err: ErrInvalidToken}
+	}
+	for _, want := range v.scopes {
+		if !HasScope(tok.Scope, want) {
+			return nil, &Denial{Status: http.StatusForbidden, Challenge: v.insufficient, Err: ErrInsufficientScope}
+		}
+	}
+	return tok, nil
+}
+
+// bearer extracts the token from an Authorization header value. The scheme
+// is case-insensitive (RFC 9110 §11.1).
+func bearer(h string) (string, bool) {
+	const scheme = "bearer "
+	if len(h) <= len(scheme) || !strings.EqualFold(h[:len(scheme)], scheme) {
+		return "", false
+	}
+	return strings.TrimSpace(h[len(scheme):]), true
+}
+
+// HasScope reports whether the space-separated scope list contains want,
+// without allocating.
+func HasScope(list, want string) bool {
+	for len(list) > 0 {
+		i := strings.IndexByte(list, ' ')
+		if i < 0 {
+			return list == want
+		}
+		if list[:i] == want {
+			return true
+		}
+		list = list[i+1:]
+	}
+	return false
+}
+
+// validScope follows RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
+func validScope(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x21 || c == 0x22 || c == 0x5c || c > 0x7e {
+			return false
+		}
+	}
+	return true
+}

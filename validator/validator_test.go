@@ -1,0 +1,161 @@
+package validator
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokengate/caddy-oauth2/stores"
+	"github.com/tokengate/caddy-oauth2/token"
+)
+
+// fakeTokens is a map-backed TokenStore; only LookupToken matters here.
+type fakeTokens struct {
+	stores.TokenStore
+	tokens map[string]*stores.Token
+	err    error
+}
+
+func (f *fakeTokens) LookupToken(ctx context.Context, kind stores.Kind, key string) (*stores.Token, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	t, ok := f.tokens[key]
+	if !ok || t.Kind != kind {
+		return nil, stores.ErrNotFound
+	}
+	return t, nil
+}
+
+func setup(t testing.TB, scopes ...string) (*Validator, *fakeTokens, func(scope string, ttl time.Duration) string) {
+	h := token.NewHasher([]byte("test secret"))
+	f := &fakeTokens{tokens: map[string]*stores.Token{}}
+	v, err := New(Config{Tokens: f, Hasher: h, Realm: "api", Scopes: scopes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	issue := func(scope string, ttl time.Duration) string {
+		raw, err := token.New(token.AccessPrefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.tokens[h.Key(raw)] = &stores.Token{Kind: stores.AccessToken, ClientID: "c", Subject: "alice", Scope: scope, ExpiresAt: time.Now().Add(ttl)}
+		return raw
+	}
+	return v, f, issue
+}
+
+func TestCheck(t *testing.T) {
+	v, _, issue := setup(t, "read", "write")
+	good := issue("write admin read", time.Hour)
+	narrow := issue("read", time.Hour)
+	expired := issue("read write", -time.Second)
+	refresh, _ := token.New(token.RefreshPrefix)
+
+	for _, tc := range []struct {
+		name      string
+		headers   []string
+		status    int
+		challenge string
+	}{
+		{"valid", []string{"Bearer " + good}, 0, ""},
+		{"scheme is case-insensitive", []string{"bEARER " + good}, 0, ""},
+		{"no header", nil, 401, `Bearer realm="api"`},
+		{"basic credentials", []string{"Basic YWxpY2U6cGFzcw=="}, 401, `Bearer realm="api"`},
+		{"empty bearer", []string{"Bearer "}, 401, `Bearer realm="api"`},
+		{"two headers", []string{"Bearer " + good, "Bearer " + good}, 400, `error="invalid_request"`},
+		{"unknown token", []string{"Bearer cat_" + strings.Repeat("A", 43)}, 401, `error="invalid_token"`},
+		{"malformed token", []string{"Bearer not-a-token"}, 401, `error="invalid_token"`},
+		{"refresh token as bearer", []string{"Bearer " + refresh}, 401, `error="invalid_token"`},
+		{"expired token", []string{"Bearer " + expired}, 401, `error="invalid_token"`},
+		{"missing scope", []string{"Bearer " + narrow}, 403, `error="insufficient_scope", scope="read write"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			for _, h := range tc.headers {
+				r.Header.Add("Authorization", h)
+			}
+			tok, d := v.Check(r)
+			if tc.status == 0 {
+				if d != nil {
+					t.Fatalf("denied: %+v", d)
+				}
+				if tok.Subject != "alice" {
+					t.Fatalf("token = %+v", tok)
+				}
+				return
+			}
+			if d == nil {
+				t.Fatalf("passed, want %d", tc.status)
+			}
+			if d.Status != tc.status || !strings.Contains(d.Challenge, tc.challenge) || !strings.HasPrefix(d.Challenge, `Bearer realm="api"`) {
+				t.Fatalf("got %d %q, want %d containing %q", d.Status, d.Challenge, tc.status, tc.challenge)
+			}
+		})
+	}
+}
+
+func TestStoreOutageIs503(t *testing.T) {
+	v, f, issue := setup(t)
+	raw := issue("", time.Hour)
+	f.err = stores.Unavailable(errors.New("connection refused"))
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.Header.Set("Authorization", "Bearer "+raw)
+	tok, d := v.Check(r)
+	if tok != nil || d == nil || d.Status != http.StatusServiceUnavailable {
+		t.Fatalf("outage gave token %v denial %+v, want 503", tok, d)
+	}
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	h := token.NewHasher([]byte("k"))
+	f := &fakeTokens{}
+	for _, cfg := range []Config{
+		{Hasher: h},
+		{Tokens: f},
+		{Tokens: f, Hasher: h, Realm: `a"b`},
+		{Tokens: f, Hasher: h, Scopes: []string{"has space"}},
+		{Tokens: f, Hasher: h, Scopes: []string{""}},
+	} {
+		if _, err := New(cfg); err == nil {
+			t.Errorf("New(%+v) succeeded", cfg)
+		}
+	}
+}
+
+func TestHasScope(t *testing.T) {
+	for _, tc := range []struct {
+		list, want string
+		ok         bool
+	}{
+		{"read write", "read", true},
+		{"read write", "write", true},
+		{"read write", "rea", false},
+		{"reader", "read", false},
+		{"", "read", false},
+		{"read", "read", true},
+	} {
+		if got := HasScope(tc.list, tc.want); got != tc.ok {
+			t.Errorf("HasScope(%q, %q) = %v", tc.list, tc.want, got)
+		}
+	}
+}
+
+func BenchmarkCheck(b *testing.B) {
+	v, _, issue := setup(b, "read")
+	raw := issue("read write", time.Hour)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Header.Set("Authorization", "Bearer "+raw)
+		for pb.Next() {
+			if _, d := v.Check(r); d != nil {
+				b.Fatal(d.Err)
+			}
+		}
+	})
+}
