@@ -1,0 +1,246 @@
+package issuer
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/tokengate/caddy-oauth2/stores"
+	"github.com/tokengate/caddy-oauth2/token"
+)
+
+const pkceS256 = "S256"
+
+// authorizeParams are the authorization request parameters (RFC 6749
+// §4.1.1, RFC 7636 §4.3) plus the consent form's own fields.
+var authorizeParams = []string{"response_type", "scope", "state", "code_challenge", "code_challenge_method", csrfField, decisionField}
+
+// authzRequest is an authorization request whose client and redirect URI
+// have been validated, so that errors can be sent to the client.
+type authzRequest struct {
+	client *client
+	// redirectURI is where the response goes; rawRedirectURI is the
+	// redirect_uri parameter as given, "" when omitted.
+	redirectURI    string
+	rawRedirectURI string
+	state          string
+	params         url.Values
+	// Filled by validateAuthorize, then the subject by serveAuthorize.
+	scope         string
+	codeChallenge string
+	subject       string
+}
+
+// serveAuthorize is the authorization endpoint (RFC 6749 §3.1). GET carries
+// the authorization request; POST is the submission of the consent form.
+func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
+	var params url.Values
+	var err error
+	switch r.Method {
+	case http.MethodGet:
+		params, err = url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			s.errorPage(w, http.StatusBadRequest, "Malformed request", "The authorization request could not be parsed.")
+			return
+		}
+	case http.MethodPost:
+		var oerr *oauthError
+		if params, oerr = s.readForm(w, r); oerr != nil {
+			s.errorPage(w, oerr.Status, "Malformed request", "The consent form submission could not be read.")
+			return
+		}
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		s.errorPage(w, http.StatusMethodNotAllowed, "Method not allowed", "The authorization endpoint accepts GET and POST only.")
+		return
+	}
+
+	// RFC 6749 §4.1.2.1: without a valid client and redirect URI, tell the
+	// resource owner and never redirect (open redirector, §10.15).
+	if name, ok := repeated(params, "client_id", "redirect_uri"); ok {
+		s.errorPage(w, http.StatusBadRequest, "Invalid request", "The parameter "+name+" is repeated.")
+		return
+	}
+	c := s.clients[params.Get("client_id")]
+	if c == nil {
+		s.errorPage(w, http.StatusBadRequest, "Unknown client", "The application that sent you here is not registered with this server.")
+		return
+	}
+	req := &authzRequest{client: c, rawRedirectURI: params.Get("redirect_uri"), params: params}
+	switch {
+	case req.rawRedirectURI != "":
+		// RFC 6749 §3.1.2.3: simple string comparison.
+		if !c.redirects[req.rawRedirectURI] {
+			s.errorPage(w, http.StatusBadRequest, "Invalid redirect URI", "The redirect URI is not registered for this application.")
+			return
+		}
+		req.redirectURI = req.rawRedirectURI
+	case len(c.RedirectURIs) == 1:
+		req.redirectURI = c.RedirectURIs[0]
+	default:
+		s.errorPage(w, http.StatusBadRequest, "Missing redirect URI", "The application has several redirect URIs registered and named none.")
+		return
+	}
+	if len(params["state"]) == 1 {
+		req.state = params.Get("state")
+	}
+
+	if oerr := s.validateAuthorize(req); oerr != nil {
+		s.redirectError(w, r, req, oerr)
+		return
+	}
+	if req.subject = s.subject(r); req.subject == "" {
+		s.errorPage(w, http.StatusUnauthorized, "Not signed in",
+			"No authenticated user reached the authorization endpoint. The server must run an authentication handler before oauth2_server on this route.")
+		return
+	}
+
+	if r.Method == http.MethodPost {
+		if !s.checkCSRF(req, params.Get(csrfField)) {
+			s.errorPage(w, http.StatusForbidden, "Consent form expired",
+				"The consent form was invalid or has expired. Go back to the application and start again.")
+			return
+		}
+		if params.Get(decisionField) != decisionApprove {
+			s.redirectError(w, r, req, &oauthError{Code: errCodeAccessDenied, Description: "the resource owner denied the request"})
+			return
+		}
+		s.issueCode(w, r, req)
+		return
+	}
+	if !c.SkipConsent {
+		s.renderConsent(w, req)
+		return
+	}
+	s.issueCode(w, r, req)
+}
+
+// validateAuthorize checks everything after client and redirect URI. Its
+// errors are redirected to the client (RFC 6749 §4.1.2.1).
+func (s *Server) validateAuthorize(req *authzRequest) *oauthError {
+	p, c := req.params, req.client
+	if name, ok := repeated(p, authorizeParams...); ok {
+		return errInvalidRequest("parameter " + name + " repeated")
+	}
+	switch rt := p.Get("response_type"); rt {
+	case "":
+		return errInvalidRequest("response_type is required")
+	case "code":
+	default:
+		return &oauthError{http.StatusBadRequest, errCodeUnsupportedResponseType, "only response_type=code is supported"}
+	}
+	if !c.grants[grantAuthorizationCode] {
+		return errUnauthorizedClient("the client may not use the authorization code grant")
+	}
+	// RFC 7636 §4.3, §4.4.1: only S256; without a method the challenge
+	// would be "plain", which is not supported.
+	challenge, method := p.Get("code_challenge"), p.Get("code_challenge_method")
+	switch {
+	case challenge == "" && method != "":
+		return errInvalidRequest("code_challenge_method without code_challenge")
+	case challenge == "" && (c.Public() || s.requirePKCE):
+		return errInvalidRequest("PKCE code_challenge is required")
+	case challenge != "" && method != pkceS256:
+		return errInvalidRequest("code_challenge_method must be S256")
+	case challenge != "" && !validPKCEString(challenge):
+		return errInvalidRequest("malformed code_challenge")
+	}
+	req.codeChallenge = challenge
+	scope, oerr := c.grantScope(p.Get("scope"))
+	if oerr != nil {
+		return oerr
+	}
+	req.scope = scope
+	return nil
+}
+
+// validPKCEString reports whether v is 43 to 128 characters of the
+// unreserved set (RFC 7636 §4.1, §4.2).
+func validPKCEString(v string) bool {
+	if len(v) < 43 || len(v) > 128 {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~') {
+			return false
+		}
+	}
+	return true
+}
+
+// issueCode stores a new authorization code and sends it to the client
+// (RFC 6749 §4.1.2).
+func (s *Server) issueCode(w http.ResponseWriter, r *http.Request, req *authzRequest) {
+	raw, err := token.New(token.CodePrefix)
+	if err != nil {
+		s.redirectError(w, r, req, errUnavailable)
+		return
+	}
+	now := s.now()
+	code := &stores.Code{
+		Key:         s.hasher.Key(raw),
+		ClientID:    req.client.ID,
+		Subject:     req.subject,
+		RedirectURI: req.rawRedirectURI,
+		Scope:       req.scope,
+		Family:      token.NewID(),
+		IssuedAt:    now,
+		ExpiresAt:   now.Add(s.codeTTL),
+	}
+	if req.codeChallenge != "" {
+		code.CodeChallenge, code.CodeChallengeMethod = req.codeChallenge, pkceS256
+	}
+	ctx, cancel := s.storeCtx(r)
+	err = s.codes.InsertCode(ctx, code)
+	cancel()
+	if err != nil {
+		s.storeFailed("insert code", stores.Unavailable(err))
+		s.redirectError(w, r, req, errUnavailable)
+		return
+	}
+	if ce := s.log.Check(zapcore.InfoLevel, "issued authorization code"); ce != nil {
+		ce.Write(zap.String("client_id", req.client.ID), zap.String("scope", req.scope), zap.String("family", code.Family))
+	}
+	s.redirect(w, r, req, url.Values{"code": {raw}})
+}
+
+// redirectError sends an error response to the client (RFC 6749 §4.1.2.1).
+func (s *Server) redirectError(w http.ResponseWriter, r *http.Request, req *authzRequest, e *oauthError) {
+	v := url.Values{"error": {e.Code}}
+	if e.Description != "" {
+		v.Set("error_description", e.Description)
+	}
+	s.redirect(w, r, req, v)
+}
+
+// redirect sends the resource owner back to the client with v plus state and
+// iss (RFC 9207 §2). The redirect URI's own query is kept as it is (RFC 6749
+// §3.1.2).
+func (s *Server) redirect(w http.ResponseWriter, r *http.Request, req *authzRequest, v url.Values) {
+	if req.state != "" {
+		v.Set("state", req.state)
+	}
+	v.Set("iss", s.issuerFor(r))
+	u := req.redirectURI
+	sep := "?"
+	if i := strings.IndexByte(u, '?'); i >= 0 {
+		sep = "&"
+		if i == len(u)-1 {
+			sep = ""
+		}
+	}
+	u += sep + v.Encode()
+	h := w.Header()
+	h.Set("Location", u)
+	h.Set("Cache-Control", "no-store")
+	h.Set("Referrer-Policy", "no-referrer")
+	status := http.StatusFound
+	if r.Method == http.MethodPost {
+		status = http.StatusSeeOther // the browser must GET the client
+	}
+	w.WriteHeader(status)
+}

@@ -1,0 +1,250 @@
+package issuer
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Grant types (RFC 6749 §4).
+const (
+	grantAuthorizationCode = "authorization_code"
+	grantRefreshToken      = "refresh_token"
+	grantClientCredentials = "client_credentials"
+)
+
+// Client is a registered OAuth 2.0 client (RFC 6749 §2).
+type Client struct {
+	// ID is the client identifier. Default: the key it is registered under
+	// in Config.Clients; when set it must equal that key.
+	ID string
+	// SecretHash is the bcrypt hash of the client secret, as
+	// `caddy hash-password` prints it. Default: nil, a public client.
+	SecretHash []byte
+	// RedirectURIs are the registered redirection URIs, compared exactly
+	// (RFC 6749 §3.1.2). Required for the authorization_code grant.
+	RedirectURIs []string
+	// GrantTypes is a subset of authorization_code, refresh_token and
+	// client_credentials. Default: authorization_code and refresh_token,
+	// plus client_credentials for confidential clients.
+	GrantTypes []string
+	// Scopes are the scopes the client may be granted; a request naming
+	// none gets all of them. Default: none.
+	Scopes []string
+	// SkipConsent issues codes without asking the resource owner.
+	// Default: false.
+	SkipConsent bool
+}
+
+// Public reports whether the client has no secret (RFC 6749 §2.1).
+func (c *Client) Public() bool { return len(c.SecretHash) == 0 }
+
+// client is a validated Client with lookup sets.
+type client struct {
+	Client
+	grants    map[string]bool
+	scopes    map[string]bool
+	redirects map[string]bool
+}
+
+func newClient(id string, c *Client) (*client, error) {
+	if c == nil {
+		return nil, errors.New("nil client")
+	}
+	if id == "" {
+		return nil, errors.New("empty client ID")
+	}
+	if c.ID != "" && c.ID != id {
+		return nil, fmt.Errorf("ID %q differs from its key", c.ID)
+	}
+	cl := &client{
+		Client: Client{
+			ID:           id,
+			SecretHash:   slices.Clone(c.SecretHash),
+			RedirectURIs: slices.Clone(c.RedirectURIs),
+			Scopes:       slices.Clone(c.Scopes),
+			SkipConsent:  c.SkipConsent,
+		},
+		grants:    map[string]bool{},
+		scopes:    map[string]bool{},
+		redirects: map[string]bool{},
+	}
+	if !cl.Public() {
+		if _, err := bcrypt.Cost(cl.SecretHash); err != nil {
+			return nil, fmt.Errorf("secret hash is not a bcrypt hash: %w", err)
+		}
+	}
+	cl.GrantTypes = slices.Clone(c.GrantTypes)
+	if len(cl.GrantTypes) == 0 {
+		cl.GrantTypes = []string{grantAuthorizationCode, grantRefreshToken}
+		if !cl.Public() {
+			cl.GrantTypes = append(cl.GrantTypes, grantClientCredentials)
+		}
+	}
+	for _, g := range cl.GrantTypes {
+		switch g {
+		case grantAuthorizationCode, grantRefreshToken:
+		case grantClientCredentials:
+			// RFC 6749 §4.4: only confidential clients.
+			if cl.Public() {
+				return nil, errors.New("a public client cannot use client_credentials")
+			}
+		default:
+			return nil, fmt.Errorf("unsupported grant type %q", g)
+		}
+		cl.grants[g] = true
+	}
+	for _, sc := range cl.Scopes {
+		if !validScopeToken(sc) {
+			return nil, fmt.Errorf("invalid scope %q", sc)
+		}
+		if cl.scopes[sc] {
+			return nil, fmt.Errorf("duplicate scope %q", sc)
+		}
+		cl.scopes[sc] = true
+	}
+	for _, ru := range cl.RedirectURIs {
+		// RFC 6749 §3.1.2: absolute URI without a fragment.
+		u, err := url.Parse(ru)
+		if err != nil {
+			return nil, fmt.Errorf("redirect URI %q: %w", ru, err)
+		}
+		if !u.IsAbs() || u.Fragment != "" || u.RawFragment != "" || len(ru) > 0 && ru[len(ru)-1] == '#' {
+			return nil, fmt.Errorf("redirect URI %q must be absolute and have no fragment", ru)
+		}
+		cl.redirects[ru] = true
+	}
+	if cl.Public() && len(cl.RedirectURIs) == 0 {
+		return nil, errors.New("a public client needs at least one redirect URI")
+	}
+	if cl.grants[grantAuthorizationCode] && len(cl.RedirectURIs) == 0 {
+		return nil, errors.New("the authorization_code grant needs at least one redirect URI")
+	}
+	return cl, nil
+}
+
+// validScopeToken reports whether s is a scope-token (RFC 6749 §3.3).
+func validScopeToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x21 || c == 0x22 || c == 0x5c || c > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// authenticateClient identifies and authenticates the client of a token,
+// revocation or introspection request (RFC 6749 §2.3, §3.2.1). Confidential
+// clients must present their secret; public clients present only their ID.
+func (s *Server) authenticateClient(r *http.Request, form url.Values) (*client, *oauthError) {
+	var id, secret string
+	switch h := r.Header.Values("Authorization"); len(h) {
+	case 0: // client_secret_post, or client_id alone for a public client
+		id, secret = form.Get("client_id"), form.Get("client_secret")
+	case 1: // client_secret_basic
+		rawID, rawSecret, ok := r.BasicAuth()
+		if !ok {
+			return nil, errInvalidClient("unsupported or malformed Authorization header")
+		}
+		// RFC 6749 §2.3.1: both are form-urlencoded before base64.
+		var err1, err2 error
+		id, err1 = url.QueryUnescape(rawID)
+		secret, err2 = url.QueryUnescape(rawSecret)
+		if err1 != nil || err2 != nil {
+			return nil, errInvalidClient("malformed client credentials")
+		}
+		// RFC 6749 §2.3: one authentication method per request.
+		if form.Get("client_secret") != "" {
+			return nil, errInvalidRequest("more than one client authentication method")
+		}
+		if fid := form.Get("client_id"); fid != "" && fid != id {
+			return nil, errInvalidRequest("client_id does not match the Authorization header")
+		}
+	default:
+		return nil, errInvalidRequest("repeated Authorization header")
+	}
+	if id == "" {
+		return nil, errInvalidClient("client authentication required")
+	}
+	c := s.clients[id]
+	if c == nil {
+		if secret != "" {
+			s.burnBcrypt(secret) // answer unknown IDs as slowly as wrong secrets
+		}
+		return nil, errInvalidClient("client authentication failed")
+	}
+	if c.Public() {
+		// A public client has no secret; basic with an empty password is how
+		// some libraries send a bare client ID.
+		if secret != "" {
+			return nil, errInvalidClient("client authentication failed")
+		}
+		return c, nil
+	}
+	if secret == "" || !s.verifySecret(c, secret) {
+		return nil, errInvalidClient("client authentication failed")
+	}
+	return c, nil
+}
+
+// verifySecret checks a confidential client's secret. bcrypt on every
+// request would cap issuance at a few dozen per core and second, so after a
+// successful check the HMAC of the secret under a per-process key is kept
+// for the client (one entry per registered client, so the memo is bounded)
+// and compared first. A mismatch falls back to bcrypt, so a wrong secret
+// always pays the bcrypt cost.
+func (s *Server) verifySecret(c *client, secret string) bool {
+	mac := hmac.New(sha256.New, s.memoKey)
+	mac.Write([]byte(secret))
+	var sum [32]byte
+	mac.Sum(sum[:0])
+
+	s.memoMu.RLock()
+	known, ok := s.memo[c.ID]
+	s.memoMu.RUnlock()
+	if ok && subtle.ConstantTimeCompare(known[:], sum[:]) == 1 {
+		return true
+	}
+	// bcrypt ignores bytes past the 72nd; such a secret would match any
+	// secret with the same prefix.
+	if len(secret) > 72 {
+		s.burnBcrypt(secret[:72])
+		return false
+	}
+	if bcrypt.CompareHashAndPassword(c.SecretHash, []byte(secret)) != nil {
+		return false
+	}
+	s.memoMu.Lock()
+	s.memo[c.ID] = sum
+	s.memoMu.Unlock()
+	return true
+}
+
+// burnBcrypt spends what a bcrypt check against the costliest registered
+// hash spends, so failures do not reveal whether a client ID exists.
+func (s *Server) burnBcrypt(secret string) {
+	s.dummyOnce.Do(func() {
+		cost := bcrypt.MinCost
+		for _, c := range s.clients {
+			if n, err := bcrypt.Cost(c.SecretHash); err == nil && n > cost {
+				cost = n
+			}
+		}
+		s.dummy, _ = bcrypt.GenerateFromPassword([]byte("not a secret"), cost)
+	})
+	if len(secret) > 72 {
+		secret = secret[:72]
+	}
+	_ = bcrypt.CompareHashAndPassword(s.dummy, []byte(secret))
+}

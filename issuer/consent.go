@@ -1,0 +1,138 @@
+package issuer
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"embed"
+	"encoding/base64"
+	"encoding/binary"
+	"html/template"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Consent form fields besides the authorization request parameters.
+const (
+	csrfField       = "csrf_token"
+	decisionField   = "decision"
+	decisionApprove = "approve"
+	decisionDeny    = "deny"
+)
+
+// consentTTL bounds how long a consent form may be submitted.
+const consentTTL = 10 * time.Minute
+
+//go:embed consent.html error.html
+var templateFS embed.FS
+
+var pages = template.Must(template.ParseFS(templateFS, "consent.html", "error.html"))
+
+// field is a hidden form field.
+type field struct{ Name, Value string }
+
+// consentPage is what consent.html shows.
+type consentPage struct {
+	ClientID    string
+	Subject     string
+	Scopes      []string
+	RedirectURI string
+	Fields      []field
+	Approve     string
+	Deny        string
+	Decision    string
+}
+
+// errorPageData is what error.html shows.
+type errorPageData struct {
+	Status  int
+	Title   string
+	Message string
+}
+
+// renderConsent asks the resource owner to approve the request. The form
+// posts the request parameters back with a CSRF token bound to them. It has
+// no action: the browser posts to the URL it shows, whatever path rewriting
+// the server did in front of this handler.
+func (s *Server) renderConsent(w http.ResponseWriter, req *authzRequest) {
+	page := consentPage{
+		ClientID:    req.client.ID,
+		Subject:     req.subject,
+		Scopes:      strings.Fields(req.scope),
+		RedirectURI: req.redirectURI,
+		Approve:     decisionApprove,
+		Deny:        decisionDeny,
+		Decision:    decisionField,
+	}
+	for _, name := range []string{"response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method"} {
+		if v := req.params.Get(name); v != "" {
+			page.Fields = append(page.Fields, field{name, v})
+		}
+	}
+	page.Fields = append(page.Fields, field{csrfField, s.csrfToken(req, s.now().Unix())})
+	s.writePage(w, http.StatusOK, "consent.html", page)
+}
+
+// errorPage tells the resource owner what went wrong, for errors that must
+// not be redirected to the client.
+func (s *Server) errorPage(w http.ResponseWriter, status int, title, message string) {
+	s.writePage(w, status, "error.html", errorPageData{status, title, message})
+}
+
+// writePage renders an HTML page that may be neither cached nor framed
+// (clickjacking, RFC 6749 §10.13).
+func (s *Server) writePage(w http.ResponseWriter, status int, name string, data any) {
+	var buf bytes.Buffer
+	if err := pages.ExecuteTemplate(&buf, name, data); err != nil {
+		s.log.Error("rendering page", zap.String("template", name), zap.Error(err))
+		http.Error(w, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Pragma", "no-cache")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+// csrfToken binds a consent form to the resource owner, the request it
+// shows and the time it was issued: "<unix seconds>.<base64url HMAC>".
+func (s *Server) csrfToken(req *authzRequest, issuedAt int64) string {
+	iat := strconv.FormatInt(issuedAt, 10)
+	mac := hmac.New(sha256.New, s.csrfKey)
+	for _, f := range []string{"oauth2 consent v1", req.subject, req.client.ID, req.rawRedirectURI, req.scope, req.state, req.codeChallenge, iat} {
+		// Length-prefixed, so no two field lists encode alike.
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(f)))
+		mac.Write(n[:])
+		mac.Write([]byte(f))
+	}
+	return iat + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// checkCSRF verifies a consent form's CSRF token in constant time.
+func (s *Server) checkCSRF(req *authzRequest, tok string) bool {
+	iatStr, _, ok := strings.Cut(tok, ".")
+	if !ok {
+		return false
+	}
+	iat, err := strconv.ParseInt(iatStr, 10, 64)
+	if err != nil {
+		return false
+	}
+	now := s.now().Unix()
+	if iat > now+60 || now-iat > int64(consentTTL.Seconds()) {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(s.csrfToken(req, iat)), []byte(tok)) == 1
+}

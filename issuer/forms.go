@@ -1,0 +1,45 @@
+package issuer
+
+import (
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+)
+
+// readForm reads an application/x-www-form-urlencoded body (RFC 6749 §3.2).
+// Parameters in the URL query are ignored: credentials do not belong there.
+func (s *Server) readForm(w http.ResponseWriter, r *http.Request) (url.Values, *oauthError) {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/x-www-form-urlencoded" {
+		return nil, errInvalidRequest("content type must be application/x-www-form-urlencoded")
+	}
+	if r.ContentLength > s.maxBody {
+		return nil, errBodyTooLarge
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return nil, errBodyTooLarge
+		}
+		return nil, errInvalidRequest("cannot read request body")
+	}
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		return nil, errInvalidRequest("malformed request body")
+	}
+	return form, nil
+}
+
+// repeated returns the first of names that occurs more than once in form.
+// RFC 6749 §3.1, §3.2: parameters must not be included more than once;
+// unrecognised parameters are ignored, repeated or not.
+func repeated(form url.Values, names ...string) (string, bool) {
+	for _, n := range names {
+		if len(form[n]) > 1 {
+			return n, true
+		}
+	}
+	return "", false
+}

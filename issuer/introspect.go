@@ -1,0 +1,91 @@
+package issuer
+
+import (
+	"net/http"
+
+	"github.com/tokengate/caddy-oauth2/stores"
+	"github.com/tokengate/caddy-oauth2/token"
+)
+
+// introspection is the response of RFC 7662 §2.2.
+type introspection struct {
+	Active    bool   `json:"active"`
+	Scope     string `json:"scope,omitempty"`
+	ClientID  string `json:"client_id,omitempty"`
+	Subject   string `json:"sub,omitempty"`
+	ExpiresAt int64  `json:"exp,omitempty"`
+	IssuedAt  int64  `json:"iat,omitempty"`
+	TokenType string `json:"token_type,omitempty"`
+	Issuer    string `json:"iss,omitempty"`
+}
+
+// serveIntrospect is the introspection endpoint (RFC 7662).
+func (s *Server) serveIntrospect(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost { // RFC 7662 §2.1
+		methodNotAllowed(w, http.MethodPost)
+		return
+	}
+	form, oerr := s.readForm(w, r)
+	if oerr == nil {
+		if name, ok := repeated(form, revokeParams...); ok {
+			oerr = errInvalidRequest("parameter " + name + " repeated")
+		}
+	}
+	var c *client
+	if oerr == nil {
+		c, oerr = s.authenticateClient(r, form)
+	}
+	// RFC 7662 §2.1, §4: callers must be authorized; a public client's ID
+	// proves nothing, so only confidential clients may introspect.
+	if oerr == nil && c.Public() {
+		oerr = errInvalidClient("introspection requires a confidential client")
+	}
+	if oerr == nil && form.Get("token") == "" {
+		oerr = errInvalidRequest("token is required")
+	}
+	if oerr != nil {
+		writeError(w, oerr)
+		return
+	}
+	resp, oerr := s.introspect(r, form.Get("token"))
+	if oerr != nil {
+		writeError(w, oerr)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// introspect looks raw up. The kind comes from its prefix; token_type_hint
+// is not needed (RFC 7662 §2.1 lets the server ignore it).
+func (s *Server) introspect(r *http.Request, raw string) (*introspection, *oauthError) {
+	var kind stores.Kind
+	var tokenType string
+	switch {
+	case token.WellFormed(token.AccessPrefix, raw):
+		kind, tokenType = stores.AccessToken, "Bearer"
+	case token.WellFormed(token.RefreshPrefix, raw):
+		kind, tokenType = stores.RefreshToken, "refresh_token"
+	default:
+		return &introspection{}, nil
+	}
+	ctx, cancel := s.storeCtx(r)
+	t, err := s.tokens.LookupToken(ctx, kind, s.hasher.Key(raw))
+	cancel()
+	if s.storeFailed("lookup token", err) {
+		return nil, errUnavailable
+	}
+	if err != nil || !s.now().Before(t.ExpiresAt) {
+		// RFC 7662 §2.2: nothing more about an inactive token.
+		return &introspection{}, nil
+	}
+	return &introspection{
+		Active:    true,
+		Scope:     t.Scope,
+		ClientID:  t.ClientID,
+		Subject:   t.Subject,
+		ExpiresAt: t.ExpiresAt.Unix(),
+		IssuedAt:  t.IssuedAt.Unix(),
+		TokenType: tokenType,
+		Issuer:    s.issuerFor(r),
+	}, nil
+}

@@ -1,0 +1,277 @@
+// Package issuer is the OAuth 2.0 authorization server: the authorization,
+// token, revocation and introspection endpoints and the server metadata
+// document (RFCs 6749, 7009, 7636, 7662, 8414, 9207).
+//
+// It knows nothing of Caddy. The adapter builds a Config, calls New, and
+// routes each endpoint path to Server.Endpoint(path). Codes and tokens are
+// kept in the configured stores under their token.Hasher keys; the raw
+// values exist only in responses.
+package issuer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tokengate/caddy-oauth2/stores"
+	"github.com/tokengate/caddy-oauth2/token"
+)
+
+// The endpoint paths Server.Endpoint answers for.
+const (
+	AuthorizePath  = "/oauth2/authorize"
+	TokenPath      = "/oauth2/token"
+	RevokePath     = "/oauth2/revoke"
+	IntrospectPath = "/oauth2/introspect"
+	MetadataPath   = "/.well-known/oauth-authorization-server"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultCodeLifetime         = 600 * time.Second
+	DefaultAccessTokenLifetime  = 3600 * time.Second
+	DefaultRefreshTokenLifetime = 43200 * time.Second
+	DefaultMaxBodyBytes         = 64 << 10
+	DefaultStoreTimeout         = 2 * time.Second
+)
+
+// Config configures a Server. Zero values take the documented defaults.
+type Config struct {
+	// Issuer is the issuer identifier (RFC 8414 §2): an http(s) URL with no
+	// query or fragment. Default: the origin of each request
+	// (scheme://host, the scheme from whether the connection used TLS).
+	Issuer string
+	// Clients are the registered clients by client ID. Required.
+	Clients map[string]*Client
+	// Codes keeps authorization codes. Required.
+	Codes stores.CodeStore
+	// Tokens keeps access and refresh tokens. Required.
+	Tokens stores.TokenStore
+	// Hasher turns raw codes and tokens into store keys. Required.
+	Hasher *token.Hasher
+	// CodeLifetime bounds an authorization code's life. Default: 600s.
+	CodeLifetime time.Duration
+	// AccessTokenLifetime bounds an access token's life. Default: 3600s.
+	AccessTokenLifetime time.Duration
+	// RefreshTokenLifetime bounds a refresh token's life. Default: 43200s.
+	RefreshTokenLifetime time.Duration
+	// RequirePKCE makes PKCE mandatory for confidential clients too. It is
+	// always mandatory for public clients. Default: false.
+	RequirePKCE bool
+	// MaxBodyBytes caps request bodies. Default: 64 KiB.
+	MaxBodyBytes int64
+	// StoreTimeout is the deadline of every store call. Default: 2s.
+	StoreTimeout time.Duration
+	// Subject returns the authenticated resource owner of a request, ""
+	// when there is none. An authentication handler must run before the
+	// authorization endpoint. Default: nobody is ever authenticated.
+	Subject func(r *http.Request) string
+	// CSRFKey keys the consent form's CSRF tokens. Servers sharing consent
+	// traffic must share it. Default: random per Server.
+	CSRFKey []byte
+	// Logger receives structured logs. Default: zap.NewNop().
+	Logger *zap.Logger
+	// Now is the clock. Default: time.Now.
+	Now func() time.Time
+}
+
+// Server serves the authorization server endpoints. It is safe for
+// concurrent use.
+type Server struct {
+	issuer       string
+	clients      map[string]*client
+	codes        stores.CodeStore
+	tokens       stores.TokenStore
+	hasher       *token.Hasher
+	codeTTL      time.Duration
+	accessTTL    time.Duration
+	refreshTTL   time.Duration
+	requirePKCE  bool
+	maxBody      int64
+	storeTimeout time.Duration
+	subject      func(r *http.Request) string
+	csrfKey      []byte
+	log          *zap.Logger
+	now          func() time.Time
+
+	// Secret verification memo, see verifySecret.
+	memoKey   []byte
+	memoMu    sync.RWMutex
+	memo      map[string][32]byte
+	dummyOnce sync.Once
+	dummy     []byte
+
+	scopesSupported []string
+	grantsSupported []string
+	handlers        map[string]http.Handler
+}
+
+// New validates cfg and returns a Server.
+func New(cfg Config) (*Server, error) {
+	s := &Server{
+		issuer:       cfg.Issuer,
+		codes:        cfg.Codes,
+		tokens:       cfg.Tokens,
+		hasher:       cfg.Hasher,
+		codeTTL:      orDefault(cfg.CodeLifetime, DefaultCodeLifetime),
+		accessTTL:    orDefault(cfg.AccessTokenLifetime, DefaultAccessTokenLifetime),
+		refreshTTL:   orDefault(cfg.RefreshTokenLifetime, DefaultRefreshTokenLifetime),
+		requirePKCE:  cfg.RequirePKCE,
+		maxBody:      orDefault(cfg.MaxBodyBytes, DefaultMaxBodyBytes),
+		storeTimeout: orDefault(cfg.StoreTimeout, DefaultStoreTimeout),
+		subject:      cfg.Subject,
+		log:          cfg.Logger,
+		now:          cfg.Now,
+		memo:         make(map[string][32]byte),
+	}
+	if s.codes == nil || s.tokens == nil {
+		return nil, errors.New("issuer: code and token stores are required")
+	}
+	if s.hasher == nil {
+		return nil, errors.New("issuer: hasher is required")
+	}
+	if err := validateIssuer(s.issuer); err != nil {
+		return nil, err
+	}
+	for name, d := range map[string]time.Duration{
+		"code lifetime": s.codeTTL, "access token lifetime": s.accessTTL,
+		"refresh token lifetime": s.refreshTTL, "store timeout": s.storeTimeout,
+	} {
+		if d < time.Second {
+			return nil, fmt.Errorf("issuer: %s %v must be at least 1s", name, d)
+		}
+	}
+	if s.maxBody <= 0 {
+		return nil, fmt.Errorf("issuer: max body bytes %d must be positive", s.maxBody)
+	}
+	if len(cfg.Clients) == 0 {
+		return nil, errors.New("issuer: at least one client is required")
+	}
+	s.clients = make(map[string]*client, len(cfg.Clients))
+	scopes := map[string]bool{}
+	grants := map[string]bool{}
+	for id, c := range cfg.Clients {
+		cl, err := newClient(id, c)
+		if err != nil {
+			return nil, fmt.Errorf("issuer: client %q: %w", id, err)
+		}
+		s.clients[id] = cl
+		for _, sc := range cl.Scopes {
+			scopes[sc] = true
+		}
+		for g := range cl.grants {
+			grants[g] = true
+		}
+	}
+	for sc := range scopes {
+		s.scopesSupported = append(s.scopesSupported, sc)
+	}
+	slices.Sort(s.scopesSupported)
+	for g := range grants {
+		s.grantsSupported = append(s.grantsSupported, g)
+	}
+	slices.Sort(s.grantsSupported)
+
+	if s.subject == nil {
+		s.subject = func(*http.Request) string { return "" }
+	}
+	if s.log == nil {
+		s.log = zap.NewNop()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	var err error
+	if s.csrfKey = cfg.CSRFKey; len(s.csrfKey) == 0 {
+		if s.csrfKey, err = token.RandomSecret(); err != nil {
+			return nil, fmt.Errorf("issuer: csrf key: %w", err)
+		}
+	} else {
+		s.csrfKey = slices.Clone(s.csrfKey)
+	}
+	if s.memoKey, err = token.RandomSecret(); err != nil {
+		return nil, fmt.Errorf("issuer: memo key: %w", err)
+	}
+	s.handlers = map[string]http.Handler{
+		AuthorizePath:  http.HandlerFunc(s.serveAuthorize),
+		TokenPath:      http.HandlerFunc(s.serveToken),
+		RevokePath:     http.HandlerFunc(s.serveRevoke),
+		IntrospectPath: http.HandlerFunc(s.serveIntrospect),
+		MetadataPath:   http.HandlerFunc(s.serveMetadata),
+	}
+	return s, nil
+}
+
+// Endpoint returns the handler for one of the endpoint paths (AuthorizePath
+// and friends), nil for any other path.
+func (s *Server) Endpoint(path string) http.Handler {
+	return s.handlers[path]
+}
+
+// validateIssuer checks an issuer identifier per RFC 8414 §2: a URL with a
+// scheme and host and no query or fragment. http is allowed for local
+// development; production deployments should use https.
+func validateIssuer(iss string) error {
+	if iss == "" {
+		return nil
+	}
+	u, err := url.Parse(iss)
+	if err != nil {
+		return fmt.Errorf("issuer: issuer %q: %w", iss, err)
+	}
+	if u.Scheme != "https" && u.Scheme != "http" || u.Host == "" || u.User != nil ||
+		u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(iss, "#") {
+		return fmt.Errorf("issuer: issuer %q must be an http(s) URL with a host and no query or fragment", iss)
+	}
+	return nil
+}
+
+// issuerFor returns the issuer identifier for a request: the configured one
+// or the request origin. X-Forwarded-* headers are not trusted.
+func (s *Server) issuerFor(r *http.Request) string {
+	if s.issuer != "" {
+		return s.issuer
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
+
+// endpointURL returns the absolute URL of an endpoint path under the issuer.
+func (s *Server) endpointURL(r *http.Request, path string) string {
+	return strings.TrimSuffix(s.issuerFor(r), "/") + path
+}
+
+// storeCtx bounds one store call.
+func (s *Server) storeCtx(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), s.storeTimeout)
+}
+
+// storeFailed reports whether err is a backend failure rather than one of
+// the answers a store gives (ErrNotFound, ErrConsumed). Such failures are
+// logged and answered with 503 temporarily_unavailable, never as a pass.
+func (s *Server) storeFailed(op string, err error) bool {
+	if err == nil || errors.Is(err, stores.ErrNotFound) || errors.Is(err, stores.ErrConsumed) {
+		return false
+	}
+	s.log.Error("store unavailable", zap.String("op", op), zap.Error(err))
+	return true
+}
+
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}

@@ -1,0 +1,334 @@
+package issuer
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/tokengate/caddy-oauth2/stores"
+	"github.com/tokengate/caddy-oauth2/token"
+)
+
+// tokenParams are the token endpoint parameters RFC 6749 defines.
+var tokenParams = []string{"grant_type", "code", "redirect_uri", "client_id", "client_secret", "code_verifier", "refresh_token", "scope"}
+
+// tokenResponse is the success response of RFC 6749 §5.1.
+type tokenResponse struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+	Scope        string `json:"scope,omitempty"`
+}
+
+// serveToken is the token endpoint (RFC 6749 §3.2).
+func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost { // RFC 6749 §3.2: POST only.
+		methodNotAllowed(w, http.MethodPost)
+		return
+	}
+	form, oerr := s.readForm(w, r)
+	if oerr == nil {
+		if name, ok := repeated(form, tokenParams...); ok {
+			oerr = errInvalidRequest("parameter " + name + " repeated")
+		}
+	}
+	var c *client
+	if oerr == nil {
+		c, oerr = s.authenticateClient(r, form)
+	}
+	var resp *tokenResponse
+	if oerr == nil {
+		grant := form.Get("grant_type")
+		switch grant {
+		case "":
+			oerr = errInvalidRequest("grant_type is required")
+		case grantAuthorizationCode, grantRefreshToken, grantClientCredentials:
+			if !c.grants[grant] {
+				oerr = errUnauthorizedClient("the client may not use this grant type")
+				break
+			}
+			switch grant {
+			case grantAuthorizationCode:
+				resp, oerr = s.grantAuthorizationCode(r, c, form)
+			case grantRefreshToken:
+				resp, oerr = s.grantRefreshToken(r, c, form)
+			case grantClientCredentials:
+				resp, oerr = s.grantClientCredentials(r, c, form)
+			}
+			if oerr == nil {
+				if ce := s.log.Check(zapcore.InfoLevel, "issued token"); ce != nil {
+					ce.Write(zap.String("client_id", c.ID), zap.String("grant_type", grant),
+						zap.String("scope", resp.Scope), zap.Bool("refresh_token", resp.RefreshToken != ""))
+				}
+			}
+		default:
+			oerr = &oauthError{http.StatusBadRequest, errCodeUnsupportedGrantType, "unsupported grant type"}
+		}
+	}
+	if oerr != nil {
+		writeError(w, oerr)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// grantAuthorizationCode redeems an authorization code (RFC 6749 §4.1.3).
+func (s *Server) grantAuthorizationCode(r *http.Request, c *client, form url.Values) (*tokenResponse, *oauthError) {
+	raw := form.Get("code")
+	if raw == "" {
+		return nil, errInvalidRequest("code is required")
+	}
+	verifier := form.Get("code_verifier")
+	// RFC 7636 §4.1: 43-128 unreserved characters.
+	if verifier != "" && !validPKCEString(verifier) {
+		return nil, errInvalidGrant("malformed code_verifier")
+	}
+	if !token.WellFormed(token.CodePrefix, raw) {
+		return nil, errInvalidGrant("invalid authorization code")
+	}
+	ctx, cancel := s.storeCtx(r)
+	code, err := s.codes.ConsumeCode(ctx, s.hasher.Key(raw))
+	cancel()
+	switch {
+	case errors.Is(err, stores.ErrConsumed) && code != nil:
+		// RFC 6749 §4.1.2: a code used twice revokes the tokens issued from it.
+		s.log.Warn("authorization code replayed, revoking its grant",
+			zap.String("client_id", c.ID), zap.String("code_client_id", code.ClientID), zap.String("family", code.Family))
+		if oerr := s.revokeFamily(r, code.Family); oerr != nil {
+			return nil, oerr
+		}
+		return nil, errInvalidGrant("invalid authorization code")
+	case s.storeFailed("consume code", err):
+		return nil, errUnavailable
+	case err != nil:
+		return nil, errInvalidGrant("invalid authorization code")
+	}
+	now := s.now()
+	if code.ClientID != c.ID {
+		// RFC 6749 §4.1.3: the code must have been issued to this client.
+		s.log.Warn("authorization code presented by another client",
+			zap.String("client_id", c.ID), zap.String("code_client_id", code.ClientID), zap.String("family", code.Family))
+		return nil, errInvalidGrant("invalid authorization code")
+	}
+	if !now.Before(code.ExpiresAt) {
+		return nil, errInvalidGrant("invalid authorization code")
+	}
+	// RFC 6749 §4.1.3: redirect_uri must be identical to the one in the
+	// authorization request, if that request had one.
+	if ru := form.Get("redirect_uri"); code.RedirectURI != "" && ru != code.RedirectURI ||
+		code.RedirectURI == "" && ru != "" && !c.redirects[ru] {
+		return nil, errInvalidGrant("redirect_uri does not match the authorization request")
+	}
+	if code.CodeChallenge != "" {
+		// RFC 7636 §4.6: BASE64URL(SHA256(code_verifier)) == code_challenge.
+		if verifier == "" {
+			return nil, errInvalidGrant("code_verifier is required")
+		}
+		sum := sha256.Sum256([]byte(verifier))
+		got := base64.RawURLEncoding.EncodeToString(sum[:])
+		if code.CodeChallengeMethod != pkceS256 || subtle.ConstantTimeCompare([]byte(got), []byte(code.CodeChallenge)) != 1 {
+			return nil, errInvalidGrant("code_verifier does not match the code_challenge")
+		}
+	} else if verifier != "" {
+		// A verifier for a code without a challenge is a PKCE downgrade
+		// attempt (OAuth 2.1 §4.1.3).
+		return nil, errInvalidGrant("code_verifier given but the authorization request had no code_challenge")
+	}
+	return s.issue(r, c, code.Subject, code.Scope, code.Scope, code.Family, c.grants[grantRefreshToken])
+}
+
+// grantRefreshToken rotates a refresh token (RFC 6749 §6).
+func (s *Server) grantRefreshToken(r *http.Request, c *client, form url.Values) (*tokenResponse, *oauthError) {
+	raw := form.Get("refresh_token")
+	if raw == "" {
+		return nil, errInvalidRequest("refresh_token is required")
+	}
+	requested, ok := parseScope(form.Get("scope"))
+	if !ok {
+		return nil, errInvalidScope("malformed scope")
+	}
+	if !token.WellFormed(token.RefreshPrefix, raw) {
+		return nil, errInvalidGrant("invalid refresh token")
+	}
+	key := s.hasher.Key(raw)
+
+	// Look before consuming, so that another client or a too wide scope is
+	// refused without burning the token of the legitimate client.
+	ctx, cancel := s.storeCtx(r)
+	live, err := s.tokens.LookupToken(ctx, stores.RefreshToken, key)
+	cancel()
+	if s.storeFailed("lookup refresh token", err) {
+		return nil, errUnavailable
+	}
+	if err == nil {
+		if oerr := checkRefresh(c, live, requested); oerr != nil {
+			return nil, oerr
+		}
+	}
+
+	ctx, cancel = s.storeCtx(r)
+	old, err := s.tokens.ConsumeRefreshToken(ctx, key)
+	cancel()
+	switch {
+	case errors.Is(err, stores.ErrConsumed) && old != nil:
+		// RFC 6749 §10.4, RFC 9700 §4.14.2: a rotated refresh token presented
+		// again means it leaked; revoke the whole grant.
+		s.log.Warn("refresh token replayed, revoking its grant",
+			zap.String("client_id", c.ID), zap.String("token_client_id", old.ClientID), zap.String("family", old.Family))
+		if oerr := s.revokeFamily(r, old.Family); oerr != nil {
+			return nil, oerr
+		}
+		return nil, errInvalidGrant("invalid refresh token")
+	case s.storeFailed("consume refresh token", err):
+		return nil, errUnavailable
+	case err != nil:
+		return nil, errInvalidGrant("invalid refresh token")
+	}
+	if oerr := checkRefresh(c, old, requested); oerr != nil {
+		return nil, oerr
+	}
+	if !s.now().Before(old.ExpiresAt) {
+		return nil, errInvalidGrant("invalid refresh token")
+	}
+	scope := old.Scope
+	if len(requested) > 0 {
+		// RFC 6749 §6: a narrower scope for the access token; the new refresh
+		// token keeps the original grant.
+		scope = strings.Join(requested, " ")
+	}
+	return s.issue(r, c, old.Subject, scope, old.Scope, old.Family, true)
+}
+
+// checkRefresh checks a refresh token against the client refreshing it
+// (RFC 6749 §6) and the requested scope, which must not exceed the
+// original grant.
+func checkRefresh(c *client, t *stores.Token, requested []string) *oauthError {
+	if t.ClientID != c.ID {
+		return errInvalidGrant("invalid refresh token")
+	}
+	granted := strings.Fields(t.Scope)
+	for _, sc := range requested {
+		if !slices.Contains(granted, sc) {
+			return errInvalidScope("the requested scope exceeds the original grant")
+		}
+	}
+	return nil
+}
+
+// grantClientCredentials issues an access token to a confidential client
+// for itself (RFC 6749 §4.4).
+func (s *Server) grantClientCredentials(r *http.Request, c *client, form url.Values) (*tokenResponse, *oauthError) {
+	if c.Public() { // unreachable: New refuses the grant for public clients
+		return nil, errUnauthorizedClient("public clients cannot use client_credentials")
+	}
+	scope, oerr := c.grantScope(form.Get("scope"))
+	if oerr != nil {
+		return nil, oerr
+	}
+	// RFC 6749 §4.4.3: no refresh token.
+	return s.issue(r, c, "", scope, "", token.NewID(), false)
+}
+
+// issue mints an access token and, when withRefresh, a refresh token of the
+// same family, and stores both with one call.
+func (s *Server) issue(r *http.Request, c *client, subject, scope, refreshScope, family string, withRefresh bool) (*tokenResponse, *oauthError) {
+	now := s.now()
+	access, err := token.New(token.AccessPrefix)
+	if err != nil {
+		return nil, errUnavailable
+	}
+	resp := &tokenResponse{
+		AccessToken: access,
+		TokenType:   "Bearer", // RFC 6750
+		ExpiresIn:   int64(s.accessTTL / time.Second),
+		Scope:       scope,
+	}
+	records := []*stores.Token{{
+		Key: s.hasher.Key(access), Kind: stores.AccessToken, ClientID: c.ID, Subject: subject,
+		Scope: scope, Family: family, IssuedAt: now, ExpiresAt: now.Add(s.accessTTL),
+	}}
+	if withRefresh {
+		refresh, err := token.New(token.RefreshPrefix)
+		if err != nil {
+			return nil, errUnavailable
+		}
+		resp.RefreshToken = refresh
+		records = append(records, &stores.Token{
+			Key: s.hasher.Key(refresh), Kind: stores.RefreshToken, ClientID: c.ID, Subject: subject,
+			Scope: refreshScope, Family: family, IssuedAt: now, ExpiresAt: now.Add(s.refreshTTL),
+		})
+	}
+	ctx, cancel := s.storeCtx(r)
+	err = s.tokens.InsertTokens(ctx, records...)
+	cancel()
+	if err != nil {
+		s.storeFailed("insert tokens", stores.Unavailable(err))
+		return nil, errUnavailable
+	}
+	return resp, nil
+}
+
+// revokeFamily revokes every token of a grant family.
+func (s *Server) revokeFamily(r *http.Request, family string) *oauthError {
+	ctx, cancel := s.storeCtx(r)
+	err := s.tokens.RevokeFamily(ctx, family)
+	cancel()
+	if err != nil && !errors.Is(err, stores.ErrNotFound) {
+		s.storeFailed("revoke family", stores.Unavailable(err))
+		return errUnavailable
+	}
+	return nil
+}
+
+// parseScope splits a scope parameter into distinct scope-tokens (RFC 6749
+// §3.3). ok is false when a token has characters outside the grammar.
+func parseScope(scope string) (tokens []string, ok bool) {
+	for _, sc := range strings.Split(scope, " ") {
+		if sc == "" {
+			continue
+		}
+		if !validScopeToken(sc) {
+			return nil, false
+		}
+		if !slices.Contains(tokens, sc) {
+			tokens = append(tokens, sc)
+		}
+	}
+	return tokens, true
+}
+
+// grantScope returns the scope to grant the client for a requested scope
+// parameter: all of its scopes when none is requested, in the order they
+// are registered, else the requested ones if the client may have them all
+// (RFC 6749 §3.3).
+func (c *client) grantScope(param string) (string, *oauthError) {
+	requested, ok := parseScope(param)
+	if !ok {
+		return "", errInvalidScope("malformed scope")
+	}
+	for _, sc := range requested {
+		if !c.scopes[sc] {
+			return "", errInvalidScope("the client may not request this scope")
+		}
+	}
+	if len(requested) == 0 {
+		return strings.Join(c.Scopes, " "), nil
+	}
+	granted := make([]string, 0, len(requested))
+	for _, sc := range c.Scopes {
+		if slices.Contains(requested, sc) {
+			granted = append(granted, sc)
+		}
+	}
+	return strings.Join(granted, " "), nil
+}
