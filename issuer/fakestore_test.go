@@ -40,6 +40,8 @@ type fakeStore struct {
 	tokens map[tokenKey]*fakeToken
 	fail   map[string]bool // operation name -> fail with stores.Unavailable
 	block  bool            // every call waits for ctx to end
+	// beforeInsert, when set, runs before InsertTokens stores anything.
+	beforeInsert func()
 }
 
 type fakeCode struct {
@@ -129,6 +131,12 @@ func (f *fakeStore) PurgeExpiredCodes(ctx context.Context, batch int) (int64, er
 }
 
 func (f *fakeStore) InsertTokens(ctx context.Context, tokens ...*stores.Token) error {
+	f.mu.Lock()
+	hook := f.beforeInsert
+	f.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
 	if err := f.enter(ctx, "InsertTokens"); err != nil {
 		return err
 	}

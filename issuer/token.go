@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
@@ -278,11 +279,21 @@ func (s *Server) issue(r *http.Request, c *client, subject, scope, refreshScope,
 	return resp, nil
 }
 
-// revokeFamily revokes every token of a grant family.
+// revokeFamily revokes every token of a grant family after a replay.
 func (s *Server) revokeFamily(r *http.Request, family string) *oauthError {
 	ctx, cancel := s.storeCtx(r)
 	err := s.tokens.RevokeFamily(ctx, family)
 	cancel()
+	// The replay can race the winning redemption, whose tokens may not be
+	// stored yet. That insert ends within the store timeout, so revoke once
+	// more after it has surely ended.
+	time.AfterFunc(2*s.storeTimeout, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), s.storeTimeout)
+		defer cancel()
+		if err := s.tokens.RevokeFamily(ctx, family); err != nil {
+			s.storeFailed("revoke family again", stores.Unavailable(err))
+		}
+	})
 	if err != nil && !errors.Is(err, stores.ErrNotFound) {
 		s.storeFailed("revoke family", stores.Unavailable(err))
 		return errUnavailable

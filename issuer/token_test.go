@@ -368,6 +368,42 @@ func TestCodeReplayRevokesFamily(t *testing.T) {
 	}
 }
 
+// A replay that overtakes the winning redemption, before the winner has
+// stored its tokens, still ends with those tokens revoked.
+func TestCodeReplayRacingTheWinner(t *testing.T) {
+	const timeout = time.Second
+	e := newEnv(t, func(c *Config) { c.StoreTimeout = timeout })
+	verifier, challenge := pkce()
+	c := e.code(authParams("pub", "code_challenge", challenge, "code_challenge_method", "S256"))
+	form := url.Values{"grant_type": {"authorization_code"}, "code": {c}, "code_verifier": {verifier}}
+
+	entered, replayed := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	e.store.mu.Lock()
+	// The winner, having consumed the code, waits for the replay before it
+	// stores its tokens.
+	e.store.beforeInsert = func() { once.Do(func() { close(entered); <-replayed }) }
+	e.store.mu.Unlock()
+	winner := make(chan result, 1)
+	go func() { winner <- e.postAs(TokenPath, "pub", form) }()
+	<-entered
+	// The replay loses and revokes a family that has no tokens yet.
+	wantError(t, e.postAs(TokenPath, "pub", form), 400, "invalid_grant")
+	close(replayed)
+	res := <-winner
+	if res.status != 200 {
+		t.Fatalf("winner: %d %s", res.status, res.body)
+	}
+	at := res.json(t)["access_token"].(string)
+	deadline := time.Now().Add(5 * timeout)
+	for e.active(at) {
+		if time.Now().After(deadline) {
+			t.Fatal("the winner's tokens outlived the replay's revocation")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func TestConcurrentCodeRedemption(t *testing.T) {
 	e := newEnv(t)
 	verifier, challenge := pkce()
