@@ -1,0 +1,65 @@
+-- caddy-oauth2 SQL store schema, version 1, for MySQL 8 and MariaDB 10.5+.
+--
+-- Apply once:  mysql -u USER -p DATABASE < oauth-server.sql
+-- or let the store do it with the create_schema option. Tables carry the
+-- prefix oauth_; for another table_prefix replace it throughout.
+--
+-- Keys are the hex HMAC-SHA256 of codes and tokens, never the raw values.
+-- Times are milliseconds since the Unix epoch, UTC. Expired rows are deleted
+-- in batches by the expires_at index.
+
+CREATE TABLE oauth_schema_version (
+  version INT NOT NULL PRIMARY KEY
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+CREATE TABLE oauth_codes (
+  code_key CHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
+  client_id VARCHAR(255) NULL,
+  subject VARCHAR(255) NULL,
+  redirect_uri VARCHAR(2048) NULL,
+  scope VARCHAR(1024) NULL,
+  code_challenge VARCHAR(128) NULL,
+  code_challenge_method VARCHAR(16) NULL,
+  family VARCHAR(128) NULL,
+  issued_at BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL,
+  used SMALLINT NOT NULL DEFAULT 0
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+CREATE INDEX oauth_codes_exp_idx ON oauth_codes (expires_at);
+
+CREATE TABLE oauth_access_tokens (
+  token_key CHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
+  client_id VARCHAR(255) NULL,
+  subject VARCHAR(255) NULL,
+  scope VARCHAR(1024) NULL,
+  family VARCHAR(128) NULL,
+  issued_at BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+CREATE INDEX oauth_at_exp_idx ON oauth_access_tokens (expires_at);
+CREATE INDEX oauth_at_fam_idx ON oauth_access_tokens (family);
+
+CREATE TABLE oauth_refresh_tokens (
+  token_key CHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
+  client_id VARCHAR(255) NULL,
+  subject VARCHAR(255) NULL,
+  scope VARCHAR(1024) NULL,
+  family VARCHAR(128) NULL,
+  issued_at BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL,
+  used SMALLINT NOT NULL DEFAULT 0
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+CREATE INDEX oauth_rt_exp_idx ON oauth_refresh_tokens (expires_at);
+CREATE INDEX oauth_rt_fam_idx ON oauth_refresh_tokens (family);
+
+CREATE TABLE oauth_purge_lease (
+  name VARCHAR(64) NOT NULL PRIMARY KEY,
+  holder VARCHAR(128) NOT NULL,
+  lease_until BIGINT NOT NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+INSERT INTO oauth_purge_lease (name, holder, lease_until) VALUES ('purge', 'none', 0);
+INSERT INTO oauth_schema_version (version) VALUES (1);

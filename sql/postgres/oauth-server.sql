@@ -1,0 +1,65 @@
+-- caddy-oauth2 SQL store schema, version 1, for PostgreSQL 12+.
+--
+-- Apply once:  psql -d DATABASE -f oauth-server.sql
+-- or let the store do it with the create_schema option. Tables carry the
+-- prefix oauth_; for another table_prefix replace it throughout.
+--
+-- Keys are the hex HMAC-SHA256 of codes and tokens, never the raw values.
+-- Times are milliseconds since the Unix epoch, UTC. Expired rows are deleted
+-- in batches by the expires_at index.
+
+CREATE TABLE oauth_schema_version (
+  version INTEGER NOT NULL PRIMARY KEY
+);
+
+CREATE TABLE oauth_codes (
+  code_key CHAR(64) NOT NULL PRIMARY KEY,
+  client_id VARCHAR(255),
+  subject VARCHAR(255),
+  redirect_uri VARCHAR(2048),
+  scope VARCHAR(1024),
+  code_challenge VARCHAR(128),
+  code_challenge_method VARCHAR(16),
+  family VARCHAR(128),
+  issued_at BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL,
+  used SMALLINT DEFAULT 0 NOT NULL
+);
+
+CREATE INDEX oauth_codes_exp_idx ON oauth_codes (expires_at);
+
+CREATE TABLE oauth_access_tokens (
+  token_key CHAR(64) NOT NULL PRIMARY KEY,
+  client_id VARCHAR(255),
+  subject VARCHAR(255),
+  scope VARCHAR(1024),
+  family VARCHAR(128),
+  issued_at BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL
+);
+
+CREATE INDEX oauth_at_exp_idx ON oauth_access_tokens (expires_at);
+CREATE INDEX oauth_at_fam_idx ON oauth_access_tokens (family);
+
+CREATE TABLE oauth_refresh_tokens (
+  token_key CHAR(64) NOT NULL PRIMARY KEY,
+  client_id VARCHAR(255),
+  subject VARCHAR(255),
+  scope VARCHAR(1024),
+  family VARCHAR(128),
+  issued_at BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL,
+  used SMALLINT DEFAULT 0 NOT NULL
+);
+
+CREATE INDEX oauth_rt_exp_idx ON oauth_refresh_tokens (expires_at);
+CREATE INDEX oauth_rt_fam_idx ON oauth_refresh_tokens (family);
+
+CREATE TABLE oauth_purge_lease (
+  name VARCHAR(64) NOT NULL PRIMARY KEY,
+  holder VARCHAR(128) NOT NULL,
+  lease_until BIGINT NOT NULL
+);
+
+INSERT INTO oauth_purge_lease (name, holder, lease_until) VALUES ('purge', 'none', 0);
+INSERT INTO oauth_schema_version (version) VALUES (1);

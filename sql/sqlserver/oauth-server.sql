@@ -1,0 +1,65 @@
+-- caddy-oauth2 SQL store schema, version 1, for Microsoft SQL Server 2016+ and Azure SQL.
+--
+-- Apply once:  sqlcmd -d DATABASE -i oauth-server.sql
+-- or let the store do it with the create_schema option. Tables carry the
+-- prefix oauth_; for another table_prefix replace it throughout.
+--
+-- Keys are the hex HMAC-SHA256 of codes and tokens, never the raw values.
+-- Times are milliseconds since the Unix epoch, UTC. Expired rows are deleted
+-- in batches by the expires_at index.
+
+CREATE TABLE oauth_schema_version (
+  version INT NOT NULL PRIMARY KEY
+);
+
+CREATE TABLE oauth_codes (
+  code_key NCHAR(64) NOT NULL PRIMARY KEY,
+  client_id NVARCHAR(255),
+  subject NVARCHAR(255),
+  redirect_uri NVARCHAR(2048),
+  scope NVARCHAR(1024),
+  code_challenge NVARCHAR(128),
+  code_challenge_method NVARCHAR(16),
+  family NVARCHAR(128),
+  issued_at BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL,
+  used SMALLINT DEFAULT 0 NOT NULL
+);
+
+CREATE INDEX oauth_codes_exp_idx ON oauth_codes (expires_at);
+
+CREATE TABLE oauth_access_tokens (
+  token_key NCHAR(64) NOT NULL PRIMARY KEY,
+  client_id NVARCHAR(255),
+  subject NVARCHAR(255),
+  scope NVARCHAR(1024),
+  family NVARCHAR(128),
+  issued_at BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL
+);
+
+CREATE INDEX oauth_at_exp_idx ON oauth_access_tokens (expires_at);
+CREATE INDEX oauth_at_fam_idx ON oauth_access_tokens (family);
+
+CREATE TABLE oauth_refresh_tokens (
+  token_key NCHAR(64) NOT NULL PRIMARY KEY,
+  client_id NVARCHAR(255),
+  subject NVARCHAR(255),
+  scope NVARCHAR(1024),
+  family NVARCHAR(128),
+  issued_at BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL,
+  used SMALLINT DEFAULT 0 NOT NULL
+);
+
+CREATE INDEX oauth_rt_exp_idx ON oauth_refresh_tokens (expires_at);
+CREATE INDEX oauth_rt_fam_idx ON oauth_refresh_tokens (family);
+
+CREATE TABLE oauth_purge_lease (
+  name NVARCHAR(64) NOT NULL PRIMARY KEY,
+  holder NVARCHAR(128) NOT NULL,
+  lease_until BIGINT NOT NULL
+);
+
+INSERT INTO oauth_purge_lease (name, holder, lease_until) VALUES ('purge', 'none', 0);
+INSERT INTO oauth_schema_version (version) VALUES (1);

@@ -1,0 +1,203 @@
+package sql
+
+import (
+	"database/sql"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/go-sql-driver/mysql"
+)
+
+// A dialect holds everything that differs between database systems. The
+// engine writes each statement once, with ? placeholders and the {now} and
+// {limit} markers, and the dialect turns it into its own SQL.
+//
+// Times are kept as BIGINT milliseconds since the Unix epoch (UTC): every
+// system and driver compares and returns those alike, with no session time
+// zone or driver time type in between. Only the database's own clock, used
+// to purge, needs a per-dialect expression.
+type dialect struct {
+	// name is the dialect's configuration name and its folder under sql/.
+	name string
+	// driver is the database/sql driver name.
+	driver string
+	// placeholder renders the n-th (1-based) parameter.
+	placeholder func(n int) string
+	// nowMillis is an expression for the database's current time in
+	// milliseconds since the Unix epoch, UTC. It must be evaluated once per
+	// statement so that the expiry column is range scanned.
+	nowMillis string
+	// deleteBatch returns a statement deleting at most n rows of table
+	// matching where (which uses no parameters).
+	deleteBatch func(table, key, where string, n int) string
+	// prepareDSN adjusts a user's DSN to what the engine relies on.
+	prepareDSN func(dsn string) (string, error)
+	// buildHint explains a missing driver.
+	buildHint string
+}
+
+func questionMark(int) string { return "?" }
+
+var dialects = map[string]*dialect{
+	"mysql": {
+		name:        "mysql",
+		driver:      "mysql",
+		placeholder: questionMark,
+		// TIMESTAMPDIFF against UTC_TIMESTAMP is independent of the
+		// session time zone, unlike UNIX_TIMESTAMP(NOW(3)).
+		nowMillis: "(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000)",
+		deleteBatch: func(table, _, where string, n int) string {
+			return fmt.Sprintf("DELETE FROM %s WHERE %s LIMIT %d", table, where, n)
+		},
+		prepareDSN: prepareMySQLDSN,
+	},
+	"postgres": {
+		name:        "postgres",
+		driver:      "pgx",
+		placeholder: func(n int) string { return "$" + strconv.Itoa(n) },
+		// CURRENT_TIMESTAMP is stable within a statement, so the planner
+		// can use it as an index bound; clock_timestamp() is not.
+		nowMillis: "CAST(EXTRACT(EPOCH FROM CURRENT_TIMESTAMP) * 1000 AS BIGINT)",
+		deleteBatch: func(table, key, where string, n int) string {
+			return fmt.Sprintf("DELETE FROM %s WHERE %s IN (SELECT %s FROM %s WHERE %s LIMIT %d)", table, key, key, table, where, n)
+		},
+	},
+	"sqlite": {
+		name:        "sqlite",
+		driver:      "sqlite",
+		placeholder: questionMark,
+		// 'now' is fixed for the duration of one sqlite3_step call.
+		nowMillis: "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+		deleteBatch: func(table, _, where string, n int) string {
+			return fmt.Sprintf("DELETE FROM %s WHERE rowid IN (SELECT rowid FROM %s WHERE %s LIMIT %d)", table, table, where, n)
+		},
+		prepareDSN: prepareSQLiteDSN,
+	},
+	"sqlserver": {
+		name:        "sqlserver",
+		driver:      "sqlserver",
+		placeholder: func(n int) string { return "@p" + strconv.Itoa(n) },
+		nowMillis:   "DATEDIFF_BIG(MILLISECOND, '1970-01-01', SYSUTCDATETIME())",
+		deleteBatch: func(table, _, where string, n int) string {
+			return fmt.Sprintf("DELETE TOP (%d) FROM %s WHERE %s", n, table, where)
+		},
+	},
+	"oracle": {
+		name:        "oracle",
+		driver:      "oracle",
+		placeholder: func(n int) string { return ":" + strconv.Itoa(n) },
+		// SYSTIMESTAMP is evaluated once per statement. A DATE difference
+		// is in days; whole seconds come from it, milliseconds from FF3.
+		nowMillis: "(ROUND((CAST(SYS_EXTRACT_UTC(SYSTIMESTAMP) AS DATE) - DATE '1970-01-01') * 86400) * 1000" +
+			" + TO_NUMBER(TO_CHAR(SYSTIMESTAMP, 'FF3')))",
+		deleteBatch: func(table, _, where string, n int) string {
+			return fmt.Sprintf("DELETE FROM %s WHERE %s AND ROWNUM <= %d", table, where, n)
+		},
+	},
+	"db2": {
+		name:        "db2",
+		driver:      "go_ibm_db",
+		placeholder: questionMark,
+		// CURRENT TIMESTAMP is evaluated once per statement.
+		nowMillis: "((BIGINT(DAYS(CURRENT TIMESTAMP - CURRENT TIMEZONE)) - DAYS('1970-01-01')) * 86400000" +
+			" + BIGINT(MIDNIGHT_SECONDS(CURRENT TIMESTAMP - CURRENT TIMEZONE)) * 1000" +
+			" + MICROSECOND(CURRENT TIMESTAMP) / 1000)",
+		deleteBatch: func(table, _, where string, n int) string {
+			return fmt.Sprintf("DELETE FROM (SELECT * FROM %s WHERE %s FETCH FIRST %d ROWS ONLY)", table, where, n)
+		},
+		buildHint: "built without db2 support: rebuild with -tags db2 (needs cgo and IBM's clidriver)",
+	},
+}
+
+// dialectNames lists the supported dialects, sorted.
+func dialectNames() []string {
+	names := make([]string, 0, len(dialects))
+	for n := range dialects {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// lookupDialect returns the named dialect.
+func lookupDialect(name string) (*dialect, error) {
+	d, ok := dialects[name]
+	if !ok {
+		return nil, fmt.Errorf("unknown dialect %q (want one of %s)", name, strings.Join(dialectNames(), ", "))
+	}
+	return d, nil
+}
+
+// available reports whether the dialect's driver is linked in.
+func (d *dialect) available() error {
+	if slices.Contains(sql.Drivers(), d.driver) {
+		return nil
+	}
+	if d.buildHint != "" {
+		return fmt.Errorf("dialect %s: %s", d.name, d.buildHint)
+	}
+	return fmt.Errorf("dialect %s: database/sql driver %q not registered", d.name, d.driver)
+}
+
+// rebind renders a statement written with ? placeholders and the {now}
+// marker in the dialect's syntax. The engine's statements contain no ?
+// inside string literals.
+func (d *dialect) rebind(q string) string {
+	q = strings.ReplaceAll(q, "{now}", d.nowMillis)
+	if d.placeholder(1) == "?" {
+		return q
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range q {
+		if r == '?' {
+			n++
+			b.WriteString(d.placeholder(n))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// prepareMySQLDSN makes the driver report matched rather than changed rows
+// (the purge lease renews a row with what may be the same value) and, unless
+// the DSN says otherwise, interpolate parameters client side: one round trip
+// per statement instead of prepare, execute and close.
+func prepareMySQLDSN(dsn string) (string, error) {
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return "", err
+	}
+	cfg.ClientFoundRows = true
+	if !strings.Contains(dsn, "interpolateParams=") {
+		cfg.InterpolateParams = true
+	}
+	return cfg.FormatDSN(), nil
+}
+
+// prepareSQLiteDSN adds a busy timeout, so that concurrent writers wait for
+// the lock instead of failing, and the WAL journal, so that readers do not
+// block the writer, unless the DSN sets them itself.
+func prepareSQLiteDSN(dsn string) (string, error) {
+	if dsn == "" {
+		return "", fmt.Errorf("empty sqlite DSN")
+	}
+	var add []string
+	if !strings.Contains(dsn, "busy_timeout") {
+		add = append(add, "_pragma=busy_timeout(10000)")
+	}
+	if !strings.Contains(dsn, "journal_mode") && !strings.Contains(dsn, ":memory:") && !strings.Contains(dsn, "mode=memory") {
+		add = append(add, "_pragma=journal_mode(wal)")
+	}
+	if len(add) == 0 {
+		return dsn, nil
+	}
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	return dsn + sep + strings.Join(add, "&"), nil
+}

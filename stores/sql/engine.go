@@ -1,0 +1,695 @@
+package sql
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"database/sql/driver"
+	"embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/tokengate/caddy-oauth2/stores"
+)
+
+// SchemaVersion is the version of the bundled schema (sql/<dialect>/oauth-server.sql)
+// this store needs.
+const SchemaVersion = 1
+
+// DefaultTablePrefix is the prefix of the tables in the bundled schema files.
+const DefaultTablePrefix = "oauth_"
+
+// DefaultPurgeBatch is how many rows one purge statement deletes at most
+// when neither the configuration nor the caller says.
+const DefaultPurgeBatch = 1000
+
+// defaultLease is how long a purger holds the purge lease; it is renewed
+// after every batch, so it bounds only how long a crashed gateway blocks
+// the others.
+const defaultLease = 2 * time.Minute
+
+// leaseName is the lease row every purge takes.
+const leaseName = "purge"
+
+//go:embed schema/*.sql
+var schemaFiles embed.FS
+
+var prefixPattern = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,29}$`)
+
+// Options configure an Engine.
+type Options struct {
+	// TablePrefix starts every table and index name. Default: oauth_.
+	TablePrefix string
+	// CreateSchema makes Start apply the bundled schema when its tables are
+	// missing.
+	CreateSchema bool
+	// PurgeBatch, when positive, overrides the batch size callers pass to
+	// PurgeExpired*.
+	PurgeBatch int
+	// LeaseDuration is how long one purge may hold the purge lease before
+	// renewing it. Default: 2 minutes.
+	LeaseDuration time.Duration
+	// Holder names this engine in the purge lease. Default: host name and a
+	// random suffix.
+	Holder string
+}
+
+// Engine is a stores.Store over one database/sql database. It knows
+// nothing of Caddy; the Store module shares one *sql.DB between engines.
+type Engine struct {
+	db     *sql.DB
+	d      *dialect
+	opts   Options
+	tables tables
+	q      statements
+}
+
+type tables struct {
+	version, codes, access, refresh, lease string
+}
+
+type statements struct {
+	version, leaseCount, leaseInsert, leaseAcquire, leaseRelease string
+
+	insertCode, consumeCode, selectCode string
+
+	insertAccess, insertRefresh   string
+	lookupAccess, lookupRefresh   string
+	consumeRefresh, selectRefresh string
+	revokeAccess, revokeRefresh   string
+	familyAccess, familyRefresh   string
+}
+
+const (
+	codeCols  = "client_id, subject, redirect_uri, scope, code_challenge, code_challenge_method, family, issued_at, expires_at"
+	tokenCols = "client_id, subject, scope, family, issued_at, expires_at"
+	expiredIs = "expires_at < {now}"
+)
+
+// Open checks the dialect's driver and returns a database handle for dsn.
+// It does not connect: database/sql connects on first use.
+func Open(dialectName, dsn string) (*sql.DB, error) {
+	d, err := lookupDialect(dialectName)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.available(); err != nil {
+		return nil, err
+	}
+	if d.prepareDSN != nil {
+		if dsn, err = d.prepareDSN(dsn); err != nil {
+			return nil, fmt.Errorf("dialect %s: invalid DSN: %w", d.name, err)
+		}
+	}
+	probe, err := sql.Open(d.driver, dsn)
+	if err != nil {
+		return nil, err
+	}
+	drv := probe.Driver()
+	_ = probe.Close()
+	var c driver.Connector = dsnConnector{dsn: dsn, drv: drv}
+	if dc, ok := drv.(driver.DriverContext); ok {
+		if c, err = dc.OpenConnector(dsn); err != nil {
+			return nil, fmt.Errorf("dialect %s: invalid DSN: %w", d.name, err)
+		}
+	}
+	return sql.OpenDB(ctxConnector{c}), nil
+}
+
+// ctxConnector makes dialing honour the context even where a driver does
+// not (go-mssqldb waits for a silent server's prelogin answer for ever):
+// the caller gets ctx.Err() at its deadline, and a connection that turns up
+// later is closed.
+type ctxConnector struct{ driver.Connector }
+
+func (c ctxConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	type result struct {
+		conn driver.Conn
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		conn, err := c.Connector.Connect(ctx)
+		done <- result{conn, err}
+	}()
+	select {
+	case r := <-done:
+		return r.conn, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-done; r.err == nil && r.conn != nil {
+				_ = r.conn.Close()
+			}
+		}()
+		return nil, ctx.Err()
+	}
+}
+
+// dsnConnector is the connector of a driver without one.
+type dsnConnector struct {
+	dsn string
+	drv driver.Driver
+}
+
+func (c dsnConnector) Connect(context.Context) (driver.Conn, error) { return c.drv.Open(c.dsn) }
+func (c dsnConnector) Driver() driver.Driver                        { return c.drv }
+
+// NewEngine returns an engine over db, which must have been opened for
+// the named dialect. It does not touch the database.
+func NewEngine(db *sql.DB, dialectName string, opts Options) (*Engine, error) {
+	d, err := lookupDialect(dialectName)
+	if err != nil {
+		return nil, err
+	}
+	if opts.TablePrefix == "" {
+		opts.TablePrefix = DefaultTablePrefix
+	}
+	if !prefixPattern.MatchString(opts.TablePrefix) {
+		return nil, fmt.Errorf("table prefix %q: want a letter then up to 29 letters, digits or underscores", opts.TablePrefix)
+	}
+	if opts.PurgeBatch < 0 {
+		return nil, fmt.Errorf("purge batch %d is negative", opts.PurgeBatch)
+	}
+	if opts.LeaseDuration <= 0 {
+		opts.LeaseDuration = defaultLease
+	}
+	if opts.Holder == "" {
+		opts.Holder = newHolder()
+	}
+	e := &Engine{db: db, d: d, opts: opts}
+	p := opts.TablePrefix
+	e.tables = tables{
+		version: p + "schema_version",
+		codes:   p + "codes",
+		access:  p + "access_tokens",
+		refresh: p + "refresh_tokens",
+		lease:   p + "purge_lease",
+	}
+	e.q = buildStatements(d, e.tables, opts.LeaseDuration)
+	return e, nil
+}
+
+func buildStatements(d *dialect, t tables, lease time.Duration) statements {
+	r := d.rebind
+	return statements{
+		version:     r("SELECT MAX(version) FROM " + t.version),
+		leaseCount:  r("SELECT COUNT(*) FROM " + t.lease + " WHERE name = ?"),
+		leaseInsert: r("INSERT INTO " + t.lease + " (name, holder, lease_until) VALUES (?, 'none', 0)"),
+		// A lease is free when it ran out (its holder crashed or released
+		// it) or when we hold it already; the duration is a literal
+		// because typing a parameter in arithmetic differs per system.
+		leaseAcquire: r(fmt.Sprintf("UPDATE %s SET holder = ?, lease_until = {now} + %d WHERE name = ? AND (lease_until < {now} OR holder = ?)",
+			t.lease, lease.Milliseconds())),
+		leaseRelease: r("UPDATE " + t.lease + " SET lease_until = 0 WHERE name = ? AND holder = ?"),
+
+		insertCode:  r("INSERT INTO " + t.codes + " (code_key, " + codeCols + ", used) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)"),
+		consumeCode: r("UPDATE " + t.codes + " SET used = 1 WHERE code_key = ? AND used = 0 AND expires_at > ?"),
+		selectCode:  r("SELECT " + codeCols + ", used FROM " + t.codes + " WHERE code_key = ?"),
+
+		insertAccess:   r("INSERT INTO " + t.access + " (token_key, " + tokenCols + ") VALUES (?, ?, ?, ?, ?, ?, ?)"),
+		insertRefresh:  r("INSERT INTO " + t.refresh + " (token_key, " + tokenCols + ", used) VALUES (?, ?, ?, ?, ?, ?, ?, 0)"),
+		lookupAccess:   r("SELECT " + tokenCols + " FROM " + t.access + " WHERE token_key = ? AND expires_at > ?"),
+		lookupRefresh:  r("SELECT " + tokenCols + " FROM " + t.refresh + " WHERE token_key = ? AND expires_at > ? AND used = 0"),
+		consumeRefresh: r("UPDATE " + t.refresh + " SET used = 1 WHERE token_key = ? AND used = 0 AND expires_at > ?"),
+		selectRefresh:  r("SELECT " + tokenCols + ", used FROM " + t.refresh + " WHERE token_key = ?"),
+		revokeAccess:   r("DELETE FROM " + t.access + " WHERE token_key = ?"),
+		revokeRefresh:  r("DELETE FROM " + t.refresh + " WHERE token_key = ?"),
+		familyAccess:   r("DELETE FROM " + t.access + " WHERE family = ?"),
+		familyRefresh:  r("DELETE FROM " + t.refresh + " WHERE family = ?"),
+	}
+}
+
+// purgeStatement deletes at most n expired rows of table.
+func (e *Engine) purgeStatement(table, key string, n int) string {
+	return e.d.rebind(e.d.deleteBatch(table, key, expiredIs, n))
+}
+
+func newHolder() string {
+	host, _ := os.Hostname()
+	if len(host) > 64 {
+		host = host[:64]
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return host + "-" + hex.EncodeToString(b[:])
+}
+
+// DB returns the engine's database handle.
+func (e *Engine) DB() *sql.DB { return e.db }
+
+// Start checks that the database is reachable and its schema current,
+// creating the schema first when configured to and it is missing.
+func (e *Engine) Start(ctx context.Context) error {
+	if err := e.db.PingContext(ctx); err != nil {
+		return stores.Unavailable(fmt.Errorf("sql store (%s): connect: %w", e.d.name, err))
+	}
+	v, err := e.schemaVersion(ctx)
+	if err != nil && e.opts.CreateSchema {
+		if aerr := e.applySchema(ctx); aerr != nil {
+			// Another gateway may have created it meanwhile.
+			if v, err = e.schemaVersion(ctx); err != nil {
+				return fmt.Errorf("sql store (%s): create_schema: %w", e.d.name, aerr)
+			}
+		} else {
+			v, err = e.schemaVersion(ctx)
+		}
+	}
+	if err != nil {
+		if perr := e.db.PingContext(ctx); perr != nil {
+			return stores.Unavailable(fmt.Errorf("sql store (%s): %w", e.d.name, perr))
+		}
+		return fmt.Errorf("sql store (%s): schema table %s not readable (%v): create the tables by running %s%s, or set create_schema",
+			e.d.name, e.tables.version, err, e.SchemaFile(), e.prefixNote())
+	}
+	switch {
+	case v < SchemaVersion:
+		return fmt.Errorf("sql store (%s): schema version %d in %s is older than %d: apply %s%s",
+			e.d.name, v, e.tables.version, SchemaVersion, e.SchemaFile(), e.prefixNote())
+	case v > SchemaVersion:
+		return fmt.Errorf("sql store (%s): schema version %d in %s is newer than this build supports (%d): upgrade caddy-oauth2",
+			e.d.name, v, e.tables.version, SchemaVersion)
+	}
+	return e.ensureLeaseRow(ctx)
+}
+
+// SchemaFile names the schema file for the engine's dialect.
+func (e *Engine) SchemaFile() string { return "sql/" + e.d.name + "/oauth-server.sql" }
+
+func (e *Engine) prefixNote() string {
+	if e.opts.TablePrefix == DefaultTablePrefix {
+		return ""
+	}
+	return fmt.Sprintf(" with every %s replaced by %s", DefaultTablePrefix, e.opts.TablePrefix)
+}
+
+func (e *Engine) schemaVersion(ctx context.Context) (int, error) {
+	var v sql.NullInt64
+	if err := e.db.QueryRowContext(ctx, e.q.version).Scan(&v); err != nil {
+		return 0, err
+	}
+	return int(v.Int64), nil
+}
+
+// Schema returns the bundled schema of a dialect with the given table
+// prefix, as the statements to execute one by one.
+func Schema(dialectName, prefix string) ([]string, error) {
+	d, err := lookupDialect(dialectName)
+	if err != nil {
+		return nil, err
+	}
+	b, err := schemaFiles.ReadFile("schema/" + d.name + ".sql")
+	if err != nil {
+		return nil, err
+	}
+	text := string(b)
+	if prefix != DefaultTablePrefix {
+		text = regexp.MustCompile(`\b`+DefaultTablePrefix).ReplaceAllLiteralString(text, prefix)
+	}
+	return splitStatements(text), nil
+}
+
+// splitStatements splits a schema file into statements: each ends with a
+// semicolon at the end of a line; lines starting with -- are comments.
+func splitStatements(text string) []string {
+	var out []string
+	var cur []string
+	for _, line := range strings.Split(text, "\n") {
+		trimmed := strings.TrimSpace(line)
+		if trimmed == "" || strings.HasPrefix(trimmed, "--") {
+			continue
+		}
+		if strings.HasSuffix(trimmed, ";") {
+			cur = append(cur, strings.TrimRight(strings.TrimSuffix(trimmed, ";"), " "))
+			out = append(out, strings.Join(cur, "\n"))
+			cur = cur[:0]
+			continue
+		}
+		cur = append(cur, line)
+	}
+	if len(cur) > 0 {
+		out = append(out, strings.Join(cur, "\n"))
+	}
+	return out
+}
+
+func (e *Engine) applySchema(ctx context.Context) error {
+	stmts, err := Schema(e.d.name, e.opts.TablePrefix)
+	if err != nil {
+		return err
+	}
+	for _, s := range stmts {
+		if _, err := e.db.ExecContext(ctx, s); err != nil {
+			return fmt.Errorf("%s: %w", firstLine(s), err)
+		}
+	}
+	return nil
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+func (e *Engine) ensureLeaseRow(ctx context.Context) error {
+	var n int64
+	if err := e.db.QueryRowContext(ctx, e.q.leaseCount, leaseName).Scan(&n); err != nil {
+		return stores.Unavailable(fmt.Errorf("sql store (%s): table %s: %w", e.d.name, e.tables.lease, err))
+	}
+	if n > 0 {
+		return nil
+	}
+	if _, err := e.db.ExecContext(ctx, e.q.leaseInsert, leaseName); err != nil {
+		// Lost a race with another gateway inserting it: fine if it is there.
+		if e.db.QueryRowContext(ctx, e.q.leaseCount, leaseName).Scan(&n) != nil || n == 0 {
+			return stores.Unavailable(fmt.Errorf("sql store (%s): table %s: %w", e.d.name, e.tables.lease, err))
+		}
+	}
+	return nil
+}
+
+// fail wraps a backend failure so that callers answer 503.
+func (e *Engine) fail(op string, err error) error {
+	return stores.Unavailable(fmt.Errorf("sql store (%s): %s: %w", e.d.name, op, err))
+}
+
+// nullable stores empty strings as NULL: Oracle cannot tell them apart,
+// so no system is allowed to.
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func millis(t time.Time) int64 { return t.UnixMilli() }
+
+func fromMillis(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
+
+func nowMillis() int64 { return time.Now().UnixMilli() }
+
+// InsertCode stores a new code.
+func (e *Engine) InsertCode(ctx context.Context, c *stores.Code) error {
+	_, err := e.db.ExecContext(ctx, e.q.insertCode, c.Key, nullable(c.ClientID), nullable(c.Subject),
+		nullable(c.RedirectURI), nullable(c.Scope), nullable(c.CodeChallenge), nullable(c.CodeChallengeMethod),
+		nullable(c.Family), millis(c.IssuedAt), millis(c.ExpiresAt))
+	if err != nil {
+		return e.fail("insert code", err)
+	}
+	return nil
+}
+
+// ConsumeCode marks the code used. The conditional UPDATE decides the one
+// winner; a loser reads the row to tell a replay from an unknown code.
+func (e *Engine) ConsumeCode(ctx context.Context, key string) (*stores.Code, error) {
+	now := nowMillis()
+	won, err := e.claim(ctx, e.q.consumeCode, key, now)
+	if err != nil {
+		return nil, e.fail("consume code", err)
+	}
+	c, used, err := e.selectCode(ctx, key)
+	if err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, stores.ErrNotFound
+		}
+		return nil, e.fail("read code", err)
+	}
+	switch {
+	case won:
+		return c, nil
+	case millis(c.ExpiresAt) <= now:
+		return nil, stores.ErrNotFound
+	case used:
+		return c, stores.ErrConsumed
+	}
+	return nil, stores.ErrNotFound
+}
+
+// claim runs a conditional UPDATE and reports whether it changed the row.
+func (e *Engine) claim(ctx context.Context, stmt, key string, now int64) (bool, error) {
+	res, err := e.db.ExecContext(ctx, stmt, key, now)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, err
+	}
+	return n == 1, nil
+}
+
+func (e *Engine) selectCode(ctx context.Context, key string) (*stores.Code, bool, error) {
+	var (
+		client, subject, redirect, scope, challenge, method, family sql.NullString
+		issued, expires, used                                       int64
+	)
+	err := e.db.QueryRowContext(ctx, e.q.selectCode, key).Scan(&client, &subject, &redirect, &scope,
+		&challenge, &method, &family, &issued, &expires, &used)
+	if err != nil {
+		return nil, false, err
+	}
+	return &stores.Code{
+		Key:                 key,
+		ClientID:            client.String,
+		Subject:             subject.String,
+		RedirectURI:         redirect.String,
+		Scope:               scope.String,
+		CodeChallenge:       challenge.String,
+		CodeChallengeMethod: method.String,
+		Family:              family.String,
+		IssuedAt:            fromMillis(issued),
+		ExpiresAt:           fromMillis(expires),
+	}, used != 0, nil
+}
+
+// PurgeExpiredCodes deletes expired codes in batches.
+func (e *Engine) PurgeExpiredCodes(ctx context.Context, batch int) (int64, error) {
+	return e.purge(ctx, batch, [][2]string{{e.tables.codes, "code_key"}})
+}
+
+// InsertTokens stores tokens, in one transaction when there are several.
+func (e *Engine) InsertTokens(ctx context.Context, tokens ...*stores.Token) error {
+	for _, t := range tokens {
+		if t.Kind != stores.AccessToken && t.Kind != stores.RefreshToken {
+			return fmt.Errorf("sql store: token kind %d unknown", t.Kind)
+		}
+	}
+	if len(tokens) == 1 {
+		if err := e.insertToken(ctx, e.db, tokens[0]); err != nil {
+			return e.fail("insert token", err)
+		}
+		return nil
+	}
+	tx, err := e.db.BeginTx(ctx, nil)
+	if err != nil {
+		return e.fail("insert tokens", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	for _, t := range tokens {
+		if err := e.insertToken(ctx, tx, t); err != nil {
+			return e.fail("insert tokens", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return e.fail("insert tokens", err)
+	}
+	return nil
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+func (e *Engine) insertToken(ctx context.Context, x execer, t *stores.Token) error {
+	stmt := e.q.insertAccess
+	if t.Kind == stores.RefreshToken {
+		stmt = e.q.insertRefresh
+	}
+	_, err := x.ExecContext(ctx, stmt, t.Key, nullable(t.ClientID), nullable(t.Subject), nullable(t.Scope),
+		nullable(t.Family), millis(t.IssuedAt), millis(t.ExpiresAt))
+	return err
+}
+
+// LookupToken returns a live token of the given kind.
+func (e *Engine) LookupToken(ctx context.Context, kind stores.Kind, key string) (*stores.Token, error) {
+	var stmt string
+	switch kind {
+	case stores.AccessToken:
+		stmt = e.q.lookupAccess
+	case stores.RefreshToken:
+		stmt = e.q.lookupRefresh
+	default:
+		return nil, stores.ErrNotFound
+	}
+	var (
+		client, subject, scope, family sql.NullString
+		issued, expires                int64
+	)
+	err := e.db.QueryRowContext(ctx, stmt, key, nowMillis()).Scan(&client, &subject, &scope, &family, &issued, &expires)
+	if err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, stores.ErrNotFound
+		}
+		return nil, e.fail("lookup token", err)
+	}
+	return &stores.Token{
+		Key: key, Kind: kind,
+		ClientID: client.String, Subject: subject.String, Scope: scope.String, Family: family.String,
+		IssuedAt: fromMillis(issued), ExpiresAt: fromMillis(expires),
+	}, nil
+}
+
+// ConsumeRefreshToken rotates a refresh token: one conditional UPDATE
+// decides the winner, as for codes.
+func (e *Engine) ConsumeRefreshToken(ctx context.Context, key string) (*stores.Token, error) {
+	now := nowMillis()
+	won, err := e.claim(ctx, e.q.consumeRefresh, key, now)
+	if err != nil {
+		return nil, e.fail("consume refresh token", err)
+	}
+	var (
+		client, subject, scope, family sql.NullString
+		issued, expires, used          int64
+	)
+	err = e.db.QueryRowContext(ctx, e.q.selectRefresh, key).Scan(&client, &subject, &scope, &family, &issued, &expires, &used)
+	if err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, stores.ErrNotFound
+		}
+		return nil, e.fail("read refresh token", err)
+	}
+	t := &stores.Token{
+		Key: key, Kind: stores.RefreshToken,
+		ClientID: client.String, Subject: subject.String, Scope: scope.String, Family: family.String,
+		IssuedAt: fromMillis(issued), ExpiresAt: fromMillis(expires),
+	}
+	switch {
+	case won:
+		return t, nil
+	case expires <= now:
+		return nil, stores.ErrNotFound
+	case used != 0:
+		return t, stores.ErrConsumed
+	}
+	return nil, stores.ErrNotFound
+}
+
+// RevokeToken deletes one token; an unknown one is no error.
+func (e *Engine) RevokeToken(ctx context.Context, kind stores.Kind, key string) error {
+	var stmts []string
+	switch kind {
+	case stores.AccessToken:
+		stmts = []string{e.q.revokeAccess}
+	case stores.RefreshToken:
+		stmts = []string{e.q.revokeRefresh}
+	default:
+		stmts = []string{e.q.revokeAccess, e.q.revokeRefresh}
+	}
+	for _, s := range stmts {
+		if _, err := e.db.ExecContext(ctx, s, key); err != nil {
+			return e.fail("revoke token", err)
+		}
+	}
+	return nil
+}
+
+// RevokeFamily deletes every access and refresh token of a family, consumed
+// ones included, in one transaction.
+func (e *Engine) RevokeFamily(ctx context.Context, family string) error {
+	tx, err := e.db.BeginTx(ctx, nil)
+	if err != nil {
+		return e.fail("revoke family", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	for _, s := range []string{e.q.familyAccess, e.q.familyRefresh} {
+		if _, err := tx.ExecContext(ctx, s, family); err != nil {
+			return e.fail("revoke family", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return e.fail("revoke family", err)
+	}
+	return nil
+}
+
+// PurgeExpiredTokens deletes expired access and refresh tokens in batches.
+func (e *Engine) PurgeExpiredTokens(ctx context.Context, batch int) (int64, error) {
+	return e.purge(ctx, batch, [][2]string{{e.tables.access, "token_key"}, {e.tables.refresh, "token_key"}})
+}
+
+// purge deletes expired rows of each (table, key column), batch rows per
+// statement, each statement its own transaction, by the database's clock.
+// Only the holder of the purge lease works; without it purge returns 0.
+func (e *Engine) purge(ctx context.Context, batch int, targets [][2]string) (int64, error) {
+	n := batch
+	if e.opts.PurgeBatch > 0 {
+		n = e.opts.PurgeBatch
+	}
+	if n <= 0 {
+		n = DefaultPurgeBatch
+	}
+	ok, err := e.acquireLease(ctx)
+	if err != nil {
+		return 0, e.fail("purge lease", err)
+	}
+	if !ok {
+		return 0, nil
+	}
+	defer e.releaseLease(ctx)
+	var total int64
+	for _, t := range targets {
+		stmt := e.purgeStatement(t[0], t[1], n)
+		for {
+			res, err := e.db.ExecContext(ctx, stmt)
+			if err != nil {
+				return total, e.fail("purge "+t[0], err)
+			}
+			k, err := res.RowsAffected()
+			if err != nil {
+				return total, e.fail("purge "+t[0], err)
+			}
+			total += k
+			if k < int64(n) {
+				break
+			}
+			// Renew, so that a long purge keeps the lease and a lost one
+			// stops this purger.
+			if ok, err := e.acquireLease(ctx); err != nil {
+				return total, e.fail("purge lease", err)
+			} else if !ok {
+				return total, nil
+			}
+		}
+	}
+	return total, nil
+}
+
+// acquireLease takes or renews the purge lease.
+func (e *Engine) acquireLease(ctx context.Context) (bool, error) {
+	res, err := e.db.ExecContext(ctx, e.q.leaseAcquire, e.opts.Holder, leaseName, e.opts.Holder)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// releaseLease lets another gateway purge next without waiting for the
+// lease to run out. A failure only delays that.
+func (e *Engine) releaseLease(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_, _ = e.db.ExecContext(ctx, e.q.leaseRelease, leaseName, e.opts.Holder)
+}
+
+// Interface guards
+var (
+	_ stores.Store   = (*Engine)(nil)
+	_ stores.Starter = (*Engine)(nil)
+)

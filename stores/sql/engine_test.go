@@ -1,0 +1,485 @@
+package sql
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tokengate/caddy-oauth2/stores"
+	"github.com/tokengate/caddy-oauth2/stores/storetest"
+)
+
+// serverDialects are the dialects tested against a real server when the
+// named variable holds its DSN.
+var serverDialects = []struct{ dialect, env string }{
+	{"mysql", "OAUTH2_TEST_MYSQL_DSN"},
+	{"postgres", "OAUTH2_TEST_POSTGRES_DSN"},
+	{"sqlserver", "OAUTH2_TEST_SQLSERVER_DSN"},
+	{"oracle", "OAUTH2_TEST_ORACLE_DSN"},
+	{"db2", "OAUTH2_TEST_DB2_DSN"},
+}
+
+func testCtx(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// newEngine opens and starts an engine with create_schema.
+func newEngine(t *testing.T, dialect, dsn string, opts Options) *Engine {
+	t.Helper()
+	db, err := Open(dialect, dsn)
+	if err != nil {
+		t.Fatalf("Open(%s): %v", dialect, err)
+	}
+	t.Cleanup(func() { db.Close() })
+	opts.CreateSchema = true
+	e, err := NewEngine(db, dialect, opts)
+	if err != nil {
+		t.Fatalf("NewEngine: %v", err)
+	}
+	if err := e.Start(testCtx(t, time.Minute)); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	return e
+}
+
+// sqliteDSN returns a DSN for a fresh database file.
+func sqliteDSN(t *testing.T) string {
+	return filepath.Join(t.TempDir(), "oauth2.db")
+}
+
+// serverDSN returns the DSN in env, or skips the test.
+func serverDSN(t *testing.T, dialect, env string) string {
+	t.Helper()
+	dsn := os.Getenv(env)
+	if dsn == "" {
+		t.Skipf("set %s to run the %s tests against a real server", env, dialect)
+	}
+	if dialect == "db2" {
+		if err := dialects["db2"].available(); err != nil {
+			t.Skipf("%s is set but %v", env, err)
+		}
+	}
+	return dsn
+}
+
+// emptyTables deletes every row and frees the purge lease.
+func emptyTables(t *testing.T, e *Engine) {
+	t.Helper()
+	ctx := testCtx(t, time.Minute)
+	for _, tbl := range []string{e.tables.codes, e.tables.access, e.tables.refresh} {
+		if _, err := e.db.ExecContext(ctx, "DELETE FROM "+tbl); err != nil {
+			t.Fatalf("emptying %s: %v", tbl, err)
+		}
+	}
+	if _, err := e.db.ExecContext(ctx, "UPDATE "+e.tables.lease+" SET lease_until = 0"); err != nil {
+		t.Fatalf("freeing lease: %v", err)
+	}
+}
+
+func TestContractSQLite(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) stores.Store {
+		return newEngine(t, "sqlite", sqliteDSN(t), Options{})
+	}, storetest.Options{})
+}
+
+func TestContractServers(t *testing.T) {
+	for _, sd := range serverDialects {
+		t.Run(sd.dialect, func(t *testing.T) {
+			dsn := serverDSN(t, sd.dialect, sd.env)
+			first := newEngine(t, sd.dialect, dsn, Options{})
+			storetest.Run(t, func(t *testing.T) stores.Store {
+				e, err := NewEngine(first.db, sd.dialect, Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				emptyTables(t, e)
+				return e
+			}, storetest.Options{})
+		})
+	}
+}
+
+// forEachDatabase runs f against SQLite and every configured server.
+func forEachDatabase(t *testing.T, f func(t *testing.T, dialect, dsn string, fresh func(t *testing.T, opts Options) *Engine)) {
+	t.Run("sqlite", func(t *testing.T) {
+		dsn := sqliteDSN(t)
+		f(t, "sqlite", dsn, func(t *testing.T, opts Options) *Engine { return newEngine(t, "sqlite", dsn, opts) })
+	})
+	for _, sd := range serverDialects {
+		t.Run(sd.dialect, func(t *testing.T) {
+			dsn := serverDSN(t, sd.dialect, sd.env)
+			f(t, sd.dialect, dsn, func(t *testing.T, opts Options) *Engine {
+				e := newEngine(t, sd.dialect, dsn, opts)
+				emptyTables(t, e)
+				return e
+			})
+		})
+	}
+}
+
+// insertExpired adds n expired access tokens, many rows per statement.
+func insertExpired(t *testing.T, e *Engine, n int) {
+	t.Helper()
+	ctx := testCtx(t, 5*time.Minute)
+	const per = 500
+	past := time.Now().Add(-time.Hour).UnixMilli()
+	for done := 0; done < n; {
+		k := min(per, n-done)
+		var b strings.Builder
+		args := make([]any, 0, k*4)
+		if e.d.name == "oracle" {
+			b.WriteString("INSERT ALL")
+			for i := 0; i < k; i++ {
+				fmt.Fprintf(&b, " INTO %s (token_key, client_id, family, issued_at, expires_at) VALUES (?, 'c', ?, ?, ?)", e.tables.access)
+			}
+			b.WriteString(" SELECT 1 FROM DUAL")
+		} else {
+			fmt.Fprintf(&b, "INSERT INTO %s (token_key, client_id, family, issued_at, expires_at) VALUES ", e.tables.access)
+			for i := 0; i < k; i++ {
+				if i > 0 {
+					b.WriteString(", ")
+				}
+				b.WriteString("(?, 'c', ?, ?, ?)")
+			}
+		}
+		for i := 0; i < k; i++ {
+			args = append(args, storetest.Key(), "fam-bulk", past-int64(done+i), past)
+		}
+		if _, err := e.db.ExecContext(ctx, e.d.rebind(b.String()), args...); err != nil {
+			t.Fatalf("bulk insert: %v", err)
+		}
+		done += k
+	}
+}
+
+func countRows(t *testing.T, e *Engine, table string) int64 {
+	t.Helper()
+	var n int64
+	if err := e.db.QueryRowContext(testCtx(t, time.Minute), "SELECT COUNT(*) FROM "+table).Scan(&n); err != nil {
+		t.Fatalf("count %s: %v", table, err)
+	}
+	return n
+}
+
+// TestPurgeLarge purges 100,000 expired tokens (20,000 on SQLite) in batches of 1000 and
+// reports how long it took.
+func TestPurgeLarge(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	forEachDatabase(t, func(t *testing.T, dialect, dsn string, fresh func(*testing.T, Options) *Engine) {
+		rows := 100000
+		if dialect == "sqlite" {
+			rows = 20000 // modernc's SQLite is slow under -race; the point is the servers
+		}
+		e := fresh(t, Options{})
+		live := &stores.Token{Key: storetest.Key(), Kind: stores.AccessToken, ClientID: "c", Family: "f",
+			IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
+		if err := e.InsertTokens(testCtx(t, time.Minute), live); err != nil {
+			t.Fatal(err)
+		}
+		began := time.Now()
+		insertExpired(t, e, rows)
+		inserted := time.Since(began)
+		began = time.Now()
+		n, err := e.PurgeExpiredTokens(testCtx(t, 10*time.Minute), 1000)
+		took := time.Since(began)
+		if err != nil {
+			t.Fatalf("PurgeExpiredTokens: %v", err)
+		}
+		if n != int64(rows) {
+			t.Fatalf("purged %d rows, want %d", n, rows)
+		}
+		if left := countRows(t, e, e.tables.access); left != 1 {
+			t.Fatalf("%d rows left, want the 1 live token", left)
+		}
+		t.Logf("%s: inserted %d expired rows in %v; purged them in batches of 1000 in %v (%.0f rows/s)",
+			dialect, rows, inserted.Round(time.Millisecond), took.Round(time.Millisecond), float64(rows)/took.Seconds())
+	})
+}
+
+// TestPurgeLease checks that of two gateways sharing a database only the
+// one holding the lease purges.
+func TestPurgeLease(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, dialect, dsn string, fresh func(*testing.T, Options) *Engine) {
+		a := fresh(t, Options{Holder: "gateway-a"})
+		b := newEngine(t, dialect, dsn, Options{Holder: "gateway-b"})
+		ctx := testCtx(t, 5*time.Minute)
+
+		insertExpired(t, a, 3000)
+		if ok, err := a.acquireLease(ctx); err != nil || !ok {
+			t.Fatalf("a takes the free lease: %v, %v", ok, err)
+		}
+		if n, err := b.PurgeExpiredTokens(ctx, 100); err != nil || n != 0 {
+			t.Fatalf("b purged while a held the lease: %d, %v; want 0, nil", n, err)
+		}
+		if left := countRows(t, a, a.tables.access); left != 3000 {
+			t.Fatalf("b deleted rows without the lease: %d left", left)
+		}
+		// The holder renews its own lease.
+		if n, err := a.PurgeExpiredTokens(ctx, 1000); err != nil || n != 3000 {
+			t.Fatalf("a purged %d, %v; want 3000", n, err)
+		}
+		// a released it: b may purge now.
+		insertExpired(t, a, 10)
+		if n, err := b.PurgeExpiredTokens(ctx, 100); err != nil || n != 10 {
+			t.Fatalf("b after release purged %d, %v; want 10", n, err)
+		}
+
+		// Concurrently, one does all the work and the other gets 0.
+		insertExpired(t, a, 5000)
+		var wg sync.WaitGroup
+		var na, nb int64
+		var ea, eb error
+		wg.Add(2)
+		go func() { defer wg.Done(); na, ea = a.PurgeExpiredTokens(ctx, 100) }()
+		go func() { defer wg.Done(); nb, eb = b.PurgeExpiredTokens(ctx, 100) }()
+		wg.Wait()
+		if ea != nil || eb != nil {
+			t.Fatalf("concurrent purges: %v, %v", ea, eb)
+		}
+		if na+nb != 5000 || (na != 0 && nb != 0) {
+			t.Fatalf("concurrent purges removed %d and %d; want 5000 by one of them", na, nb)
+		}
+		t.Logf("%s: concurrent purgers removed %d and %d", dialect, na, nb)
+	})
+}
+
+// TestLeaseExpires checks that a crashed holder's lease runs out.
+func TestLeaseExpires(t *testing.T) {
+	dsn := sqliteDSN(t)
+	a := newEngine(t, "sqlite", dsn, Options{Holder: "crashed", LeaseDuration: 300 * time.Millisecond})
+	b := newEngine(t, "sqlite", dsn, Options{Holder: "survivor"})
+	ctx := testCtx(t, time.Minute)
+	if ok, err := a.acquireLease(ctx); err != nil || !ok {
+		t.Fatalf("acquire: %v %v", ok, err)
+	}
+	insertExpired(t, a, 5)
+	if n, _ := b.PurgeExpiredTokens(ctx, 10); n != 0 {
+		t.Fatalf("purged %d under another's lease", n)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n, err := b.PurgeExpiredTokens(ctx, 10); err != nil || n != 5 {
+		t.Fatalf("after the lease ran out: %d, %v; want 5", n, err)
+	}
+}
+
+// TestPurgeBatchOption checks that purge_batch overrides the caller's size.
+func TestPurgeBatchOption(t *testing.T) {
+	e := newEngine(t, "sqlite", sqliteDSN(t), Options{PurgeBatch: 7})
+	insertExpired(t, e, 50)
+	if n, err := e.PurgeExpiredTokens(testCtx(t, time.Minute), 1000); err != nil || n != 50 {
+		t.Fatalf("purged %d, %v", n, err)
+	}
+}
+
+func TestStartSchemaChecks(t *testing.T) {
+	ctx := testCtx(t, time.Minute)
+	dsn := sqliteDSN(t)
+	db, err := Open("sqlite", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+
+	e, _ := NewEngine(db, "sqlite", Options{TablePrefix: "gw_"})
+	err = e.Start(ctx)
+	if err == nil || !strings.Contains(err.Error(), "sql/sqlite/oauth-server.sql") ||
+		!strings.Contains(err.Error(), "gw_") || !strings.Contains(err.Error(), "create_schema") {
+		t.Fatalf("Start without schema: %v; want advice naming the file, prefix and create_schema", err)
+	}
+	if errors.Is(err, stores.ErrUnavailable) {
+		t.Fatalf("a missing schema is a configuration error, not an outage: %v", err)
+	}
+
+	e, _ = NewEngine(db, "sqlite", Options{TablePrefix: "gw_", CreateSchema: true})
+	if err := e.Start(ctx); err != nil {
+		t.Fatalf("Start with create_schema: %v", err)
+	}
+	if err := e.Start(ctx); err != nil {
+		t.Fatalf("second Start: %v", err)
+	}
+	var n int
+	if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name LIKE 'gw\\_%' ESCAPE '\\'").Scan(&n); err != nil || n != 5 {
+		t.Fatalf("prefixed tables: %d, %v; want 5", n, err)
+	}
+
+	if _, err := db.ExecContext(ctx, "UPDATE gw_schema_version SET version = 0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(ctx); err == nil || !strings.Contains(err.Error(), "older") {
+		t.Fatalf("Start with an old schema: %v", err)
+	}
+	if _, err := db.ExecContext(ctx, "UPDATE gw_schema_version SET version = 99"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(ctx); err == nil || !strings.Contains(err.Error(), "newer") {
+		t.Fatalf("Start with a newer schema: %v", err)
+	}
+
+	// A deleted lease row comes back.
+	if _, err := db.ExecContext(ctx, "UPDATE gw_schema_version SET version = 1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, "DELETE FROM gw_purge_lease"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := e.acquireLease(ctx); err != nil || !ok {
+		t.Fatalf("lease after Start restored its row: %v, %v", ok, err)
+	}
+}
+
+// TestOutage points stores at a closed port and at a server that accepts
+// connections but never answers: every call must fail with ErrUnavailable
+// within its context deadline.
+func TestOutage(t *testing.T) {
+	silent := silentServer(t)
+	for _, tc := range []struct{ dialect, closed, hung string }{
+		{"mysql", "u:p@tcp(127.0.0.1:1)/db", "u:p@tcp(" + silent + ")/db"},
+		{"postgres", "postgres://u:p@127.0.0.1:1/db?sslmode=disable", "postgres://u:p@" + silent + "/db?sslmode=disable"},
+		{"sqlserver", "sqlserver://u:p@127.0.0.1:1?database=db", "sqlserver://u:p@" + silent + "?database=db"},
+		{"oracle", "oracle://u:p@127.0.0.1:1/svc", "oracle://u:p@" + silent + "/svc"},
+		{"sqlite", filepath.Join(t.TempDir(), "missing-dir", "x.db"), ""},
+	} {
+		for _, target := range []struct{ name, dsn string }{{"closed", tc.closed}, {"hung", tc.hung}} {
+			if target.dsn == "" {
+				continue
+			}
+			t.Run(tc.dialect+"/"+target.name, func(t *testing.T) {
+				db, err := Open(tc.dialect, target.dsn)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer db.Close()
+				e, err := NewEngine(db, tc.dialect, Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				const deadline = 700 * time.Millisecond
+				calls := map[string]func(ctx context.Context) error{
+					"Start": e.Start,
+					"Lookup": func(ctx context.Context) error {
+						_, err := e.LookupToken(ctx, stores.AccessToken, storetest.Key())
+						return err
+					},
+					"Consume": func(ctx context.Context) error {
+						_, err := e.ConsumeCode(ctx, storetest.Key())
+						return err
+					},
+					"Purge": func(ctx context.Context) error { _, err := e.PurgeExpiredTokens(ctx, 10); return err },
+				}
+				for name, call := range calls {
+					ctx, cancel := context.WithTimeout(context.Background(), deadline)
+					began := time.Now()
+					err := call(ctx)
+					took := time.Since(began)
+					cancel()
+					if !errors.Is(err, stores.ErrUnavailable) {
+						t.Errorf("%s: got %v, want ErrUnavailable", name, err)
+					}
+					if took > deadline+500*time.Millisecond {
+						t.Errorf("%s took %v, beyond the %v deadline", name, took, deadline)
+					}
+				}
+			})
+		}
+	}
+}
+
+// silentServer accepts TCP connections and never writes to them.
+func silentServer(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []interface{ Close() error }
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return l.Addr().String()
+}
+
+// TestSchemaAndDSNErrors checks errors that need no database.
+func TestSchemaAndDSNErrors(t *testing.T) {
+	if _, err := Open("nosuch", "x"); err == nil || !strings.Contains(err.Error(), "mysql, oracle, postgres") {
+		t.Fatalf("unknown dialect: %v", err)
+	}
+	if _, err := Open("mysql", "not a dsn"); err == nil {
+		t.Fatal("invalid mysql DSN accepted")
+	}
+	db, _ := sql.Open("sqlite", ":memory:")
+	defer db.Close()
+	if _, err := NewEngine(db, "sqlite", Options{TablePrefix: "x; DROP TABLE y"}); err == nil {
+		t.Fatal("unsafe prefix accepted")
+	}
+}
+
+// BenchmarkLookupToken measures the guard's hot path against SQLite and
+// the configured servers.
+func BenchmarkLookupToken(b *testing.B) {
+	targets := []struct{ dialect, dsn string }{{"sqlite", filepath.Join(b.TempDir(), "bench.db")}}
+	for _, sd := range serverDialects {
+		if dsn := os.Getenv(sd.env); dsn != "" && sd.dialect != "db2" {
+			targets = append(targets, struct{ dialect, dsn string }{sd.dialect, dsn})
+		}
+	}
+	for _, tg := range targets {
+		b.Run(tg.dialect, func(b *testing.B) {
+			db, err := Open(tg.dialect, tg.dsn)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			e, _ := NewEngine(db, tg.dialect, Options{CreateSchema: true})
+			ctx := context.Background()
+			if err := e.Start(ctx); err != nil {
+				b.Fatal(err)
+			}
+			tok := &stores.Token{Key: storetest.Key(), Kind: stores.AccessToken, ClientID: "c", Family: "f",
+				IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
+			if err := e.InsertTokens(ctx, tok); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := e.LookupToken(ctx, stores.AccessToken, tok.Key); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}

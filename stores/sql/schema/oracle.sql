@@ -1,0 +1,66 @@
+-- caddy-oauth2 SQL store schema, version 1, for Oracle Database 12.2+.
+--
+-- Apply once:  sqlplus USER/PASSWORD@SERVICE @oauth-server.sql
+-- or let the store do it with the create_schema option. Tables carry the
+-- prefix oauth_; for another table_prefix replace it throughout.
+--
+-- Keys are the hex HMAC-SHA256 of codes and tokens, never the raw values.
+-- Times are milliseconds since the Unix epoch, UTC. Expired rows are deleted
+-- in batches by the expires_at index.
+
+CREATE TABLE oauth_schema_version (
+  version NUMBER(10) NOT NULL PRIMARY KEY
+);
+
+CREATE TABLE oauth_codes (
+  code_key CHAR(64) NOT NULL PRIMARY KEY,
+  client_id VARCHAR2(255 CHAR),
+  subject VARCHAR2(255 CHAR),
+  redirect_uri VARCHAR2(2048 CHAR),
+  scope VARCHAR2(1024 CHAR),
+  code_challenge VARCHAR2(128 CHAR),
+  code_challenge_method VARCHAR2(16 CHAR),
+  family VARCHAR2(128 CHAR),
+  issued_at NUMBER(19) NOT NULL,
+  expires_at NUMBER(19) NOT NULL,
+  used NUMBER(1) DEFAULT 0 NOT NULL
+);
+
+CREATE INDEX oauth_codes_exp_idx ON oauth_codes (expires_at);
+
+CREATE TABLE oauth_access_tokens (
+  token_key CHAR(64) NOT NULL PRIMARY KEY,
+  client_id VARCHAR2(255 CHAR),
+  subject VARCHAR2(255 CHAR),
+  scope VARCHAR2(1024 CHAR),
+  family VARCHAR2(128 CHAR),
+  issued_at NUMBER(19) NOT NULL,
+  expires_at NUMBER(19) NOT NULL
+);
+
+CREATE INDEX oauth_at_exp_idx ON oauth_access_tokens (expires_at);
+CREATE INDEX oauth_at_fam_idx ON oauth_access_tokens (family);
+
+CREATE TABLE oauth_refresh_tokens (
+  token_key CHAR(64) NOT NULL PRIMARY KEY,
+  client_id VARCHAR2(255 CHAR),
+  subject VARCHAR2(255 CHAR),
+  scope VARCHAR2(1024 CHAR),
+  family VARCHAR2(128 CHAR),
+  issued_at NUMBER(19) NOT NULL,
+  expires_at NUMBER(19) NOT NULL,
+  used NUMBER(1) DEFAULT 0 NOT NULL
+);
+
+CREATE INDEX oauth_rt_exp_idx ON oauth_refresh_tokens (expires_at);
+CREATE INDEX oauth_rt_fam_idx ON oauth_refresh_tokens (family);
+
+CREATE TABLE oauth_purge_lease (
+  name VARCHAR2(64 CHAR) NOT NULL PRIMARY KEY,
+  holder VARCHAR2(128 CHAR) NOT NULL,
+  lease_until NUMBER(19) NOT NULL
+);
+
+INSERT INTO oauth_purge_lease (name, holder, lease_until) VALUES ('purge', 'none', 0);
+INSERT INTO oauth_schema_version (version) VALUES (1);
+COMMIT;

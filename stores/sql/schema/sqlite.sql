@@ -1,0 +1,65 @@
+-- caddy-oauth2 SQL store schema, version 1, for SQLite 3.8+.
+--
+-- Apply once:  sqlite3 FILE < oauth-server.sql
+-- or let the store do it with the create_schema option. Tables carry the
+-- prefix oauth_; for another table_prefix replace it throughout.
+--
+-- Keys are the hex HMAC-SHA256 of codes and tokens, never the raw values.
+-- Times are milliseconds since the Unix epoch, UTC. Expired rows are deleted
+-- in batches by the expires_at index.
+
+CREATE TABLE oauth_schema_version (
+  version INTEGER NOT NULL PRIMARY KEY
+);
+
+CREATE TABLE oauth_codes (
+  code_key TEXT NOT NULL PRIMARY KEY,
+  client_id TEXT,
+  subject TEXT,
+  redirect_uri TEXT,
+  scope TEXT,
+  code_challenge TEXT,
+  code_challenge_method TEXT,
+  family TEXT,
+  issued_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  used INTEGER DEFAULT 0 NOT NULL
+);
+
+CREATE INDEX oauth_codes_exp_idx ON oauth_codes (expires_at);
+
+CREATE TABLE oauth_access_tokens (
+  token_key TEXT NOT NULL PRIMARY KEY,
+  client_id TEXT,
+  subject TEXT,
+  scope TEXT,
+  family TEXT,
+  issued_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL
+);
+
+CREATE INDEX oauth_at_exp_idx ON oauth_access_tokens (expires_at);
+CREATE INDEX oauth_at_fam_idx ON oauth_access_tokens (family);
+
+CREATE TABLE oauth_refresh_tokens (
+  token_key TEXT NOT NULL PRIMARY KEY,
+  client_id TEXT,
+  subject TEXT,
+  scope TEXT,
+  family TEXT,
+  issued_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  used INTEGER DEFAULT 0 NOT NULL
+);
+
+CREATE INDEX oauth_rt_exp_idx ON oauth_refresh_tokens (expires_at);
+CREATE INDEX oauth_rt_fam_idx ON oauth_refresh_tokens (family);
+
+CREATE TABLE oauth_purge_lease (
+  name TEXT NOT NULL PRIMARY KEY,
+  holder TEXT NOT NULL,
+  lease_until INTEGER NOT NULL
+);
+
+INSERT INTO oauth_purge_lease (name, holder, lease_until) VALUES ('purge', 'none', 0);
+INSERT INTO oauth_schema_version (version) VALUES (1);
