@@ -1,0 +1,442 @@
+// Package oauth2 plugs an OAuth 2.0 authorization server and a bearer-token
+// guard into Caddy.
+//
+// The app `oauth2` holds the clients, lifetimes and stores and runs the
+// purger; the handler `oauth2_server` serves the endpoints of package issuer;
+// the handler `oauth2_guard` admits requests that package validator accepts.
+// This package only translates Caddy configuration and lifecycle into those
+// Caddy-free packages.
+package oauth2
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/tokengate/caddy-oauth2/issuer"
+	"github.com/tokengate/caddy-oauth2/purge"
+	"github.com/tokengate/caddy-oauth2/stores"
+	_ "github.com/tokengate/caddy-oauth2/stores/cache"
+	_ "github.com/tokengate/caddy-oauth2/stores/cassandra"
+	"github.com/tokengate/caddy-oauth2/stores/lookupcache"
+	_ "github.com/tokengate/caddy-oauth2/stores/sql"
+	"github.com/tokengate/caddy-oauth2/token"
+	"github.com/tokengate/caddy-oauth2/validator"
+)
+
+func init() {
+	caddy.RegisterModule(new(App))
+	caddy.RegisterModule(new(Server))
+	caddy.RegisterModule(new(Guard))
+}
+
+// App is the `oauth2` app: what the authorization server issues and where it
+// keeps it. The handlers find it through the Caddy context.
+type App struct {
+	// Issuer is the authorization server's issuer identifier (RFC 8414 §2),
+	// an https URL without query or fragment. Default: the origin of each
+	// request to the server.
+	Issuer string `json:"issuer,omitempty"`
+
+	// TokenSecret keys the HMAC under which codes and tokens are stored.
+	// Placeholders such as {env.OAUTH2_TOKEN_SECRET} are replaced. Default: a
+	// random secret per process, with a warning, since a restart then
+	// invalidates every token in a persistent store.
+	TokenSecret string `json:"token_secret,omitempty"`
+
+	// AccessTokenStoreRaw holds access and refresh tokens. Default: the cache
+	// store.
+	AccessTokenStoreRaw json.RawMessage `json:"access_token_store,omitempty" caddy:"namespace=oauth2.stores inline_key=driver"`
+
+	// AuthorizationCodeStoreRaw holds authorization codes. Default: the cache
+	// store.
+	AuthorizationCodeStoreRaw json.RawMessage `json:"authorization_code_store,omitempty" caddy:"namespace=oauth2.stores inline_key=driver"`
+
+	// PurgeEvery is how often expired codes and tokens are removed from both
+	// stores. Default: 60s.
+	PurgeEvery caddy.Duration `json:"purge_every,omitempty"`
+
+	// PurgeBatch is the most rows one purge statement removes. Default: 1000.
+	PurgeBatch int `json:"purge_batch,omitempty"`
+
+	// AuthorizationCodeLifetime is how long a code may be redeemed.
+	// Default: 600s.
+	AuthorizationCodeLifetime caddy.Duration `json:"authorization_code_lifetime,omitempty"`
+
+	// AccessTokenLifetime is how long an access token passes the guard.
+	// Default: 3600s.
+	AccessTokenLifetime caddy.Duration `json:"access_token_lifetime,omitempty"`
+
+	// RefreshTokenLifetime is how long a refresh token may be used.
+	// Default: 43200s.
+	RefreshTokenLifetime caddy.Duration `json:"refresh_token_lifetime,omitempty"`
+
+	// RequirePKCE demands PKCE (S256) of confidential clients too; public
+	// clients always need it. Default: false.
+	RequirePKCE bool `json:"require_pkce,omitempty"`
+
+	// StoreTimeout bounds every store call; past it the request is answered
+	// 503. Default: 2s.
+	StoreTimeout caddy.Duration `json:"store_timeout,omitempty"`
+
+	// ValidationCache, when positive, keeps positive access-token lookups in
+	// memory for at most this long, so the guard skips a remote store. A
+	// revocation through this process takes effect at once; one through
+	// another gateway takes up to this long. At most 100,000 tokens are kept.
+	// Default: 0 (off).
+	ValidationCache caddy.Duration `json:"validation_cache,omitempty"`
+
+	// MaxBodySize is the largest request body the endpoints read, in bytes;
+	// a larger one is answered 413. Default: 65536.
+	MaxBodySize int64 `json:"max_body_size,omitempty"`
+
+	// Clients are the registered OAuth clients.
+	Clients []*Client `json:"clients,omitempty"`
+
+	codes   stores.CodeStore
+	tokens  stores.TokenStore
+	starts  []stores.Starter
+	gates   []*stores.Gate
+	hasher  *token.Hasher
+	csrfKey []byte
+	clients map[string]*issuer.Client
+	purger  *purge.Purger
+	logger  *zap.Logger
+}
+
+// Client is a registered OAuth client.
+type Client struct {
+	// ID is the client_id.
+	ID string `json:"id"`
+	// SecretHash is the bcrypt hash of the client secret, as
+	// `caddy hash-password` prints it. Placeholders are replaced. Absent: a
+	// public client, which must use PKCE S256.
+	SecretHash string `json:"secret_hash,omitempty"`
+	// RedirectURIs are the exact redirect URIs the client may use.
+	RedirectURIs []string `json:"redirect_uris,omitempty"`
+	// GrantTypes the client may use: authorization_code, refresh_token,
+	// client_credentials. Default: authorization_code and refresh_token,
+	// plus client_credentials for a confidential client.
+	GrantTypes []string `json:"grant_types,omitempty"`
+	// Scopes the client may be granted; a request naming none gets all.
+	Scopes []string `json:"scopes,omitempty"`
+	// SkipConsent issues codes without showing the consent page.
+	SkipConsent bool `json:"skip_consent,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (*App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "oauth2", New: func() caddy.Module { return new(App) }}
+}
+
+// validationCacheEntries bounds the validation cache: 100,000 tokens take
+// some 30 MB.
+const validationCacheEntries = 100_000
+
+// processSecret is the fallback token secret: one per process, so a reload
+// keeps tokens in the cache store valid.
+var processSecret = sync.OnceValues(token.RandomSecret)
+
+// Provision loads the stores and prepares the shared key material.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	if a.PurgeEvery == 0 {
+		a.PurgeEvery = caddy.Duration(60 * time.Second)
+	}
+	if a.PurgeBatch == 0 {
+		a.PurgeBatch = 1000
+	}
+	if a.StoreTimeout == 0 {
+		a.StoreTimeout = caddy.Duration(2 * time.Second)
+	}
+
+	repl := caddy.NewReplacer()
+	secret := []byte(repl.ReplaceAll(a.TokenSecret, ""))
+	if len(secret) == 0 {
+		var err error
+		if secret, err = processSecret(); err != nil {
+			return fmt.Errorf("generating token secret: %v", err)
+		}
+		a.logger.Warn("no token_secret configured: using a random one for this process; " +
+			"tokens in persistent stores stop validating when Caddy restarts")
+	} else if len(secret) < 32 {
+		return errors.New("token_secret must be at least 32 bytes")
+	}
+	a.hasher = token.NewHasher(secret)
+	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte("consent csrf"))
+	a.csrfKey = mac.Sum(nil)
+
+	codes, err := a.loadStore(ctx, "AuthorizationCodeStoreRaw", a.AuthorizationCodeStoreRaw)
+	if err != nil {
+		return fmt.Errorf("loading authorization_code_store: %v", err)
+	}
+	tokens, err := a.loadStore(ctx, "AccessTokenStoreRaw", a.AccessTokenStoreRaw)
+	if err != nil {
+		return fmt.Errorf("loading access_token_store: %v", err)
+	}
+	a.codes, a.tokens = codes, tokens
+	if a.ValidationCache > 0 {
+		a.tokens = lookupcache.New(tokens, time.Duration(a.ValidationCache), validationCacheEntries)
+	}
+
+	a.clients = make(map[string]*issuer.Client, len(a.Clients))
+	for _, c := range a.Clients {
+		if _, dup := a.clients[c.ID]; dup {
+			return fmt.Errorf("client %q is defined twice", c.ID)
+		}
+		ic := &issuer.Client{
+			ID:           c.ID,
+			RedirectURIs: c.RedirectURIs,
+			GrantTypes:   c.GrantTypes,
+			Scopes:       c.Scopes,
+			SkipConsent:  c.SkipConsent,
+		}
+		if h := repl.ReplaceAll(c.SecretHash, ""); h != "" {
+			ic.SecretHash = []byte(h)
+		}
+		a.clients[c.ID] = ic
+	}
+
+	a.purger = &purge.Purger{
+		Interval: time.Duration(a.PurgeEvery),
+		Batch:    a.PurgeBatch,
+		Codes:    a.codes,
+		Tokens:   tokens,
+		Logger:   a.logger.Named("purge"),
+	}
+	return nil
+}
+
+// loadStore loads one store guest module, the cache store when none is
+// configured.
+func (a *App) loadStore(ctx caddy.Context, field string, raw json.RawMessage) (stores.Store, error) {
+	var mod any
+	var err error
+	if raw == nil {
+		mod, err = ctx.LoadModuleByID("oauth2.stores.cache", json.RawMessage(`{}`))
+	} else {
+		mod, err = ctx.LoadModule(a, field)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s, ok := mod.(stores.Store)
+	if !ok {
+		return nil, fmt.Errorf("module %T is not a store", mod)
+	}
+	st, ok := mod.(stores.Starter)
+	if !ok {
+		return s, nil
+	}
+	// Requests wait until Start has checked the backend (see Gate).
+	gate := stores.NewGate(s)
+	a.starts = append(a.starts, st)
+	a.gates = append(a.gates, gate)
+	return gate, nil
+}
+
+// Validate checks the configuration.
+func (a *App) Validate() error {
+	if a.Issuer != "" && (!strings.HasPrefix(a.Issuer, "https://") && !strings.HasPrefix(a.Issuer, "http://") ||
+		strings.ContainsAny(a.Issuer, "?#")) {
+		return fmt.Errorf("issuer %q must be an http(s) URL without query or fragment (RFC 8414 §2)", a.Issuer)
+	}
+	if a.PurgeEvery < 0 || a.PurgeBatch < 0 || a.StoreTimeout < 0 || a.ValidationCache < 0 || a.MaxBodySize < 0 ||
+		a.AuthorizationCodeLifetime < 0 || a.AccessTokenLifetime < 0 || a.RefreshTokenLifetime < 0 {
+		return errors.New("durations, sizes and counts must not be negative")
+	}
+	// Building an issuer checks every client the way the server will use it.
+	_, err := a.newIssuer(nil)
+	return err
+}
+
+// Start checks the stores' backends and starts the purger. A backend that
+// cannot be reached does not stop Caddy: requests needing it are answered
+// 503 until it returns. A wrong schema or setting does.
+func (a *App) Start() error {
+	for _, s := range a.starts {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := s.Start(ctx)
+		cancel()
+		if errors.Is(err, stores.ErrUnavailable) {
+			a.logger.Error("store unreachable at start; answering 503 until it returns", zap.Error(err))
+		} else if err != nil {
+			return err
+		}
+	}
+	for _, g := range a.gates {
+		g.Open()
+	}
+	a.purger.Start()
+	return nil
+}
+
+// Stop stops the purger and waits for it to end.
+func (a *App) Stop() error {
+	a.purger.Stop()
+	return nil
+}
+
+// newIssuer builds the authorization server over this app's configuration.
+func (a *App) newIssuer(subject func(*http.Request) string) (*issuer.Server, error) {
+	return issuer.New(issuer.Config{
+		Issuer:               a.Issuer,
+		Clients:              a.clients,
+		Codes:                a.codes,
+		Tokens:               a.tokens,
+		Hasher:               a.hasher,
+		CodeLifetime:         time.Duration(a.AuthorizationCodeLifetime),
+		AccessTokenLifetime:  time.Duration(a.AccessTokenLifetime),
+		RefreshTokenLifetime: time.Duration(a.RefreshTokenLifetime),
+		RequirePKCE:          a.RequirePKCE,
+		MaxBodyBytes:         a.MaxBodySize,
+		StoreTimeout:         time.Duration(a.StoreTimeout),
+		Subject:              subject,
+		CSRFKey:              a.csrfKey,
+		Logger:               a.logger,
+	})
+}
+
+// Server is the `oauth2_server` handler: the authorization, token,
+// revocation, introspection and metadata endpoints of the `oauth2` app.
+// Requests to other paths go to the next handler.
+//
+// The resource owner of an authorization request is Caddy's authenticated
+// user, {http.auth.user.id}: put an authentication handler such as
+// basic_auth before this one on /oauth2/authorize.
+type Server struct {
+	srv *issuer.Server
+}
+
+// CaddyModule returns the Caddy module information.
+func (*Server) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.oauth2_server", New: func() caddy.Module { return new(Server) }}
+}
+
+// Provision builds the endpoints over the app's configuration.
+func (s *Server) Provision(ctx caddy.Context) error {
+	app, err := oauth2App(ctx)
+	if err != nil {
+		return err
+	}
+	s.srv, err = app.newIssuer(authenticatedUser)
+	return err
+}
+
+// ServeHTTP serves an endpoint or passes the request on.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if h := s.srv.Endpoint(r.URL.Path); h != nil {
+		h.ServeHTTP(w, r)
+		return nil
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// authenticatedUser is the user an authentication handler established.
+func authenticatedUser(r *http.Request) string {
+	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if !ok {
+		return ""
+	}
+	user, _ := repl.GetString("http.auth.user.id")
+	return user
+}
+
+// Guard is the `oauth2_guard` handler: it admits a request only with a live
+// bearer access token from the `oauth2` app's store that carries every
+// required scope (RFC 6750). On success it sets {http.auth.user.id} (the
+// subject, or the client_id for client_credentials tokens),
+// {oauth2.client_id}, {oauth2.scope} and {oauth2.subject}.
+type Guard struct {
+	// Scopes are all required of every token. Default: none.
+	Scopes []string `json:"scopes,omitempty"`
+	// Realm names the protection space in WWW-Authenticate challenges.
+	// Default: "api".
+	Realm string `json:"realm,omitempty"`
+	// KeepAuthorization passes the Authorization header upstream. Default:
+	// false, the header is removed so the token goes no further.
+	KeepAuthorization bool `json:"keep_authorization,omitempty"`
+
+	v      *validator.Validator
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (*Guard) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.oauth2_guard", New: func() caddy.Module { return new(Guard) }}
+}
+
+// Provision connects the guard to the app's token store.
+func (g *Guard) Provision(ctx caddy.Context) error {
+	g.logger = ctx.Logger()
+	app, err := oauth2App(ctx)
+	if err != nil {
+		return err
+	}
+	g.v, err = validator.New(validator.Config{
+		Tokens:  app.tokens,
+		Hasher:  app.hasher,
+		Realm:   g.Realm,
+		Scopes:  g.Scopes,
+		Timeout: time.Duration(app.StoreTimeout),
+	})
+	return err
+}
+
+// ServeHTTP admits or refuses the request.
+func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	tok, denial := g.v.Check(r)
+	if denial != nil {
+		if denial.Challenge != "" {
+			w.Header().Set("WWW-Authenticate", denial.Challenge)
+		}
+		if denial.Status == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "1")
+		}
+		return caddyhttp.Error(denial.Status, denial.Err)
+	}
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	user := tok.Subject
+	if user == "" {
+		user = tok.ClientID
+	}
+	repl.Set("http.auth.user.id", user)
+	repl.Set("oauth2.client_id", tok.ClientID)
+	repl.Set("oauth2.scope", tok.Scope)
+	repl.Set("oauth2.subject", tok.Subject)
+	if !g.KeepAuthorization {
+		r.Header.Del("Authorization")
+	}
+	return next.ServeHTTP(w, r)
+}
+
+func oauth2App(ctx caddy.Context) (*App, error) {
+	app, err := ctx.App("oauth2")
+	if err != nil {
+		return nil, fmt.Errorf("getting oauth2 app: %v", err)
+	}
+	return app.(*App), nil
+}
+
+// Interface guards
+var (
+	_ caddy.App                   = (*App)(nil)
+	_ caddy.Provisioner           = (*App)(nil)
+	_ caddy.Validator             = (*App)(nil)
+	_ caddy.Provisioner           = (*Server)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Server)(nil)
+	_ caddy.Provisioner           = (*Guard)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Guard)(nil)
+)
