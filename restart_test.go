@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -40,8 +41,27 @@ func TestMain(m *testing.M) {
 
 // caddyProcess is one Caddy process running a Caddyfile.
 type caddyProcess struct {
-	cmd *exec.Cmd
-	log *bytes.Buffer
+	cmd  *exec.Cmd
+	log  *syncBuffer
+	done chan struct{} // closed when the process has exited
+}
+
+// syncBuffer collects a child's output while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func startCaddyProcess(t *testing.T, caddyfilePath string, ports ...int) *caddyProcess {
@@ -52,11 +72,15 @@ func startCaddyProcess(t *testing.T, caddyfilePath string, ports ...int) *caddyP
 	}
 	cmd := exec.Command(exe, "run", "--config", caddyfilePath, "--adapter", "caddyfile")
 	cmd.Env = append(os.Environ(), childEnv+"=1", "HOME="+t.TempDir(), "XDG_DATA_HOME="+t.TempDir(), "XDG_CONFIG_HOME="+t.TempDir())
-	p := &caddyProcess{cmd: cmd, log: new(bytes.Buffer)}
+	p := &caddyProcess{cmd: cmd, log: new(syncBuffer), done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	go func() {
+		_ = cmd.Wait()
+		close(p.done)
+	}()
 	t.Cleanup(func() { p.stop(t) })
 	deadline := time.Now().Add(30 * time.Second)
 	for _, port := range ports {
@@ -66,7 +90,12 @@ func startCaddyProcess(t *testing.T, caddyfilePath string, ports ...int) *caddyP
 				c.Close()
 				break
 			}
-			if time.Now().After(deadline) || cmd.ProcessState != nil {
+			select {
+			case <-p.done:
+				t.Fatalf("caddy exited before listening on %d:\n%s", port, p.log)
+			default:
+			}
+			if time.Now().After(deadline) {
 				t.Fatalf("caddy did not listen on %d:\n%s", port, p.log)
 			}
 			time.Sleep(100 * time.Millisecond)
@@ -77,17 +106,17 @@ func startCaddyProcess(t *testing.T, caddyfilePath string, ports ...int) *caddyP
 
 // stop ends the process gracefully and waits for it.
 func (p *caddyProcess) stop(t *testing.T) {
-	if p.cmd.ProcessState != nil {
+	select {
+	case <-p.done:
 		return
+	default:
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- p.cmd.Wait() }()
 	select {
-	case <-done:
+	case <-p.done:
 	case <-time.After(20 * time.Second):
 		_ = p.cmd.Process.Kill()
-		<-done
+		<-p.done
 		t.Errorf("caddy did not stop on SIGTERM:\n%s", p.log)
 	}
 }
