@@ -5,7 +5,6 @@
 package cache
 
 import (
-	"context"
 	"fmt"
 	"strconv"
 
@@ -51,7 +50,9 @@ type Store struct {
 	// KiB. Default: 256, or as many as max_memory allows.
 	Shards int `json:"shards,omitempty"`
 
-	engine  *Engine
+	// Engine is the shared store behind this module; its methods make
+	// Store a stores.Store.
+	*Engine `json:"-"`
 	poolKey string
 }
 
@@ -94,10 +95,10 @@ func (s *Store) Provision(ctx caddy.Context) error {
 		s.poolKey = ""
 		return fmt.Errorf("cache %q: %w", s.Name, err)
 	}
-	s.engine = v.(pooled).Engine
+	s.Engine = v.(pooled).Engine
 	if loaded {
 		// The previous config's logger may be closed after the reload.
-		s.engine.SetLogger(logger)
+		s.Engine.SetLogger(logger)
 	}
 	return nil
 }
@@ -191,53 +192,6 @@ func (s *Store) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 type pooled struct{ *Engine }
 
 func (p pooled) Destruct() error { return p.Close() }
-
-// The stores.Store methods delegate to the shared engine.
-
-// InsertCode stores a new code.
-func (s *Store) InsertCode(ctx context.Context, c *stores.Code) error {
-	return s.engine.InsertCode(ctx, c)
-}
-
-// ConsumeCode marks a code used and returns it.
-func (s *Store) ConsumeCode(ctx context.Context, key string) (*stores.Code, error) {
-	return s.engine.ConsumeCode(ctx, key)
-}
-
-// PurgeExpiredCodes deletes expired codes.
-func (s *Store) PurgeExpiredCodes(ctx context.Context, batch int) (int64, error) {
-	return s.engine.PurgeExpiredCodes(ctx, batch)
-}
-
-// InsertTokens stores newly issued tokens.
-func (s *Store) InsertTokens(ctx context.Context, tokens ...*stores.Token) error {
-	return s.engine.InsertTokens(ctx, tokens...)
-}
-
-// LookupToken returns a live token of the given kind.
-func (s *Store) LookupToken(ctx context.Context, kind stores.Kind, key string) (*stores.Token, error) {
-	return s.engine.LookupToken(ctx, kind, key)
-}
-
-// ConsumeRefreshToken marks a refresh token used and returns it.
-func (s *Store) ConsumeRefreshToken(ctx context.Context, key string) (*stores.Token, error) {
-	return s.engine.ConsumeRefreshToken(ctx, key)
-}
-
-// RevokeToken removes one token.
-func (s *Store) RevokeToken(ctx context.Context, kind stores.Kind, key string) error {
-	return s.engine.RevokeToken(ctx, kind, key)
-}
-
-// RevokeFamily removes every token of a grant family.
-func (s *Store) RevokeFamily(ctx context.Context, family string) error {
-	return s.engine.RevokeFamily(ctx, family)
-}
-
-// PurgeExpiredTokens deletes expired access and refresh tokens.
-func (s *Store) PurgeExpiredTokens(ctx context.Context, batch int) (int64, error) {
-	return s.engine.PurgeExpiredTokens(ctx, batch)
-}
 
 // Interface guards
 var (

@@ -139,13 +139,13 @@ func TestPoolSharesOneCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer other.Cleanup()
-	if a.engine != b.engine {
+	if a.Engine != b.Engine {
 		t.Fatal("two stores with the same settings got two caches")
 	}
-	if a.engine == other.engine {
+	if a.Engine == other.Engine {
 		t.Fatal("stores with different names share a cache")
 	}
-	eng := a.engine
+	eng := a.Engine
 
 	ctx := context.Background()
 	tok := &stores.Token{Key: storetest.Key(), Kind: stores.AccessToken, ClientID: "c", Family: "f",
@@ -180,7 +180,7 @@ func TestPoolSharesOneCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Cleanup()
-	if c.engine == eng {
+	if c.Engine == eng {
 		t.Fatal("a closed cache was handed out again")
 	}
 }

@@ -67,7 +67,9 @@ type Store struct {
 	// keyspace must exist). Default: false, the tables must exist.
 	CreateSchema bool `json:"create_schema,omitempty"`
 
-	engine  *Engine
+	// Engine is the shared store behind this module; its methods make
+	// Store a stores.Store.
+	*Engine `json:"-"`
 	poolKey string
 	logger  *zap.Logger
 }
@@ -97,9 +99,9 @@ func (s *Store) Provision(ctx caddy.Context) error {
 		s.poolKey = ""
 		return fmt.Errorf("cassandra store: %w", err)
 	}
-	s.engine = v.(*Engine)
+	s.Engine = v.(*Engine)
 	if loaded {
-		s.engine.SetLogger(s.logger)
+		s.Engine.SetLogger(s.logger)
 	}
 	return nil
 }
@@ -127,11 +129,11 @@ func (s *Store) Validate() error {
 // Start connects, checks the keyspace and creates or checks the tables, and
 // warns when the consistency levels let a read miss a write.
 func (s *Store) Start(ctx context.Context) error {
-	info, err := s.engine.Start(ctx)
+	info, err := s.Engine.Start(ctx)
 	if err != nil {
 		return fmt.Errorf("cassandra store: %w", err)
 	}
-	cfg := s.engine.Config()
+	cfg := s.Engine.Config()
 	if cfg.Consistency.ReadsSeeWrites(info.Replicas) {
 		return nil
 	}
@@ -160,53 +162,6 @@ func (s *Store) Cleanup() error {
 	_, err := pool.Delete(s.poolKey)
 	s.poolKey = ""
 	return err
-}
-
-// The stores.Store methods delegate to the shared engine.
-
-// InsertCode stores a new code.
-func (s *Store) InsertCode(ctx context.Context, c *stores.Code) error {
-	return s.engine.InsertCode(ctx, c)
-}
-
-// ConsumeCode marks a code used and returns it.
-func (s *Store) ConsumeCode(ctx context.Context, key string) (*stores.Code, error) {
-	return s.engine.ConsumeCode(ctx, key)
-}
-
-// PurgeExpiredCodes returns 0: codes expire through their TTL.
-func (s *Store) PurgeExpiredCodes(ctx context.Context, batch int) (int64, error) {
-	return s.engine.PurgeExpiredCodes(ctx, batch)
-}
-
-// InsertTokens stores newly issued tokens.
-func (s *Store) InsertTokens(ctx context.Context, tokens ...*stores.Token) error {
-	return s.engine.InsertTokens(ctx, tokens...)
-}
-
-// LookupToken returns a live token of the given kind.
-func (s *Store) LookupToken(ctx context.Context, kind stores.Kind, key string) (*stores.Token, error) {
-	return s.engine.LookupToken(ctx, kind, key)
-}
-
-// ConsumeRefreshToken rotates a refresh token.
-func (s *Store) ConsumeRefreshToken(ctx context.Context, key string) (*stores.Token, error) {
-	return s.engine.ConsumeRefreshToken(ctx, key)
-}
-
-// RevokeToken removes one token.
-func (s *Store) RevokeToken(ctx context.Context, kind stores.Kind, key string) error {
-	return s.engine.RevokeToken(ctx, kind, key)
-}
-
-// RevokeFamily removes every token of a grant family.
-func (s *Store) RevokeFamily(ctx context.Context, family string) error {
-	return s.engine.RevokeFamily(ctx, family)
-}
-
-// PurgeExpiredTokens returns 0: tokens expire through their TTL.
-func (s *Store) PurgeExpiredTokens(ctx context.Context, batch int) (int64, error) {
-	return s.engine.PurgeExpiredTokens(ctx, batch)
 }
 
 // config resolves placeholders and defaults into an engine configuration.

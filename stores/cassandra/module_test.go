@@ -134,31 +134,31 @@ func TestProvision(t *testing.T) {
 	if d := time.Since(start); d > time.Second {
 		t.Fatalf("Provision took %v: did it connect?", d)
 	}
-	cfg := a.engine.Config()
+	cfg := a.Engine.Config()
 	if cfg.Password != "s3cret" || strings.Join(cfg.Hosts, " ") != "127.0.0.1:1 127.0.0.2:1" || cfg.Keyspace != DefaultKeyspace {
 		t.Fatalf("resolved config: hosts %q keyspace %q password resolved: %v", cfg.Hosts, cfg.Keyspace, cfg.Password == "s3cret")
 	}
 	if strings.Contains(a.poolKey, "s3cret") {
 		t.Fatal("pool key holds the password")
 	}
-	if a.engine.session != nil || a.engine.connecting != nil {
+	if a.Engine.session != nil || a.Engine.connecting != nil {
 		t.Fatal("Provision started connecting")
 	}
 
 	// The next config (a reload) gets the same engine; another differs.
 	b := &Store{Hosts: []string{"{env.OAUTH2_TEST_CASS_HOSTS}"}, Username: "app", Password: "{env.OAUTH2_TEST_CASS_PW}"}
 	provision(t, b)
-	if a.engine != b.engine {
+	if a.Engine != b.Engine {
 		t.Fatal("stores configured alike got different engines")
 	}
 	c := &Store{Hosts: []string{"127.0.0.1:1", "127.0.0.2:1"}, Username: "app", Password: "other"}
 	provision(t, c)
-	if c.engine == a.engine {
+	if c.Engine == a.Engine {
 		t.Fatal("stores with different passwords share an engine")
 	}
 	d := &Store{Hosts: []string{"127.0.0.1:1", "127.0.0.2:1"}, Username: "app", Password: "s3cret", ReadConsistency: "QUORUM"}
 	provision(t, d)
-	if d.engine == a.engine {
+	if d.Engine == a.Engine {
 		t.Fatal("stores with different consistency share an engine")
 	}
 

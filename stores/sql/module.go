@@ -77,7 +77,9 @@ type Store struct {
 	// else 1000.
 	PurgeBatch int `json:"purge_batch,omitempty"`
 
-	engine  *Engine
+	// Engine is the shared store behind this module; its methods make
+	// Store a stores.Store.
+	*Engine `json:"-"`
 	poolKey string
 }
 
@@ -143,7 +145,7 @@ func (s *Store) Provision(ctx caddy.Context) error {
 	db.SetMaxOpenConns(s.MaxOpenConns)
 	db.SetMaxIdleConns(s.MaxIdleConns)
 	db.SetConnMaxLifetime(time.Duration(s.ConnMaxLifetime))
-	s.engine, err = NewEngine(db, s.Dialect, Options{
+	s.Engine, err = NewEngine(db, s.Dialect, Options{
 		TablePrefix:  s.TablePrefix,
 		CreateSchema: s.CreateSchema,
 		PurgeBatch:   s.PurgeBatch,
@@ -178,10 +180,10 @@ func (s *Store) validate() error {
 
 // Start connects and checks (or, with create_schema, creates) the schema.
 func (s *Store) Start(ctx context.Context) error {
-	if s.engine == nil {
+	if s.Engine == nil {
 		return fmt.Errorf("sql store: not provisioned")
 	}
-	return s.engine.Start(ctx)
+	return s.Engine.Start(ctx)
 }
 
 // Cleanup releases the store's hold on the shared pool; the last one
@@ -289,51 +291,6 @@ func (s *Store) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.Err("sql store: dsn is required")
 	}
 	return nil
-}
-
-// InsertCode implements stores.CodeStore.
-func (s *Store) InsertCode(ctx context.Context, c *stores.Code) error {
-	return s.engine.InsertCode(ctx, c)
-}
-
-// ConsumeCode implements stores.CodeStore.
-func (s *Store) ConsumeCode(ctx context.Context, key string) (*stores.Code, error) {
-	return s.engine.ConsumeCode(ctx, key)
-}
-
-// PurgeExpiredCodes implements stores.CodeStore.
-func (s *Store) PurgeExpiredCodes(ctx context.Context, batch int) (int64, error) {
-	return s.engine.PurgeExpiredCodes(ctx, batch)
-}
-
-// InsertTokens implements stores.TokenStore.
-func (s *Store) InsertTokens(ctx context.Context, tokens ...*stores.Token) error {
-	return s.engine.InsertTokens(ctx, tokens...)
-}
-
-// LookupToken implements stores.TokenStore.
-func (s *Store) LookupToken(ctx context.Context, kind stores.Kind, key string) (*stores.Token, error) {
-	return s.engine.LookupToken(ctx, kind, key)
-}
-
-// ConsumeRefreshToken implements stores.TokenStore.
-func (s *Store) ConsumeRefreshToken(ctx context.Context, key string) (*stores.Token, error) {
-	return s.engine.ConsumeRefreshToken(ctx, key)
-}
-
-// RevokeToken implements stores.TokenStore.
-func (s *Store) RevokeToken(ctx context.Context, kind stores.Kind, key string) error {
-	return s.engine.RevokeToken(ctx, kind, key)
-}
-
-// RevokeFamily implements stores.TokenStore.
-func (s *Store) RevokeFamily(ctx context.Context, family string) error {
-	return s.engine.RevokeFamily(ctx, family)
-}
-
-// PurgeExpiredTokens implements stores.TokenStore.
-func (s *Store) PurgeExpiredTokens(ctx context.Context, batch int) (int64, error) {
-	return s.engine.PurgeExpiredTokens(ctx, batch)
 }
 
 // Interface guards

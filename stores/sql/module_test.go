@@ -105,7 +105,7 @@ func TestModulePoolSharing(t *testing.T) {
 	b := &Store{Dialect: "sqlite", DSN: dsn, TablePrefix: "other_", CreateSchema: true}
 	provision(t, a)
 	provision(t, b)
-	if a.engine.DB() != b.engine.DB() {
+	if a.Engine.DB() != b.Engine.DB() {
 		t.Fatal("two stores on one DSN got two pools")
 	}
 	if a.MaxOpenConns != defaultMaxOpenConns || a.MaxIdleConns != defaultMaxOpenConns || a.TablePrefix != "oauth_" {
@@ -129,7 +129,7 @@ func TestModulePoolSharing(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	db := a.engine.DB()
+	db := a.Engine.DB()
 	if err := a.Cleanup(); err != nil {
 		t.Fatal(err)
 	}
