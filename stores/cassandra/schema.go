@@ -1,6 +1,10 @@
 package cassandra
 
-import "strings"
+import (
+	"strings"
+
+	schemafiles "github.com/tokengate/caddy-oauth2/sql"
+)
 
 // The tables, in the keyspace the store is configured with. Every row is
 // written USING TTL (its remaining lifetime, rounded up to a second), so
@@ -17,56 +21,27 @@ import "strings"
 //     lightweight transactions write it (INSERT ... IF NOT EXISTS), so the
 //     Paxos timestamps never mix with plain writes of the same cells.
 //
-// sql/cassandra/oauth-server.cql holds the same statements for keyspace
-// oauth; a test checks that they match.
+// The statements are those of sql/cassandra/oauth-server.cql, which names
+// keyspace oauth.
 var schemaTables = []string{"codes", "tokens", "tokens_by_family", "consumed"}
 
-const schemaTemplate = `CREATE TABLE IF NOT EXISTS {ks}.codes (
-    key text PRIMARY KEY,
-    client_id text,
-    subject text,
-    redirect_uri text,
-    scope text,
-    code_challenge text,
-    code_challenge_method text,
-    family text,
-    issued_at timestamp,
-    expires_at timestamp
-);
-
-CREATE TABLE IF NOT EXISTS {ks}.tokens (
-    kind text,
-    key text,
-    client_id text,
-    subject text,
-    scope text,
-    family text,
-    issued_at timestamp,
-    expires_at timestamp,
-    PRIMARY KEY ((kind, key))
-);
-
-CREATE TABLE IF NOT EXISTS {ks}.tokens_by_family (
-    family text,
-    kind text,
-    key text,
-    PRIMARY KEY ((family), kind, key)
-);
-
-CREATE TABLE IF NOT EXISTS {ks}.consumed (
-    kind text,
-    key text,
-    consumer uuid,
-    consumed_at timestamp,
-    PRIMARY KEY ((kind, key))
-);`
-
-// schemaStatements returns the CREATE TABLE statements for keyspace ks.
+// schemaStatements returns the CREATE TABLE statements of
+// sql/cassandra/oauth-server.cql for keyspace ks.
 func schemaStatements(ks string) []string {
+	b, err := schemafiles.Files.ReadFile("cassandra/oauth-server.cql")
+	if err != nil {
+		panic("cassandra schema not embedded: " + err.Error()) // a build defect, caught by tests
+	}
+	var lines []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(line), "--") {
+			lines = append(lines, line)
+		}
+	}
 	var out []string
-	for _, stmt := range strings.Split(strings.ReplaceAll(schemaTemplate, "{ks}", ks), ";") {
+	for _, stmt := range strings.Split(strings.Join(lines, "\n"), ";") {
 		if stmt = strings.TrimSpace(stmt); stmt != "" {
-			out = append(out, stmt)
+			out = append(out, strings.Replace(stmt, "IF NOT EXISTS oauth.", "IF NOT EXISTS "+ks+".", 1))
 		}
 	}
 	return out

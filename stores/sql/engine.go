@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"database/sql/driver"
-	"embed"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	schemafiles "github.com/tokengate/caddy-oauth2/sql"
 	"github.com/tokengate/caddy-oauth2/stores"
 )
 
@@ -35,9 +35,6 @@ const defaultLease = 2 * time.Minute
 
 // leaseName is the lease row every purge takes.
 const leaseName = "purge"
-
-//go:embed schema/*.sql
-var schemaFiles embed.FS
 
 var prefixPattern = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,29}$`)
 
@@ -302,7 +299,7 @@ func Schema(dialectName, prefix string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := schemaFiles.ReadFile("schema/" + d.name + ".sql")
+	b, err := schemafiles.Files.ReadFile(d.name + "/oauth-server.sql")
 	if err != nil {
 		return nil, err
 	}
