@@ -48,8 +48,9 @@ var dialects = map[string]*dialect{
 		// TIMESTAMPDIFF against UTC_TIMESTAMP is independent of the
 		// session time zone, unlike UNIX_TIMESTAMP(NOW(3)).
 		nowMillis: "(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000)",
+		// In expiry order, so each batch walks the expiry index from its start.
 		deleteBatch: func(table, _, where string, n int) string {
-			return fmt.Sprintf("DELETE FROM %s WHERE %s LIMIT %d", table, where, n)
+			return fmt.Sprintf("DELETE FROM %s WHERE %s ORDER BY expires_at LIMIT %d", table, where, n)
 		},
 		prepareDSN: prepareMySQLDSN,
 	},
@@ -60,8 +61,10 @@ var dialects = map[string]*dialect{
 		// CURRENT_TIMESTAMP is stable within a statement, so the planner
 		// can use it as an index bound; clock_timestamp() is not.
 		nowMillis: "CAST(EXTRACT(EPOCH FROM CURRENT_TIMESTAMP) * 1000 AS BIGINT)",
-		deleteBatch: func(table, key, where string, n int) string {
-			return fmt.Sprintf("DELETE FROM %s WHERE %s IN (SELECT %s FROM %s WHERE %s LIMIT %d)", table, key, key, table, where, n)
+		// By ctid: "key IN (SELECT key ... LIMIT n)" is planned as a scan of
+		// the whole table per batch, this as an index range scan.
+		deleteBatch: func(table, _, where string, n int) string {
+			return fmt.Sprintf("DELETE FROM %s WHERE ctid = ANY(ARRAY(SELECT ctid FROM %s WHERE %s ORDER BY expires_at LIMIT %d))", table, table, where, n)
 		},
 	},
 	"sqlite": {

@@ -89,8 +89,8 @@ func checkStatement(t *testing.T, dialect, field, q string, want int) {
 // TestPurgeStatements pins each dialect's batched delete.
 func TestPurgeStatements(t *testing.T) {
 	want := map[string]string{
-		"mysql":     "DELETE FROM oauth_codes WHERE expires_at < (TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000) LIMIT 500",
-		"postgres":  "DELETE FROM oauth_codes WHERE code_key IN (SELECT code_key FROM oauth_codes WHERE expires_at < CAST(EXTRACT(EPOCH FROM CURRENT_TIMESTAMP) * 1000 AS BIGINT) LIMIT 500)",
+		"mysql":     "DELETE FROM oauth_codes WHERE expires_at < (TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000) ORDER BY expires_at LIMIT 500",
+		"postgres":  "DELETE FROM oauth_codes WHERE ctid = ANY(ARRAY(SELECT ctid FROM oauth_codes WHERE expires_at < CAST(EXTRACT(EPOCH FROM CURRENT_TIMESTAMP) * 1000 AS BIGINT) ORDER BY expires_at LIMIT 500))",
 		"sqlite":    "DELETE FROM oauth_codes WHERE rowid IN (SELECT rowid FROM oauth_codes WHERE expires_at < CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) LIMIT 500)",
 		"sqlserver": "DELETE TOP (500) FROM oauth_codes WHERE expires_at < DATEDIFF_BIG(MILLISECOND, '1970-01-01', SYSUTCDATETIME())",
 		"oracle": "DELETE FROM oauth_codes WHERE expires_at < (ROUND((CAST(SYS_EXTRACT_UTC(SYSTIMESTAMP) AS DATE) - DATE '1970-01-01') * 86400) * 1000" +

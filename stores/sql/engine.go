@@ -33,6 +33,9 @@ const DefaultPurgeBatch = 1000
 // the others.
 const defaultLease = 2 * time.Minute
 
+// maxPurgeRest caps the pause between two purge batches.
+const maxPurgeRest = time.Second
+
 // leaseName is the lease row every purge takes.
 const leaseName = "purge"
 
@@ -643,6 +646,7 @@ func (e *Engine) purge(ctx context.Context, batch int, targets [][2]string) (int
 	for _, t := range targets {
 		stmt := e.purgeStatement(t[0], t[1], n)
 		for {
+			started := time.Now()
 			res, err := e.db.ExecContext(ctx, stmt)
 			if err != nil {
 				return total, e.fail("purge "+t[0], err)
@@ -654,6 +658,16 @@ func (e *Engine) purge(ctx context.Context, batch int, targets [][2]string) (int
 			total += k
 			if k < int64(n) {
 				break
+			}
+			// Rest as long as the batch took: a backlog of millions is
+			// worked off at half the database's pace, and live traffic
+			// keeps the other half.
+			rest := time.NewTimer(min(time.Since(started), maxPurgeRest))
+			select {
+			case <-rest.C:
+			case <-ctx.Done():
+				rest.Stop()
+				return total, nil
 			}
 			// Renew, so that a long purge keeps the lease and a lost one
 			// stops this purger.
