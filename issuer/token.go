@@ -237,7 +237,9 @@ func (s *Server) grantClientCredentials(r *http.Request, c *client, form url.Val
 		return nil, oerr
 	}
 	// RFC 6749 §4.4.3: no refresh token.
-	return s.issue(r, c, "", scope, "", token.NewID(), false)
+	// No family: nothing else is ever issued from this grant, so there is
+	// nothing to revoke together, and stores skip the family index.
+	return s.issue(r, c, "", scope, "", "", false)
 }
 
 // issue mints an access token and, when withRefresh, a refresh token of the

@@ -102,7 +102,9 @@ type Token struct {
 	Subject string
 	// Scope is the granted scope, space separated.
 	Scope string
-	// Family identifies the grant the token belongs to.
+	// Family identifies the grant the token belongs to. Empty for tokens
+	// that belong to no family (client_credentials), which RevokeFamily
+	// never reaches.
 	Family string
 	// IssuedAt and ExpiresAt bound the token's life.
 	IssuedAt  time.Time
@@ -139,7 +141,7 @@ type TokenStore interface {
 	// error (RFC 7009 §2.2).
 	RevokeToken(ctx context.Context, kind Kind, key string) error
 	// RevokeFamily removes every access and refresh token of a grant family,
-	// including consumed refresh tokens.
+	// including consumed refresh tokens. The empty family names none.
 	RevokeFamily(ctx context.Context, family string) error
 	// PurgeExpiredTokens deletes expired access and refresh tokens, at most
 	// batch rows per statement, until none remain, and returns how many it

@@ -425,6 +425,9 @@ func (e *Engine) RevokeFamily(ctx context.Context, family string) error {
 	if err := e.check(ctx); err != nil {
 		return err
 	}
+	if family == "" {
+		return nil
+	}
 	fmu := e.famLock(family)
 	fmu.Lock()
 	defer fmu.Unlock()

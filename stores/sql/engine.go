@@ -602,6 +602,9 @@ func (e *Engine) RevokeToken(ctx context.Context, kind stores.Kind, key string) 
 // RevokeFamily deletes every access and refresh token of a family, consumed
 // ones included, in one transaction.
 func (e *Engine) RevokeFamily(ctx context.Context, family string) error {
+	if family == "" {
+		return nil
+	}
 	tx, err := e.db.BeginTx(ctx, nil)
 	if err != nil {
 		return e.fail("revoke family", err)

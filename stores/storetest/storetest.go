@@ -389,6 +389,23 @@ func testRevokeFamily(t *testing.T, s stores.Store) {
 	if err := s.RevokeFamily(ctx(t), "fam-unknown-"+Key()[:8]); err != nil {
 		t.Fatalf("RevokeFamily of an unknown family: %v", err)
 	}
+
+	// Tokens without a family (client_credentials) are in none: revoking
+	// the empty family leaves them alone.
+	lone := []*stores.Token{newToken(stores.AccessToken, "", time.Hour), newToken(stores.AccessToken, "", time.Hour)}
+	if err := s.InsertTokens(ctx(t), lone...); err != nil {
+		t.Fatalf("InsertTokens without family: %v", err)
+	}
+	if err := s.RevokeFamily(ctx(t), ""); err != nil {
+		t.Fatalf("RevokeFamily of the empty family: %v", err)
+	}
+	for _, tok := range append(lone, b...) {
+		got, err := s.LookupToken(ctx(t), tok.Kind, tok.Key)
+		if err != nil {
+			t.Fatalf("RevokeFamily(\"\") revoked a token: %v", err)
+		}
+		checkToken(t, got, tok)
+	}
 }
 
 func testPurge(t *testing.T, s stores.Store, opts Options) {
