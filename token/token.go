@@ -60,23 +60,36 @@ type Hasher struct {
 	pool sync.Pool
 }
 
+// keyer is one pooled HMAC with the buffers Key needs, so that hashing on
+// the guard's hot path allocates only the returned string.
+type keyer struct {
+	mac hash.Hash
+	in  []byte
+	sum [sha256.Size]byte
+	hex [2 * sha256.Size]byte
+}
+
 // NewHasher returns a Hasher keyed by secret.
 func NewHasher(secret []byte) *Hasher {
 	key := append([]byte(nil), secret...)
 	h := &Hasher{}
-	h.pool.New = func() any { return hmac.New(sha256.New, key) }
+	h.pool.New = func() any { return &keyer{mac: hmac.New(sha256.New, key), in: make([]byte, 0, 64)} }
 	return h
 }
 
 // Key returns the hex HMAC-SHA256 of raw.
 func (h *Hasher) Key(raw string) string {
-	mac := h.pool.Get().(hash.Hash)
-	mac.Reset()
-	mac.Write([]byte(raw))
-	var sum [sha256.Size]byte
-	mac.Sum(sum[:0])
-	h.pool.Put(mac)
-	return hex.EncodeToString(sum[:])
+	k := h.pool.Get().(*keyer)
+	k.mac.Reset()
+	k.in = append(k.in[:0], raw...)
+	k.mac.Write(k.in)
+	k.mac.Sum(k.sum[:0])
+	hex.Encode(k.hex[:], k.sum[:])
+	key := string(k.hex[:])
+	if cap(k.in) <= 1024 { // do not pool the buffer of an outsized input
+		h.pool.Put(k)
+	}
+	return key
 }
 
 // RandomSecret returns a fresh 256-bit secret, for when none is configured.
