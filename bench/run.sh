@@ -1,0 +1,767 @@
+#!/usr/bin/env bash
+# Side-by-side benchmarks of caddy-oauth2 (issue 5): guard overhead, token
+# issuance and introspection against Ory Hydra v2.3.0, purging a large backlog,
+# and the cache store's resident memory. Everything listens on 127.0.0.1.
+#
+#   bench/run.sh                         # every scenario
+#   bench/run.sh guard issuance          # some of them
+#   scenarios: guard issuance introspection purge memory micro
+#
+# It builds Caddy with the plugin and the helpers under bench/, builds Hydra
+# once into $BENCH_CACHE (a throwaway module outside the repository), installs
+# wrk from Debian if absent, starts MariaDB/PostgreSQL (scripts/services.sh)
+# and Cassandra (scripts/cassandra.sh) when a scenario needs them and they are
+# not already up, and stops, by pid, everything it started (the database
+# servers too, unless BENCH_KEEP_SERVICES=1). It prints a table and one ratio
+# line per measurement; with BENCH_WRITE_RESULTS=1 it also writes
+# bench/RESULTS.md.
+#
+# Knobs (environment):
+#   BENCH_DURATION  seconds per wrk run (default 5)
+#   BENCH_ROUNDS    alternating rounds per comparison (default 3)
+#   BENCH_CONNS     wrk connections (default 32); BENCH_THREADS wrk threads (default 1)
+#   BENCH_STORES    stores to measure (default "cache sqlite mariadb postgres cassandra")
+#   BENCH_BCRYPT_COST  client-secret bcrypt cost on both sides (default 10)
+#   BENCH_PURGE_ROWS   expired rows to purge (default 1000000)
+#   BENCH_MEM_TOKENS   live tokens for the memory scenario (default 1000000)
+#   BENCH_CACHE     where the Caddy and Hydra binaries are kept (default /var/cache/caddy-oauth2-bench)
+#   BENCH_PIN       1 (default on 2+ CPUs): the server under test (Caddy, Hydra) on
+#                   CPU 0, wrk and the upstream on CPU 1, so the load generator does
+#                   not steal from what it measures; databases are not pinned
+set -uo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+cache_dir=${BENCH_CACHE:-/var/cache/caddy-oauth2-bench}
+run=$(mktemp -d "${TMPDIR:-/tmp}/caddy-oauth2-bench.XXXXXX")
+DUR=${BENCH_DURATION:-5}
+ROUNDS=${BENCH_ROUNDS:-3}
+CONNS=${BENCH_CONNS:-32}
+THREADS=${BENCH_THREADS:-1}
+STORES=${BENCH_STORES:-"cache sqlite mariadb postgres cassandra"}
+COST=${BENCH_BCRYPT_COST:-10}
+PURGE_ROWS=${BENCH_PURGE_ROWS:-1000000}
+MEM_TOKENS=${BENCH_MEM_TOKENS:-1000000}
+HYDRA_VERSION=v2.3.0
+SERVER_CPU=() LOAD_CPU=()
+if [[ ${BENCH_PIN:-1} == 1 ]] && (($(nproc) >= 2)) && command -v taskset >/dev/null; then
+	SERVER_CPU=(taskset -c 0) LOAD_CPU=(taskset -c 1)
+fi
+# Hydra's go.mod replaces pop with Ory's fork at this version.
+HYDRA_POP=github.com/ory/pop/v6@v6.2.1-0.20241121111754-e5dfc0f3344b
+
+ADMIN=127.0.0.1:23019 ADMIN2=127.0.0.1:23020
+AUTH=127.0.0.1:23080 PLAIN=127.0.0.1:23081 GUARDED=127.0.0.1:23082 SPARE=127.0.0.1:23083
+UPSTREAM=127.0.0.1:23090
+HYDRA_PUBLIC=127.0.0.1:23444 HYDRA_ADMIN=127.0.0.1:23445
+TOKEN_SECRET=bench-token-secret-0123456789abcdef0123456789
+CLIENT=bench CLIENT_SECRET=bench-secret
+BASIC="Basic $(printf %s "$CLIENT:$CLIENT_SECRET" | base64 -w0)"
+
+say() { echo "bench: $*" >&2; }
+
+# ---- processes ---------------------------------------------------------------
+
+PIDS=()
+STARTED_SERVICES=()
+
+# start NAME CMD... runs CMD in the background, logging to $run/NAME.log; the
+# pid is in LAST_PID and is stopped at exit at the latest.
+start() {
+	local name=$1
+	shift
+	"$@" >"$run/$name.log" 2>&1 &
+	LAST_PID=$!
+	PIDS+=("$LAST_PID")
+}
+
+# stop PID ends one process this script started: TERM, then KILL after 10s.
+stop() {
+	local pid=$1 i
+	kill -TERM "$pid" 2>/dev/null || return 0
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	local keep=() p
+	for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
+	PIDS=("${keep[@]}")
+}
+
+cleanup() {
+	local p s
+	for p in "${PIDS[@]}"; do stop "$p"; done
+	if [[ ${BENCH_KEEP_SERVICES:-0} != 1 ]]; then
+		for s in "${STARTED_SERVICES[@]}"; do
+			say "stopping $s (this run started it)"
+			"$repo/scripts/$s" stop >/dev/null 2>&1
+		done
+	fi
+	say "logs and configs in $run"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_open() { (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; }
+
+# wait_port ADDR PID [SECONDS]: until ADDR accepts connections, or PID dies.
+wait_port() {
+	local addr=$1 pid=$2 n=$((${3:-30} * 10))
+	while ((n-- > 0)); do
+		port_open "$addr" && return 0
+		kill -0 "$pid" 2>/dev/null || return 1
+		sleep 0.1
+	done
+	return 1
+}
+
+# ---- building ----------------------------------------------------------------
+
+CADDY=$cache_dir/caddy
+build() {
+	mkdir -p "$cache_dir"
+	command -v wrk >/dev/null || {
+		say "installing wrk"
+		DEBIAN_FRONTEND=noninteractive apt-get install -y wrk >"$run/apt.log" 2>&1 ||
+			{ apt-get update >>"$run/apt.log" 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk >>"$run/apt.log" 2>&1; } ||
+			{ say "cannot install wrk, see $run/apt.log"; exit 1; }
+	}
+	say "building Caddy with the plugin and the bench helpers"
+	(cd "$repo" && go build -o "$CADDY" ./cmd/caddy &&
+		go build -o "$cache_dir/upstream" ./bench/upstream &&
+		go build -o "$cache_dir/sqlexec" ./bench/sqlexec &&
+		go build -o "$cache_dir/mint" ./bench/mint &&
+		go build -o "$cache_dir/hashsecret" ./bench/hashsecret) || { say "build failed"; exit 1; }
+	SECRET_HASH=$("$cache_dir/hashsecret" -cost "$COST" -secret "$CLIENT_SECRET")
+}
+
+HYDRA=$cache_dir/hydra/hydra
+# build_hydra builds Hydra once, in a module of its own outside the repository.
+build_hydra() {
+	if [[ -x $HYDRA ]] && go version -m "$HYDRA" 2>/dev/null | grep -q "github.com/ory/hydra/v2[[:space:]]*$HYDRA_VERSION"; then
+		return 0
+	fi
+	say "building Ory Hydra $HYDRA_VERSION into $cache_dir/hydra (several minutes, once)"
+	mkdir -p "$cache_dir/hydra"
+	(
+		cd "$cache_dir/hydra" || exit 1
+		[[ -f go.mod ]] || go mod init hydrabench >/dev/null 2>&1
+		go mod edit -replace "github.com/gobuffalo/pop/v6=$HYDRA_POP" &&
+			go get -tool "github.com/ory/hydra/v2@$HYDRA_VERSION" &&
+			go build -o hydra.tmp github.com/ory/hydra/v2 && mv hydra.tmp hydra
+	) >"$run/hydra-build.log" 2>&1 || { say "building Hydra failed, see $run/hydra-build.log"; return 1; }
+}
+
+# ---- database servers ----------------------------------------------------------
+
+# need_sql makes MariaDB and PostgreSQL available and sets MYSQL_DSN, PG_DSN.
+need_sql() {
+	[[ -n ${PG_DSN:-} ]] && return 0
+	local s=$repo/scripts/services.sh
+	[[ -x $s ]] || { say "scripts/services.sh is missing: no MariaDB/PostgreSQL"; return 1; }
+	if ! port_open 127.0.0.1:3306 || ! port_open 127.0.0.1:5432; then
+		say "starting MariaDB and PostgreSQL (scripts/services.sh start)"
+		"$s" start >"$run/services.log" 2>&1 || { say "services.sh start failed, see $run/services.log"; return 1; }
+		STARTED_SERVICES+=(services.sh)
+	fi
+	eval "$("$s" env)"
+	MYSQL_DSN=${OAUTH2_TEST_MYSQL_DSN:-}
+	PG_DSN=${OAUTH2_TEST_POSTGRES_DSN:-}
+	[[ -n $MYSQL_DSN && -n $PG_DSN ]] || { say "services.sh env gave no DSNs"; return 1; }
+}
+
+need_cassandra() {
+	[[ -n ${CASSANDRA_HOSTS:-} ]] && return 0
+	local s=$repo/scripts/cassandra.sh
+	[[ -x $s ]] || { say "scripts/cassandra.sh is missing: no Cassandra"; return 1; }
+	if ! port_open 127.0.0.1:9042; then
+		say "starting Cassandra (scripts/cassandra.sh start, up to a few minutes)"
+		"$s" start >"$run/cassandra.log" 2>&1 || { say "cassandra.sh start failed, see $run/cassandra.log"; return 1; }
+		STARTED_SERVICES+=(cassandra.sh)
+	fi
+	eval "$("$s" env)"
+	CASSANDRA_HOSTS=${OAUTH2_TEST_CASSANDRA_HOSTS:-127.0.0.1:9042}
+	# create_schema makes the tables, not the keyspace.
+	sqlx -driver cql -dsn "$CASSANDRA_HOSTS" -timeout 60s \
+		"CREATE KEYSPACE IF NOT EXISTS oauth2_bench WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}" ||
+		{ say "cannot create keyspace oauth2_bench"; CASSANDRA_HOSTS=; return 1; }
+}
+
+sqlx() { "$cache_dir/sqlexec" "$@"; }
+
+# ---- Caddy -------------------------------------------------------------------
+
+# store_block STORE [PREFIX] prints the access_token_store line(s) for STORE.
+store_block() {
+	local prefix=${2:-bench_}
+	case $1 in
+	cache) printf 'access_token_store cache {\n\t\t\tmax_memory %s\n\t\t}\n' "${CACHE_MB:-256}" ;;
+	sqlite) printf 'access_token_store sql {\n\t\t\tdialect sqlite\n\t\t\tdsn %s\n\t\t\tcreate_schema\n\t\t}\n' "$run/bench.db" ;;
+	mariadb) printf 'access_token_store sql {\n\t\t\tdialect mysql\n\t\t\tdsn {env.BENCH_MYSQL_DSN}\n\t\t\ttable_prefix %s\n\t\t\tcreate_schema\n\t\t}\n' "$prefix" ;;
+	postgres) printf 'access_token_store sql {\n\t\t\tdialect postgres\n\t\t\tdsn {env.BENCH_PG_DSN}\n\t\t\ttable_prefix %s\n\t\t\tcreate_schema\n\t\t}\n' "$prefix" ;;
+	cassandra) printf 'access_token_store cassandra {\n\t\t\thosts %s\n\t\t\tkeyspace oauth2_bench\n\t\t\tcreate_schema\n\t\t}\n' "${CASSANDRA_HOSTS//,/ }" ;;
+	esac
+}
+
+need_store() {
+	case $1 in
+	mariadb | postgres) need_sql ;;
+	cassandra) need_cassandra ;;
+	esac
+}
+
+# caddyfile STORE VC [PURGE_EVERY] [PREFIX] [ADMIN]: the auth server, a plain
+# and a guarded route to the same upstream.
+caddyfile() {
+	local store=$1 vc=$2 purge=${3:-1h} prefix=${4:-bench_} admin=${5:-$ADMIN}
+	cat <<EOF
+{
+	admin $admin
+	auto_https off
+	persist_config off
+	log {
+		level WARN
+	}
+	oauth2 {
+		token_secret $TOKEN_SECRET
+		$(store_block "$store" "$prefix")
+		authorization_code_store cache
+		purge_every $purge
+		$([[ $vc == 0 ]] || echo "validation_cache 5s")
+		client $CLIENT {
+			secret_hash $SECRET_HASH
+			grant_types client_credentials
+			scopes read
+		}
+	}
+}
+
+http://$AUTH {
+	oauth2_server
+}
+
+http://$PLAIN {
+	reverse_proxy $UPSTREAM
+}
+
+http://$GUARDED {
+	oauth2_guard {
+		scopes read
+	}
+	reverse_proxy $UPSTREAM
+}
+EOF
+}
+
+# purger_caddyfile DBMS PREFIX: only the app, purging every 5s (each run
+# bounded by that too), and a dummy site.
+purger_caddyfile() {
+	caddyfile "$1" 0 5s "$2" "$ADMIN2" | sed '/^http:\/\//,/^}/d'
+	printf 'http://%s {\n\trespond ok\n}\n' "$SPARE"
+}
+
+# start_caddy NAME CADDYFILE: CADDY_PID is set on success.
+start_caddy() {
+	local name=$1 cfg=$run/$1.Caddyfile admin site
+	printf '%s\n' "$2" >"$cfg"
+	admin=$(awk '/^\tadmin /{print $2; exit}' "$cfg")
+	start "$name" "${SERVER_CPU[@]}" env BENCH_MYSQL_DSN="${MYSQL_DSN:-}" BENCH_PG_DSN="${PG_DSN:-}" GOMAXPROCS="${BENCH_GOMAXPROCS:-}" \
+		"$CADDY" run --config "$cfg" --adapter caddyfile
+	CADDY_PID=$LAST_PID
+	if ! wait_port "$admin" "$CADDY_PID" 60; then
+		say "Caddy ($name) did not start:"
+		tail -5 "$run/$name.log" >&2
+		stop "$CADDY_PID"
+		return 1
+	fi
+	# The app starts stores (schema checks) before the servers listen.
+	site=$(awk '/^http:\/\//{sub("http://", "", $1); print $1; exit}' "$cfg")
+	if [[ -n $site ]] && ! wait_port "$site" "$CADDY_PID" 60; then
+		say "Caddy ($name) did not listen:"
+		tail -5 "$run/$name.log" >&2
+		stop "$CADDY_PID"
+		return 1
+	fi
+}
+
+start_upstream() {
+	port_open "$UPSTREAM" && return 0
+	start upstream "${LOAD_CPU[@]}" "$cache_dir/upstream" -addr "$UPSTREAM"
+	wait_port "$UPSTREAM" "$LAST_PID" 10
+}
+
+# our_token: a fresh client_credentials access token from our server.
+our_token() {
+	curl -sf -u "$CLIENT:$CLIENT_SECRET" -d grant_type=client_credentials -d scope=read "http://$AUTH/oauth2/token" |
+		jq -r .access_token
+}
+
+# ---- load and results ----------------------------------------------------------
+
+# load URL [SECONDS] runs wrk; the request comes from BENCH_METHOD/BODY/AUTH.
+# Prints "req/s p50µs p99µs non2xx sockerr requests", or nothing on failure.
+load() {
+	"${LOAD_CPU[@]}" wrk -t"$THREADS" -c"$CONNS" -d"${2:-$DUR}s" --timeout 10s -s "$here/wrk.lua" "$1" 2>>"$run/wrk.err" |
+		awk '/^RESULT/{print $2, $3, $4, $5, $6, $7}'
+}
+
+RESULTS=$run/results.tsv
+RATIOS=$run/ratios.txt
+: >"$RESULTS"
+: >"$RATIOS"
+# record SCENARIO CONFIG VARIANT "wrk result"
+record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RESULTS"; }
+ratio() {
+	echo "$*" >>"$RATIOS"
+	echo "  => $*" >&2
+}
+
+# summarize FILE: mean req/s, median p50, median p99 (ms), total non-2xx over rounds.
+summarize() {
+	sort -k1,1n "$1" | awk '
+	{ rps += $1; p50[NR] = $2; p99[NR] = $3; bad += $4 + $5 }
+	END {
+		if (NR == 0) { print "0 0 0 0"; exit }
+		n = asort(p50); asort(p99)
+		m = int((n + 1) / 2)
+		printf "%.0f %.2f %.2f %d\n", rps / NR, p50[m] / 1000, p99[m] / 1000, bad
+	}'
+}
+
+# compare SCENARIO CONFIG NAME_A URL_A NAME_B URL_B: alternating rounds; prints
+# "rpsA rpsB" and records both summaries.
+compare() {
+	local sc=$1 cfg=$2 na=$3 ua=$4 nb=$5 ub=$6 r res
+	: >"$run/a.txt"
+	: >"$run/b.txt"
+	load "$ua" 1 >/dev/null
+	load "$ub" 1 >/dev/null
+	for ((r = 1; r <= ROUNDS; r++)); do
+		if ((r % 2)); then
+			res=$(load "$ua") && [[ -n $res ]] && echo "$res" >>"$run/a.txt"
+			res=$(load "$ub") && [[ -n $res ]] && echo "$res" >>"$run/b.txt"
+		else
+			res=$(load "$ub") && [[ -n $res ]] && echo "$res" >>"$run/b.txt"
+			res=$(load "$ua") && [[ -n $res ]] && echo "$res" >>"$run/a.txt"
+		fi
+	done
+	local sa sb
+	sa=$(summarize "$run/a.txt")
+	sb=$(summarize "$run/b.txt")
+	record "$sc" "$cfg" "$na" "$sa"
+	record "$sc" "$cfg" "$nb" "$sb"
+	echo "${sa%% *} ${sb%% *}"
+}
+
+div() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f", a / b }'; }
+verdict() { awk -v v="$1" -v g="$2" -v op="$3" 'BEGIN { if (v == "n/a") print "n/a"; else if ((op == ">=" && v >= g) || (op == "<=" && v <= g)) print "meets goal"; else print "MISSES goal" }'; }
+
+# ---- scenario 1: guard overhead ------------------------------------------------
+
+scenario_guard() {
+	start_upstream || { say "upstream did not start"; return 1; }
+	local store vc tok rates cfgname
+	for store in $STORES; do
+		need_store "$store" || { ratio "guard $store: skipped (backend unavailable)"; continue; }
+		for vc in 0 1; do
+			[[ $store == cache && $vc == 1 ]] && continue # nothing remote to cache
+			cfgname=$store$([[ $vc == 1 ]] && echo "+vcache")
+			say "guard: $cfgname"
+			start_caddy "guard-$cfgname" "$(caddyfile "$store" "$vc")" ||
+				{ ratio "guard $cfgname: Caddy did not start (see $run/guard-$cfgname.log)"; continue; }
+			tok=$(our_token)
+			if [[ -z $tok || $tok == null ]] || [[ $(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $tok" "http://$GUARDED/") != 200 ]]; then
+				ratio "guard $cfgname: no working token (see $run/guard-$cfgname.log)"
+				stop "$CADDY_PID"
+				continue
+			fi
+			rates=$(BENCH_METHOD=GET BENCH_BODY= BENCH_AUTH="Bearer $tok" \
+				compare guard "$cfgname" plain "http://$PLAIN/" guarded "http://$GUARDED/")
+			local q goal=0.9
+			[[ $store == cache ]] && goal=0.95
+			q=$(div "${rates#* }" "${rates%% *}")
+			if [[ $vc == 0 && $store != cache ]]; then
+				ratio "guard $cfgname: guarded/plain = $q (no goal without validation cache)"
+			else
+				ratio "guard $cfgname: guarded/plain = $q (goal >= $goal: $(verdict "$q" "$goal" '>='))"
+			fi
+			stop "$CADDY_PID"
+		done
+	done
+}
+
+# ---- Hydra -------------------------------------------------------------------
+
+HYDRA_PID=
+# start_hydra: Hydra on its own database of the bench PostgreSQL.
+start_hydra() {
+	[[ -n $HYDRA_PID ]] && kill -0 "$HYDRA_PID" 2>/dev/null && return 0
+	need_sql || return 1
+	build_hydra || return 1
+	# Hydra gets a database of its own on the same server; the store user may
+	# lack CREATEDB, so fall back to the local superuser when running as root.
+	if ! sqlx -dsn "$(hydra_dsn)" "SELECT 1" >/dev/null 2>&1; then
+		sqlx -dsn "$PG_DSN" "CREATE DATABASE hydra_bench" >/dev/null 2>&1 ||
+			su postgres -c "psql -q -c 'CREATE DATABASE hydra_bench OWNER \"$(pg_user)\"'" >/dev/null 2>&1 || true
+	fi
+	HYDRA_DSN=$(hydra_dsn)
+	sqlx -dsn "$HYDRA_DSN" "SELECT 1" >/dev/null || { say "cannot reach database hydra_bench"; return 1; }
+	export DSN=$HYDRA_DSN
+	export SERVE_PUBLIC_HOST=${HYDRA_PUBLIC%:*} SERVE_PUBLIC_PORT=${HYDRA_PUBLIC#*:}
+	export SERVE_ADMIN_HOST=${HYDRA_ADMIN%:*} SERVE_ADMIN_PORT=${HYDRA_ADMIN#*:}
+	export URLS_SELF_ISSUER=http://$HYDRA_PUBLIC/ SECRETS_SYSTEM=$TOKEN_SECRET
+	export OAUTH2_HASHERS_ALGORITHM=bcrypt OAUTH2_HASHERS_BCRYPT_COST=$COST
+	export LOG_LEVEL=warn STRATEGIES_ACCESS_TOKEN=opaque SQA_OPT_OUT=true
+	"$HYDRA" migrate sql -e --yes >"$run/hydra-migrate.log" 2>&1 || { say "hydra migrate failed, see $run/hydra-migrate.log"; return 1; }
+	start hydra "${SERVER_CPU[@]}" "$HYDRA" serve all --dev
+	HYDRA_PID=$LAST_PID
+	wait_port "$HYDRA_ADMIN" "$HYDRA_PID" 60 && wait_port "$HYDRA_PUBLIC" "$HYDRA_PID" 60 ||
+		{ say "Hydra did not start, see $run/hydra.log"; return 1; }
+	curl -s -X DELETE "http://$HYDRA_ADMIN/admin/clients/$CLIENT" >/dev/null
+	curl -sf -X POST "http://$HYDRA_ADMIN/admin/clients" -H 'Content-Type: application/json' \
+		-d "{\"client_id\":\"$CLIENT\",\"client_secret\":\"$CLIENT_SECRET\",\"grant_types\":[\"client_credentials\"],\"scope\":\"read\",\"token_endpoint_auth_method\":\"client_secret_basic\"}" \
+		>"$run/hydra-client.json" || { say "creating the Hydra client failed"; return 1; }
+	[[ $(jq -r .client_id "$run/hydra-client.json") == "$CLIENT" ]] || { say "Hydra ignored our client_id"; return 1; }
+}
+
+pg_user() { sed -E 's#^postgres(ql)?://([^:@/]*).*#\2#' <<<"$PG_DSN"; }
+
+# hydra_dsn: PG_DSN pointing at database hydra_bench.
+hydra_dsn() {
+	local d=$PG_DSN
+	if [[ $d == postgres*://* ]]; then
+		d=$(sed -E 's#^(postgres(ql)?://[^/]*)/[^?]*#\1/hydra_bench#' <<<"$d")
+		[[ $d == *sslmode=* ]] || d+=$([[ $d == *\?* ]] && echo '&' || echo '?')sslmode=disable
+	else
+		say "PG DSN is not a URL; Hydra needs postgres://..."
+		return 1
+	fi
+	echo "$d"
+}
+
+hydra_token() {
+	curl -sf -u "$CLIENT:$CLIENT_SECRET" -d grant_type=client_credentials -d scope=read "http://$HYDRA_PUBLIC/oauth2/token" |
+		jq -r .access_token
+}
+
+# ---- scenario 2: issuance ------------------------------------------------------
+
+scenario_issuance() {
+	local store res pg_rps=
+	for store in $STORES; do
+		need_store "$store" || { ratio "issuance $store: skipped (backend unavailable)"; continue; }
+		say "issuance: $store"
+		start_caddy "issue-$store" "$(caddyfile "$store" 0)" || { ratio "issuance $store: Caddy did not start"; continue; }
+		our_token >/dev/null # the first request pays bcrypt
+		load "http://$AUTH/oauth2/token" 1 >/dev/null
+		res=$(BENCH_METHOD=POST BENCH_BODY="grant_type=client_credentials&scope=read" BENCH_AUTH=$BASIC \
+			load "http://$AUTH/oauth2/token" $((DUR * 2)))
+		echo "$res" >"$run/a.txt"
+		record issuance "$store" ours "$(summarize "$run/a.txt")"
+		[[ $store == postgres ]] && pg_rps=${res%% *}
+		stop "$CADDY_PID"
+	done
+	if start_hydra; then
+		hydra_token >/dev/null
+		res=$(BENCH_METHOD=POST BENCH_BODY="grant_type=client_credentials&scope=read" BENCH_AUTH=$BASIC \
+			load "http://$HYDRA_PUBLIC/oauth2/token" $((DUR * 2)))
+		echo "$res" >"$run/a.txt"
+		record issuance postgres hydra "$(summarize "$run/a.txt")"
+		local q
+		q=$(div "${pg_rps:-0}" "${res%% *}")
+		ratio "issuance postgres: ours/hydra = ${q}x, bcrypt cost $COST both (goal >= 2: $(verdict "$q" 2 '>='))"
+		# Hydra runs bcrypt on every request and we remember a verified secret,
+		# so also show Hydra at the cheapest bcrypt cost: what is left is the
+		# rest of its pipeline.
+		if [[ $COST != 4 ]]; then
+			stop "$HYDRA_PID"
+			HYDRA_PID=
+			if COST=4 start_hydra; then
+				hydra_token >/dev/null
+				res=$(BENCH_METHOD=POST BENCH_BODY="grant_type=client_credentials&scope=read" BENCH_AUTH=$BASIC \
+					load "http://$HYDRA_PUBLIC/oauth2/token" $((DUR * 2)))
+				echo "$res" >"$run/a.txt"
+				record issuance postgres "hydra, bcrypt cost 4" "$(summarize "$run/a.txt")"
+				q=$(div "${pg_rps:-0}" "${res%% *}")
+				ratio "issuance postgres: ours (cost $COST) / hydra (cost 4) = ${q}x"
+			fi
+			stop "$HYDRA_PID"
+			HYDRA_PID=
+		fi
+	else
+		ratio "issuance: Hydra unavailable, no ratio"
+	fi
+}
+
+# ---- scenario 3: introspection -------------------------------------------------
+
+scenario_introspection() {
+	need_sql || { ratio "introspection: skipped (no PostgreSQL)"; return; }
+	start_hydra || { ratio "introspection: Hydra unavailable"; return; }
+	say "introspection: ours (postgres) vs Hydra"
+	start_caddy introspect "$(caddyfile postgres 0)" || { ratio "introspection: Caddy did not start"; return; }
+	local ours theirs rates q
+	ours=$(our_token)
+	theirs=$(hydra_token)
+	[[ -n $ours && -n $theirs && $theirs != null ]] || { ratio "introspection: could not get tokens"; stop "$CADDY_PID"; return; }
+	# Ours authenticates the caller as a confidential client (RFC 7662 §2.1);
+	# Hydra's admin endpoint takes no credentials.
+	: >"$run/a.txt"
+	: >"$run/b.txt"
+	local r res
+	for ((r = 1; r <= ROUNDS; r++)); do
+		res=$(BENCH_METHOD=POST BENCH_BODY="token=$ours" BENCH_AUTH=$BASIC load "http://$AUTH/oauth2/introspect")
+		[[ -n $res ]] && echo "$res" >>"$run/a.txt"
+		res=$(BENCH_METHOD=POST BENCH_BODY="token=$theirs" BENCH_AUTH= load "http://$HYDRA_ADMIN/admin/oauth2/introspect")
+		[[ -n $res ]] && echo "$res" >>"$run/b.txt"
+	done
+	local sa sb
+	sa=$(summarize "$run/a.txt")
+	sb=$(summarize "$run/b.txt")
+	record introspection postgres ours "$sa"
+	record introspection postgres hydra "$sb"
+	q=$(div "${sa%% *}" "${sb%% *}")
+	ratio "introspection postgres: ours/hydra = ${q}x (goal >= 2: $(verdict "$q" 2 '>='))"
+	stop "$CADDY_PID"
+}
+
+# ---- scenario 4: purge ---------------------------------------------------------
+
+# fill_expired DBMS PREFIX N: N expired access tokens, shaped like the store's rows.
+fill_expired() {
+	local dbms=$1 t=${2}access_tokens n=$3
+	case $dbms in
+	postgres)
+		sqlx -dsn "$PG_DSN" \
+			"INSERT INTO $t (token_key, client_id, subject, scope, family, issued_at, expires_at)
+			 SELECT md5('x' || g) || md5('y' || g), '$CLIENT', NULL, 'read', md5('f' || g),
+			        (extract(epoch FROM now()) * 1000)::bigint - 7200000 - g,
+			        (extract(epoch FROM now()) * 1000)::bigint - 3600000 - g
+			 FROM generate_series(1, $n) AS g" ;;
+	mariadb)
+		sqlx -driver mysql -dsn "$MYSQL_DSN" \
+			"INSERT INTO $t (token_key, client_id, subject, scope, family, issued_at, expires_at)
+			 SELECT sha2(concat('x', seq), 256), '$CLIENT', NULL, 'read', md5(concat('f', seq)),
+			        unix_timestamp(now(3)) * 1000 - 7200000 - seq,
+			        unix_timestamp(now(3)) * 1000 - 3600000 - seq
+			 FROM seq_1_to_$n ORDER BY 1" ;;
+	esac
+}
+
+count_rows() {
+	case $1 in
+	postgres) sqlx -dsn "$PG_DSN" "SELECT count(*) FROM $2" ;;
+	mariadb) sqlx -driver mysql -dsn "$MYSQL_DSN" "SELECT count(*) FROM $2" ;;
+	esac
+}
+
+# expired_left DBMS TABLE: 1 while an expired row remains, else 0 (an index
+# probe, cheap enough to poll during the purge, unlike count(*)).
+expired_left() {
+	local q="SELECT count(*) FROM (SELECT 1 FROM $2 WHERE expires_at < $(($(date +%s) * 1000)) LIMIT 1) s"
+	case $1 in
+	postgres) sqlx -dsn "$PG_DSN" "$q" ;;
+	mariadb) sqlx -driver mysql -dsn "$MYSQL_DSN" "$q" ;;
+	esac
+}
+
+# Ports of the second guard Caddy (with the validation cache) in the purge scenario.
+VC_ADMIN=127.0.0.1:23021 VC_AUTH=127.0.0.1:23180 VC_PLAIN=127.0.0.1:23181 VC_GUARDED=127.0.0.1:23182
+
+# One fill and one purge per database; two guard Caddies on the same tables,
+# one without and one with the validation cache, loaded in alternating slices
+# before and during the purge; a third Caddy does the purging.
+scenario_purge() {
+	need_sql || { ratio "purge: skipped (no MariaDB/PostgreSQL)"; return; }
+	start_upstream || return 1
+	local dbms prefix=benchpurge_ tok t0 t1 secs q name plain_pid vc_pid purger_pid left max=${BENCH_PURGE_MAX:-300}
+	for dbms in mariadb postgres; do
+		say "purge: $dbms, $PURGE_ROWS expired rows"
+		start_caddy "purge-$dbms" "$(caddyfile "$dbms" 0 1h "$prefix")" || { ratio "purge $dbms: Caddy did not start"; continue; }
+		plain_pid=$CADDY_PID
+		start_caddy "purge-$dbms+vcache" "$(ADMIN=$VC_ADMIN AUTH=$VC_AUTH PLAIN=$VC_PLAIN GUARDED=$VC_GUARDED caddyfile "$dbms" 1 1h "$prefix")" ||
+			{ ratio "purge $dbms+vcache: Caddy did not start"; stop "$plain_pid"; continue; }
+		vc_pid=$CADDY_PID
+		# Leftovers of an interrupted run would skew the result.
+		case $dbms in
+		postgres) sqlx -dsn "$PG_DSN" "TRUNCATE ${prefix}access_tokens" ;;
+		mariadb) sqlx -driver mysql -dsn "$MYSQL_DSN" "TRUNCATE TABLE ${prefix}access_tokens" ;;
+		esac
+		tok=$(our_token)
+		t0=$(date +%s.%N)
+		fill_expired "$dbms" "$prefix" "$PURGE_ROWS" || { ratio "purge $dbms: inserting rows failed"; stop "$plain_pid"; stop "$vc_pid"; continue; }
+		t1=$(date +%s.%N)
+		say "  inserted in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')s"
+		export BENCH_METHOD=GET BENCH_BODY= BENCH_AUTH="Bearer $tok"
+		load "http://$GUARDED/" 1 >/dev/null
+		load "http://$VC_GUARDED/" 1 >/dev/null
+		: >"$run/idle.txt"
+		: >"$run/idle-vc.txt"
+		for ((r = 1; r <= ROUNDS; r++)); do
+			load "http://$GUARDED/" 3 >>"$run/idle.txt"
+			load "http://$VC_GUARDED/" 3 >>"$run/idle-vc.txt"
+		done
+		start_caddy "purger-$dbms" "$(purger_caddyfile "$dbms" "$prefix")" ||
+			{ ratio "purge $dbms: purger Caddy did not start"; stop "$plain_pid"; stop "$vc_pid"; unset BENCH_METHOD BENCH_BODY BENCH_AUTH; continue; }
+		purger_pid=$CADDY_PID
+		# Its first run starts one purge_every (5s) after it does.
+		t0=$(awk -v t="$(date +%s.%N)" 'BEGIN{printf "%.3f", t + 5}')
+		(
+			while :; do
+				[[ $(expired_left "$dbms" "${prefix}access_tokens" 2>/dev/null) == 0 ]] && { date +%s.%N >"$run/purge-$dbms.end"; exit 0; }
+				sleep 1
+			done
+		) &
+		local poller=$! deadline=$(($(date +%s) + max + 5))
+		: >"$run/during.txt"
+		: >"$run/during-vc.txt"
+		while kill -0 "$poller" 2>/dev/null && (($(date +%s) < deadline)); do
+			load "http://$GUARDED/" 3 >>"$run/during.txt"
+			load "http://$VC_GUARDED/" 3 >>"$run/during-vc.txt"
+		done
+		kill "$poller" 2>/dev/null
+		wait "$poller" 2>/dev/null
+		unset BENCH_METHOD BENCH_BODY BENCH_AUTH
+		stop "$purger_pid"
+		stop "$plain_pid"
+		stop "$vc_pid"
+		if [[ -s $run/purge-$dbms.end ]]; then
+			secs=$(awk -v a="$t0" -v b="$(<"$run/purge-$dbms.end")" 'BEGIN{printf "%.1f", b-a}')
+			echo "$dbms $secs" >>"$run/purge-secs.txt"
+			secs="all $PURGE_ROWS rows purged in ${secs}s"
+		else
+			left=$(count_rows "$dbms" "${prefix}access_tokens")
+			secs="NOT finished in ${max}s: $((PURGE_ROWS + 1 - left)) of $PURGE_ROWS rows purged ($(((PURGE_ROWS + 1 - left) / max)) rows/s)"
+		fi
+		local v idle during worst
+		for v in "" -vc; do
+			name=$dbms$([[ $v == -vc ]] && echo "+vcache")
+			idle=$(summarize "$run/idle$v.txt")
+			during=$(summarize "$run/during$v.txt")
+			record purge "$name" "guard idle" "$idle"
+			record purge "$name" "guard during purge" "$during"
+			# The worst slice too: a short stall hides in a median.
+			worst=$(awk '{ if ($3 > m) m = $3 } END { printf "%.2f", m / 1000 }' "$run/during$v.txt")
+			q=$(div "$(cut -d' ' -f3 <<<"$during")" "$(cut -d' ' -f3 <<<"$idle")")
+			ratio "purge $name: guard p99 during/idle = $q, worst 3s-slice p99 ${worst} ms (goal <= 2: $(verdict "$q" 2 '<='))"
+		done
+		ratio "purge $dbms: $secs by the store's purger (batch 1000, purge_every 5s)"
+	done
+	purge_hydra
+}
+
+# purge_hydra: the same number of expired access tokens in Hydra's table, then
+# `hydra janitor --tokens` over them.
+purge_hydra() {
+	start_hydra || { ratio "purge hydra: Hydra unavailable"; return; }
+	say "purge: hydra janitor, $PURGE_ROWS expired rows (PostgreSQL)"
+	local nid
+	nid=$(sqlx -dsn "$HYDRA_DSN" "SELECT nid FROM hydra_client WHERE id = '$CLIENT'") || { ratio "purge hydra: no client row"; return; }
+	sqlx -dsn "$HYDRA_DSN" "DELETE FROM hydra_oauth2_access WHERE signature LIKE 'bench-%'" >/dev/null
+	sqlx -dsn "$HYDRA_DSN" \
+		"INSERT INTO hydra_oauth2_access (signature, request_id, requested_at, client_id, scope, granted_scope,
+		   form_data, session_data, subject, active, requested_audience, granted_audience, challenge_id, nid, expires_at)
+		 SELECT 'bench-' || g, 'bench-req-' || g, now() - interval '2 hours', '$CLIENT', 'read', 'read',
+		   '', '{}', '', true, '', '', NULL, '$nid', now() - interval '1 hour'
+		 FROM generate_series(1, $PURGE_ROWS) AS g" >"$run/hydra-fill.log" 2>&1 ||
+		{ ratio "purge hydra: inserting rows failed (see $run/hydra-fill.log)"; return; }
+	local t0 t1 secs left ours
+	t0=$(date +%s.%N)
+	DSN=$HYDRA_DSN "$HYDRA" janitor --tokens --keep-if-younger 1s --access-lifespan 1s --refresh-lifespan 1s \
+		--limit "$PURGE_ROWS" --batch-size 1000 -e >"$run/hydra-janitor.log" 2>&1
+	t1=$(date +%s.%N)
+	secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
+	left=$(sqlx -dsn "$HYDRA_DSN" "SELECT count(*) FROM hydra_oauth2_access WHERE signature LIKE 'bench-%'")
+	ours=$(awk '$1 == "postgres" {print $2}' "$run/purge-secs.txt" 2>/dev/null)
+	ratio "purge hydra (postgres): hydra janitor removed $((PURGE_ROWS - left)) of $PURGE_ROWS rows in ${secs}s (batch 1000); ours ${ours:-?}s, hydra/ours time = $(div "$secs" "${ours:-0}")x"
+}
+
+# ---- scenario 5: memory --------------------------------------------------------
+
+rss_kib() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
+hwm_kib() { awk '/^VmHWM/{print $2}' "/proc/$1/status"; }
+
+scenario_memory() {
+	say "memory: cache store with $MEM_TOKENS live tokens"
+	CACHE_MB=${BENCH_MEM_CACHE_MB:-1024} start_caddy memory "$(CACHE_MB=${BENCH_MEM_CACHE_MB:-1024} caddyfile cache 0 1h)" ||
+		{ ratio "memory: Caddy did not start"; return; }
+	our_token >/dev/null
+	local before after hwm out
+	before=$(rss_kib "$CADDY_PID")
+	out=$("${LOAD_CPU[@]}" "$cache_dir/mint" -url "http://$AUTH/oauth2/token" -client "$CLIENT" -secret "$CLIENT_SECRET" \
+		-n "$MEM_TOKENS" -c 16 -timeout 15m 2>&1)
+	say "  $out"
+	sleep 2
+	after=$(rss_kib "$CADDY_PID")
+	hwm=$(hwm_kib "$CADDY_PID")
+	# Tokens still there? The guard must admit the first and the last.
+	ratio "memory cache: RSS $((before / 1024)) MiB empty, $((after / 1024)) MiB holding $MEM_TOKENS access tokens (peak $((hwm / 1024)) MiB), $(((after - before) * 1024 / MEM_TOKENS)) B/token; max_memory ${BENCH_MEM_CACHE_MB:-1024}; mint: $out"
+	stop "$CADDY_PID"
+}
+
+# ---- Go microbenchmarks ----------------------------------------------------------
+
+scenario_micro() {
+	say "Go microbenchmarks"
+	(cd "$repo" && go test -run '^$' -bench . -benchmem -benchtime "${BENCH_GOTIME:-1s}" \
+		./validator/ ./token/ ./stores/cache/ ./issuer/ $([[ -d $repo/stores/lookupcache ]] && echo ./stores/lookupcache/) ./bench/) \
+		2>&1 | tee "$run/micro.txt" | grep -E '^(Benchmark|ok|FAIL|---)' >&2
+	grep '^Benchmark' "$run/micro.txt" >"$run/micro-lines.txt"
+}
+
+# ---- report ----------------------------------------------------------------------
+
+report() {
+	echo
+	echo "| scenario | store | variant | req/s | p50 ms | p99 ms | errors |"
+	echo "| --- | --- | --- | ---: | ---: | ---: | ---: |"
+	awk -F'\t' '{ split($4, v, " "); printf "| %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, v[1], v[2], v[3], v[4] }' "$RESULTS"
+	echo
+	sed 's/^/- /' "$RATIOS"
+	if [[ -s $run/micro-lines.txt ]]; then
+		echo
+		echo '```'
+		cat "$run/micro-lines.txt"
+		echo '```'
+	fi
+}
+
+machine() {
+	echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+	echo "- CPU: $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo), nproc $(nproc)"
+	echo "- memory: $(free -h | awk '/^Mem/{print $2 " total, " $7 " available"}')"
+	echo "- $(go version), $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2)"
+	echo "- wrk -t$THREADS -c$CONNS, ${DUR}s per run, $ROUNDS alternating rounds; bcrypt cost $COST"
+	if ((${#SERVER_CPU[@]})); then
+		echo "- pinned: Caddy/Hydra on CPU 0 (GOMAXPROCS 1), wrk and the upstream on CPU 1; databases unpinned"
+	fi
+}
+
+main() {
+	local scenarios=("$@") s
+	((${#scenarios[@]})) || scenarios=(guard issuance introspection purge memory micro)
+	for s in "${scenarios[@]}"; do
+		declare -F "scenario_$s" >/dev/null || { say "unknown scenario $s"; exit 2; }
+	done
+	build
+	for s in "${scenarios[@]}"; do
+		say "=== $s"
+		"scenario_$s"
+	done
+	report | tee "$run/report.md"
+	if [[ ${BENCH_WRITE_RESULTS:-0} == 1 ]]; then
+		{
+			echo "# Benchmark results"
+			echo
+			echo "Written by \`bench/run.sh ${scenarios[*]}\` (BENCH_WRITE_RESULTS=1)."
+			echo
+			machine
+			report
+		} >"$here/RESULTS.md"
+		say "wrote bench/RESULTS.md"
+	fi
+}
+
+main "$@"
