@@ -162,3 +162,10 @@ type Store interface {
 type Starter interface {
 	Start(ctx context.Context) error
 }
+
+// InProcess is implemented by stores that answer from process memory,
+// without I/O. The guard skips the per-lookup deadline for them, which is
+// most of its own cost on the hot path.
+type InProcess interface {
+	InProcess()
+}

@@ -26,7 +26,8 @@ type Config struct {
 	Realm string
 	// Scopes are all required of every token. Default: none.
 	Scopes []string
-	// Timeout bounds each store lookup. Default: 2s.
+	// Timeout bounds each store lookup. Default: 2s. Stores that implement
+	// stores.InProcess get none.
 	Timeout time.Duration
 	// Now returns the current time. Default: time.Now.
 	Now func() time.Time
@@ -80,6 +81,10 @@ func New(cfg Config) (*Validator, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 2 * time.Second
 	}
+	if _, ok := cfg.Tokens.(stores.InProcess); ok {
+		// Memory answers at once; a deadline would only cost a timer.
+		cfg.Timeout = 0
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -118,9 +123,13 @@ func (v *Validator) Check(r *http.Request) (*stores.Token, *Denial) {
 		return nil, &Denial{Status: http.StatusUnauthorized, Challenge: v.invalid, Err: ErrInvalidToken}
 	}
 
-	ctx, cancel := context.WithTimeout(r.Context(), v.timeout)
+	ctx := r.Context()
+	if v.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, v.timeout)
+		defer cancel()
+	}
 	tok, err := v.tokens.LookupToken(ctx, stores.AccessToken, v.hasher.Key(raw))
-	cancel()
 	switch {
 	case errors.Is(err, stores.ErrNotFound):
 		return nil, &Denial{Status: http.StatusUnauthorized, Challenge: v.invalid, Err: ErrInvalidToken}

@@ -159,3 +159,38 @@ func BenchmarkCheck(b *testing.B) {
 		}
 	})
 }
+
+// deadlineTokens records whether lookups carried a deadline.
+type deadlineTokens struct {
+	fakeTokens
+	hadDeadline bool
+}
+
+func (d *deadlineTokens) LookupToken(ctx context.Context, kind stores.Kind, key string) (*stores.Token, error) {
+	_, d.hadDeadline = ctx.Deadline()
+	return nil, stores.ErrNotFound
+}
+
+type inProcessTokens struct{ deadlineTokens }
+
+func (*inProcessTokens) InProcess() {}
+
+func TestLookupDeadline(t *testing.T) {
+	raw, _ := token.New(token.AccessPrefix)
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.Header.Set("Authorization", "Bearer "+raw)
+	h := token.NewHasher([]byte("k"))
+
+	remote := &deadlineTokens{}
+	v, _ := New(Config{Tokens: remote, Hasher: h})
+	v.Check(r)
+	if !remote.hadDeadline {
+		t.Error("a remote store's lookup had no deadline")
+	}
+	local := &inProcessTokens{}
+	v, _ = New(Config{Tokens: local, Hasher: h})
+	v.Check(r)
+	if local.hadDeadline {
+		t.Error("an in-process store's lookup got a deadline timer")
+	}
+}

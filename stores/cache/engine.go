@@ -419,6 +419,9 @@ func (e *Engine) del(key string) error {
 	return nil
 }
 
+// InProcess marks the engine as answering from memory (stores.InProcess).
+func (e *Engine) InProcess() {}
+
 // RevokeFamily removes every token listed in the family's index, consumed
 // refresh tokens included, and the index.
 func (e *Engine) RevokeFamily(ctx context.Context, family string) error {
