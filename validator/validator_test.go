@@ -194,3 +194,28 @@ func TestLookupDeadline(t *testing.T) {
 		t.Error("an in-process store's lookup got a deadline timer")
 	}
 }
+
+// inProcessFake is fakeTokens declaring itself in-process, as the cache
+// store does: the guard then sets no deadline.
+type inProcessFake struct{ *fakeTokens }
+
+func (inProcessFake) InProcess() {}
+
+func BenchmarkCheckInProcess(b *testing.B) {
+	_, f, issue := setup(b, "read")
+	raw := issue("read write", time.Hour)
+	v, err := New(Config{Tokens: inProcessFake{f}, Hasher: token.NewHasher([]byte("test secret")), Scopes: []string{"read"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Header.Set("Authorization", "Bearer "+raw)
+		for pb.Next() {
+			if _, d := v.Check(r); d != nil {
+				b.Fatal(d.Err)
+			}
+		}
+	})
+}
