@@ -8,6 +8,21 @@ import (
 	"net/url"
 )
 
+// clientForm reads a POSTed form in which none of params may repeat
+// (RFC 6749 §3.1) and authenticates the client sending it (§2.3): the
+// common start of the token, revocation and introspection endpoints.
+func (s *Server) clientForm(w http.ResponseWriter, r *http.Request, params []string) (url.Values, *client, *oauthError) {
+	form, oerr := s.readForm(w, r)
+	if oerr != nil {
+		return nil, nil, oerr
+	}
+	if name, ok := repeated(form, params...); ok {
+		return nil, nil, errInvalidRequest("parameter " + name + " repeated")
+	}
+	c, oerr := s.authenticateClient(r, form)
+	return form, c, oerr
+}
+
 // readForm reads an application/x-www-form-urlencoded body (RFC 6749 §3.2).
 // Parameters in the URL query are ignored: credentials do not belong there.
 func (s *Server) readForm(w http.ResponseWriter, r *http.Request) (url.Values, *oauthError) {

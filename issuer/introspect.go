@@ -4,7 +4,6 @@ import (
 	"net/http"
 
 	"github.com/tokengate/caddy-oauth2/stores"
-	"github.com/tokengate/caddy-oauth2/token"
 )
 
 // introspection is the response of RFC 7662 §2.2.
@@ -25,16 +24,7 @@ func (s *Server) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 		methodNotAllowed(w, http.MethodPost)
 		return
 	}
-	form, oerr := s.readForm(w, r)
-	if oerr == nil {
-		if name, ok := repeated(form, revokeParams...); ok {
-			oerr = errInvalidRequest("parameter " + name + " repeated")
-		}
-	}
-	var c *client
-	if oerr == nil {
-		c, oerr = s.authenticateClient(r, form)
-	}
+	form, c, oerr := s.clientForm(w, r, revokeParams)
 	// RFC 7662 §2.1, §4: callers must be authorized; a public client's ID
 	// proves nothing, so only confidential clients may introspect.
 	if oerr == nil && c.Public() {
@@ -58,15 +48,13 @@ func (s *Server) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 // introspect looks raw up. The kind comes from its prefix; token_type_hint
 // is not needed (RFC 7662 §2.1 lets the server ignore it).
 func (s *Server) introspect(r *http.Request, raw string) (*introspection, *oauthError) {
-	var kind stores.Kind
-	var tokenType string
-	switch {
-	case token.WellFormed(token.AccessPrefix, raw):
-		kind, tokenType = stores.AccessToken, "Bearer"
-	case token.WellFormed(token.RefreshPrefix, raw):
-		kind, tokenType = stores.RefreshToken, "refresh_token"
-	default:
+	kind, ok := tokenKind(raw)
+	if !ok {
 		return &introspection{}, nil
+	}
+	tokenType := "Bearer"
+	if kind == stores.RefreshToken {
+		tokenType = "refresh_token"
 	}
 	ctx, cancel := s.storeCtx(r)
 	t, err := s.tokens.LookupToken(ctx, kind, s.hasher.Key(raw))

@@ -21,18 +21,9 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 		methodNotAllowed(w, http.MethodPost)
 		return
 	}
-	form, oerr := s.readForm(w, r)
-	if oerr == nil {
-		if name, ok := repeated(form, revokeParams...); ok {
-			oerr = errInvalidRequest("parameter " + name + " repeated")
-		}
-	}
-	var c *client
-	if oerr == nil {
-		// RFC 7009 §2.1: confidential clients authenticate; public clients
-		// identify themselves with client_id.
-		c, oerr = s.authenticateClient(r, form)
-	}
+	// RFC 7009 §2.1: confidential clients authenticate; public clients
+	// identify themselves with client_id.
+	form, c, oerr := s.clientForm(w, r, revokeParams)
 	if oerr == nil && form.Get("token") == "" {
 		oerr = errInvalidRequest("token is required")
 	}
@@ -53,13 +44,8 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 // the token's prefix, so token_type_hint is not needed (RFC 7009 §2.1
 // allows ignoring it).
 func (s *Server) revoke(r *http.Request, c *client, raw string) *oauthError {
-	var kind stores.Kind
-	switch {
-	case token.WellFormed(token.AccessPrefix, raw):
-		kind = stores.AccessToken
-	case token.WellFormed(token.RefreshPrefix, raw):
-		kind = stores.RefreshToken
-	default:
+	kind, ok := tokenKind(raw)
+	if !ok {
 		return nil // RFC 7009 §2.2: an invalid token is no error.
 	}
 	key := s.hasher.Key(raw)
@@ -91,4 +77,16 @@ func (s *Server) revoke(r *http.Request, c *client, raw string) *oauthError {
 		ce.Write(zap.String("client_id", c.ID), zap.Stringer("kind", kind), zap.String("family", t.Family))
 	}
 	return nil
+}
+
+// tokenKind tells an access from a refresh token by its prefix; ok is false
+// for anything that is neither.
+func tokenKind(raw string) (kind stores.Kind, ok bool) {
+	switch {
+	case token.WellFormed(token.AccessPrefix, raw):
+		return stores.AccessToken, true
+	case token.WellFormed(token.RefreshPrefix, raw):
+		return stores.RefreshToken, true
+	}
+	return 0, false
 }

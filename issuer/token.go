@@ -37,16 +37,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		methodNotAllowed(w, http.MethodPost)
 		return
 	}
-	form, oerr := s.readForm(w, r)
-	if oerr == nil {
-		if name, ok := repeated(form, tokenParams...); ok {
-			oerr = errInvalidRequest("parameter " + name + " repeated")
-		}
-	}
-	var c *client
-	if oerr == nil {
-		c, oerr = s.authenticateClient(r, form)
-	}
+	form, c, oerr := s.clientForm(w, r, tokenParams)
 	var resp *tokenResponse
 	if oerr == nil {
 		grant := form.Get("grant_type")
