@@ -38,8 +38,10 @@ type fakeStore struct {
 	mu     sync.Mutex
 	codes  map[string]*fakeCode
 	tokens map[tokenKey]*fakeToken
-	fail   map[string]bool // operation name -> fail with stores.Unavailable
-	block  bool            // every call waits for ctx to end
+	// revoked holds revoked-family markers and their end of life.
+	revoked map[string]time.Time
+	fail    map[string]bool // operation name -> fail with stores.Unavailable
+	block   bool            // every call waits for ctx to end
 	// beforeInsert, when set, runs before InsertTokens stores anything.
 	beforeInsert func()
 }
@@ -142,6 +144,11 @@ func (f *fakeStore) InsertTokens(ctx context.Context, tokens ...*stores.Token) e
 	}
 	defer f.mu.Unlock()
 	for _, t := range tokens {
+		if until, ok := f.revoked[t.Family]; ok && t.Family != "" && f.now().Before(until) {
+			return stores.ErrRevoked
+		}
+	}
+	for _, t := range tokens {
 		f.tokens[tokenKey{t.Kind, t.Key}] = &fakeToken{t: *t}
 	}
 	return nil
@@ -186,11 +193,18 @@ func (f *fakeStore) RevokeToken(ctx context.Context, kind stores.Kind, key strin
 	return nil
 }
 
-func (f *fakeStore) RevokeFamily(ctx context.Context, family string) error {
+func (f *fakeStore) RevokeFamily(ctx context.Context, family string, until time.Time) error {
 	if err := f.enter(ctx, "RevokeFamily"); err != nil {
 		return err
 	}
 	defer f.mu.Unlock()
+	if family == "" {
+		return nil
+	}
+	if f.revoked == nil {
+		f.revoked = map[string]time.Time{}
+	}
+	f.revoked[family] = until
 	for k, ft := range f.tokens {
 		if ft.t.Family == family {
 			delete(f.tokens, k)

@@ -61,11 +61,13 @@ func (s *Server) revoke(r *http.Request, c *client, raw string) *oauthError {
 		return nil
 	}
 	ctx, cancel = s.storeCtx(r)
-	if kind == stores.RefreshToken {
+	if kind == stores.RefreshToken && t.Family != "" {
 		// RFC 7009 §2.1: revoking a refresh token SHOULD also invalidate the
 		// access tokens of the same grant.
-		err = s.tokens.RevokeFamily(ctx, t.Family)
-	} else {
+		err = s.tokens.RevokeFamily(ctx, t.Family, s.familyMarkerUntil())
+	}
+	if err == nil {
+		// The token itself too, whatever its family index holds.
 		err = s.tokens.RevokeToken(ctx, kind, key)
 	}
 	cancel()

@@ -1,7 +1,6 @@
 package issuer
 
 import (
-	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
@@ -265,6 +264,12 @@ func (s *Server) issue(r *http.Request, c *client, subject, scope, refreshScope,
 	ctx, cancel := s.storeCtx(r)
 	err = s.tokens.InsertTokens(ctx, records...)
 	cancel()
+	if errors.Is(err, stores.ErrRevoked) {
+		// The grant was revoked (a replay) while this redemption ran.
+		s.log.Warn("tokens refused: their grant was revoked meanwhile",
+			zap.String("client_id", c.ID), zap.String("family", family))
+		return nil, errInvalidGrant("the authorization grant has been revoked")
+	}
 	if err != nil {
 		s.storeFailed("insert tokens", stores.Unavailable(err))
 		return nil, errUnavailable
@@ -272,26 +277,26 @@ func (s *Server) issue(r *http.Request, c *client, subject, scope, refreshScope,
 	return resp, nil
 }
 
-// revokeFamily revokes every token of a grant family after a replay.
+// revokeFamily revokes every token of a grant family after a replay. The
+// store keeps a revoked-family marker past the end of life of any token the
+// family could still get, so a winning redemption racing this replay has
+// its tokens refused on insert (stores.ErrRevoked) instead of living on.
 func (s *Server) revokeFamily(r *http.Request, family string) *oauthError {
 	ctx, cancel := s.storeCtx(r)
-	err := s.tokens.RevokeFamily(ctx, family)
+	err := s.tokens.RevokeFamily(ctx, family, s.familyMarkerUntil())
 	cancel()
-	// The replay can race the winning redemption, whose tokens may not be
-	// stored yet. That insert ends within the store timeout, so revoke once
-	// more after it has surely ended.
-	time.AfterFunc(2*s.storeTimeout, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), s.storeTimeout)
-		defer cancel()
-		if err := s.tokens.RevokeFamily(ctx, family); err != nil {
-			s.storeFailed("revoke family again", stores.Unavailable(err))
-		}
-	})
 	if err != nil && !errors.Is(err, stores.ErrNotFound) {
 		s.storeFailed("revoke family", stores.Unavailable(err))
 		return errUnavailable
 	}
 	return nil
+}
+
+// familyMarkerUntil is how long a revoked family stays marked: past the
+// life of any token a redemption or rotation racing the revocation could
+// still issue into it, plus the store timeout for that insert to end.
+func (s *Server) familyMarkerUntil() time.Time {
+	return s.now().Add(max(s.refreshTTL, s.accessTTL) + 2*s.storeTimeout)
 }
 
 // parseScope splits a scope parameter into distinct scope-tokens (RFC 6749

@@ -1,6 +1,9 @@
 package stores
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Gate holds calls to a store until Open, so that no request reaches a
 // backend before its Starter has checked or created the schema. Caddy starts
@@ -97,11 +100,11 @@ func (g *Gate) RevokeToken(ctx context.Context, kind Kind, key string) error {
 }
 
 // RevokeFamily implements TokenStore.
-func (g *Gate) RevokeFamily(ctx context.Context, family string) error {
+func (g *Gate) RevokeFamily(ctx context.Context, family string, until time.Time) error {
 	if err := g.wait(ctx); err != nil {
 		return err
 	}
-	return g.s.RevokeFamily(ctx, family)
+	return g.s.RevokeFamily(ctx, family, until)
 }
 
 // PurgeExpiredTokens implements TokenStore.

@@ -25,6 +25,12 @@ var ErrNotFound = errors.New("not found")
 // the grant family it belongs to (RFC 6749 §4.1.2, §10.4).
 var ErrConsumed = errors.New("already used")
 
+// ErrRevoked reports tokens inserted into a grant family that has been
+// revoked: they are dead on arrival and nothing of them is stored live. This
+// is what makes a replay that races the winning redemption exact: whichever
+// of RevokeFamily and InsertTokens comes second, the tokens never validate.
+var ErrRevoked = errors.New("grant family revoked")
+
 // ErrUnavailable wraps a failure of the backend itself (unreachable, timed
 // out, misconfigured). Callers answer 503 and never treat it as a pass.
 var ErrUnavailable = errors.New("store unavailable")
@@ -127,7 +133,10 @@ type CodeStore interface {
 // TokenStore keeps access and refresh tokens.
 type TokenStore interface {
 	// InsertTokens stores newly issued tokens (typically an access token and
-	// its refresh token) together.
+	// its refresh token) together. Tokens of a family revoked by RevokeFamily
+	// (whose marker has not expired) are dead on arrival: the call returns
+	// ErrRevoked and none of them ever validates, even when the insert races
+	// the revocation.
 	InsertTokens(ctx context.Context, tokens ...*Token) error
 	// LookupToken returns a live token of the given kind. An absent,
 	// expired, revoked or consumed token gives ErrNotFound. This is the
@@ -141,8 +150,13 @@ type TokenStore interface {
 	// error (RFC 7009 §2.2).
 	RevokeToken(ctx context.Context, kind Kind, key string) error
 	// RevokeFamily removes every access and refresh token of a grant family,
-	// including consumed refresh tokens. The empty family names none.
-	RevokeFamily(ctx context.Context, family string) error
+	// including consumed refresh tokens, and records the family as revoked
+	// until the given time, which the caller sets past the end of life of
+	// any token that could still be issued into the family. While the
+	// marker lives, InsertTokens into the family returns ErrRevoked. The
+	// marker is security state: a store never drops it to make room. The
+	// empty family names none.
+	RevokeFamily(ctx context.Context, family string, until time.Time) error
 	// PurgeExpiredTokens deletes expired access and refresh tokens, at most
 	// batch rows per statement, until none remain, and returns how many it
 	// deleted.

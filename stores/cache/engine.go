@@ -424,7 +424,7 @@ func (e *Engine) InProcess() {}
 
 // RevokeFamily removes every token listed in the family's index, consumed
 // refresh tokens included, and the index.
-func (e *Engine) RevokeFamily(ctx context.Context, family string) error {
+func (e *Engine) RevokeFamily(ctx context.Context, family string, until time.Time) error {
 	if err := e.check(ctx); err != nil {
 		return err
 	}

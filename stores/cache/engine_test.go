@@ -148,7 +148,7 @@ func TestFamilyIndexPrunes(t *testing.T) {
 	if n := len(members(v)); n > 2*pruneFrom {
 		t.Fatalf("index lists %d tokens after 1000 expired inserts, want at most %d", n, 2*pruneFrom)
 	}
-	if err := e.RevokeFamily(ctx, "fam-long"); err != nil {
+	if err := e.RevokeFamily(ctx, "fam-long", time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.LookupToken(ctx, stores.RefreshToken, live.Key); !errors.Is(err, stores.ErrNotFound) {

@@ -74,7 +74,7 @@ func TestReplicaOutage(t *testing.T) {
 			func(ctx context.Context) error { _, err := e.LookupToken(ctx, stores.AccessToken, at.Key); return err },
 			func(ctx context.Context) error { _, err := e.ConsumeRefreshToken(ctx, rt.Key); return err },
 			func(ctx context.Context) error { return e.RevokeToken(ctx, stores.AccessToken, at.Key) },
-			func(ctx context.Context) error { return e.RevokeFamily(ctx, fam) },
+			func(ctx context.Context) error { return e.RevokeFamily(ctx, fam, time.Now().Add(time.Hour)) },
 		}
 		name := fmt.Sprintf("%s/%s/SERIAL (%s)", tc.read, tc.write, cons.Commit())
 		fmt.Fprintf(&table, "| %s |", name)

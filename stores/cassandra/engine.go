@@ -614,7 +614,7 @@ func (e *Engine) RevokeToken(ctx context.Context, kind stores.Kind, key string) 
 // as not found), then the index rows it read. It deletes those rows one by
 // one rather than the whole partition, so a token indexed concurrently
 // stays revocable.
-func (e *Engine) RevokeFamily(ctx context.Context, family string) error {
+func (e *Engine) RevokeFamily(ctx context.Context, family string, until time.Time) error {
 	if family == "" {
 		return nil
 	}

@@ -151,7 +151,7 @@ func TestRows(t *testing.T) {
 	if !errors.Is(err, stores.ErrConsumed) || got == nil || got.Family != fam {
 		t.Fatalf("replay of a rotated refresh token = %+v, %v; want the token and ErrConsumed", got, err)
 	}
-	if err := e.RevokeFamily(ctx, fam); err != nil {
+	if err := e.RevokeFamily(ctx, fam, time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Query("SELECT COUNT(*) FROM "+testKeyspace+".tokens_by_family WHERE family = ?", fam).Scan(&n); err != nil || n != 0 {
@@ -232,7 +232,7 @@ func TestConsistencyReachesQueries(t *testing.T) {
 				func() error { _, err := e.LookupToken(ctx, stores.RefreshToken, rt.Key); return err },
 				func() error { _, err := e.ConsumeRefreshToken(ctx, rt.Key); return err },
 				func() error { return e.RevokeToken(ctx, stores.AccessToken, at.Key) },
-				func() error { return e.RevokeFamily(ctx, fam) },
+				func() error { return e.RevokeFamily(ctx, fam, time.Now().Add(time.Hour)) },
 			}
 			for i, step := range steps {
 				if err := step(); err != nil {
@@ -311,7 +311,7 @@ func TestUnreachable(t *testing.T) {
 	start = time.Now()
 	for _, op := range []func(context.Context) error{
 		func(ctx context.Context) error { _, err := e.ConsumeCode(ctx, storetest.Key()); return err },
-		func(ctx context.Context) error { return e.RevokeFamily(ctx, "f") },
+		func(ctx context.Context) error { return e.RevokeFamily(ctx, "f", time.Now().Add(time.Hour)) },
 		func(ctx context.Context) error { _, err := e.Start(ctx); return err },
 	} {
 		if err := op(testCtx(t, 10*time.Second)); !errors.Is(err, stores.ErrUnavailable) {

@@ -195,8 +195,8 @@ func (c *Cache) RevokeToken(ctx context.Context, kind stores.Kind, key string) e
 }
 
 // RevokeFamily revokes in the store and evicts the family's tokens.
-func (c *Cache) RevokeFamily(ctx context.Context, family string) error {
-	err := c.inner.RevokeFamily(ctx, family)
+func (c *Cache) RevokeFamily(ctx context.Context, family string, until time.Time) error {
+	err := c.inner.RevokeFamily(ctx, family, until)
 	c.evictFamily(family)
 	return err
 }

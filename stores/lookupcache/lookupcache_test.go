@@ -79,7 +79,7 @@ func (f *fakeStore) RevokeToken(_ context.Context, _ stores.Kind, key string) er
 	return nil
 }
 
-func (f *fakeStore) RevokeFamily(_ context.Context, family string) error {
+func (f *fakeStore) RevokeFamily(_ context.Context, family string, _ time.Time) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for k, t := range f.tokens {
@@ -207,7 +207,7 @@ func TestRevokeEvicts(t *testing.T) {
 	if _, err := c.LookupToken(ctx, stores.AccessToken, a1.Key); !errors.Is(err, stores.ErrNotFound) {
 		t.Fatalf("revoked token still answered: %v", err)
 	}
-	if err := c.RevokeFamily(ctx, "fam-a"); err != nil {
+	if err := c.RevokeFamily(ctx, "fam-a", time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.LookupToken(ctx, stores.AccessToken, a2.Key); !errors.Is(err, stores.ErrNotFound) {
@@ -319,7 +319,7 @@ func TestConcurrent(t *testing.T) {
 					return
 				}
 				if i%500 == 0 {
-					_ = c.RevokeFamily(ctx, fmt.Sprintf("fam-%d", g))
+					_ = c.RevokeFamily(ctx, fmt.Sprintf("fam-%d", g), time.Now().Add(time.Hour))
 				}
 			}
 		}()

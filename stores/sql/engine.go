@@ -601,7 +601,7 @@ func (e *Engine) RevokeToken(ctx context.Context, kind stores.Kind, key string) 
 
 // RevokeFamily deletes every access and refresh token of a family, consumed
 // ones included, in one transaction.
-func (e *Engine) RevokeFamily(ctx context.Context, family string) error {
+func (e *Engine) RevokeFamily(ctx context.Context, family string, until time.Time) error {
 	if family == "" {
 		return nil
 	}

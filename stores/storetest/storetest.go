@@ -370,7 +370,7 @@ func testRevokeFamily(t *testing.T, s stores.Store) {
 	if err := s.InsertTokens(ctx(t), append(a, b...)...); err != nil {
 		t.Fatalf("InsertTokens: %v", err)
 	}
-	if err := s.RevokeFamily(ctx(t), famA); err != nil {
+	if err := s.RevokeFamily(ctx(t), famA, time.Now().Add(time.Hour)); err != nil {
 		t.Fatalf("RevokeFamily: %v", err)
 	}
 	for _, tok := range a {
@@ -386,7 +386,7 @@ func testRevokeFamily(t *testing.T, s stores.Store) {
 		}
 		checkToken(t, got, tok)
 	}
-	if err := s.RevokeFamily(ctx(t), "fam-unknown-"+Key()[:8]); err != nil {
+	if err := s.RevokeFamily(ctx(t), "fam-unknown-"+Key()[:8], time.Now().Add(time.Hour)); err != nil {
 		t.Fatalf("RevokeFamily of an unknown family: %v", err)
 	}
 
@@ -396,7 +396,7 @@ func testRevokeFamily(t *testing.T, s stores.Store) {
 	if err := s.InsertTokens(ctx(t), lone...); err != nil {
 		t.Fatalf("InsertTokens without family: %v", err)
 	}
-	if err := s.RevokeFamily(ctx(t), ""); err != nil {
+	if err := s.RevokeFamily(ctx(t), "", time.Now().Add(time.Hour)); err != nil {
 		t.Fatalf("RevokeFamily of the empty family: %v", err)
 	}
 	for _, tok := range append(lone, b...) {
