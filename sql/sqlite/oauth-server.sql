@@ -1,4 +1,4 @@
--- caddy-oauth2 SQL store schema, version 1, for SQLite 3.8+.
+-- caddy-oauth2 SQL store schema, version 2, for SQLite 3.24+.
 --
 -- Apply once:  sqlite3 FILE < oauth-server.sql
 -- or let the store do it with the create_schema option. Tables carry the
@@ -55,6 +55,16 @@ CREATE TABLE oauth_refresh_tokens (
 CREATE INDEX oauth_rt_exp_idx ON oauth_refresh_tokens (expires_at);
 CREATE INDEX oauth_rt_fam_idx ON oauth_refresh_tokens (family);
 
+-- A revoked grant family (a replayed code or refresh token, a revoked refresh
+-- token): tokens inserted into it before expires_at are refused. Added in
+-- version 2.
+CREATE TABLE oauth_revoked_families (
+  family TEXT NOT NULL PRIMARY KEY,
+  expires_at INTEGER NOT NULL
+);
+
+CREATE INDEX oauth_rf_exp_idx ON oauth_revoked_families (expires_at);
+
 CREATE TABLE oauth_purge_lease (
   name TEXT NOT NULL PRIMARY KEY,
   holder TEXT NOT NULL,
@@ -62,4 +72,4 @@ CREATE TABLE oauth_purge_lease (
 );
 
 INSERT INTO oauth_purge_lease (name, holder, lease_until) VALUES ('purge', 'none', 0);
-INSERT INTO oauth_schema_version (version) VALUES (1);
+INSERT INTO oauth_schema_version (version) VALUES (2);

@@ -32,6 +32,10 @@ type dialect struct {
 	// deleteBatch returns a statement deleting at most n rows of table
 	// matching where (which uses no parameters).
 	deleteBatch func(table, key, where string, n int) string
+	// markRevoked returns a statement that records a revoked family in
+	// table: it inserts (family, expires_at) from parameters 1 and 2, or
+	// raises the expiry of an existing row, never lowers it.
+	markRevoked func(table string) string
 	// prepareDSN adjusts a user's DSN to what the engine relies on.
 	prepareDSN func(dsn string) (string, error)
 	// buildHint explains a missing driver.
@@ -52,6 +56,11 @@ var dialects = map[string]*dialect{
 		deleteBatch: func(table, _, where string, n int) string {
 			return fmt.Sprintf("DELETE FROM %s WHERE %s ORDER BY expires_at LIMIT %d", table, where, n)
 		},
+		// VALUES() rather than MySQL 8's row alias, which MariaDB lacks.
+		markRevoked: func(table string) string {
+			return "INSERT INTO " + table + " (family, expires_at) VALUES (?, ?)" +
+				" ON DUPLICATE KEY UPDATE expires_at = GREATEST(expires_at, VALUES(expires_at))"
+		},
 		prepareDSN: prepareMySQLDSN,
 	},
 	"postgres": {
@@ -66,6 +75,10 @@ var dialects = map[string]*dialect{
 		deleteBatch: func(table, _, where string, n int) string {
 			return fmt.Sprintf("DELETE FROM %s WHERE ctid = ANY(ARRAY(SELECT ctid FROM %s WHERE %s ORDER BY expires_at LIMIT %d))", table, table, where, n)
 		},
+		markRevoked: func(table string) string {
+			return "INSERT INTO " + table + " (family, expires_at) VALUES (?, ?)" +
+				" ON CONFLICT (family) DO UPDATE SET expires_at = GREATEST(" + table + ".expires_at, EXCLUDED.expires_at)"
+		},
 	},
 	"sqlite": {
 		name:        "sqlite",
@@ -76,6 +89,11 @@ var dialects = map[string]*dialect{
 		deleteBatch: func(table, _, where string, n int) string {
 			return fmt.Sprintf("DELETE FROM %s WHERE rowid IN (SELECT rowid FROM %s WHERE %s LIMIT %d)", table, table, where, n)
 		},
+		// Upsert needs SQLite 3.24; two-argument MAX is the scalar maximum.
+		markRevoked: func(table string) string {
+			return "INSERT INTO " + table + " (family, expires_at) VALUES (?, ?)" +
+				" ON CONFLICT (family) DO UPDATE SET expires_at = MAX(expires_at, excluded.expires_at)"
+		},
 		prepareDSN: prepareSQLiteDSN,
 	},
 	"sqlserver": {
@@ -85,6 +103,14 @@ var dialects = map[string]*dialect{
 		nowMillis:   "DATEDIFF_BIG(MILLISECOND, '1970-01-01', SYSUTCDATETIME())",
 		deleteBatch: func(table, _, where string, n int) string {
 			return fmt.Sprintf("DELETE TOP (%d) FROM %s WHERE %s", n, table, where)
+		},
+		// HOLDLOCK makes the MERGE atomic against a concurrent one for the
+		// same family; SQL Server requires MERGE to end with a semicolon.
+		markRevoked: func(table string) string {
+			return "MERGE INTO " + table + " WITH (HOLDLOCK) AS d USING (SELECT ? AS family, ? AS expires_at) AS s" +
+				" ON d.family = s.family" +
+				" WHEN MATCHED AND d.expires_at < s.expires_at THEN UPDATE SET expires_at = s.expires_at" +
+				" WHEN NOT MATCHED THEN INSERT (family, expires_at) VALUES (s.family, s.expires_at);"
 		},
 	},
 	"oracle": {
@@ -98,6 +124,12 @@ var dialects = map[string]*dialect{
 		deleteBatch: func(table, _, where string, n int) string {
 			return fmt.Sprintf("DELETE FROM %s WHERE %s AND ROWNUM <= %d", table, where, n)
 		},
+		markRevoked: func(table string) string {
+			return "MERGE INTO " + table + " d USING (SELECT ? AS family, ? AS expires_at FROM DUAL) s" +
+				" ON (d.family = s.family)" +
+				" WHEN MATCHED THEN UPDATE SET d.expires_at = GREATEST(d.expires_at, s.expires_at)" +
+				" WHEN NOT MATCHED THEN INSERT (family, expires_at) VALUES (s.family, s.expires_at)"
+		},
 	},
 	"db2": {
 		name:        "db2",
@@ -109,6 +141,13 @@ var dialects = map[string]*dialect{
 			" + MICROSECOND(CURRENT TIMESTAMP) / 1000)",
 		deleteBatch: func(table, _, where string, n int) string {
 			return fmt.Sprintf("DELETE FROM (SELECT * FROM %s WHERE %s FETCH FIRST %d ROWS ONLY)", table, where, n)
+		},
+		// Db2 needs the parameter markers of a VALUES row typed.
+		markRevoked: func(table string) string {
+			return "MERGE INTO " + table + " AS d USING (VALUES (CAST(? AS VARCHAR(128)), CAST(? AS BIGINT))) AS s (family, expires_at)" +
+				" ON d.family = s.family" +
+				" WHEN MATCHED AND d.expires_at < s.expires_at THEN UPDATE SET expires_at = s.expires_at" +
+				" WHEN NOT MATCHED THEN INSERT (family, expires_at) VALUES (s.family, s.expires_at)"
 		},
 		buildHint: "built without db2 support: rebuild with -tags db2 (needs cgo and IBM's clidriver)",
 	},

@@ -16,6 +16,7 @@ var statementArgs = map[string]int{
 	"insertAccess": 7, "insertRefresh": 7, "lookupAccess": 2, "lookupRefresh": 2,
 	"consumeRefresh": 2, "selectRefresh": 1, "revokeAccess": 1, "revokeRefresh": 1,
 	"familyAccess": 1, "familyRefresh": 1,
+	"markRevoked": 2, "checkRevoked": 2,
 }
 
 var placeholderPatterns = map[string]*regexp.Regexp{
@@ -66,7 +67,7 @@ func checkStatement(t *testing.T, dialect, field, q string, want int) {
 	if strings.Contains(q, "{now}") || strings.Contains(q, "{limit}") {
 		t.Errorf("%s: %s has an unreplaced marker: %s", dialect, field, q)
 	}
-	if strings.Contains(q, ";") {
+	if strings.Contains(strings.TrimSuffix(q, ";"), ";") || (strings.HasSuffix(q, ";") && !(dialect == "sqlserver" && strings.HasPrefix(q, "MERGE "))) {
 		t.Errorf("%s: %s has a semicolon: %s", dialect, field, q)
 	}
 	re := placeholderPatterns[dialect]
@@ -133,6 +134,31 @@ func TestConsumeStatements(t *testing.T) {
 	}
 }
 
+// TestMarkRevokedStatements pins each dialect's upsert of a revoked-family
+// marker: it inserts the row or raises its expiry, never lowers it.
+func TestMarkRevokedStatements(t *testing.T) {
+	want := map[string]string{
+		"mysql":    "INSERT INTO oauth_revoked_families (family, expires_at) VALUES (?, ?) ON DUPLICATE KEY UPDATE expires_at = GREATEST(expires_at, VALUES(expires_at))",
+		"postgres": "INSERT INTO oauth_revoked_families (family, expires_at) VALUES ($1, $2) ON CONFLICT (family) DO UPDATE SET expires_at = GREATEST(oauth_revoked_families.expires_at, EXCLUDED.expires_at)",
+		"sqlite":   "INSERT INTO oauth_revoked_families (family, expires_at) VALUES (?, ?) ON CONFLICT (family) DO UPDATE SET expires_at = MAX(expires_at, excluded.expires_at)",
+		"sqlserver": "MERGE INTO oauth_revoked_families WITH (HOLDLOCK) AS d USING (SELECT @p1 AS family, @p2 AS expires_at) AS s ON d.family = s.family" +
+			" WHEN MATCHED AND d.expires_at < s.expires_at THEN UPDATE SET expires_at = s.expires_at" +
+			" WHEN NOT MATCHED THEN INSERT (family, expires_at) VALUES (s.family, s.expires_at);",
+		"oracle": "MERGE INTO oauth_revoked_families d USING (SELECT :1 AS family, :2 AS expires_at FROM DUAL) s ON (d.family = s.family)" +
+			" WHEN MATCHED THEN UPDATE SET d.expires_at = GREATEST(d.expires_at, s.expires_at)" +
+			" WHEN NOT MATCHED THEN INSERT (family, expires_at) VALUES (s.family, s.expires_at)",
+		"db2": "MERGE INTO oauth_revoked_families AS d USING (VALUES (CAST(? AS VARCHAR(128)), CAST(? AS BIGINT))) AS s (family, expires_at) ON d.family = s.family" +
+			" WHEN MATCHED AND d.expires_at < s.expires_at THEN UPDATE SET expires_at = s.expires_at" +
+			" WHEN NOT MATCHED THEN INSERT (family, expires_at) VALUES (s.family, s.expires_at)",
+	}
+	for _, name := range dialectNames() {
+		e, _ := NewEngine(nil, name, Options{})
+		if e.q.markRevoked != want[name] {
+			t.Errorf("%s:\n got  %s\n want %s", name, e.q.markRevoked, want[name])
+		}
+	}
+}
+
 // TestSchemaFiles checks the bundled schemas: each has the five tables and the expiry
 // and family indexes, and a prefix replaces oauth_ everywhere.
 func TestSchemaFiles(t *testing.T) {
@@ -145,7 +171,8 @@ func TestSchemaFiles(t *testing.T) {
 			joined := strings.Join(stmts, "\n")
 			for _, want := range []string{
 				"CREATE TABLE oauth_schema_version", "CREATE TABLE oauth_codes", "CREATE TABLE oauth_access_tokens",
-				"CREATE TABLE oauth_refresh_tokens", "CREATE TABLE oauth_purge_lease",
+				"CREATE TABLE oauth_refresh_tokens", "CREATE TABLE oauth_purge_lease", "CREATE TABLE oauth_revoked_families",
+				"family " /* the marker's key */, "ON oauth_revoked_families (expires_at)",
 				"ON oauth_codes (expires_at)", "ON oauth_access_tokens (expires_at)", "ON oauth_refresh_tokens (expires_at)",
 				"ON oauth_access_tokens (family)", "ON oauth_refresh_tokens (family)",
 				"INSERT INTO oauth_schema_version (version) VALUES (" + strconv.Itoa(SchemaVersion) + ")",
@@ -165,7 +192,8 @@ func TestSchemaFiles(t *testing.T) {
 			}
 			prefixed, _ := Schema(name, "gw_")
 			pj := strings.Join(prefixed, "\n")
-			if strings.Contains(pj, "oauth_") || !strings.Contains(pj, "CREATE TABLE gw_codes") || !strings.Contains(pj, "INDEX gw_rt_fam_idx") {
+			if strings.Contains(pj, "oauth_") || !strings.Contains(pj, "CREATE TABLE gw_codes") || !strings.Contains(pj, "INDEX gw_rt_fam_idx") ||
+				!strings.Contains(pj, "CREATE TABLE gw_revoked_families") {
 				t.Errorf("prefix not applied everywhere")
 			}
 			if len(prefixed) != len(stmts) {

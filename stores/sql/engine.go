@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,7 +20,7 @@ import (
 
 // SchemaVersion is the version of the bundled schema (sql/<dialect>/oauth-server.sql)
 // this store needs.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // DefaultTablePrefix is the prefix of the tables in the bundled schema files.
 const DefaultTablePrefix = "oauth_"
@@ -70,7 +71,7 @@ type Engine struct {
 }
 
 type tables struct {
-	version, codes, access, refresh, lease string
+	version, codes, access, refresh, revoked, lease string
 }
 
 type statements struct {
@@ -83,6 +84,8 @@ type statements struct {
 	consumeRefresh, selectRefresh string
 	revokeAccess, revokeRefresh   string
 	familyAccess, familyRefresh   string
+
+	markRevoked, checkRevoked string
 }
 
 const (
@@ -188,6 +191,7 @@ func NewEngine(db *sql.DB, dialectName string, opts Options) (*Engine, error) {
 		codes:   p + "codes",
 		access:  p + "access_tokens",
 		refresh: p + "refresh_tokens",
+		revoked: p + "revoked_families",
 		lease:   p + "purge_lease",
 	}
 	e.q = buildStatements(d, e.tables, opts.LeaseDuration)
@@ -221,6 +225,9 @@ func buildStatements(d *dialect, t tables, lease time.Duration) statements {
 		revokeRefresh:  r("DELETE FROM " + t.refresh + " WHERE token_key = ?"),
 		familyAccess:   r("DELETE FROM " + t.access + " WHERE family = ?"),
 		familyRefresh:  r("DELETE FROM " + t.refresh + " WHERE family = ?"),
+
+		markRevoked:  r(d.markRevoked(t.revoked)),
+		checkRevoked: r("SELECT COUNT(*) FROM " + t.revoked + " WHERE family = ? AND expires_at > ?"),
 	}
 }
 
@@ -266,7 +273,21 @@ func (e *Engine) Start(ctx context.Context) error {
 		return fmt.Errorf("sql store (%s): schema table %s not readable (%v): create the tables by running %s%s, or set create_schema",
 			e.d.name, e.tables.version, err, e.SchemaFile(), e.prefixNote())
 	}
+	if v == 1 && e.opts.CreateSchema {
+		if err := e.upgrade(ctx); err != nil {
+			// Another gateway may have upgraded it meanwhile.
+			if v, _ = e.schemaVersion(ctx); v != SchemaVersion {
+				return fmt.Errorf("sql store (%s): create_schema: upgrading schema version 1 to %d: %w", e.d.name, SchemaVersion, err)
+			}
+		} else {
+			v = SchemaVersion
+		}
+	}
 	switch {
+	case v == 1:
+		stmts, _ := e.upgradeStatements()
+		return fmt.Errorf("sql store (%s): schema version 1 in %s is older than %d: run\n%s;\nor set create_schema",
+			e.d.name, e.tables.version, SchemaVersion, strings.Join(stmts, ";\n"))
 	case v < SchemaVersion:
 		return fmt.Errorf("sql store (%s): schema version %d in %s is older than %d: apply %s%s",
 			e.d.name, v, e.tables.version, SchemaVersion, e.SchemaFile(), e.prefixNote())
@@ -341,6 +362,42 @@ func (e *Engine) applySchema(ctx context.Context) error {
 	stmts, err := Schema(e.d.name, e.opts.TablePrefix)
 	if err != nil {
 		return err
+	}
+	for _, s := range stmts {
+		if _, err := e.db.ExecContext(ctx, s); err != nil {
+			return fmt.Errorf("%s: %w", firstLine(s), err)
+		}
+	}
+	return nil
+}
+
+// upgradeStatements returns the statements that take a version 1 schema to
+// version 2: the revoked-families table and index of the bundled schema,
+// then the new version row.
+func (e *Engine) upgradeStatements() ([]string, error) {
+	stmts, err := Schema(e.d.name, e.opts.TablePrefix)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, s := range stmts {
+		if strings.Contains(s, e.tables.revoked) {
+			out = append(out, s)
+		}
+	}
+	return append(out, fmt.Sprintf("INSERT INTO %s (version) VALUES (%d)", e.tables.version, SchemaVersion)), nil
+}
+
+// upgrade applies upgradeStatements. DDL is not transactional everywhere:
+// a table left by an upgrade that failed half way is kept.
+func (e *Engine) upgrade(ctx context.Context) error {
+	stmts, err := e.upgradeStatements()
+	if err != nil {
+		return err
+	}
+	var probe int64
+	if e.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+e.tables.revoked+" WHERE expires_at < 0").Scan(&probe) == nil {
+		stmts = stmts[len(stmts)-1:]
 	}
 	for _, s := range stmts {
 		if _, err := e.db.ExecContext(ctx, s); err != nil {
@@ -470,36 +527,100 @@ func (e *Engine) selectCode(ctx context.Context, key string) (*stores.Code, bool
 
 // PurgeExpiredCodes deletes expired codes in batches.
 func (e *Engine) PurgeExpiredCodes(ctx context.Context, batch int) (int64, error) {
-	return e.purge(ctx, batch, [][2]string{{e.tables.codes, "code_key"}})
+	return e.purge(ctx, batch, []purgeTarget{{e.tables.codes, "code_key", true}})
 }
 
-// InsertTokens stores tokens, in one transaction when there are several.
+// InsertTokens stores tokens, in one transaction when there are several,
+// and then checks their families for a revoked-family marker. RevokeFamily
+// writes the marker before it deletes the family's tokens, each step
+// committed in order, so one of the two always sees the other: either this
+// check finds the marker (and the tokens are deleted again and refused), or
+// the revocation's delete finds the tokens.
 func (e *Engine) InsertTokens(ctx context.Context, tokens ...*stores.Token) error {
 	for _, t := range tokens {
 		if t.Kind != stores.AccessToken && t.Kind != stores.RefreshToken {
 			return fmt.Errorf("sql store: token kind %d unknown", t.Kind)
 		}
 	}
+	if err := e.insertTokens(ctx, tokens); err != nil {
+		return err
+	}
+	now := nowMillis()
+	var checked []string
+	for _, t := range tokens {
+		if t.Family == "" || slices.Contains(checked, t.Family) {
+			continue
+		}
+		checked = append(checked, t.Family)
+		var n int64
+		if err := e.db.QueryRowContext(ctx, e.q.checkRevoked, t.Family, now).Scan(&n); err != nil {
+			// Unchecked tokens must not be handed out: the caller answers
+			// 503, and the raw values are never released.
+			return e.fail("check revoked family", err)
+		}
+		if n > 0 {
+			return e.refuse(ctx, tokens, t.Family)
+		}
+	}
+	return nil
+}
+
+// refuse deletes the tokens of a revoked family just inserted and returns
+// ErrRevoked.
+func (e *Engine) refuse(ctx context.Context, tokens []*stores.Token, family string) error {
+	for _, t := range tokens {
+		if t.Family != family {
+			continue
+		}
+		stmt := e.q.revokeAccess
+		if t.Kind == stores.RefreshToken {
+			stmt = e.q.revokeRefresh
+		}
+		if _, err := e.db.ExecContext(ctx, stmt, t.Key); err != nil {
+			return e.fail("delete tokens of a revoked family", err)
+		}
+	}
+	return stores.ErrRevoked
+}
+
+func (e *Engine) insertTokens(ctx context.Context, tokens []*stores.Token) error {
 	if len(tokens) == 1 {
 		if err := e.insertToken(ctx, e.db, tokens[0]); err != nil {
 			return e.fail("insert token", err)
 		}
 		return nil
 	}
-	tx, err := e.db.BeginTx(ctx, nil)
+	err := retryDeadlock(ctx, func() error {
+		tx, err := e.db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+		for _, t := range tokens {
+			if err := e.insertToken(ctx, tx, t); err != nil {
+				return err
+			}
+		}
+		return tx.Commit()
+	})
 	if err != nil {
 		return e.fail("insert tokens", err)
 	}
-	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
-	for _, t := range tokens {
-		if err := e.insertToken(ctx, tx, t); err != nil {
-			return e.fail("insert tokens", err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return e.fail("insert tokens", err)
-	}
 	return nil
+}
+
+// retryDeadlock runs f, a transaction, again when the database chose it as
+// a deadlock victim and rolled it back: InnoDB's gap locks on the family
+// indexes make an insert and a family revocation deadlock now and then.
+func retryDeadlock(ctx context.Context, f func() error) error {
+	var err error
+	for attempt := 0; attempt < 4; attempt++ {
+		if err = f(); err == nil || !strings.Contains(strings.ToLower(err.Error()), "deadlock") || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(time.Duration(attempt+1) * 5 * time.Millisecond)
+	}
+	return err
 }
 
 type execer interface {
@@ -599,37 +720,61 @@ func (e *Engine) RevokeToken(ctx context.Context, kind stores.Kind, key string) 
 	return nil
 }
 
-// RevokeFamily deletes every access and refresh token of a family, consumed
-// ones included, in one transaction.
+// RevokeFamily records the family as revoked until the given time (or a
+// later one already recorded), committed first, and then deletes every
+// access and refresh token of the family, consumed ones included, in one
+// transaction. See InsertTokens for why this order is exact.
 func (e *Engine) RevokeFamily(ctx context.Context, family string, until time.Time) error {
 	if family == "" {
 		return nil
 	}
-	tx, err := e.db.BeginTx(ctx, nil)
-	if err != nil {
-		return e.fail("revoke family", err)
-	}
-	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
-	for _, s := range []string{e.q.familyAccess, e.q.familyRefresh} {
-		if _, err := tx.ExecContext(ctx, s, family); err != nil {
-			return e.fail("revoke family", err)
+	if _, err := e.db.ExecContext(ctx, e.q.markRevoked, family, millis(until)); err != nil {
+		// Two first revocations of one family may both try to insert: the
+		// loser finds the row on a second try.
+		if _, err = e.db.ExecContext(ctx, e.q.markRevoked, family, millis(until)); err != nil {
+			return e.fail("mark family revoked", err)
 		}
 	}
-	if err := tx.Commit(); err != nil {
+	err := retryDeadlock(ctx, func() error {
+		tx, err := e.db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+		for _, s := range []string{e.q.familyAccess, e.q.familyRefresh} {
+			if _, err := tx.ExecContext(ctx, s, family); err != nil {
+				return err
+			}
+		}
+		return tx.Commit()
+	})
+	if err != nil {
 		return e.fail("revoke family", err)
 	}
 	return nil
 }
 
-// PurgeExpiredTokens deletes expired access and refresh tokens in batches.
+// PurgeExpiredTokens deletes expired access and refresh tokens in batches,
+// and expired revoked-family markers, uncounted.
 func (e *Engine) PurgeExpiredTokens(ctx context.Context, batch int) (int64, error) {
-	return e.purge(ctx, batch, [][2]string{{e.tables.access, "token_key"}, {e.tables.refresh, "token_key"}})
+	return e.purge(ctx, batch, []purgeTarget{
+		{e.tables.access, "token_key", true},
+		{e.tables.refresh, "token_key", true},
+		{e.tables.revoked, "family", false},
+	})
 }
 
-// purge deletes expired rows of each (table, key column), batch rows per
-// statement, each statement its own transaction, by the database's clock.
-// Only the holder of the purge lease works; without it purge returns 0.
-func (e *Engine) purge(ctx context.Context, batch int, targets [][2]string) (int64, error) {
+// purgeTarget is a table purge deletes from, its key column, and whether
+// its rows count in purge's result.
+type purgeTarget struct {
+	table, key string
+	counted    bool
+}
+
+// purge deletes expired rows of each target, batch rows per statement, each
+// statement its own transaction, by the database's clock. Only the holder
+// of the purge lease works; without it purge returns 0.
+func (e *Engine) purge(ctx context.Context, batch int, targets []purgeTarget) (int64, error) {
 	n := batch
 	if e.opts.PurgeBatch > 0 {
 		n = e.opts.PurgeBatch
@@ -647,18 +792,20 @@ func (e *Engine) purge(ctx context.Context, batch int, targets [][2]string) (int
 	defer e.releaseLease(ctx)
 	var total int64
 	for _, t := range targets {
-		stmt := e.purgeStatement(t[0], t[1], n)
+		stmt := e.purgeStatement(t.table, t.key, n)
 		for {
 			started := time.Now()
 			res, err := e.db.ExecContext(ctx, stmt)
 			if err != nil {
-				return total, e.fail("purge "+t[0], err)
+				return total, e.fail("purge "+t.table, err)
 			}
 			k, err := res.RowsAffected()
 			if err != nil {
-				return total, e.fail("purge "+t[0], err)
+				return total, e.fail("purge "+t.table, err)
 			}
-			total += k
+			if t.counted {
+				total += k
+			}
 			if k < int64(n) {
 				break
 			}
