@@ -20,10 +20,13 @@ import (
 //   - consumed: which codes and refresh tokens were redeemed. Only
 //     lightweight transactions write it (INSERT ... IF NOT EXISTS), so the
 //     Paxos timestamps never mix with plain writes of the same cells.
+//   - revoked_families: revoked grant families (partition = family), one
+//     row per revocation clustered by its end, so a later, shorter
+//     revocation never shortens an earlier one.
 //
 // The statements are those of sql/cassandra/oauth-server.cql, which names
 // keyspace oauth.
-var schemaTables = []string{"codes", "tokens", "tokens_by_family", "consumed"}
+var schemaTables = []string{"codes", "tokens", "tokens_by_family", "consumed", "revoked_families"}
 
 // schemaStatements returns the CREATE TABLE statements of
 // sql/cassandra/oauth-server.cql for keyspace ks.
