@@ -5,10 +5,15 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	gocql "github.com/apache/cassandra-gocql-driver/v2"
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/oauth2"
 )
@@ -185,5 +190,168 @@ func TestFullCacheRevocation(t *testing.T) {
 	}
 	if refreshes > 0 || passes > 0 {
 		t.Errorf("of %d revoked grants, %d refresh tokens still refresh and %d access tokens still pass the guard", grants, refreshes, passes)
+	}
+}
+
+// replayRaceConfig stores codes and tokens in store, with a public PKCE
+// client and a cheap bcrypt hash for alice.
+func replayRaceConfig(store, aliceHash string) string {
+	return fmt.Sprintf(`{
+	admin localhost:2999
+	default_bind 127.0.0.1
+	http_port 9080
+	https_port 9443
+	grace_period 1ns
+	skip_install_trust
+	oauth2 {
+		access_token_store %[1]s
+		authorization_code_store %[1]s
+		client app {
+			redirect_uri http://127.0.0.1:9999/cb
+			scopes read
+			skip_consent
+		}
+	}
+}
+http://localhost:9080 {
+	handle /oauth2/authorize {
+		basic_auth {
+			alice %[2]s
+		}
+		oauth2_server
+	}
+	oauth2_server
+}
+http://localhost:9081 {
+	oauth2_guard read
+	respond "ok"
+}
+`, store, aliceHash)
+}
+
+// raceStores are the stores the replay race runs on: the cache and SQLite
+// always, the servers when their variables are set.
+func raceStores(t *testing.T) map[string]string {
+	m := map[string]string{
+		"cache":  "cache",
+		"sqlite": fmt.Sprintf("sql {\n\t\t\tdialect sqlite\n\t\t\tdsn %q\n\t\t\tcreate_schema\n\t\t}", filepath.Join(t.TempDir(), "race.db")),
+	}
+	if dsn := os.Getenv("OAUTH2_TEST_MYSQL_DSN"); dsn != "" {
+		m["mariadb"] = fmt.Sprintf("sql {\n\t\t\tdialect mysql\n\t\t\tdsn %q\n\t\t\ttable_prefix race_\n\t\t\tcreate_schema\n\t\t}", dsn)
+	} else {
+		t.Log("set OAUTH2_TEST_MYSQL_DSN to run against MariaDB too")
+	}
+	if dsn := os.Getenv("OAUTH2_TEST_POSTGRES_DSN"); dsn != "" {
+		m["postgres"] = fmt.Sprintf("sql {\n\t\t\tdialect postgres\n\t\t\tdsn %q\n\t\t\ttable_prefix race_\n\t\t\tcreate_schema\n\t\t}", dsn)
+	} else {
+		t.Log("set OAUTH2_TEST_POSTGRES_DSN to run against PostgreSQL too")
+	}
+	if hosts := os.Getenv("OAUTH2_TEST_CASSANDRA_HOSTS"); hosts != "" {
+		const keyspace = "oauth2_race"
+		cluster := gocql.NewCluster(strings.Split(hosts, ",")...)
+		cluster.Timeout = 30 * time.Second
+		session, err := cluster.CreateSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer session.Close()
+		if err := session.Query("CREATE KEYSPACE IF NOT EXISTS " + keyspace +
+			" WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}").Exec(); err != nil {
+			t.Fatal(err)
+		}
+		m["cassandra"] = fmt.Sprintf("cassandra {\n\t\t\thosts %s\n\t\t\tkeyspace %s\n\t\t\tcreate_schema\n\t\t}", strings.Join(strings.Split(hosts, ","), " "), keyspace)
+	} else {
+		t.Log("set OAUTH2_TEST_CASSANDRA_HOSTS to run against Cassandra too")
+	}
+	return m
+}
+
+// TestCodeReplayRace redeems each code several times at once (issue 8,
+// item 2). One redemption wins; the others are replays, which revoke the
+// grant family, and that revocation races the winner's insert of its
+// tokens. Whichever comes first, the winner's tokens must not work
+// afterwards: the store's revoked-family marker refuses an insert that
+// comes second.
+func TestCodeReplayRace(t *testing.T) {
+	aliceCheap, _ := bcrypt.GenerateFromPassword([]byte("alice-password"), bcrypt.MinCost)
+	stores := raceStores(t)
+	for _, name := range []string{"cache", "sqlite", "mariadb", "postgres", "cassandra"} {
+		store, ok := stores[name]
+		if !ok {
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			startCaddy(t, replayRaceConfig(store, string(aliceCheap)))
+			cfg := &oauth2.Config{
+				ClientID:    "app",
+				Endpoint:    oauth2.Endpoint{AuthURL: authBase + "/oauth2/authorize", TokenURL: authBase + "/oauth2/token", AuthStyle: oauth2.AuthStyleInParams},
+				RedirectURL: "http://127.0.0.1:9999/cb",
+				Scopes:      []string{"read"},
+			}
+			const rounds, racers = 25, 6
+			winners, survivors := 0, 0
+			for r := 0; r < rounds; r++ {
+				verifier := oauth2.GenerateVerifier()
+				code := authorize(t, cfg, oauth2.S256ChallengeOption(verifier))
+				form := url.Values{
+					"grant_type": {"authorization_code"}, "code": {code}, "client_id": {"app"},
+					"redirect_uri": {cfg.RedirectURL}, "code_verifier": {verifier},
+				}
+				var (
+					wg    sync.WaitGroup
+					mu    sync.Mutex
+					won   []map[string]any
+					codes []string
+				)
+				start := make(chan struct{})
+				for i := 0; i < racers; i++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						<-start
+						resp, body := postForm(t, "/oauth2/token", form, "", "")
+						mu.Lock()
+						defer mu.Unlock()
+						if resp.StatusCode == http.StatusOK {
+							won = append(won, body)
+						} else {
+							codes = append(codes, fmt.Sprintf("%d %v", resp.StatusCode, body["error"]))
+						}
+					}()
+				}
+				close(start)
+				wg.Wait()
+				if len(won) > 1 {
+					t.Fatalf("round %d: %d redemptions of one code succeeded", r, len(won))
+				}
+				for _, c := range codes {
+					if c != "400 invalid_grant" {
+						t.Fatalf("round %d: a replay answered %s, want 400 invalid_grant", r, c)
+					}
+				}
+				if len(won) == 0 {
+					continue // the replays revoked the family before the winner's insert: refused
+				}
+				winners++
+				at, _ := won[0]["access_token"].(string)
+				rt, _ := won[0]["refresh_token"].(string)
+				alive := false
+				if resp, _ := get(t, nil, apiBase+"/x", at); resp.StatusCode != http.StatusUnauthorized {
+					alive = true
+				}
+				resp, body := postForm(t, "/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {"app"}}, "", "")
+				if resp.StatusCode != http.StatusBadRequest || body["error"] != "invalid_grant" {
+					alive = true
+				}
+				if alive {
+					survivors++
+				}
+			}
+			t.Logf("%s: %d rounds of %d concurrent redemptions: %d winners got tokens, %d of them survived the replays' revocation",
+				name, rounds, racers, winners, survivors)
+			if survivors > 0 {
+				t.Errorf("%d grants kept working after a replay of their code revoked them", survivors)
+			}
+		})
 	}
 }
