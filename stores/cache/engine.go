@@ -48,6 +48,9 @@ type Engine struct {
 	over   overflow
 	budget int64 // overflow bytes beyond which issuance is refused
 
+	compactMu    sync.Mutex
+	compactAfter time.Time // under compactMu
+
 	logger        atomic.Pointer[zap.Logger]
 	rescued       atomic.Uint64
 	refusals      atomic.Uint64
@@ -59,6 +62,11 @@ type Engine struct {
 
 // warnEvery rate-limits the warnings of a full cache.
 const warnEvery = time.Minute
+
+// compactEvery is how long a refused insert waits to compact again after a
+// compaction that freed little: in a cache really full of live records it
+// only turns them over.
+const compactEvery = time.Second
 
 // minBudget is the least overflow budget, for the smallest caches.
 const minBudget = 64 << 10
@@ -186,10 +194,28 @@ func (e *Engine) mayWarn(last *atomic.Int64) bool {
 }
 
 // admit refuses new live state while the overflow is over its budget: the
-// token endpoint answers 503 rather than anything live being dropped.
-func (e *Engine) admit() error {
+// token endpoint answers 503 rather than anything live being dropped. With
+// compact, it first tries to make room by moving overflow records back
+// into bigcache (see compact); after a compaction that freed little it
+// waits compactEvery before trying again. Callers that hold a key or family
+// lock pass false.
+func (e *Engine) admit(compact bool) error {
 	if e.over.size.Load() <= e.budget {
 		return nil
+	}
+	if compact && e.compactMu.TryLock() {
+		if time.Now().After(e.compactAfter) {
+			before := e.over.size.Load()
+			e.compact(e.budget)
+			if freed := before - e.over.size.Load(); freed < e.budget/4 {
+				// Shards full of live records: compaction only turns them over.
+				e.compactAfter = time.Now().Add(compactEvery)
+			}
+		}
+		e.compactMu.Unlock()
+		if e.over.size.Load() <= e.budget {
+			return nil
+		}
 	}
 	n := e.refusals.Add(1)
 	if e.mayWarn(&e.lastRefuseLog) {
@@ -281,7 +307,7 @@ func (e *Engine) InsertCode(ctx context.Context, c *stores.Code) error {
 	if err != nil {
 		return err
 	}
-	if err := e.admit(); err != nil {
+	if err := e.admit(true); err != nil {
 		return err
 	}
 	return e.set(c.Key, v)
@@ -339,7 +365,7 @@ func (e *Engine) consume(key string, typ byte) ([]byte, error) {
 	}
 	// A redemption leads to issuance: refuse it before the code or refresh
 	// token is spent, so that the client can retry once there is room.
-	if err := e.admit(); err != nil {
+	if err := e.admit(false); err != nil {
 		return nil, err
 	}
 	v[offFlags] |= flagUsed
@@ -369,7 +395,7 @@ func (e *Engine) InsertTokens(ctx context.Context, tokens ...*stores.Token) erro
 		}
 		vals[i] = v
 	}
-	if err := e.admit(); err != nil {
+	if err := e.admit(true); err != nil {
 		return err
 	}
 	done := make([]bool, len(tokens))
@@ -451,7 +477,49 @@ func (e *Engine) insertFamily(family string, tokens []*stores.Token, vals [][]by
 
 func (e *Engine) unset(tokens []*stores.Token, group []int) {
 	for _, i := range group {
+		mu := e.keyLock(tokens[i].Key)
+		mu.Lock()
 		_ = e.del(tokens[i].Key)
+		mu.Unlock()
+	}
+}
+
+// compact moves live overflow records back into bigcache, up to limit
+// bytes of them, oldest rescue first. bigcache's shards are FIFO rings: a
+// live record reaches the head and is evicted (rescued) even while the ring
+// behind it is mostly deleted or expired records. Writing it again puts it
+// at the tail and frees the head, so the dead space is reclaimed and the
+// overflow shrinks; in a shard really full of live records the write only
+// rescues another one, and the overflow stays as large. Each record is
+// moved under its own key or family lock, so no writer races the move, and
+// a copy rescued again meanwhile (a new generation) is kept.
+func (e *Engine) compact(limit int64) {
+	now := time.Now().UnixMilli()
+	var done int64
+	for _, x := range e.over.oldest(limit) {
+		var mu *sync.Mutex
+		switch {
+		case strings.HasPrefix(x.key, familyPrefix):
+			mu = e.famLock(strings.TrimPrefix(x.key, familyPrefix))
+		case strings.HasPrefix(x.key, revokedPrefix):
+			mu = e.famLock(strings.TrimPrefix(x.key, revokedPrefix))
+		default:
+			mu = e.keyLock(x.key)
+		}
+		mu.Lock()
+		v, gen, ok := e.over.get(x.key)
+		if ok && gen == x.gen && len(v) >= headerLen && expiresAt(v) > now {
+			if _, err := e.cache.Get(x.key); err == nil {
+				e.over.remove(x.key, gen) // bigcache holds a newer value
+			} else if e.cache.Set(x.key, v) == nil {
+				e.over.remove(x.key, gen)
+			}
+			done += entrySize(x.key, v)
+		}
+		mu.Unlock()
+		if done >= limit {
+			return
+		}
 	}
 }
 
@@ -668,7 +736,18 @@ func (e *Engine) purge(ctx context.Context, batch int, codes bool) (int64, error
 			}
 		}
 	}
-	return n, flush()
+	if err := flush(); err != nil {
+		return n, err
+	}
+	// With the expired records gone, the overflow's live ones can usually
+	// go back into bigcache.
+	if size := e.over.size.Load(); size > 0 {
+		e.compactMu.Lock()
+		e.compact(size)
+		e.compactAfter = time.Time{}
+		e.compactMu.Unlock()
+	}
+	return n, nil
 }
 
 // purgeFamily deletes an expired family index or revoked-family marker

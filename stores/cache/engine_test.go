@@ -390,3 +390,52 @@ func BenchmarkPurgeScan(b *testing.B) {
 		}
 	}
 }
+
+// Long-lived tokens reach the head of bigcache's FIFO shards while the
+// short-lived tokens around them expire: they are rescued, and purge moves
+// them back into the reclaimed space, so the overflow drains and issuance
+// goes on. Without that, the cache would refuse to issue while mostly
+// expired.
+func TestOverflowDrainsIntoReclaimedSpace(t *testing.T) {
+	e := newEngine(t, Config{MaxMemoryMB: 1, Shards: 1})
+	ctx := context.Background()
+	var long []*stores.Token
+	for round := 0; round < 8; round++ {
+		for i := 0; i < 3000; i++ {
+			if i%20 == 0 {
+				tok := token(stores.RefreshToken, "fam-"+storetest.Key()[:16], time.Hour)
+				long = append(long, tok)
+				if err := e.InsertTokens(ctx, tok); err != nil {
+					t.Fatalf("round %d, insert %d: %v (overflow %d of %d bytes)", round, i, err, e.OverflowBytes(), e.OverflowBudget())
+				}
+				continue
+			}
+			if err := e.InsertTokens(ctx, token(stores.AccessToken, "", 150*time.Millisecond)); err != nil {
+				t.Fatalf("round %d, insert %d: %v (overflow %d of %d bytes)", round, i, err, e.OverflowBytes(), e.OverflowBudget())
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+		if _, err := e.PurgeExpiredTokens(ctx, 1000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("%d long-lived grants among %d short-lived tokens in 1 MB: %d rescued, %d refused, overflow now %d bytes",
+		len(long), 8*3000-len(long), e.Rescued(), e.Refusals(), e.OverflowBytes())
+	if e.Rescued() == 0 {
+		t.Fatal("nothing was rescued: the test did not fill the cache")
+	}
+	for _, tok := range long {
+		if _, err := e.LookupToken(ctx, tok.Kind, tok.Key); err != nil {
+			t.Fatalf("long-lived token lost: %v", err)
+		}
+		if err := e.RevokeFamily(ctx, tok.Family, time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.LookupToken(ctx, tok.Kind, tok.Key); !errors.Is(err, stores.ErrNotFound) {
+			t.Fatalf("revoked token: %v", err)
+		}
+	}
+	if e.Refusals() != 0 {
+		t.Fatalf("%d refusals in a cache of mostly expired records", e.Refusals())
+	}
+}

@@ -1,6 +1,8 @@
 package cache
 
 import (
+	"cmp"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -102,27 +104,50 @@ func (o *overflow) remove(key string, gen uint64) bool {
 }
 
 // expired lists the keys, types and generations of records expired at now.
-func (o *overflow) expired(now int64) []expiredEntry {
+func (o *overflow) expired(now int64) []overflowRef {
 	if o.n.Load() == 0 {
 		return nil
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	var out []expiredEntry
+	var out []overflowRef
 	for k, ent := range o.entries {
 		if len(ent.v) < headerLen || expiresAt(ent.v) <= now {
 			typ := byte(0)
 			if len(ent.v) > 0 {
 				typ = ent.v[0]
 			}
-			out = append(out, expiredEntry{key: k, typ: typ, gen: ent.gen})
+			out = append(out, overflowRef{key: k, typ: typ, gen: ent.gen})
 		}
 	}
 	return out
 }
 
-type expiredEntry struct {
-	key string
-	typ byte
-	gen uint64
+// oldest lists the keys and generations of the records rescued first,
+// about limit bytes of them.
+func (o *overflow) oldest(limit int64) []overflowRef {
+	if o.n.Load() == 0 {
+		return nil
+	}
+	o.mu.Lock()
+	out := make([]overflowRef, 0, len(o.entries))
+	for k, ent := range o.entries {
+		out = append(out, overflowRef{key: k, gen: ent.gen, size: entrySize(k, ent.v)})
+	}
+	o.mu.Unlock()
+	slices.SortFunc(out, func(a, b overflowRef) int { return cmp.Compare(a.gen, b.gen) })
+	var n int64
+	for i, x := range out {
+		if n += x.size; n >= limit {
+			return out[:i+1]
+		}
+	}
+	return out
+}
+
+type overflowRef struct {
+	size int64
+	key  string
+	typ  byte
+	gen  uint64
 }
