@@ -166,6 +166,16 @@ func TestFullCacheRevocation(t *testing.T) {
 		if resp.StatusCode != http.StatusServiceUnavailable || body["error"] != "temporarily_unavailable" {
 			t.Errorf("issuance in a full cache: %d %v, want 503 temporarily_unavailable", resp.StatusCode, body)
 		}
+		// A refresh is refused too, before it spends the refresh token.
+		resp, body = postForm(t, "/oauth2/token", url.Values{
+			"grant_type": {"refresh_token"}, "refresh_token": {toks[0].RefreshToken}, "client_id": {"app"},
+		}, "", "")
+		if resp.StatusCode != http.StatusServiceUnavailable || body["error"] != "temporarily_unavailable" {
+			t.Errorf("refresh in a full cache: %d %v, want 503 temporarily_unavailable", resp.StatusCode, body)
+		}
+		if s := status(toks[0].AccessToken); s != http.StatusOK {
+			t.Errorf("access token after a refused refresh: %d, want 200", s)
+		}
 	}
 
 	// Revoke every grant's refresh token: each then fails to refresh and
