@@ -72,8 +72,9 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	req := &authzRequest{client: c, rawRedirectURI: params.Get("redirect_uri"), params: params}
 	switch {
 	case req.rawRedirectURI != "":
-		// RFC 6749 §3.1.2.3: simple string comparison.
-		if !c.redirects[req.rawRedirectURI] {
+		// RFC 6749 §3.1.2.3: simple string comparison; RFC 8252 §7.3: any
+		// port on a loopback IP.
+		if !c.redirectAllowed(req.rawRedirectURI) {
 			s.errorPage(w, http.StatusBadRequest, "Invalid redirect URI", "The redirect URI is not registered for this application.")
 			return
 		}
