@@ -133,6 +133,11 @@ type Client struct {
 	Scopes []string `json:"scopes,omitempty"`
 	// SkipConsent issues codes without showing the consent page.
 	SkipConsent bool `json:"skip_consent,omitempty"`
+	// Introspect lets the client introspect access tokens of other clients,
+	// as a resource server does (RFC 7662 §4). Without it a client sees only
+	// its own tokens. Refresh tokens are only ever visible to their own
+	// client. Default: false.
+	Introspect bool `json:"introspect,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -202,6 +207,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 			GrantTypes:   c.GrantTypes,
 			Scopes:       c.Scopes,
 			SkipConsent:  c.SkipConsent,
+			Introspect:   c.Introspect,
 		}
 		if h := repl.ReplaceAll(c.SecretHash, ""); h != "" {
 			ic.SecretHash = []byte(h)

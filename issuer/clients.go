@@ -47,6 +47,11 @@ type Client struct {
 	// SkipConsent issues codes without asking the resource owner.
 	// Default: false.
 	SkipConsent bool
+	// Introspect lets the client introspect access tokens issued to other
+	// clients, as a resource server does (RFC 7662 §4). Without it a client
+	// sees only its own tokens. Refresh tokens are only ever visible to
+	// their own client. Default: false.
+	Introspect bool
 }
 
 // Public reports whether the client has no secret (RFC 6749 §2.1).
@@ -80,6 +85,7 @@ func newClient(id string, c *Client) (*client, error) {
 			RedirectURIs: slices.Clone(c.RedirectURIs),
 			Scopes:       slices.Clone(c.Scopes),
 			SkipConsent:  c.SkipConsent,
+			Introspect:   c.Introspect,
 		},
 		grants:    map[string]bool{},
 		scopes:    map[string]bool{},

@@ -37,7 +37,7 @@ func (s *Server) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 		writeError(w, oerr)
 		return
 	}
-	resp, oerr := s.introspect(r, form.Get("token"))
+	resp, oerr := s.introspect(r, c, form.Get("token"))
 	if oerr != nil {
 		writeError(w, oerr)
 		return
@@ -45,9 +45,14 @@ func (s *Server) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
-// introspect looks raw up. The kind comes from its prefix; token_type_hint
-// is not needed (RFC 7662 §2.1 lets the server ignore it).
-func (s *Server) introspect(r *http.Request, raw string) (*introspection, *oauthError) {
+// introspect looks raw up for client c. The kind comes from its prefix;
+// token_type_hint is not needed (RFC 7662 §2.1 lets the server ignore it).
+//
+// RFC 7662 §4: a client sees its own tokens; access tokens of other clients
+// only with the introspect flag (a resource server); refresh tokens only
+// ever their own client. Anything else is answered like an unknown token,
+// so the endpoint does not tell which tokens exist.
+func (s *Server) introspect(r *http.Request, c *client, raw string) (*introspection, *oauthError) {
 	kind, ok := tokenKind(raw)
 	if !ok {
 		return &introspection{}, nil
@@ -64,6 +69,9 @@ func (s *Server) introspect(r *http.Request, raw string) (*introspection, *oauth
 	}
 	if err != nil || !s.now().Before(t.ExpiresAt) {
 		// RFC 7662 §2.2: nothing more about an inactive token.
+		return &introspection{}, nil
+	}
+	if t.ClientID != c.ID && (kind == stores.RefreshToken || !c.Introspect) {
 		return &introspection{}, nil
 	}
 	return &introspection{
