@@ -74,9 +74,19 @@ func (s *Server) introspect(r *http.Request, c *client, raw string) (*introspect
 	if t.ClientID != c.ID && (kind == stores.RefreshToken || !c.Introspect) {
 		return &introspection{}, nil
 	}
+	// Like the guard: a token of a client no longer registered is dead, and
+	// carries only the scopes its client is registered for now.
+	owner := s.clients[t.ClientID]
+	if owner == nil {
+		return &introspection{}, nil
+	}
+	scope, ok := owner.currentScope(t.Scope)
+	if !ok {
+		return &introspection{}, nil
+	}
 	return &introspection{
 		Active:    true,
-		Scope:     t.Scope,
+		Scope:     scope,
 		ClientID:  t.ClientID,
 		Subject:   t.Subject,
 		ExpiresAt: t.ExpiresAt.Unix(),
