@@ -135,6 +135,10 @@ func newClient(id string, c *Client) (*client, error) {
 			cl.loopback[k] = true
 		}
 	}
+	if cl.Public() && cl.Introspect {
+		// RFC 7662 §2.1: a public client's ID proves nothing.
+		return nil, errors.New("a public client cannot introspect")
+	}
 	if cl.Public() && len(cl.RedirectURIs) == 0 {
 		return nil, errors.New("a public client needs at least one redirect URI")
 	}
