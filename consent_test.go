@@ -43,18 +43,18 @@ http://127.0.0.1:%[1]d {
 	}
 	oauth2_server
 }
-`, port, port+1000, store, secretHash, aliceHash)
+`, port, port+40, store, secretHash, aliceHash)
 }
 
 var hiddenInputRE = regexp.MustCompile(`<input type="hidden" name="([^"]*)" value="([^"]*)">`)
 
 func TestConsentSingleUseCache(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "Caddyfile")
-	if err := os.WriteFile(path, []byte(consentConfig(19584, "")), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(consentConfig(27720, "")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	startCaddyProcess(t, path, 19584)
-	runConsentSingleUse(t, "http://127.0.0.1:19584", "http://127.0.0.1:19584")
+	startCaddyProcess(t, path, 27720)
+	runConsentSingleUse(t, "http://127.0.0.1:27720", "http://127.0.0.1:27720")
 }
 
 // TestConsentSingleUseSharedSQLite shows the form is accepted once between
@@ -72,14 +72,14 @@ func TestConsentSingleUseSharedSQLite(t *testing.T) {
 			dsn %[1]q
 			create_schema
 		}`, db)
-	for _, port := range []int{19585, 19586} {
+	for _, port := range []int{27721, 27722} {
 		path := filepath.Join(dir, fmt.Sprintf("Caddyfile%d", port))
 		if err := os.WriteFile(path, []byte(consentConfig(port, store)), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		startCaddyProcess(t, path, port)
 	}
-	runConsentSingleUse(t, "http://127.0.0.1:19585", "http://127.0.0.1:19586")
+	runConsentSingleUse(t, "http://127.0.0.1:27721", "http://127.0.0.1:27722")
 }
 
 // runConsentSingleUse gets a consent form from gateway a, approves it at b,

@@ -19,8 +19,8 @@ func TestIntrospectFlag(t *testing.T) {
 	cf := fmt.Sprintf(`{
 	admin off
 	default_bind 127.0.0.1
-	http_port 19587
-	https_port 20587
+	http_port 27730
+	https_port 27731
 	grace_period 1s
 	persist_config off
 	oauth2 {
@@ -41,7 +41,7 @@ func TestIntrospectFlag(t *testing.T) {
 		}
 	}
 }
-http://127.0.0.1:19587 {
+http://127.0.0.1:27730 {
 	oauth2_server
 }
 `, secretHash)
@@ -49,10 +49,10 @@ http://127.0.0.1:19587 {
 	if err := os.WriteFile(path, []byte(cf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	startCaddyProcess(t, path, 19587)
+	startCaddyProcess(t, path, 27730)
 	post := func(endpoint, client string, form url.Values) map[string]any {
 		t.Helper()
-		req, _ := http.NewRequest(http.MethodPost, "http://127.0.0.1:19587"+endpoint, strings.NewReader(form.Encode()))
+		req, _ := http.NewRequest(http.MethodPost, "http://127.0.0.1:27730"+endpoint, strings.NewReader(form.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		req.SetBasicAuth(client, "s3cret")
 		resp, err := http.DefaultClient.Do(req)

@@ -24,7 +24,7 @@ func TestRedirectURIRulesAtLoad(t *testing.T) {
 		}
 	}
 }
-http://127.0.0.1:19590 {
+http://127.0.0.1:27740 {
 	oauth2_server
 }
 `, uri)

@@ -20,9 +20,9 @@ import (
 )
 
 const (
-	regServer = "http://127.0.0.1:19580"
-	regAPI    = "http://127.0.0.1:19581"
-	regAdmin  = "127.0.0.1:19599"
+	regServer = "http://127.0.0.1:27710"
+	regAPI    = "http://127.0.0.1:27711"
+	regAdmin  = "127.0.0.1:27719"
 	regReturn = "http://127.0.0.1:9999/cb"
 )
 
@@ -44,8 +44,8 @@ func registrationConfig(store string, after bool) string {
 	return fmt.Sprintf(`{
 	admin %[1]s
 	default_bind 127.0.0.1
-	http_port 19580
-	https_port 19543
+	http_port 27710
+	https_port 27712
 	grace_period 1s
 	persist_config off
 	oauth2 {
@@ -59,7 +59,7 @@ func registrationConfig(store string, after bool) string {
 		}%[6]s
 	}
 }
-http://127.0.0.1:19580 {
+http://127.0.0.1:27710 {
 	handle /oauth2/authorize {
 		basic_auth {
 			alice %[7]s
@@ -68,11 +68,11 @@ http://127.0.0.1:19580 {
 	}
 	oauth2_server
 }
-http://127.0.0.1:19581 {
+http://127.0.0.1:27711 {
 	oauth2_guard read
 	respond "read ok {oauth2.client_id}"
 }
-http://127.0.0.1:19581/admin {
+http://127.0.0.1:27711/admin {
 	oauth2_guard write
 	respond "write ok {oauth2.client_id}"
 }
@@ -103,7 +103,7 @@ func runRegistrationReload(t *testing.T, store string) {
 		}
 	}
 	write(false)
-	caddy := startCaddyProcess(t, path, 19580, 19581)
+	caddy := startCaddyProcess(t, path, 27710, 27711)
 	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	defer noRedirect.CloseIdleConnections()
 
