@@ -252,3 +252,26 @@ func TestClientScopes(t *testing.T) {
 		t.Errorf("removed client: %+v, want 401 invalid_token", d)
 	}
 }
+
+// BenchmarkCheckInProcessClientScopes is BenchmarkCheckInProcess with the
+// registration hook the adapter installs: one more map lookup per request.
+func BenchmarkCheckInProcessClientScopes(b *testing.B) {
+	_, f, issue := setup(b, "read")
+	raw := issue("read write", time.Hour)
+	registered := map[string]map[string]bool{"c": {"read": true, "write": true}}
+	v, err := New(Config{Tokens: inProcessFake{f}, Hasher: token.NewHasher([]byte("test secret")), Scopes: []string{"read"},
+		ClientScopes: func(id string) (map[string]bool, bool) { s, ok := registered[id]; return s, ok }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Header.Set("Authorization", "Bearer "+raw)
+		for pb.Next() {
+			if _, d := v.Check(r); d != nil {
+				b.Fatal(d.Err)
+			}
+		}
+	})
+}
