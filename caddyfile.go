@@ -50,6 +50,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //			grant_types  <grant> [<grant>...]
 //			scopes       <scope> [<scope>...]
 //			skip_consent
+//			introspect
 //		}
 //	}
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -163,6 +164,11 @@ func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
 				return nil, d.ArgErr()
 			}
 			c.SkipConsent = true
+		case "introspect":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			c.Introspect = true
 		default:
 			return nil, d.Errf("unrecognized subdirective %q in client %q", opt, c.ID)
 		}

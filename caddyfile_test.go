@@ -42,6 +42,7 @@ func TestUnmarshalApp(t *testing.T) {
 					redirect_uri https://a.example/cb https://b.example/cb
 					grant_types client_credentials
 					scopes read write
+					introspect
 				}
 				client app {
 					redirect_uri http://127.0.0.1/cb
@@ -62,7 +63,7 @@ func TestUnmarshalApp(t *testing.T) {
 				MaxBodySize:               1024,
 				Clients: []*Client{
 					{ID: "svc", SecretHash: "$2a$10$abc", RedirectURIs: []string{"https://a.example/cb", "https://b.example/cb"},
-						GrantTypes: []string{"client_credentials"}, Scopes: []string{"read", "write"}},
+						GrantTypes: []string{"client_credentials"}, Scopes: []string{"read", "write"}, Introspect: true},
 					{ID: "app", RedirectURIs: []string{"http://127.0.0.1/cb"}, SkipConsent: true},
 				},
 			},
@@ -81,6 +82,7 @@ func TestUnmarshalApp(t *testing.T) {
 		{name: "unknown client subdirective", input: "oauth2 {\n client a {\n secret x\n }\n}", err: `unrecognized subdirective "secret" in client "a"`},
 		{name: "duplicate client subdirective", input: "oauth2 {\n client a {\n scopes a\n scopes b\n }\n}", err: `duplicate subdirective "scopes"`},
 		{name: "empty scopes", input: "oauth2 {\n client a {\n scopes\n }\n}", err: "wrong argument count"},
+		{name: "introspect with argument", input: "oauth2 {\n client a {\n introspect yes\n }\n}", err: "wrong argument count"},
 		{name: "unknown store driver", input: "oauth2 {\n access_token_store nosuch\n}", err: "oauth2.stores.nosuch"},
 		{name: "store without driver", input: "oauth2 {\n access_token_store\n}", err: "wrong argument count"},
 	} {

@@ -111,8 +111,10 @@ type App struct {
 	hasher  *token.Hasher
 	csrfKey []byte
 	clients map[string]*issuer.Client
-	purger  *purge.Purger
-	logger  *zap.Logger
+	// clientScopes is each client's current scope set, for the guard.
+	clientScopes map[string]map[string]bool
+	purger       *purge.Purger
+	logger       *zap.Logger
 }
 
 // Client is a registered OAuth client.
@@ -133,6 +135,11 @@ type Client struct {
 	Scopes []string `json:"scopes,omitempty"`
 	// SkipConsent issues codes without showing the consent page.
 	SkipConsent bool `json:"skip_consent,omitempty"`
+	// Introspect lets the client introspect access tokens of other clients,
+	// as a resource server does (RFC 7662 §4). Without it a client sees only
+	// its own tokens. Refresh tokens are only ever visible to their own
+	// client. Default: false.
+	Introspect bool `json:"introspect,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -192,6 +199,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 
 	a.clients = make(map[string]*issuer.Client, len(a.Clients))
+	a.clientScopes = make(map[string]map[string]bool, len(a.Clients))
 	for _, c := range a.Clients {
 		if _, dup := a.clients[c.ID]; dup {
 			return fmt.Errorf("client %q is defined twice", c.ID)
@@ -202,11 +210,17 @@ func (a *App) Provision(ctx caddy.Context) error {
 			GrantTypes:   c.GrantTypes,
 			Scopes:       c.Scopes,
 			SkipConsent:  c.SkipConsent,
+			Introspect:   c.Introspect,
 		}
 		if h := repl.ReplaceAll(c.SecretHash, ""); h != "" {
 			ic.SecretHash = []byte(h)
 		}
 		a.clients[c.ID] = ic
+		scopes := make(map[string]bool, len(c.Scopes))
+		for _, sc := range c.Scopes {
+			scopes[sc] = true
+		}
+		a.clientScopes[c.ID] = scopes
 	}
 
 	a.purger = &purge.Purger{
@@ -356,7 +370,8 @@ func authenticatedUser(r *http.Request) string {
 
 // Guard is the `oauth2_guard` handler: it admits a request only with a live
 // bearer access token from the `oauth2` app's store that carries every
-// required scope (RFC 6750). On success it sets {http.auth.user.id} (the
+// required scope (RFC 6750), issued to a client still registered and for
+// scopes the client is still registered for. On success it sets {http.auth.user.id} (the
 // subject, or the client_id for client_credentials tokens),
 // {oauth2.client_id}, {oauth2.scope} and {oauth2.subject}.
 type Guard struct {
@@ -391,6 +406,10 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 		Realm:   g.Realm,
 		Scopes:  g.Scopes,
 		Timeout: time.Duration(app.StoreTimeout),
+		// Tokens follow their client's registration in this configuration:
+		// a client removed or a scope dropped by a reload stops passing at
+		// once, not when its tokens expire.
+		ClientScopes: app.registeredScopes,
 	})
 	return err
 }
@@ -420,6 +439,13 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 		r.Header.Del("Authorization")
 	}
 	return next.ServeHTTP(w, r)
+}
+
+// registeredScopes returns the scopes a client is registered for in this
+// configuration, and whether it is registered.
+func (a *App) registeredScopes(clientID string) (map[string]bool, bool) {
+	s, ok := a.clientScopes[clientID]
+	return s, ok
 }
 
 func oauth2App(ctx caddy.Context) (*App, error) {

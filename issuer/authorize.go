@@ -72,8 +72,9 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	req := &authzRequest{client: c, rawRedirectURI: params.Get("redirect_uri"), params: params}
 	switch {
 	case req.rawRedirectURI != "":
-		// RFC 6749 §3.1.2.3: simple string comparison.
-		if !c.redirects[req.rawRedirectURI] {
+		// RFC 6749 §3.1.2.3: simple string comparison; RFC 8252 §7.3: any
+		// port on a loopback IP.
+		if !c.redirectAllowed(req.rawRedirectURI) {
 			s.errorPage(w, http.StatusBadRequest, "Invalid redirect URI", "The redirect URI is not registered for this application.")
 			return
 		}
@@ -99,9 +100,20 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 
 	if r.Method == http.MethodPost {
-		if !s.checkCSRF(req, params.Get(csrfField)) {
+		nonce, ok := s.checkCSRF(req, params.Get(csrfField))
+		if !ok {
 			s.errorPage(w, http.StatusForbidden, "Consent form expired",
 				"The consent form was invalid or has expired. Go back to the application and start again.")
+			return
+		}
+		// The form is single-use, whatever the decision: a second
+		// submission (a double click, a replayed POST) gets no second code.
+		if ok, oerr := s.consumeCSRF(r, nonce); oerr != nil {
+			s.redirectError(w, r, req, oerr)
+			return
+		} else if !ok {
+			s.errorPage(w, http.StatusForbidden, "Consent form already used",
+				"This consent form has already been submitted. Go back to the application and start again.")
 			return
 		}
 		if params.Get(decisionField) != decisionApprove {
@@ -112,7 +124,7 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !c.SkipConsent {
-		s.renderConsent(w, req)
+		s.renderConsent(w, r, req)
 		return
 	}
 	s.issueCode(w, r, req)

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
+	"strings"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -29,7 +31,11 @@ type Client struct {
 	// `caddy hash-password` prints it. Default: nil, a public client.
 	SecretHash []byte
 	// RedirectURIs are the registered redirection URIs, compared exactly
-	// (RFC 6749 §3.1.2). Required for the authorization_code grant.
+	// (RFC 6749 §3.1.2), except that an http URI on a loopback IP literal
+	// matches on any port (RFC 8252 §7.3). Each must be https, http on
+	// 127.0.0.1 or [::1], or a reverse-DNS private-use scheme such as
+	// com.example.app:/cb (see validRedirectURI). Required for the
+	// authorization_code grant.
 	RedirectURIs []string
 	// GrantTypes is a subset of authorization_code, refresh_token and
 	// client_credentials. Default: authorization_code and refresh_token,
@@ -41,6 +47,11 @@ type Client struct {
 	// SkipConsent issues codes without asking the resource owner.
 	// Default: false.
 	SkipConsent bool
+	// Introspect lets the client introspect access tokens issued to other
+	// clients, as a resource server does (RFC 7662 §4). Without it a client
+	// sees only its own tokens. Refresh tokens are only ever visible to
+	// their own client. Default: false.
+	Introspect bool
 }
 
 // Public reports whether the client has no secret (RFC 6749 §2.1).
@@ -52,6 +63,9 @@ type client struct {
 	grants    map[string]bool
 	scopes    map[string]bool
 	redirects map[string]bool
+	// loopback holds the registered loopback redirect URIs without their
+	// port, see loopbackKey.
+	loopback map[string]bool
 }
 
 func newClient(id string, c *Client) (*client, error) {
@@ -71,10 +85,12 @@ func newClient(id string, c *Client) (*client, error) {
 			RedirectURIs: slices.Clone(c.RedirectURIs),
 			Scopes:       slices.Clone(c.Scopes),
 			SkipConsent:  c.SkipConsent,
+			Introspect:   c.Introspect,
 		},
 		grants:    map[string]bool{},
 		scopes:    map[string]bool{},
 		redirects: map[string]bool{},
+		loopback:  map[string]bool{},
 	}
 	if !cl.Public() {
 		if _, err := bcrypt.Cost(cl.SecretHash); err != nil {
@@ -111,15 +127,17 @@ func newClient(id string, c *Client) (*client, error) {
 		cl.scopes[sc] = true
 	}
 	for _, ru := range cl.RedirectURIs {
-		// RFC 6749 §3.1.2: absolute URI without a fragment.
-		u, err := url.Parse(ru)
-		if err != nil {
+		if err := validRedirectURI(ru); err != nil {
 			return nil, fmt.Errorf("redirect URI %q: %w", ru, err)
 		}
-		if !u.IsAbs() || u.Fragment != "" || u.RawFragment != "" || len(ru) > 0 && ru[len(ru)-1] == '#' {
-			return nil, fmt.Errorf("redirect URI %q must be absolute and have no fragment", ru)
-		}
 		cl.redirects[ru] = true
+		if k, ok := loopbackKey(ru); ok {
+			cl.loopback[k] = true
+		}
+	}
+	if cl.Public() && cl.Introspect {
+		// RFC 7662 §2.1: a public client's ID proves nothing.
+		return nil, errors.New("a public client cannot introspect")
 	}
 	if cl.Public() && len(cl.RedirectURIs) == 0 {
 		return nil, errors.New("a public client needs at least one redirect URI")
@@ -128,6 +146,86 @@ func newClient(id string, c *Client) (*client, error) {
 		return nil, errors.New("the authorization_code grant needs at least one redirect URI")
 	}
 	return cl, nil
+}
+
+// validRedirectURI applies the registration rules of RFC 9700 §2.1 and
+// §4.1 and RFC 8252 §7: an absolute URI without fragment (RFC 6749
+// §3.1.2), userinfo or wildcard, whose scheme is https, http on a loopback
+// IP literal, or a private-use scheme in reverse-DNS form.
+func validRedirectURI(ru string) error {
+	u, err := url.Parse(ru)
+	if err != nil {
+		return err
+	}
+	switch {
+	case !u.IsAbs():
+		return errors.New("must be absolute")
+	case u.Fragment != "" || u.RawFragment != "" || strings.Contains(ru, "#"):
+		return errors.New("must have no fragment")
+	case strings.Contains(ru, "*"):
+		return errors.New("must not contain a wildcard: redirect URIs are compared exactly")
+	case u.User != nil:
+		return errors.New("must not contain userinfo")
+	}
+	switch u.Scheme {
+	case "https":
+		if u.Host == "" {
+			return errors.New("https URI needs a host")
+		}
+	case "http":
+		// RFC 8252 §7.3, §8.3: plain http only to a loopback IP literal;
+		// "localhost" may resolve elsewhere.
+		if _, ok := loopbackKey(ru); !ok {
+			return errors.New("http is allowed only on the loopback IPs 127.0.0.1 and [::1] (not localhost); use https")
+		}
+	case "javascript", "data", "file", "vbscript", "blob", "about":
+		return fmt.Errorf("scheme %q is not allowed", u.Scheme)
+	default:
+		// RFC 8252 §7.1: private-use schemes are reverse domain names.
+		if !strings.Contains(u.Scheme, ".") {
+			return fmt.Errorf("scheme %q is neither https, loopback http nor a reverse-DNS private-use scheme such as com.example.app", u.Scheme)
+		}
+	}
+	return nil
+}
+
+// loopbackKey returns an http redirect URI on a loopback IP literal without
+// its port, and whether it is one. Native apps listen on an ephemeral port,
+// so any port matches a registered loopback URI; scheme, host, path and
+// query still compare exactly (RFC 8252 §7.3).
+func loopbackKey(ru string) (string, bool) {
+	rest, ok := strings.CutPrefix(ru, "http://")
+	if !ok {
+		return "", false
+	}
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	host, tail := rest[:end], rest[end:]
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.HasSuffix(host, "]") {
+		port := host[i+1:]
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 || port[0] < '1' || port[0] > '9' {
+			return "", false
+		}
+		host = host[:i]
+	}
+	if host != "127.0.0.1" && host != "[::1]" || strings.Contains(tail, "#") {
+		return "", false
+	}
+	return "http://" + host + tail, true
+}
+
+// redirectAllowed reports whether ru, the redirect_uri of an authorization
+// request, is registered for the client: exactly, or for a loopback URI on
+// any port.
+func (c *client) redirectAllowed(ru string) bool {
+	if c.redirects[ru] {
+		return true
+	}
+	k, ok := loopbackKey(ru)
+	return ok && c.loopback[k]
 }
 
 // validScopeToken reports whether s is a scope-token (RFC 6749 §3.3).

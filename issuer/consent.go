@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/tokengate/caddy-oauth2/stores"
+	"github.com/tokengate/caddy-oauth2/token"
 )
 
 // Consent form fields besides the authorization request parameters.
@@ -59,7 +62,29 @@ type errorPageData struct {
 // posts the request parameters back with a CSRF token bound to them. It has
 // no action: the browser posts to the URL it shows, whatever path rewriting
 // the server did in front of this handler.
-func (s *Server) renderConsent(w http.ResponseWriter, req *authzRequest) {
+//
+// The token is single-use: its nonce is recorded in the code store as a
+// code keyed by the HMAC of the nonce, and submitting the form consumes it
+// (see consumeCSRF). Gateways sharing a code store thereby accept each form
+// exactly once between them.
+func (s *Server) renderConsent(w http.ResponseWriter, r *http.Request, req *authzRequest) {
+	now := s.now()
+	nonce := token.NewID()
+	ctx, cancel := s.storeCtx(r)
+	err := s.codes.InsertCode(ctx, &stores.Code{
+		Key:       s.csrfKeyOf(nonce),
+		ClientID:  req.client.ID,
+		Subject:   req.subject,
+		Scope:     req.scope,
+		IssuedAt:  now,
+		ExpiresAt: now.Add(consentTTL + csrfSkew),
+	})
+	cancel()
+	if err != nil {
+		s.storeFailed("insert consent nonce", stores.Unavailable(err))
+		s.redirectError(w, r, req, errUnavailable)
+		return
+	}
 	page := consentPage{
 		ClientID:    req.client.ID,
 		Subject:     req.subject,
@@ -74,7 +99,7 @@ func (s *Server) renderConsent(w http.ResponseWriter, req *authzRequest) {
 			page.Fields = append(page.Fields, field{name, v})
 		}
 	}
-	page.Fields = append(page.Fields, field{csrfField, s.csrfToken(req, s.now().Unix())})
+	page.Fields = append(page.Fields, field{csrfField, s.csrfToken(req, now.Unix(), nonce)})
 	s.writePage(w, http.StatusOK, "consent.html", page)
 }
 
@@ -105,34 +130,65 @@ func (s *Server) writePage(w http.ResponseWriter, status int, name string, data 
 	_, _ = w.Write(buf.Bytes())
 }
 
+// csrfSkew is how far in the future a CSRF token's issue time may lie, for
+// gateways whose clocks differ a little.
+const csrfSkew = time.Minute
+
 // csrfToken binds a consent form to the resource owner, the request it
-// shows and the time it was issued: "<unix seconds>.<base64url HMAC>".
-func (s *Server) csrfToken(req *authzRequest, issuedAt int64) string {
+// shows (client, redirect URI, granted scope, state, PKCE challenge), the
+// time it was issued and a single-use nonce:
+// "<unix seconds>.<nonce>.<base64url HMAC>".
+func (s *Server) csrfToken(req *authzRequest, issuedAt int64, nonce string) string {
 	iat := strconv.FormatInt(issuedAt, 10)
 	mac := hmac.New(sha256.New, s.csrfKey)
-	for _, f := range []string{"oauth2 consent v1", req.subject, req.client.ID, req.rawRedirectURI, req.scope, req.state, req.codeChallenge, iat} {
+	for _, f := range []string{"oauth2 consent v2", req.subject, req.client.ID, req.rawRedirectURI, req.scope, req.state, req.codeChallenge, iat, nonce} {
 		// Length-prefixed, so no two field lists encode alike.
 		var n [8]byte
 		binary.BigEndian.PutUint64(n[:], uint64(len(f)))
 		mac.Write(n[:])
 		mac.Write([]byte(f))
 	}
-	return iat + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+	return iat + "." + nonce + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
 }
 
-// checkCSRF verifies a consent form's CSRF token in constant time.
-func (s *Server) checkCSRF(req *authzRequest, tok string) bool {
-	iatStr, _, ok := strings.Cut(tok, ".")
-	if !ok {
-		return false
+// checkCSRF verifies a consent form's CSRF token in constant time and
+// returns its nonce.
+func (s *Server) checkCSRF(req *authzRequest, tok string) (nonce string, ok bool) {
+	iatStr, rest, ok1 := strings.Cut(tok, ".")
+	nonce, _, ok2 := strings.Cut(rest, ".")
+	if !ok1 || !ok2 || nonce == "" {
+		return "", false
 	}
 	iat, err := strconv.ParseInt(iatStr, 10, 64)
 	if err != nil {
-		return false
+		return "", false
 	}
 	now := s.now().Unix()
-	if iat > now+60 || now-iat > int64(consentTTL.Seconds()) {
-		return false
+	if iat > now+int64(csrfSkew.Seconds()) || now-iat > int64(consentTTL.Seconds()) {
+		return "", false
 	}
-	return subtle.ConstantTimeCompare([]byte(s.csrfToken(req, iat)), []byte(tok)) == 1
+	if subtle.ConstantTimeCompare([]byte(s.csrfToken(req, iat, nonce)), []byte(tok)) != 1 {
+		return "", false
+	}
+	return nonce, true
+}
+
+// consumeCSRF uses up a consent form's nonce. ok is false when the form
+// was submitted before (or its record expired); oerr reports a store that
+// could not answer.
+func (s *Server) consumeCSRF(r *http.Request, nonce string) (ok bool, oerr *oauthError) {
+	ctx, cancel := s.storeCtx(r)
+	_, err := s.codes.ConsumeCode(ctx, s.csrfKeyOf(nonce))
+	cancel()
+	if s.storeFailed("consume consent nonce", err) {
+		return false, errUnavailable
+	}
+	return err == nil, nil
+}
+
+// csrfKeyOf is the code-store key of a consent nonce. The "consent." prefix
+// keeps it apart from codes, whose raw values always start with
+// token.CodePrefix, so a nonce record can never be redeemed as a code.
+func (s *Server) csrfKeyOf(nonce string) string {
+	return s.hasher.Key("consent." + nonce)
 }
