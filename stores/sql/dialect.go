@@ -32,6 +32,11 @@ type dialect struct {
 	// deleteBatch returns a statement deleting at most n rows of table
 	// matching where (which uses no parameters).
 	deleteBatch func(table, key, where string, n int) string
+	// maxBatch, when positive, caps the rows one purge statement deletes.
+	maxBatch int
+	// counted prefixes the statements whose affected-row count the engine
+	// reads, so that no session or server setting can hide the count.
+	counted string
 	// prepareDSN adjusts a user's DSN to what the engine relies on.
 	prepareDSN func(dsn string) (string, error)
 	// buildHint explains a missing driver.
@@ -86,15 +91,24 @@ var dialects = map[string]*dialect{
 		deleteBatch: func(table, _, where string, n int) string {
 			return fmt.Sprintf("DELETE TOP (%d) FROM %s WHERE %s", n, table, where)
 		},
+		// Past 5,000 row locks SQL Server escalates to a table lock, which
+		// would stall every redemption while a batch runs.
+		maxBatch: 4000,
+		// go-mssqldb counts rows only from DONE tokens that carry a count,
+		// and with NOCOUNT on (the server's user options bit 512, or a
+		// logon trigger) none do: every claim would lose, silently.
+		counted: "SET NOCOUNT OFF; ",
 	},
 	"oracle": {
 		name:        "oracle",
 		driver:      "oracle",
 		placeholder: func(n int) string { return ":" + strconv.Itoa(n) },
-		// SYSTIMESTAMP is evaluated once per statement. A DATE difference
-		// is in days; whole seconds come from it, milliseconds from FF3.
-		nowMillis: "(ROUND((CAST(SYS_EXTRACT_UTC(SYSTIMESTAMP) AS DATE) - DATE '1970-01-01') * 86400) * 1000" +
-			" + TO_NUMBER(TO_CHAR(SYSTIMESTAMP, 'FF3')))",
+		// SYSTIMESTAMP is evaluated once per statement. The milliseconds
+		// come from the exact interval since the epoch: casting to DATE
+		// for whole seconds may round (Oracle does not say), which would
+		// run the clock up to 1s fast and step it backwards. The epoch is
+		// written without colons, which a driver could take for binds.
+		nowMillis: oracleNowMillis("(SYS_EXTRACT_UTC(SYSTIMESTAMP) - CAST(DATE '1970-01-01' AS TIMESTAMP))"),
 		deleteBatch: func(table, _, where string, n int) string {
 			return fmt.Sprintf("DELETE FROM %s WHERE %s AND ROWNUM <= %d", table, where, n)
 		},
@@ -107,11 +121,21 @@ var dialects = map[string]*dialect{
 		nowMillis: "((BIGINT(DAYS(CURRENT TIMESTAMP - CURRENT TIMEZONE)) - DAYS('1970-01-01')) * 86400000" +
 			" + BIGINT(MIDNIGHT_SECONDS(CURRENT TIMESTAMP - CURRENT TIMEZONE)) * 1000" +
 			" + MICROSECOND(CURRENT TIMESTAMP) / 1000)",
-		deleteBatch: func(table, _, where string, n int) string {
-			return fmt.Sprintf("DELETE FROM (SELECT * FROM %s WHERE %s FETCH FIRST %d ROWS ONLY)", table, where, n)
+		// By key, in expiry order: the subselect walks the expiry index.
+		deleteBatch: func(table, key, where string, n int) string {
+			return fmt.Sprintf("DELETE FROM %s WHERE %s IN (SELECT %s FROM %s WHERE %s ORDER BY expires_at FETCH FIRST %d ROWS ONLY)",
+				table, key, key, table, where, n)
 		},
 		buildHint: "built without db2 support: rebuild with -tags db2 (needs cgo and IBM's clidriver)",
 	},
+}
+
+// oracleNowMillis sums the fields of the interval d since the epoch.
+func oracleNowMillis(d string) string {
+	return "(EXTRACT(DAY FROM " + d + ") * 86400000" +
+		" + EXTRACT(HOUR FROM " + d + ") * 3600000" +
+		" + EXTRACT(MINUTE FROM " + d + ") * 60000" +
+		" + FLOOR(EXTRACT(SECOND FROM " + d + ") * 1000))"
 }
 
 // dialectNames lists the supported dialects, sorted.
@@ -142,6 +166,14 @@ func (d *dialect) available() error {
 		return fmt.Errorf("dialect %s: %s", d.name, d.buildHint)
 	}
 	return fmt.Errorf("dialect %s: database/sql driver %q not registered", d.name, d.driver)
+}
+
+// batch caps a purge batch size at the dialect's maximum.
+func (d *dialect) batch(n int) int {
+	if d.maxBatch > 0 && n > d.maxBatch {
+		return d.maxBatch
+	}
+	return n
 }
 
 // rebind renders a statement written with ? placeholders and the {now}

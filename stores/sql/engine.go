@@ -196,6 +196,8 @@ func NewEngine(db *sql.DB, dialectName string, opts Options) (*Engine, error) {
 
 func buildStatements(d *dialect, t tables, lease time.Duration) statements {
 	r := d.rebind
+	// c renders a statement whose affected-row count decides something.
+	c := func(q string) string { return d.counted + d.rebind(q) }
 	return statements{
 		version:     r("SELECT MAX(version) FROM " + t.version),
 		leaseCount:  r("SELECT COUNT(*) FROM " + t.lease + " WHERE name = ?"),
@@ -203,19 +205,19 @@ func buildStatements(d *dialect, t tables, lease time.Duration) statements {
 		// A lease is free when it ran out (its holder crashed or released
 		// it) or when we hold it already; the duration is a literal
 		// because typing a parameter in arithmetic differs per system.
-		leaseAcquire: r(fmt.Sprintf("UPDATE %s SET holder = ?, lease_until = {now} + %d WHERE name = ? AND (lease_until < {now} OR holder = ?)",
+		leaseAcquire: c(fmt.Sprintf("UPDATE %s SET holder = ?, lease_until = {now} + %d WHERE name = ? AND (lease_until < {now} OR holder = ?)",
 			t.lease, lease.Milliseconds())),
 		leaseRelease: r("UPDATE " + t.lease + " SET lease_until = 0 WHERE name = ? AND holder = ?"),
 
 		insertCode:  r("INSERT INTO " + t.codes + " (code_key, " + codeCols + ", used) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)"),
-		consumeCode: r("UPDATE " + t.codes + " SET used = 1 WHERE code_key = ? AND used = 0 AND expires_at > ?"),
+		consumeCode: c("UPDATE " + t.codes + " SET used = 1 WHERE code_key = ? AND used = 0 AND expires_at > ?"),
 		selectCode:  r("SELECT " + codeCols + ", used FROM " + t.codes + " WHERE code_key = ?"),
 
 		insertAccess:   r("INSERT INTO " + t.access + " (token_key, " + tokenCols + ") VALUES (?, ?, ?, ?, ?, ?, ?)"),
 		insertRefresh:  r("INSERT INTO " + t.refresh + " (token_key, " + tokenCols + ", used) VALUES (?, ?, ?, ?, ?, ?, ?, 0)"),
 		lookupAccess:   r("SELECT " + tokenCols + " FROM " + t.access + " WHERE token_key = ? AND expires_at > ?"),
 		lookupRefresh:  r("SELECT " + tokenCols + " FROM " + t.refresh + " WHERE token_key = ? AND expires_at > ? AND used = 0"),
-		consumeRefresh: r("UPDATE " + t.refresh + " SET used = 1 WHERE token_key = ? AND used = 0 AND expires_at > ?"),
+		consumeRefresh: c("UPDATE " + t.refresh + " SET used = 1 WHERE token_key = ? AND used = 0 AND expires_at > ?"),
 		selectRefresh:  r("SELECT " + tokenCols + ", used FROM " + t.refresh + " WHERE token_key = ?"),
 		revokeAccess:   r("DELETE FROM " + t.access + " WHERE token_key = ?"),
 		revokeRefresh:  r("DELETE FROM " + t.refresh + " WHERE token_key = ?"),
@@ -226,7 +228,7 @@ func buildStatements(d *dialect, t tables, lease time.Duration) statements {
 
 // purgeStatement deletes at most n expired rows of table.
 func (e *Engine) purgeStatement(table, key string, n int) string {
-	return e.d.rebind(e.d.deleteBatch(table, key, expiredIs, n))
+	return e.d.counted + e.d.rebind(e.d.deleteBatch(table, key, expiredIs, n))
 }
 
 func newHolder() string {
@@ -432,6 +434,8 @@ func (e *Engine) ConsumeCode(ctx context.Context, key string) (*stores.Code, err
 }
 
 // claim runs a conditional UPDATE and reports whether it changed the row.
+// The key is the primary key, so any count above 1 comes from a trigger's
+// own statements, which go-mssqldb adds in: it is still a win.
 func (e *Engine) claim(ctx context.Context, stmt, key string, now int64) (bool, error) {
 	res, err := e.db.ExecContext(ctx, stmt, key, now)
 	if err != nil {
@@ -441,7 +445,7 @@ func (e *Engine) claim(ctx context.Context, stmt, key string, now int64) (bool, 
 	if err != nil {
 		return false, err
 	}
-	return n == 1, nil
+	return n >= 1, nil
 }
 
 func (e *Engine) selectCode(ctx context.Context, key string) (*stores.Code, bool, error) {
@@ -637,6 +641,7 @@ func (e *Engine) purge(ctx context.Context, batch int, targets [][2]string) (int
 	if n <= 0 {
 		n = DefaultPurgeBatch
 	}
+	n = e.d.batch(n)
 	ok, err := e.acquireLease(ctx)
 	if err != nil {
 		return 0, e.fail("purge lease", err)
@@ -691,7 +696,7 @@ func (e *Engine) acquireLease(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	n, err := res.RowsAffected()
-	return n == 1, err
+	return n >= 1, err // as in claim
 }
 
 // releaseLease lets another gateway purge next without waiting for the
