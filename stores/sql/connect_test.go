@@ -18,6 +18,7 @@ type fakeConnector struct {
 	mu       sync.Mutex
 	executed []string
 	affected int64
+	failOn   string
 }
 
 func (c *fakeConnector) Connect(context.Context) (driver.Conn, error) { return &fakeConn{c}, nil }
@@ -33,7 +34,65 @@ func (f *fakeConn) ExecContext(_ context.Context, q string, _ []driver.NamedValu
 	f.c.mu.Lock()
 	defer f.c.mu.Unlock()
 	f.c.executed = append(f.c.executed, q)
+	if f.c.failOn != "" && strings.Contains(q, f.c.failOn) {
+		return nil, errors.New("fake: refused")
+	}
 	return driver.RowsAffected(f.c.affected), nil
+}
+
+func (c *fakeConnector) count(q string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, e := range c.executed {
+		if e == q {
+			n++
+		}
+	}
+	return n
+}
+
+// TestConnInitOnEveryConnection checks that Db2's lock timeout is set on
+// every new connection before it is used, and that a connection it cannot
+// be set on is not used.
+func TestConnInitOnEveryConnection(t *testing.T) {
+	fc := &fakeConnector{}
+	init := dialects["db2"].connInit(ConnOptions{LockTimeout: 1500 * time.Millisecond})
+	db := sql.OpenDB(ctxConnector{initConnector{fc, init}})
+	defer db.Close()
+	ctx := testCtx(t, 10*time.Second)
+
+	// Two connections at once: one held in a transaction-free conn.
+	c1, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c2.ExecContext(ctx, "UPDATE t SET a = 1"); err != nil {
+		t.Fatal(err)
+	}
+	c1.Close()
+	c2.Close()
+	if n := fc.count("SET CURRENT LOCK TIMEOUT 2"); n != 2 {
+		t.Fatalf("lock timeout set %d times for 2 connections: %q", n, fc.executed)
+	}
+	if fc.executed[0] != "SET CURRENT LOCK TIMEOUT 2" {
+		t.Fatalf("first statement on a connection: %q", fc.executed[0])
+	}
+
+	fc = &fakeConnector{failOn: "LOCK TIMEOUT"}
+	db2 := sql.OpenDB(ctxConnector{initConnector{fc, init}})
+	defer db2.Close()
+	_, err = db2.ExecContext(ctx, "UPDATE t SET a = 1")
+	if err == nil || !strings.Contains(err.Error(), "SET CURRENT LOCK TIMEOUT 2") {
+		t.Fatalf("a connection whose lock timeout failed was used: %v", err)
+	}
+	if fc.count("UPDATE t SET a = 1") != 0 {
+		t.Fatal("the statement ran on a connection without its lock timeout")
+	}
 }
 
 // TestCountsAboveOne checks that a claim and the purge lease are won when

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-sql-driver/mysql"
 )
@@ -37,6 +38,8 @@ type dialect struct {
 	// counted prefixes the statements whose affected-row count the engine
 	// reads, so that no session or server setting can hide the count.
 	counted string
+	// connInit returns the statements to run on every new connection.
+	connInit func(c ConnOptions) []string
 	// prepareDSN adjusts a user's DSN to what the engine relies on.
 	prepareDSN func(dsn string) (string, error)
 	// buildHint explains a missing driver.
@@ -126,6 +129,11 @@ var dialects = map[string]*dialect{
 			return fmt.Sprintf("DELETE FROM %s WHERE %s IN (SELECT %s FROM %s WHERE %s ORDER BY expires_at FETCH FIRST %d ROWS ONLY)",
 				table, key, key, table, where, n)
 		},
+		// go_ibm_db never cancels a statement, and Db2 waits for a row
+		// lock for ever by default: bound the wait on every connection.
+		connInit: func(c ConnOptions) []string {
+			return []string{fmt.Sprintf("SET CURRENT LOCK TIMEOUT %d", lockTimeoutSeconds(c.LockTimeout))}
+		},
 		buildHint: "built without db2 support: rebuild with -tags db2 (needs cgo and IBM's clidriver)",
 	},
 }
@@ -136,6 +144,13 @@ func oracleNowMillis(d string) string {
 		" + EXTRACT(HOUR FROM " + d + ") * 3600000" +
 		" + EXTRACT(MINUTE FROM " + d + ") * 60000" +
 		" + FLOOR(EXTRACT(SECOND FROM " + d + ") * 1000))"
+}
+
+// lockTimeoutSeconds rounds a lock timeout up to whole seconds, at least 1:
+// Db2 takes seconds, and 0 would mean not waiting at all.
+func lockTimeoutSeconds(d time.Duration) int64 {
+	s := int64((d + time.Second - 1) / time.Second)
+	return max(s, 1)
 }
 
 // dialectNames lists the supported dialects, sorted.

@@ -298,3 +298,24 @@ func TestSchemaKeysAndLengths(t *testing.T) {
 		}
 	}
 }
+
+func TestDB2LockTimeoutStatement(t *testing.T) {
+	for _, c := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{0, "SET CURRENT LOCK TIMEOUT 1"}, {100 * time.Millisecond, "SET CURRENT LOCK TIMEOUT 1"},
+		{1500 * time.Millisecond, "SET CURRENT LOCK TIMEOUT 2"}, {2 * time.Second, "SET CURRENT LOCK TIMEOUT 2"},
+		{30 * time.Second, "SET CURRENT LOCK TIMEOUT 30"},
+	} {
+		got := dialects["db2"].connInit(ConnOptions{LockTimeout: c.d})
+		if len(got) != 1 || got[0] != c.want {
+			t.Errorf("lock timeout %v: %q, want %q", c.d, got, c.want)
+		}
+	}
+	for _, name := range dialectNames() {
+		if name != "db2" && dialects[name].connInit != nil {
+			t.Errorf("%s runs statements on every connection", name)
+		}
+	}
+}

@@ -91,9 +91,28 @@ const (
 	expiredIs = "expires_at < {now}"
 )
 
-// Open checks the dialect's driver and returns a database handle for dsn.
-// It does not connect: database/sql connects on first use.
+// DefaultLockTimeout is how long a Db2 statement waits for a row lock: the
+// app's default store_timeout.
+const DefaultLockTimeout = 2 * time.Second
+
+// ConnOptions configure every connection of a database handle.
+type ConnOptions struct {
+	// LockTimeout bounds a Db2 statement's wait for a lock (SET CURRENT
+	// LOCK TIMEOUT, in whole seconds rounded up); Db2's driver ignores
+	// the context's deadline. Default: 2s. Other dialects cancel by the
+	// context and ignore it.
+	LockTimeout time.Duration
+}
+
+// Open checks the dialect's driver and returns a database handle for dsn,
+// with the default connection options. It does not connect: database/sql
+// connects on first use.
 func Open(dialectName, dsn string) (*sql.DB, error) {
+	return OpenWith(dialectName, dsn, ConnOptions{})
+}
+
+// OpenWith is Open with connection options.
+func OpenWith(dialectName, dsn string, co ConnOptions) (*sql.DB, error) {
 	d, err := lookupDialect(dialectName)
 	if err != nil {
 		return nil, err
@@ -118,7 +137,55 @@ func Open(dialectName, dsn string) (*sql.DB, error) {
 			return nil, fmt.Errorf("dialect %s: invalid DSN: %w", d.name, err)
 		}
 	}
+	if co.LockTimeout <= 0 {
+		co.LockTimeout = DefaultLockTimeout
+	}
+	if d.connInit != nil {
+		c = initConnector{c, d.connInit(co)}
+	}
 	return sql.OpenDB(ctxConnector{c}), nil
+}
+
+// initConnector runs statements on every new connection, before
+// database/sql hands it out; a connection they fail on is closed.
+type initConnector struct {
+	driver.Connector
+	stmts []string
+}
+
+func (c initConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := c.Connector.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, q := range c.stmts {
+		if err := execConn(ctx, conn, q); err != nil {
+			_ = conn.Close()
+			return nil, fmt.Errorf("%s: %w", q, err)
+		}
+	}
+	return conn, nil
+}
+
+// execConn runs a statement without parameters on a driver connection.
+func execConn(ctx context.Context, conn driver.Conn, q string) error {
+	if x, ok := conn.(driver.ExecerContext); ok {
+		_, err := x.ExecContext(ctx, q, nil)
+		if !errors.Is(err, driver.ErrSkip) {
+			return err
+		}
+	}
+	st, err := conn.Prepare(q)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if x, ok := st.(driver.StmtExecContext); ok {
+		_, err = x.ExecContext(ctx, nil)
+	} else {
+		_, err = st.Exec(nil) //nolint:staticcheck // the driver offers nothing newer
+	}
+	return err
 }
 
 // ctxConnector makes dialing honour the context even where a driver does
