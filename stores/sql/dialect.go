@@ -38,6 +38,9 @@ type dialect struct {
 	// counted prefixes the statements whose affected-row count the engine
 	// reads, so that no session or server setting can hide the count.
 	counted string
+	// transactionalDDL says CREATE TABLE and INDEX can be rolled back, so
+	// the schema is applied in one transaction.
+	transactionalDDL bool
 	// connInit returns the statements to run on every new connection.
 	connInit func(c ConnOptions) []string
 	// prepareDSN adjusts a user's DSN to what the engine relies on.
@@ -63,9 +66,10 @@ var dialects = map[string]*dialect{
 		prepareDSN: prepareMySQLDSN,
 	},
 	"postgres": {
-		name:        "postgres",
-		driver:      "pgx",
-		placeholder: func(n int) string { return "$" + strconv.Itoa(n) },
+		name:             "postgres",
+		driver:           "pgx",
+		placeholder:      func(n int) string { return "$" + strconv.Itoa(n) },
+		transactionalDDL: true,
 		// CURRENT_TIMESTAMP is stable within a statement, so the planner
 		// can use it as an index bound; clock_timestamp() is not.
 		nowMillis: "CAST(EXTRACT(EPOCH FROM CURRENT_TIMESTAMP) * 1000 AS BIGINT)",
@@ -76,9 +80,10 @@ var dialects = map[string]*dialect{
 		},
 	},
 	"sqlite": {
-		name:        "sqlite",
-		driver:      "sqlite",
-		placeholder: questionMark,
+		name:             "sqlite",
+		driver:           "sqlite",
+		placeholder:      questionMark,
+		transactionalDDL: true,
 		// 'now' is fixed for the duration of one sqlite3_step call.
 		nowMillis: "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
 		deleteBatch: func(table, _, where string, n int) string {
@@ -87,10 +92,11 @@ var dialects = map[string]*dialect{
 		prepareDSN: prepareSQLiteDSN,
 	},
 	"sqlserver": {
-		name:        "sqlserver",
-		driver:      "sqlserver",
-		placeholder: func(n int) string { return "@p" + strconv.Itoa(n) },
-		nowMillis:   "DATEDIFF_BIG(MILLISECOND, '1970-01-01', SYSUTCDATETIME())",
+		name:             "sqlserver",
+		driver:           "sqlserver",
+		placeholder:      func(n int) string { return "@p" + strconv.Itoa(n) },
+		transactionalDDL: true,
+		nowMillis:        "DATEDIFF_BIG(MILLISECOND, '1970-01-01', SYSUTCDATETIME())",
 		deleteBatch: func(table, _, where string, n int) string {
 			return fmt.Sprintf("DELETE TOP (%d) FROM %s WHERE %s", n, table, where)
 		},
@@ -117,9 +123,10 @@ var dialects = map[string]*dialect{
 		},
 	},
 	"db2": {
-		name:        "db2",
-		driver:      "go_ibm_db",
-		placeholder: questionMark,
+		name:             "db2",
+		driver:           "go_ibm_db",
+		placeholder:      questionMark,
+		transactionalDDL: true,
 		// CURRENT TIMESTAMP is evaluated once per statement.
 		nowMillis: "((BIGINT(DAYS(CURRENT TIMESTAMP - CURRENT TIMEZONE)) - DAYS('1970-01-01')) * 86400000" +
 			" + BIGINT(MIDNIGHT_SECONDS(CURRENT TIMESTAMP - CURRENT TIMEZONE)) * 1000" +

@@ -36,6 +36,10 @@ const defaultLease = 2 * time.Minute
 // maxPurgeRest caps the pause between two purge batches.
 const maxPurgeRest = time.Second
 
+// schemaWait is how long Start waits for another gateway to finish
+// creating the schema.
+const schemaWait = 10 * time.Second
+
 // leaseName is the lease row every purge takes.
 const leaseName = "purge"
 
@@ -67,6 +71,8 @@ type Engine struct {
 	opts   Options
 	tables tables
 	q      statements
+	// schemaWait bounds the wait for another gateway's create_schema.
+	schemaWait time.Duration
 }
 
 type tables struct {
@@ -248,7 +254,7 @@ func NewEngine(db *sql.DB, dialectName string, opts Options) (*Engine, error) {
 	if opts.Holder == "" {
 		opts.Holder = newHolder()
 	}
-	e := &Engine{db: db, d: d, opts: opts}
+	e := &Engine{db: db, d: d, opts: opts, schemaWait: schemaWait}
 	p := opts.TablePrefix
 	e.tables = tables{
 		version: p + "schema_version",
@@ -317,16 +323,29 @@ func (e *Engine) Start(ctx context.Context) error {
 	if err := e.db.PingContext(ctx); err != nil {
 		return stores.Unavailable(fmt.Errorf("sql store (%s): connect: %w", e.d.name, err))
 	}
-	v, err := e.schemaVersion(ctx)
+	v, ok, err := e.schemaVersion(ctx)
 	if err != nil && e.opts.CreateSchema {
 		if aerr := e.applySchema(ctx); aerr != nil {
-			// Another gateway may have created it meanwhile.
-			if v, err = e.schemaVersion(ctx); err != nil {
+			var race *schemaRace
+			if !errors.As(aerr, &race) {
 				return fmt.Errorf("sql store (%s): create_schema: %w", e.d.name, aerr)
 			}
+			// Another gateway is creating the schema, or the first
+			// statement failed for a reason of its own.
+			if v, ok, err = e.awaitVersion(ctx); err != nil {
+				return fmt.Errorf("sql store (%s): create_schema: %s", e.d.name, e.schemaFailed(0, race.stmt, race.err, "nothing was created"))
+			}
 		} else {
-			v, err = e.schemaVersion(ctx)
+			v, ok, err = e.schemaVersion(ctx)
 		}
+	} else if err == nil && !ok {
+		// The version row is written last: another gateway is still
+		// creating the schema, or a run by hand stopped part way.
+		v, ok, err = e.awaitVersion(ctx)
+	}
+	if err == nil && !ok {
+		return fmt.Errorf("sql store (%s): schema half applied: %s has no version row after %v: drop the tables %s* and run %s%s by hand, or restart with create_schema after dropping them",
+			e.d.name, e.tables.version, e.schemaWait, e.opts.TablePrefix, e.SchemaFile(), e.prefixNote())
 	}
 	if err != nil {
 		if perr := e.db.PingContext(ctx); perr != nil {
@@ -356,12 +375,31 @@ func (e *Engine) prefixNote() string {
 	return fmt.Sprintf(" with every %s replaced by %s", DefaultTablePrefix, e.opts.TablePrefix)
 }
 
-func (e *Engine) schemaVersion(ctx context.Context) (int, error) {
-	var v sql.NullInt64
-	if err := e.db.QueryRowContext(ctx, e.q.version).Scan(&v); err != nil {
-		return 0, err
+// schemaVersion reads the schema version; ok is false when the version
+// table exists without its row.
+func (e *Engine) schemaVersion(ctx context.Context) (v int, ok bool, err error) {
+	var n sql.NullInt64
+	if err := e.db.QueryRowContext(ctx, e.q.version).Scan(&n); err != nil {
+		return 0, false, err
 	}
-	return int(v.Int64), nil
+	return int(n.Int64), n.Valid, nil
+}
+
+// awaitVersion waits, at most schemaWait, for another gateway's
+// create_schema to write the version row.
+func (e *Engine) awaitVersion(ctx context.Context) (v int, ok bool, err error) {
+	deadline := time.Now().Add(e.schemaWait)
+	for {
+		v, ok, err = e.schemaVersion(ctx)
+		if ok || time.Now().After(deadline) {
+			return v, ok, err
+		}
+		select {
+		case <-ctx.Done():
+			return v, ok, err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // Schema returns the bundled schema of a dialect with the given table
@@ -406,17 +444,92 @@ func splitStatements(text string) []string {
 	return out
 }
 
+// schemaRace is a create_schema that failed on creating the version table,
+// the schema's first statement: another gateway got there first.
+type schemaRace struct {
+	stmt string
+	err  error
+}
+
+func (r *schemaRace) Error() string { return r.err.Error() }
+func (r *schemaRace) Unwrap() error { return r.err }
+
+// applySchema runs the bundled schema. Where DDL is transactional it runs
+// in one transaction; elsewhere a failure drops the tables this run
+// created. Either way a failure leaves no half-applied schema behind.
 func (e *Engine) applySchema(ctx context.Context) error {
 	stmts, err := Schema(e.d.name, e.opts.TablePrefix)
 	if err != nil {
 		return err
 	}
-	for _, s := range stmts {
+	if e.d.transactionalDDL {
+		return e.applySchemaTx(ctx, stmts)
+	}
+	var created []string
+	for i, s := range stmts {
 		if _, err := e.db.ExecContext(ctx, s); err != nil {
-			return fmt.Errorf("%s: %w", firstLine(s), err)
+			if i == 0 {
+				return &schemaRace{s, err}
+			}
+			return e.schemaFailed(i, s, err, e.dropTables(ctx, created))
+		}
+		if t := createdTable(s); t != "" {
+			created = append(created, t)
 		}
 	}
 	return nil
+}
+
+func (e *Engine) applySchemaTx(ctx context.Context, stmts []string) error {
+	tx, err := e.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	for i, s := range stmts {
+		if _, err := tx.ExecContext(ctx, s); err != nil {
+			if i == 0 {
+				return &schemaRace{s, err}
+			}
+			return e.schemaFailed(i, s, err, "rolled back")
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		// The commit of a concurrent identical schema can fail here.
+		return &schemaRace{stmts[0], err}
+	}
+	return nil
+}
+
+// schemaFailed reports a failed statement of the schema file.
+func (e *Engine) schemaFailed(i int, stmt string, err error, undone string) error {
+	return fmt.Errorf("statement %d of %s%s failed (%s): %s: %w; fix the cause and restart, or run the file by hand",
+		i+1, e.SchemaFile(), e.prefixNote(), undone, firstLine(stmt), err)
+}
+
+var createTablePattern = regexp.MustCompile(`(?i)^\s*CREATE\s+TABLE\s+(\w+)`)
+
+// createdTable names the table a CREATE TABLE statement creates.
+func createdTable(stmt string) string {
+	if m := createTablePattern.FindStringSubmatch(stmt); m != nil {
+		return m[1]
+	}
+	return ""
+}
+
+// dropTables drops the tables a failed create_schema created, newest
+// first, and says what it did.
+func (e *Engine) dropTables(ctx context.Context, created []string) string {
+	if len(created) == 0 {
+		return "nothing was created"
+	}
+	for i := len(created) - 1; i >= 0; i-- {
+		if _, err := e.db.ExecContext(ctx, "DROP TABLE "+created[i]); err != nil {
+			return fmt.Sprintf("dropping the tables it created failed at %s (%v): drop %s by hand",
+				created[i], err, strings.Join(created[:i+1], ", "))
+		}
+	}
+	return "dropped the tables it created: " + strings.Join(created, ", ")
 }
 
 func firstLine(s string) string {
