@@ -97,7 +97,7 @@ go test -count=1 -run '^TestDumpStatements$' ./stores/sql -dump="$out/statements
 	{ cat "$out/dump.log" >&2; log "dumping the statements failed"; exit 1; }
 
 status=0
-java -cp "$jars/*" scripts/dialects/Check.java "$out/statements" "${TARGETS[@]}" -- "${LIMITS[@]}" | tee "$out/java.log" || status=1
+java -Dderby.stream.error.file="$out/derby.log" -cp "$jars/*" scripts/dialects/Check.java "$out/statements" "${TARGETS[@]}" -- "${LIMITS[@]}" | tee "$out/java.log" || status=1
 "$venv/bin/python" scripts/dialects/parse.py "$out/statements" "${PARSER_LIMITS[@]}" | tee "$out/parse.log" || status=1
 
 passed=0 failed=0 limits=0
