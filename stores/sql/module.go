@@ -138,7 +138,11 @@ func (s *Store) Provision(ctx caddy.Context) error {
 	if dsn == "" {
 		return fmt.Errorf("sql store: dsn %q is empty after replacing placeholders", s.DSN)
 	}
-	key := s.Dialect + "\x00" + dsn + "\x00" + time.Duration(s.LockTimeout).String()
+	key := s.Dialect + "\x00" + dsn
+	if d, _ := lookupDialect(s.Dialect); d.connInit != nil {
+		// The connections differ by their options: one pool per setting.
+		key += "\x00" + time.Duration(s.LockTimeout).String()
+	}
 	val, _, err := pool.LoadOrNew(key, func() (caddy.Destructor, error) {
 		db, err := OpenWith(s.Dialect, dsn, ConnOptions{LockTimeout: time.Duration(s.LockTimeout)})
 		if err != nil {

@@ -111,6 +111,14 @@ func TestModulePoolSharing(t *testing.T) {
 	if a.Engine.DB() != b.Engine.DB() {
 		t.Fatal("two stores on one DSN got two pools")
 	}
+	c := &Store{Dialect: "sqlite", DSN: dsn, LockTimeout: caddy.Duration(5 * time.Second)}
+	provision(t, c)
+	if c.Engine.DB() != a.Engine.DB() {
+		t.Fatal("lock_timeout, which sqlite ignores, split the pool")
+	}
+	if err := c.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
 	if a.MaxOpenConns != defaultMaxOpenConns || a.MaxIdleConns != defaultMaxOpenConns || a.TablePrefix != "oauth_" {
 		t.Fatalf("defaults not applied: %+v", a)
 	}
