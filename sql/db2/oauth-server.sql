@@ -9,9 +9,10 @@
 -- in batches by the expires_at index.
 --
 -- Lengths are in characters (CODEUNITS32), as on the other systems, so the
--- database must be a Unicode one (the default since Db2 9.7). A row may then
--- exceed a 4 KB page: this needs extended row size (EXTENDED_ROW_SZ, on by
--- default since 10.5) or a tablespace with 16 KB pages.
+-- database must be a Unicode one (the default since Db2 9.7). A code row may
+-- then reach about 15.5 KB (4 bytes a character), past a 4 KB page: this
+-- needs extended row size (EXTENDED_ROW_SZ, on by default since 10.5) or a
+-- tablespace with 16 KB pages.
 
 CREATE TABLE oauth_schema_version (
   version INTEGER NOT NULL PRIMARY KEY
