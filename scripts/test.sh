@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs the whole test suite against real servers: installs and starts MariaDB
 # and PostgreSQL (Debian packages) and a single-node Cassandra (jars from
-# Maven Central) on 127.0.0.1, then runs every Go test under -race with all
-# server variables set, so nothing is skipped. Needs root for apt-get.
+# Maven Central) on 127.0.0.1, checks the SQL Server, Oracle and Db2
+# statements on emulators (scripts/dialects.sh), then runs every Go test
+# under -race with all server variables set, so nothing is skipped. Needs
+# root for apt-get.
 # The servers stay up for the next run; stop them with
 # `scripts/services.sh stop` and `scripts/cassandra.sh stop`.
 set -euo pipefail
@@ -30,6 +32,9 @@ if [ -x scripts/db2-build-check.sh ]; then
 	step "building with the db2 tag against IBM's CLI driver"
 	scripts/db2-build-check.sh
 fi
+
+step "SQL Server, Oracle and Db2 statements on emulators"
+scripts/dialects.sh
 
 step "go test -race ./..."
 log=$(mktemp)

@@ -7,6 +7,12 @@
 -- Keys are the hex HMAC-SHA256 of codes and tokens, never the raw values.
 -- Times are milliseconds since the Unix epoch, UTC. Expired rows are deleted
 -- in batches by the expires_at index.
+--
+-- Lengths are in characters (CODEUNITS32), as on the other systems, so the
+-- database must be a Unicode one (the default since Db2 9.7). A code row may
+-- then reach about 15.5 KB (4 bytes a character), past a 4 KB page: this
+-- needs extended row size (EXTENDED_ROW_SZ, on by default since 10.5) or a
+-- tablespace with 16 KB pages.
 
 CREATE TABLE oauth_schema_version (
   version INTEGER NOT NULL PRIMARY KEY
@@ -14,13 +20,13 @@ CREATE TABLE oauth_schema_version (
 
 CREATE TABLE oauth_codes (
   code_key CHAR(64) NOT NULL PRIMARY KEY,
-  client_id VARCHAR(255),
-  subject VARCHAR(255),
-  redirect_uri VARCHAR(2048),
-  scope VARCHAR(1024),
-  code_challenge VARCHAR(128),
-  code_challenge_method VARCHAR(16),
-  family VARCHAR(128),
+  client_id VARCHAR(255 CODEUNITS32),
+  subject VARCHAR(255 CODEUNITS32),
+  redirect_uri VARCHAR(2048 CODEUNITS32),
+  scope VARCHAR(1024 CODEUNITS32),
+  code_challenge VARCHAR(128 CODEUNITS32),
+  code_challenge_method VARCHAR(16 CODEUNITS32),
+  family VARCHAR(128 CODEUNITS32),
   issued_at BIGINT NOT NULL,
   expires_at BIGINT NOT NULL,
   used SMALLINT DEFAULT 0 NOT NULL
@@ -30,10 +36,10 @@ CREATE INDEX oauth_codes_exp_idx ON oauth_codes (expires_at);
 
 CREATE TABLE oauth_access_tokens (
   token_key CHAR(64) NOT NULL PRIMARY KEY,
-  client_id VARCHAR(255),
-  subject VARCHAR(255),
-  scope VARCHAR(1024),
-  family VARCHAR(128),
+  client_id VARCHAR(255 CODEUNITS32),
+  subject VARCHAR(255 CODEUNITS32),
+  scope VARCHAR(1024 CODEUNITS32),
+  family VARCHAR(128 CODEUNITS32),
   issued_at BIGINT NOT NULL,
   expires_at BIGINT NOT NULL
 );
@@ -43,10 +49,10 @@ CREATE INDEX oauth_at_fam_idx ON oauth_access_tokens (family);
 
 CREATE TABLE oauth_refresh_tokens (
   token_key CHAR(64) NOT NULL PRIMARY KEY,
-  client_id VARCHAR(255),
-  subject VARCHAR(255),
-  scope VARCHAR(1024),
-  family VARCHAR(128),
+  client_id VARCHAR(255 CODEUNITS32),
+  subject VARCHAR(255 CODEUNITS32),
+  scope VARCHAR(1024 CODEUNITS32),
+  family VARCHAR(128 CODEUNITS32),
   issued_at BIGINT NOT NULL,
   expires_at BIGINT NOT NULL,
   used SMALLINT DEFAULT 0 NOT NULL
@@ -66,8 +72,8 @@ CREATE TABLE oauth_revoked_families (
 CREATE INDEX oauth_rf_exp_idx ON oauth_revoked_families (expires_at);
 
 CREATE TABLE oauth_purge_lease (
-  name VARCHAR(64) NOT NULL PRIMARY KEY,
-  holder VARCHAR(128) NOT NULL,
+  name VARCHAR(64 CODEUNITS32) NOT NULL PRIMARY KEY,
+  holder VARCHAR(128 CODEUNITS32) NOT NULL,
   lease_until BIGINT NOT NULL
 );
 

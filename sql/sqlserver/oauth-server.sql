@@ -7,13 +7,17 @@
 -- Keys are the hex HMAC-SHA256 of codes and tokens, never the raw values.
 -- Times are milliseconds since the Unix epoch, UTC. Expired rows are deleted
 -- in batches by the expires_at index.
+--
+-- The keys are random, so clustering on them would split pages on every
+-- insert: the tables are clustered on expires_at instead, where inserts
+-- append and purges delete from the front.
 
 CREATE TABLE oauth_schema_version (
   version INT NOT NULL PRIMARY KEY
 );
 
 CREATE TABLE oauth_codes (
-  code_key NCHAR(64) NOT NULL PRIMARY KEY,
+  code_key NCHAR(64) NOT NULL PRIMARY KEY NONCLUSTERED,
   client_id NVARCHAR(255),
   subject NVARCHAR(255),
   redirect_uri NVARCHAR(2048),
@@ -26,10 +30,10 @@ CREATE TABLE oauth_codes (
   used SMALLINT DEFAULT 0 NOT NULL
 );
 
-CREATE INDEX oauth_codes_exp_idx ON oauth_codes (expires_at);
+CREATE CLUSTERED INDEX oauth_codes_exp_idx ON oauth_codes (expires_at);
 
 CREATE TABLE oauth_access_tokens (
-  token_key NCHAR(64) NOT NULL PRIMARY KEY,
+  token_key NCHAR(64) NOT NULL PRIMARY KEY NONCLUSTERED,
   client_id NVARCHAR(255),
   subject NVARCHAR(255),
   scope NVARCHAR(1024),
@@ -38,11 +42,11 @@ CREATE TABLE oauth_access_tokens (
   expires_at BIGINT NOT NULL
 );
 
-CREATE INDEX oauth_at_exp_idx ON oauth_access_tokens (expires_at);
+CREATE CLUSTERED INDEX oauth_at_exp_idx ON oauth_access_tokens (expires_at);
 CREATE INDEX oauth_at_fam_idx ON oauth_access_tokens (family);
 
 CREATE TABLE oauth_refresh_tokens (
-  token_key NCHAR(64) NOT NULL PRIMARY KEY,
+  token_key NCHAR(64) NOT NULL PRIMARY KEY NONCLUSTERED,
   client_id NVARCHAR(255),
   subject NVARCHAR(255),
   scope NVARCHAR(1024),
@@ -52,7 +56,7 @@ CREATE TABLE oauth_refresh_tokens (
   used SMALLINT DEFAULT 0 NOT NULL
 );
 
-CREATE INDEX oauth_rt_exp_idx ON oauth_refresh_tokens (expires_at);
+CREATE CLUSTERED INDEX oauth_rt_exp_idx ON oauth_refresh_tokens (expires_at);
 CREATE INDEX oauth_rt_fam_idx ON oauth_refresh_tokens (family);
 
 -- A revoked grant family (a replayed code or refresh token, a revoked refresh

@@ -37,6 +37,10 @@ const defaultLease = 2 * time.Minute
 // maxPurgeRest caps the pause between two purge batches.
 const maxPurgeRest = time.Second
 
+// schemaWait is how long Start waits for another gateway to finish
+// creating the schema.
+const schemaWait = 10 * time.Second
+
 // leaseName is the lease row every purge takes.
 const leaseName = "purge"
 
@@ -68,6 +72,8 @@ type Engine struct {
 	opts   Options
 	tables tables
 	q      statements
+	// schemaWait bounds the wait for another gateway's create_schema.
+	schemaWait time.Duration
 }
 
 type tables struct {
@@ -94,9 +100,28 @@ const (
 	expiredIs = "expires_at < {now}"
 )
 
-// Open checks the dialect's driver and returns a database handle for dsn.
-// It does not connect: database/sql connects on first use.
+// DefaultLockTimeout is how long a Db2 statement waits for a row lock: the
+// app's default store_timeout.
+const DefaultLockTimeout = 2 * time.Second
+
+// ConnOptions configure every connection of a database handle.
+type ConnOptions struct {
+	// LockTimeout bounds a Db2 statement's wait for a lock (SET CURRENT
+	// LOCK TIMEOUT, in whole seconds rounded up); Db2's driver ignores
+	// the context's deadline. Default: 2s. Other dialects cancel by the
+	// context and ignore it.
+	LockTimeout time.Duration
+}
+
+// Open checks the dialect's driver and returns a database handle for dsn,
+// with the default connection options. It does not connect: database/sql
+// connects on first use.
 func Open(dialectName, dsn string) (*sql.DB, error) {
+	return OpenWith(dialectName, dsn, ConnOptions{})
+}
+
+// OpenWith is Open with connection options.
+func OpenWith(dialectName, dsn string, co ConnOptions) (*sql.DB, error) {
 	d, err := lookupDialect(dialectName)
 	if err != nil {
 		return nil, err
@@ -121,7 +146,55 @@ func Open(dialectName, dsn string) (*sql.DB, error) {
 			return nil, fmt.Errorf("dialect %s: invalid DSN: %w", d.name, err)
 		}
 	}
+	if co.LockTimeout <= 0 {
+		co.LockTimeout = DefaultLockTimeout
+	}
+	if d.connInit != nil {
+		c = initConnector{c, d.connInit(co)}
+	}
 	return sql.OpenDB(ctxConnector{c}), nil
+}
+
+// initConnector runs statements on every new connection, before
+// database/sql hands it out; a connection they fail on is closed.
+type initConnector struct {
+	driver.Connector
+	stmts []string
+}
+
+func (c initConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := c.Connector.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, q := range c.stmts {
+		if err := execConn(ctx, conn, q); err != nil {
+			_ = conn.Close()
+			return nil, fmt.Errorf("%s: %w", q, err)
+		}
+	}
+	return conn, nil
+}
+
+// execConn runs a statement without parameters on a driver connection.
+func execConn(ctx context.Context, conn driver.Conn, q string) error {
+	if x, ok := conn.(driver.ExecerContext); ok {
+		_, err := x.ExecContext(ctx, q, nil)
+		if !errors.Is(err, driver.ErrSkip) {
+			return err
+		}
+	}
+	st, err := conn.Prepare(q)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if x, ok := st.(driver.StmtExecContext); ok {
+		_, err = x.ExecContext(ctx, nil)
+	} else {
+		_, err = st.Exec(nil) //nolint:staticcheck // the driver offers nothing newer
+	}
+	return err
 }
 
 // ctxConnector makes dialing honour the context even where a driver does
@@ -184,7 +257,7 @@ func NewEngine(db *sql.DB, dialectName string, opts Options) (*Engine, error) {
 	if opts.Holder == "" {
 		opts.Holder = newHolder()
 	}
-	e := &Engine{db: db, d: d, opts: opts}
+	e := &Engine{db: db, d: d, opts: opts, schemaWait: schemaWait}
 	p := opts.TablePrefix
 	e.tables = tables{
 		version: p + "schema_version",
@@ -200,6 +273,8 @@ func NewEngine(db *sql.DB, dialectName string, opts Options) (*Engine, error) {
 
 func buildStatements(d *dialect, t tables, lease time.Duration) statements {
 	r := d.rebind
+	// c renders a statement whose affected-row count decides something.
+	c := func(q string) string { return d.counted + d.rebind(q) }
 	return statements{
 		version:     r("SELECT MAX(version) FROM " + t.version),
 		leaseCount:  r("SELECT COUNT(*) FROM " + t.lease + " WHERE name = ?"),
@@ -207,19 +282,19 @@ func buildStatements(d *dialect, t tables, lease time.Duration) statements {
 		// A lease is free when it ran out (its holder crashed or released
 		// it) or when we hold it already; the duration is a literal
 		// because typing a parameter in arithmetic differs per system.
-		leaseAcquire: r(fmt.Sprintf("UPDATE %s SET holder = ?, lease_until = {now} + %d WHERE name = ? AND (lease_until < {now} OR holder = ?)",
+		leaseAcquire: c(fmt.Sprintf("UPDATE %s SET holder = ?, lease_until = {now} + %d WHERE name = ? AND (lease_until < {now} OR holder = ?)",
 			t.lease, lease.Milliseconds())),
 		leaseRelease: r("UPDATE " + t.lease + " SET lease_until = 0 WHERE name = ? AND holder = ?"),
 
 		insertCode:  r("INSERT INTO " + t.codes + " (code_key, " + codeCols + ", used) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)"),
-		consumeCode: r("UPDATE " + t.codes + " SET used = 1 WHERE code_key = ? AND used = 0 AND expires_at > ?"),
+		consumeCode: c("UPDATE " + t.codes + " SET used = 1 WHERE code_key = ? AND used = 0 AND expires_at > ?"),
 		selectCode:  r("SELECT " + codeCols + ", used FROM " + t.codes + " WHERE code_key = ?"),
 
 		insertAccess:   r("INSERT INTO " + t.access + " (token_key, " + tokenCols + ") VALUES (?, ?, ?, ?, ?, ?, ?)"),
 		insertRefresh:  r("INSERT INTO " + t.refresh + " (token_key, " + tokenCols + ", used) VALUES (?, ?, ?, ?, ?, ?, ?, 0)"),
 		lookupAccess:   r("SELECT " + tokenCols + " FROM " + t.access + " WHERE token_key = ? AND expires_at > ?"),
 		lookupRefresh:  r("SELECT " + tokenCols + " FROM " + t.refresh + " WHERE token_key = ? AND expires_at > ? AND used = 0"),
-		consumeRefresh: r("UPDATE " + t.refresh + " SET used = 1 WHERE token_key = ? AND used = 0 AND expires_at > ?"),
+		consumeRefresh: c("UPDATE " + t.refresh + " SET used = 1 WHERE token_key = ? AND used = 0 AND expires_at > ?"),
 		selectRefresh:  r("SELECT " + tokenCols + ", used FROM " + t.refresh + " WHERE token_key = ?"),
 		revokeAccess:   r("DELETE FROM " + t.access + " WHERE token_key = ?"),
 		revokeRefresh:  r("DELETE FROM " + t.refresh + " WHERE token_key = ?"),
@@ -233,7 +308,7 @@ func buildStatements(d *dialect, t tables, lease time.Duration) statements {
 
 // purgeStatement deletes at most n expired rows of table.
 func (e *Engine) purgeStatement(table, key string, n int) string {
-	return e.d.rebind(e.d.deleteBatch(table, key, expiredIs, n))
+	return e.d.counted + e.d.rebind(e.d.deleteBatch(table, key, expiredIs, n))
 }
 
 func newHolder() string {
@@ -255,16 +330,29 @@ func (e *Engine) Start(ctx context.Context) error {
 	if err := e.db.PingContext(ctx); err != nil {
 		return stores.Unavailable(fmt.Errorf("sql store (%s): connect: %w", e.d.name, err))
 	}
-	v, err := e.schemaVersion(ctx)
+	v, ok, err := e.schemaVersion(ctx)
 	if err != nil && e.opts.CreateSchema {
 		if aerr := e.applySchema(ctx); aerr != nil {
-			// Another gateway may have created it meanwhile.
-			if v, err = e.schemaVersion(ctx); err != nil {
+			var race *schemaRace
+			if !errors.As(aerr, &race) {
 				return fmt.Errorf("sql store (%s): create_schema: %w", e.d.name, aerr)
 			}
+			// Another gateway is creating the schema, or the first
+			// statement failed for a reason of its own.
+			if v, ok, err = e.awaitVersion(ctx); err != nil {
+				return fmt.Errorf("sql store (%s): create_schema: %s", e.d.name, e.schemaFailed(0, race.stmt, race.err, "nothing was created"))
+			}
 		} else {
-			v, err = e.schemaVersion(ctx)
+			v, ok, err = e.schemaVersion(ctx)
 		}
+	} else if err == nil && !ok {
+		// The version row is written last: another gateway is still
+		// creating the schema, or a run by hand stopped part way.
+		v, ok, err = e.awaitVersion(ctx)
+	}
+	if err == nil && !ok {
+		return fmt.Errorf("sql store (%s): schema half applied: %s has no version row after %v: drop the tables %s* and run %s%s by hand, or restart with create_schema after dropping them",
+			e.d.name, e.tables.version, e.schemaWait, e.opts.TablePrefix, e.SchemaFile(), e.prefixNote())
 	}
 	if err != nil {
 		if perr := e.db.PingContext(ctx); perr != nil {
@@ -276,7 +364,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	if v == 1 && e.opts.CreateSchema {
 		if err := e.upgrade(ctx); err != nil {
 			// Another gateway may have upgraded it meanwhile.
-			if v, _ = e.schemaVersion(ctx); v != SchemaVersion {
+			if v, _, _ = e.schemaVersion(ctx); v != SchemaVersion {
 				return fmt.Errorf("sql store (%s): create_schema: upgrading schema version 1 to %d: %w", e.d.name, SchemaVersion, err)
 			}
 		} else {
@@ -308,12 +396,31 @@ func (e *Engine) prefixNote() string {
 	return fmt.Sprintf(" with every %s replaced by %s", DefaultTablePrefix, e.opts.TablePrefix)
 }
 
-func (e *Engine) schemaVersion(ctx context.Context) (int, error) {
-	var v sql.NullInt64
-	if err := e.db.QueryRowContext(ctx, e.q.version).Scan(&v); err != nil {
-		return 0, err
+// schemaVersion reads the schema version; ok is false when the version
+// table exists without its row.
+func (e *Engine) schemaVersion(ctx context.Context) (v int, ok bool, err error) {
+	var n sql.NullInt64
+	if err := e.db.QueryRowContext(ctx, e.q.version).Scan(&n); err != nil {
+		return 0, false, err
 	}
-	return int(v.Int64), nil
+	return int(n.Int64), n.Valid, nil
+}
+
+// awaitVersion waits, at most schemaWait, for another gateway's
+// create_schema to write the version row.
+func (e *Engine) awaitVersion(ctx context.Context) (v int, ok bool, err error) {
+	deadline := time.Now().Add(e.schemaWait)
+	for {
+		v, ok, err = e.schemaVersion(ctx)
+		if ok || time.Now().After(deadline) {
+			return v, ok, err
+		}
+		select {
+		case <-ctx.Done():
+			return v, ok, err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // Schema returns the bundled schema of a dialect with the given table
@@ -358,14 +465,37 @@ func splitStatements(text string) []string {
 	return out
 }
 
+// schemaRace is a create_schema that failed on creating the version table,
+// the schema's first statement: another gateway got there first.
+type schemaRace struct {
+	stmt string
+	err  error
+}
+
+func (r *schemaRace) Error() string { return r.err.Error() }
+func (r *schemaRace) Unwrap() error { return r.err }
+
+// applySchema runs the bundled schema. Where DDL is transactional it runs
+// in one transaction; elsewhere a failure drops the tables this run
+// created. Either way a failure leaves no half-applied schema behind.
 func (e *Engine) applySchema(ctx context.Context) error {
 	stmts, err := Schema(e.d.name, e.opts.TablePrefix)
 	if err != nil {
 		return err
 	}
-	for _, s := range stmts {
+	if e.d.transactionalDDL {
+		return e.applySchemaTx(ctx, stmts)
+	}
+	var created []string
+	for i, s := range stmts {
 		if _, err := e.db.ExecContext(ctx, s); err != nil {
-			return fmt.Errorf("%s: %w", firstLine(s), err)
+			if i == 0 {
+				return &schemaRace{s, err}
+			}
+			return e.schemaFailed(i, s, err, e.dropTables(ctx, created))
+		}
+		if t := createdTable(s); t != "" {
+			created = append(created, t)
 		}
 	}
 	return nil
@@ -405,6 +535,58 @@ func (e *Engine) upgrade(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+func (e *Engine) applySchemaTx(ctx context.Context, stmts []string) error {
+	tx, err := e.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	for i, s := range stmts {
+		if _, err := tx.ExecContext(ctx, s); err != nil {
+			if i == 0 {
+				return &schemaRace{s, err}
+			}
+			return e.schemaFailed(i, s, err, "rolled back")
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		// The commit of a concurrent identical schema can fail here.
+		return &schemaRace{stmts[0], err}
+	}
+	return nil
+}
+
+// schemaFailed reports a failed statement of the schema file.
+func (e *Engine) schemaFailed(i int, stmt string, err error, undone string) error {
+	return fmt.Errorf("statement %d of %s%s failed (%s): %s: %w; fix the cause and restart, or run the file by hand",
+		i+1, e.SchemaFile(), e.prefixNote(), undone, firstLine(stmt), err)
+}
+
+var createTablePattern = regexp.MustCompile(`(?i)^\s*CREATE\s+TABLE\s+(\w+)`)
+
+// createdTable names the table a CREATE TABLE statement creates.
+func createdTable(stmt string) string {
+	if m := createTablePattern.FindStringSubmatch(stmt); m != nil {
+		return m[1]
+	}
+	return ""
+}
+
+// dropTables drops the tables a failed create_schema created, newest
+// first, and says what it did.
+func (e *Engine) dropTables(ctx context.Context, created []string) string {
+	if len(created) == 0 {
+		return "nothing was created"
+	}
+	for i := len(created) - 1; i >= 0; i-- {
+		if _, err := e.db.ExecContext(ctx, "DROP TABLE "+created[i]); err != nil {
+			return fmt.Sprintf("dropping the tables it created failed at %s (%v): drop %s by hand",
+				created[i], err, strings.Join(created[:i+1], ", "))
+		}
+	}
+	return "dropped the tables it created: " + strings.Join(created, ", ")
 }
 
 func firstLine(s string) string {
@@ -489,6 +671,8 @@ func (e *Engine) ConsumeCode(ctx context.Context, key string) (*stores.Code, err
 }
 
 // claim runs a conditional UPDATE and reports whether it changed the row.
+// The key is the primary key, so any count above 1 comes from a trigger's
+// own statements, which go-mssqldb adds in: it is still a win.
 func (e *Engine) claim(ctx context.Context, stmt, key string, now int64) (bool, error) {
 	res, err := e.db.ExecContext(ctx, stmt, key, now)
 	if err != nil {
@@ -498,7 +682,7 @@ func (e *Engine) claim(ctx context.Context, stmt, key string, now int64) (bool, 
 	if err != nil {
 		return false, err
 	}
-	return n == 1, nil
+	return n >= 1, nil
 }
 
 func (e *Engine) selectCode(ctx context.Context, key string) (*stores.Code, bool, error) {
@@ -782,6 +966,7 @@ func (e *Engine) purge(ctx context.Context, batch int, targets []purgeTarget) (i
 	if n <= 0 {
 		n = DefaultPurgeBatch
 	}
+	n = e.d.batch(n)
 	ok, err := e.acquireLease(ctx)
 	if err != nil {
 		return 0, e.fail("purge lease", err)
@@ -838,7 +1023,7 @@ func (e *Engine) acquireLease(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	n, err := res.RowsAffected()
-	return n == 1, err
+	return n >= 1, err // as in claim
 }
 
 // releaseLease lets another gateway purge next without waiting for the

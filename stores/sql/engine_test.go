@@ -374,7 +374,7 @@ func TestSchemaUpgrade(t *testing.T) {
 		if err := up.Start(ctx); err != nil {
 			t.Fatalf("Start with create_schema on a version 1 schema: %v", err)
 		}
-		if v, err := up.schemaVersion(ctx); err != nil || v != SchemaVersion {
+		if v, _, err := up.schemaVersion(ctx); err != nil || v != SchemaVersion {
 			t.Fatalf("version after upgrade: %d, %v", v, err)
 		}
 		if err := up.RevokeFamily(ctx, "fam-up", time.Now().Add(time.Hour)); err != nil {

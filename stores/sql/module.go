@@ -76,6 +76,12 @@ type Store struct {
 	// overrides the batch size the purger asks for. Default: the purger's,
 	// else 1000.
 	PurgeBatch int `json:"purge_batch,omitempty"`
+	// LockTimeout bounds how long a Db2 statement waits for a row lock
+	// (set on every connection, in whole seconds rounded up): IBM's
+	// driver does not cancel a statement at the request's deadline. Set
+	// it to the app's store_timeout. Other dialects cancel by the
+	// deadline and ignore it. Default: 2s, the default store_timeout.
+	LockTimeout caddy.Duration `json:"lock_timeout,omitempty"`
 
 	// Engine is the shared store behind this module; its methods make
 	// Store a stores.Store.
@@ -122,6 +128,9 @@ func (s *Store) Provision(ctx caddy.Context) error {
 	if s.ConnMaxLifetime == 0 {
 		s.ConnMaxLifetime = caddy.Duration(defaultConnMaxLifetime)
 	}
+	if s.LockTimeout == 0 {
+		s.LockTimeout = caddy.Duration(DefaultLockTimeout)
+	}
 	if err := s.validate(); err != nil {
 		return err
 	}
@@ -130,8 +139,12 @@ func (s *Store) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("sql store: dsn %q is empty after replacing placeholders", s.DSN)
 	}
 	key := s.Dialect + "\x00" + dsn
+	if d, _ := lookupDialect(s.Dialect); d.connInit != nil {
+		// The connections differ by their options: one pool per setting.
+		key += "\x00" + time.Duration(s.LockTimeout).String()
+	}
 	val, _, err := pool.LoadOrNew(key, func() (caddy.Destructor, error) {
-		db, err := Open(s.Dialect, dsn)
+		db, err := OpenWith(s.Dialect, dsn, ConnOptions{LockTimeout: time.Duration(s.LockTimeout)})
 		if err != nil {
 			return nil, err
 		}
@@ -172,8 +185,8 @@ func (s *Store) validate() error {
 	if s.TablePrefix != "" && !prefixPattern.MatchString(s.TablePrefix) {
 		return fmt.Errorf("sql store: table_prefix %q: want a letter then up to 29 letters, digits or underscores", s.TablePrefix)
 	}
-	if s.MaxOpenConns < 0 || s.MaxIdleConns < 0 || s.ConnMaxLifetime < 0 || s.PurgeBatch < 0 {
-		return fmt.Errorf("sql store: max_open_conns, max_idle_conns, conn_max_lifetime and purge_batch must not be negative")
+	if s.MaxOpenConns < 0 || s.MaxIdleConns < 0 || s.ConnMaxLifetime < 0 || s.PurgeBatch < 0 || s.LockTimeout < 0 {
+		return fmt.Errorf("sql store: max_open_conns, max_idle_conns, conn_max_lifetime, purge_batch and lock_timeout must not be negative")
 	}
 	return nil
 }
@@ -208,6 +221,7 @@ func (s *Store) Cleanup() error {
 //		conn_max_lifetime <duration>
 //		create_schema
 //		purge_batch       <n>
+//		lock_timeout      <duration>
 //	}
 func (s *Store) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the store name
@@ -263,18 +277,22 @@ func (s *Store) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			case "purge_batch":
 				s.PurgeBatch = n
 			}
-		case "conn_max_lifetime":
+		case "conn_max_lifetime", "lock_timeout":
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
 			dur, err := caddy.ParseDuration(d.Val())
 			if err != nil || dur <= 0 {
-				return d.Errf("conn_max_lifetime: want a positive duration, got %q", d.Val())
+				return d.Errf("%s: want a positive duration, got %q", opt, d.Val())
 			}
 			if d.NextArg() {
 				return d.ArgErr()
 			}
-			s.ConnMaxLifetime = caddy.Duration(dur)
+			if opt == "lock_timeout" {
+				s.LockTimeout = caddy.Duration(dur)
+			} else {
+				s.ConnMaxLifetime = caddy.Duration(dur)
+			}
 		case "create_schema":
 			if d.NextArg() {
 				return d.ArgErr()
