@@ -65,7 +65,7 @@ CREATE INDEX oauth_rt_fam_idx ON oauth_refresh_tokens (family);
 -- token): tokens inserted into it before expires_at are refused. Added in
 -- version 2.
 CREATE TABLE oauth_revoked_families (
-  family VARCHAR(128) NOT NULL PRIMARY KEY,
+  family VARCHAR(128 CODEUNITS32) NOT NULL PRIMARY KEY,
   expires_at BIGINT NOT NULL
 );
 

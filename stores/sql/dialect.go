@@ -175,7 +175,7 @@ var dialects = map[string]*dialect{
 		},
 		// Db2 needs the parameter markers of a VALUES row typed.
 		markRevoked: func(table string) string {
-			return "MERGE INTO " + table + " AS d USING (VALUES (CAST(? AS VARCHAR(128)), CAST(? AS BIGINT))) AS s (family, expires_at)" +
+			return "MERGE INTO " + table + " AS d USING (VALUES (CAST(? AS VARCHAR(128 CODEUNITS32)), CAST(? AS BIGINT))) AS s (family, expires_at)" +
 				" ON d.family = s.family" +
 				" WHEN MATCHED AND d.expires_at < s.expires_at THEN UPDATE SET expires_at = s.expires_at" +
 				" WHEN NOT MATCHED THEN INSERT (family, expires_at) VALUES (s.family, s.expires_at)"

@@ -152,7 +152,7 @@ func TestMarkRevokedStatements(t *testing.T) {
 		"oracle": "MERGE INTO oauth_revoked_families d USING (SELECT :1 AS family, :2 AS expires_at FROM DUAL) s ON (d.family = s.family)" +
 			" WHEN MATCHED THEN UPDATE SET d.expires_at = GREATEST(d.expires_at, s.expires_at)" +
 			" WHEN NOT MATCHED THEN INSERT (family, expires_at) VALUES (s.family, s.expires_at)",
-		"db2": "MERGE INTO oauth_revoked_families AS d USING (VALUES (CAST(? AS VARCHAR(128)), CAST(? AS BIGINT))) AS s (family, expires_at) ON d.family = s.family" +
+		"db2": "MERGE INTO oauth_revoked_families AS d USING (VALUES (CAST(? AS VARCHAR(128 CODEUNITS32)), CAST(? AS BIGINT))) AS s (family, expires_at) ON d.family = s.family" +
 			" WHEN MATCHED AND d.expires_at < s.expires_at THEN UPDATE SET expires_at = s.expires_at" +
 			" WHEN NOT MATCHED THEN INSERT (family, expires_at) VALUES (s.family, s.expires_at)",
 	}

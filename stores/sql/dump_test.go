@@ -97,7 +97,7 @@ func TestDumpStatements(t *testing.T) {
 }
 
 var (
-	insertPattern   = regexp.MustCompile(`^INSERT INTO \w+ \(([^)]*)\) VALUES \((.*)\)$`)
+	insertPattern   = regexp.MustCompile(`^INSERT INTO \w+ \(([^)]*)\) VALUES \(([^)]*)\)`)
 	comparedPattern = regexp.MustCompile(`(\w+)\s*(=|<>|<=|>=|<|>)\s*$`)
 	tablePattern    = regexp.MustCompile(`\b(?:INTO|FROM|UPDATE)\s+(\w+)`)
 )
