@@ -47,9 +47,11 @@ LIMITS=(
 	h2-mssql:clock         # H2 has neither DATEDIFF_BIG nor SYSUTCDATETIME: literal clock
 	h2-mssql:nocount       # H2 has no SET NOCOUNT: the prefix is dropped
 	h2-mssql:clustered     # H2 has no CLUSTERED / NONCLUSTERED: dropped
+	h2-mssql:holdlock      # H2 has no table hints: MERGE's WITH (HOLDLOCK) is dropped
 	h2-oracle:clock        # H2 has no SYS_EXTRACT_UTC (HSQLDB runs the real clock)
 	derby-db2:clock        # Derby has no DAYS, MIDNIGHT_SECONDS or CURRENT TIMEZONE
 	derby-db2:codeunits32  # Derby has no string units: VARCHAR(n CODEUNITS32) becomes VARCHAR(n)
+	derby-db2:mergevalues  # Derby's MERGE wants a base table as source: the upsert runs as a plain INSERT (H2 MODE=DB2 runs the MERGE)
 	h2-db2:clock           # H2 has no BIGINT(), DAYS or CURRENT TIMEZONE
 	h2-db2:codeunits32     # H2 knows CHARACTERS and OCTETS, not CODEUNITS32
 )

@@ -121,7 +121,7 @@ var dialects = map[string]*dialect{
 		// HOLDLOCK makes the MERGE atomic against a concurrent one for the
 		// same family; SQL Server requires MERGE to end with a semicolon.
 		markRevoked: func(table string) string {
-			return "MERGE INTO " + table + " WITH (HOLDLOCK) AS d USING (SELECT ? AS family, ? AS expires_at) AS s" +
+			return "MERGE INTO " + table + " WITH (HOLDLOCK) AS d USING (SELECT CAST(? AS VARCHAR(128)) AS family, CAST(? AS BIGINT) AS expires_at) AS s" +
 				" ON d.family = s.family" +
 				" WHEN MATCHED AND d.expires_at < s.expires_at THEN UPDATE SET expires_at = s.expires_at" +
 				" WHEN NOT MATCHED THEN INSERT (family, expires_at) VALUES (s.family, s.expires_at);"
@@ -148,7 +148,7 @@ var dialects = map[string]*dialect{
 			return fmt.Sprintf("DELETE FROM %s WHERE %s AND ROWNUM <= %d", table, where, n)
 		},
 		markRevoked: func(table string) string {
-			return "MERGE INTO " + table + " d USING (SELECT ? AS family, ? AS expires_at FROM DUAL) s" +
+			return "MERGE INTO " + table + " d USING (SELECT CAST(? AS VARCHAR2(128)) AS family, CAST(? AS NUMBER(19)) AS expires_at FROM DUAL) s" +
 				" ON (d.family = s.family)" +
 				" WHEN MATCHED THEN UPDATE SET d.expires_at = GREATEST(d.expires_at, s.expires_at)" +
 				" WHEN NOT MATCHED THEN INSERT (family, expires_at) VALUES (s.family, s.expires_at)"
@@ -175,7 +175,7 @@ var dialects = map[string]*dialect{
 		},
 		// Db2 needs the parameter markers of a VALUES row typed.
 		markRevoked: func(table string) string {
-			return "MERGE INTO " + table + " AS d USING (VALUES (CAST(? AS VARCHAR(128 CODEUNITS32)), CAST(? AS BIGINT))) AS s (family, expires_at)" +
+			return "MERGE INTO " + table + " AS d USING (VALUES (CAST(? AS VARCHAR(128)), CAST(? AS BIGINT))) AS s (family, expires_at)" +
 				" ON d.family = s.family" +
 				" WHEN MATCHED AND d.expires_at < s.expires_at THEN UPDATE SET expires_at = s.expires_at" +
 				" WHEN NOT MATCHED THEN INSERT (family, expires_at) VALUES (s.family, s.expires_at)"

@@ -146,13 +146,13 @@ func TestMarkRevokedStatements(t *testing.T) {
 		"mysql":    "INSERT INTO oauth_revoked_families (family, expires_at) VALUES (?, ?) ON DUPLICATE KEY UPDATE expires_at = GREATEST(expires_at, VALUES(expires_at))",
 		"postgres": "INSERT INTO oauth_revoked_families (family, expires_at) VALUES ($1, $2) ON CONFLICT (family) DO UPDATE SET expires_at = GREATEST(oauth_revoked_families.expires_at, EXCLUDED.expires_at)",
 		"sqlite":   "INSERT INTO oauth_revoked_families (family, expires_at) VALUES (?, ?) ON CONFLICT (family) DO UPDATE SET expires_at = MAX(expires_at, excluded.expires_at)",
-		"sqlserver": "MERGE INTO oauth_revoked_families WITH (HOLDLOCK) AS d USING (SELECT @p1 AS family, @p2 AS expires_at) AS s ON d.family = s.family" +
+		"sqlserver": "MERGE INTO oauth_revoked_families WITH (HOLDLOCK) AS d USING (SELECT CAST(@p1 AS VARCHAR(128)) AS family, CAST(@p2 AS BIGINT) AS expires_at) AS s ON d.family = s.family" +
 			" WHEN MATCHED AND d.expires_at < s.expires_at THEN UPDATE SET expires_at = s.expires_at" +
 			" WHEN NOT MATCHED THEN INSERT (family, expires_at) VALUES (s.family, s.expires_at);",
-		"oracle": "MERGE INTO oauth_revoked_families d USING (SELECT :1 AS family, :2 AS expires_at FROM DUAL) s ON (d.family = s.family)" +
+		"oracle": "MERGE INTO oauth_revoked_families d USING (SELECT CAST(:1 AS VARCHAR2(128)) AS family, CAST(:2 AS NUMBER(19)) AS expires_at FROM DUAL) s ON (d.family = s.family)" +
 			" WHEN MATCHED THEN UPDATE SET d.expires_at = GREATEST(d.expires_at, s.expires_at)" +
 			" WHEN NOT MATCHED THEN INSERT (family, expires_at) VALUES (s.family, s.expires_at)",
-		"db2": "MERGE INTO oauth_revoked_families AS d USING (VALUES (CAST(? AS VARCHAR(128 CODEUNITS32)), CAST(? AS BIGINT))) AS s (family, expires_at) ON d.family = s.family" +
+		"db2": "MERGE INTO oauth_revoked_families AS d USING (VALUES (CAST(? AS VARCHAR(128)), CAST(? AS BIGINT))) AS s (family, expires_at) ON d.family = s.family" +
 			" WHEN MATCHED AND d.expires_at < s.expires_at THEN UPDATE SET expires_at = s.expires_at" +
 			" WHEN NOT MATCHED THEN INSERT (family, expires_at) VALUES (s.family, s.expires_at)",
 	}
