@@ -16,18 +16,20 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/tokengate/caddy-oauth2/issuer"
 	"github.com/tokengate/caddy-oauth2/purge"
 	"github.com/tokengate/caddy-oauth2/stores"
-	_ "github.com/tokengate/caddy-oauth2/stores/cache"
+	"github.com/tokengate/caddy-oauth2/stores/cache"
 	_ "github.com/tokengate/caddy-oauth2/stores/cassandra"
 	"github.com/tokengate/caddy-oauth2/stores/lookupcache"
 	_ "github.com/tokengate/caddy-oauth2/stores/sql"
@@ -113,6 +115,8 @@ type App struct {
 	clients map[string]*issuer.Client
 	purger  *purge.Purger
 	logger  *zap.Logger
+	metrics *metrics
+	caches  []*cache.Engine
 }
 
 // Client is a registered OAuth client.
@@ -178,17 +182,33 @@ func (a *App) Provision(ctx caddy.Context) error {
 	mac.Write([]byte("consent csrf"))
 	a.csrfKey = mac.Sum(nil)
 
-	codes, err := a.loadStore(ctx, "AuthorizationCodeStoreRaw", a.AuthorizationCodeStoreRaw)
+	reg := ctx.GetMetricsRegistry()
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	var err error
+	if a.metrics, err = newMetrics(reg); err != nil {
+		return fmt.Errorf("registering metrics: %v", err)
+	}
+
+	codes, err := a.loadStore(ctx, "AuthorizationCodeStoreRaw", a.AuthorizationCodeStoreRaw, "authorization_code_store")
 	if err != nil {
 		return fmt.Errorf("loading authorization_code_store: %v", err)
 	}
-	tokens, err := a.loadStore(ctx, "AccessTokenStoreRaw", a.AccessTokenStoreRaw)
+	tokens, err := a.loadStore(ctx, "AccessTokenStoreRaw", a.AccessTokenStoreRaw, "access_token_store")
 	if err != nil {
 		return fmt.Errorf("loading access_token_store: %v", err)
 	}
 	a.codes, a.tokens = codes, tokens
 	if a.ValidationCache > 0 {
-		a.tokens = lookupcache.New(tokens, time.Duration(a.ValidationCache), validationCacheEntries)
+		vc := lookupcache.New(tokens, time.Duration(a.ValidationCache), validationCacheEntries)
+		a.tokens = vc
+		if err := a.registerValidationCacheMetrics(vc); err != nil {
+			return err
+		}
+	}
+	if err := a.registerCacheMetrics(); err != nil {
+		return err
 	}
 
 	a.clients = make(map[string]*issuer.Client, len(a.Clients))
@@ -215,13 +235,14 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Codes:    a.codes,
 		Tokens:   tokens,
 		Logger:   a.logger.Named("purge"),
+		Observe:  a.metrics.purgeDone,
 	}
 	return nil
 }
 
 // loadStore loads one store guest module, the cache store when none is
 // configured.
-func (a *App) loadStore(ctx caddy.Context, field string, raw json.RawMessage) (stores.Store, error) {
+func (a *App) loadStore(ctx caddy.Context, field string, raw json.RawMessage, label string) (stores.Store, error) {
 	var mod any
 	var err error
 	if raw == nil {
@@ -236,6 +257,10 @@ func (a *App) loadStore(ctx caddy.Context, field string, raw json.RawMessage) (s
 	if !ok {
 		return nil, fmt.Errorf("module %T is not a store", mod)
 	}
+	if cs, ok := mod.(*cache.Store); ok && !slices.Contains(a.caches, cs.Engine) {
+		a.caches = append(a.caches, cs.Engine)
+	}
+	s = a.metrics.observe(s, label)
 	st, ok := mod.(stores.Starter)
 	if !ok {
 		return s, nil
@@ -306,6 +331,7 @@ func (a *App) newIssuer(subject func(*http.Request) string) (*issuer.Server, err
 		Subject:              subject,
 		CSRFKey:              a.csrfKey,
 		Logger:               a.logger,
+		Observer:             a.metrics,
 	})
 }
 
@@ -369,8 +395,9 @@ type Guard struct {
 	// false, the header is removed so the token goes no further.
 	KeepAuthorization bool `json:"keep_authorization,omitempty"`
 
-	v      *validator.Validator
-	logger *zap.Logger
+	v       *validator.Validator
+	logger  *zap.Logger
+	metrics *metrics
 }
 
 // CaddyModule returns the Caddy module information.
@@ -385,6 +412,7 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	g.metrics = app.metrics
 	g.v, err = validator.New(validator.Config{
 		Tokens:  app.tokens,
 		Hasher:  app.hasher,
@@ -398,6 +426,7 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 // ServeHTTP admits or refuses the request.
 func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	tok, denial := g.v.Check(r)
+	g.metrics.guardResult(denial)
 	if denial != nil {
 		if denial.Challenge != "" {
 			w.Header().Set("WWW-Authenticate", denial.Challenge)

@@ -79,6 +79,9 @@ type Config struct {
 	CSRFKey []byte
 	// Logger receives structured logs. Default: zap.NewNop().
 	Logger *zap.Logger
+	// Observer is told of issued tokens, errors and failed client
+	// authentications, for metrics. Default: none.
+	Observer Observer
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
 }
@@ -100,6 +103,7 @@ type Server struct {
 	subject      func(r *http.Request) string
 	csrfKey      []byte
 	log          *zap.Logger
+	obs          Observer
 	now          func() time.Time
 
 	// Secret verification memo, see verifySecret.
@@ -129,6 +133,7 @@ func New(cfg Config) (*Server, error) {
 		storeTimeout: orDefault(cfg.StoreTimeout, DefaultStoreTimeout),
 		subject:      cfg.Subject,
 		log:          cfg.Logger,
+		obs:          cfg.Observer,
 		now:          cfg.Now,
 		memo:         make(map[string][32]byte),
 	}
@@ -188,6 +193,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if s.obs == nil {
+		s.obs = nopObserver{}
 	}
 	var err error
 	if s.csrfKey = cfg.CSRFKey; len(s.csrfKey) == 0 {

@@ -111,6 +111,10 @@ func (e *Engine) SetLogger(l *zap.Logger) {
 // was full.
 func (e *Engine) Evictions() uint64 { return e.evictions.Load() }
 
+// Entries returns how many records the cache holds: codes, tokens and
+// family indexes, expired ones until they are purged.
+func (e *Engine) Entries() int { return e.cache.Len() }
+
 // Close releases the cache. Further calls fail with ErrUnavailable.
 func (e *Engine) Close() error {
 	if e.closed.Swap(true) {

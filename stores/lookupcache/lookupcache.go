@@ -35,7 +35,13 @@ type Cache struct {
 	// read.
 	epoch  atomic.Uint64
 	shards [shardCount]shard
+
+	hits, misses atomic.Uint64
 }
+
+// Stats returns how many access-token lookups were answered from memory
+// (hits) and how many went to the wrapped store (misses).
+func (c *Cache) Stats() (hits, misses uint64) { return c.hits.Load(), c.misses.Load() }
 
 type shard struct {
 	mu      sync.RWMutex
@@ -98,9 +104,11 @@ func (c *Cache) LookupToken(ctx context.Context, kind stores.Kind, key string) (
 	e, ok := s.entries[key]
 	s.mu.RUnlock()
 	if ok && now.UnixNano() < e.until {
+		c.hits.Add(1)
 		t := *e.tok // callers may keep or change what they get
 		return &t, nil
 	}
+	c.misses.Add(1)
 	epoch := c.epoch.Load()
 	tok, err := c.inner.LookupToken(ctx, kind, key)
 	if err != nil || tok == nil {
