@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -215,6 +216,16 @@ func TestMetricsScrape(t *testing.T) {
 	}
 	if value(fams, "caddy_oauth2_purged_total", "kind", "token") < 0 {
 		t.Error("no caddy_oauth2_purged_total{kind=token}")
+	}
+	// The example Grafana dashboard queries only metrics that exist.
+	dash, err := os.ReadFile("examples/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range regexp.MustCompile(`caddy_oauth2_[a-z_]+`).FindAllString(string(dash), -1) {
+		if fams[strings.TrimSuffix(name, "_bucket")] == nil {
+			t.Errorf("examples/grafana-dashboard.json queries %s, which Caddy does not export", name)
+		}
 	}
 	if fams["caddy_config_last_reload_successful"] == nil {
 		t.Error("Caddy's own metrics are missing: not Caddy's registry?")
