@@ -44,14 +44,20 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //		store_timeout               <duration>
 //		validation_cache            <duration>
 //		max_body_size               <bytes>
+//		scope_description           <scope> <text>
+//		consent_template            <file>
 //		client <client_id> {
 //			secret_hash  <bcrypt hash>
 //			redirect_uri <uri> [<uri>...]
 //			grant_types  <grant> [<grant>...]
 //			scopes       <scope> [<scope>...]
 //			skip_consent
+//			name         <display name>
+//			logo_uri     <https url>
 //		}
 //	}
+//
+// scope_description may be given once per scope.
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume option name
 	if d.NextArg() {
@@ -60,7 +66,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	seen := map[string]bool{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
-		if opt != "client" {
+		if opt != "client" && opt != "scope_description" {
 			if seen[opt] {
 				return d.Errf("duplicate subdirective %q", opt)
 			}
@@ -99,6 +105,20 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneDuration(d, &a.ValidationCache)
 		case "max_body_size":
 			err = oneInt(d, &a.MaxBodySize)
+		case "scope_description":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.Errf("scope_description takes a scope and its description, got %d arguments", len(args))
+			}
+			if _, dup := a.ScopeDescriptions[args[0]]; dup {
+				return d.Errf("scope_description of %q given twice", args[0])
+			}
+			if a.ScopeDescriptions == nil {
+				a.ScopeDescriptions = map[string]string{}
+			}
+			a.ScopeDescriptions[args[0]] = args[1]
+		case "consent_template":
+			err = oneString(d, &a.ConsentTemplate)
 		case "client":
 			var c *Client
 			c, err = unmarshalClient(d)
@@ -163,6 +183,10 @@ func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
 				return nil, d.ArgErr()
 			}
 			c.SkipConsent = true
+		case "name":
+			err = oneString(d, &c.Name)
+		case "logo_uri":
+			err = oneString(d, &c.LogoURI)
 		default:
 			return nil, d.Errf("unrecognized subdirective %q in client %q", opt, c.ID)
 		}

@@ -15,7 +15,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html/template"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -103,6 +105,15 @@ type App struct {
 	// a larger one is answered 413. Default: 65536.
 	MaxBodySize int64 `json:"max_body_size,omitempty"`
 
+	// ScopeDescriptions are human descriptions of scopes, by scope, shown
+	// on the consent page above the raw scope name. Default: none.
+	ScopeDescriptions map[string]string `json:"scope_descriptions,omitempty"`
+
+	// ConsentTemplate is the path of an html/template file rendering the
+	// consent page instead of the built-in one (see the README for the data
+	// it gets). Placeholders are replaced. Default: the built-in page.
+	ConsentTemplate string `json:"consent_template,omitempty"`
+
 	// Clients are the registered OAuth clients.
 	Clients []*Client `json:"clients,omitempty"`
 
@@ -117,6 +128,7 @@ type App struct {
 	logger  *zap.Logger
 	metrics *metrics
 	caches  []*cache.Engine
+	consent *template.Template
 }
 
 // Client is a registered OAuth client.
@@ -137,6 +149,12 @@ type Client struct {
 	Scopes []string `json:"scopes,omitempty"`
 	// SkipConsent issues codes without showing the consent page.
 	SkipConsent bool `json:"skip_consent,omitempty"`
+	// Name is the client's display name on the consent page. Default: its
+	// ID.
+	Name string `json:"name,omitempty"`
+	// LogoURI is an https URL of the client's logo on the consent page.
+	// Default: none.
+	LogoURI string `json:"logo_uri,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -222,11 +240,23 @@ func (a *App) Provision(ctx caddy.Context) error {
 			GrantTypes:   c.GrantTypes,
 			Scopes:       c.Scopes,
 			SkipConsent:  c.SkipConsent,
+			Name:         c.Name,
+			LogoURI:      c.LogoURI,
 		}
 		if h := repl.ReplaceAll(c.SecretHash, ""); h != "" {
 			ic.SecretHash = []byte(h)
 		}
 		a.clients[c.ID] = ic
+	}
+
+	if path := repl.ReplaceAll(a.ConsentTemplate, ""); path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("consent_template: %v", err)
+		}
+		if a.consent, err = template.New(issuer.ConsentTemplateName).Parse(string(b)); err != nil {
+			return fmt.Errorf("consent_template %s: %v", path, err)
+		}
 	}
 
 	a.purger = &purge.Purger{
@@ -332,6 +362,8 @@ func (a *App) newIssuer(subject func(*http.Request) string) (*issuer.Server, err
 		CSRFKey:              a.csrfKey,
 		Logger:               a.logger,
 		Observer:             a.metrics,
+		ScopeDescriptions:    a.ScopeDescriptions,
+		ConsentTemplate:      a.consent,
 	})
 }
 

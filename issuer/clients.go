@@ -41,6 +41,11 @@ type Client struct {
 	// SkipConsent issues codes without asking the resource owner.
 	// Default: false.
 	SkipConsent bool
+	// Name is shown on the consent page. Default: the ID.
+	Name string
+	// LogoURI is an https URL of a logo shown on the consent page.
+	// Default: none.
+	LogoURI string
 }
 
 // Public reports whether the client has no secret (RFC 6749 §2.1).
@@ -71,6 +76,8 @@ func newClient(id string, c *Client) (*client, error) {
 			RedirectURIs: slices.Clone(c.RedirectURIs),
 			Scopes:       slices.Clone(c.Scopes),
 			SkipConsent:  c.SkipConsent,
+			Name:         c.Name,
+			LogoURI:      c.LogoURI,
 		},
 		grants:    map[string]bool{},
 		scopes:    map[string]bool{},
@@ -120,6 +127,11 @@ func newClient(id string, c *Client) (*client, error) {
 			return nil, fmt.Errorf("redirect URI %q must be absolute and have no fragment", ru)
 		}
 		cl.redirects[ru] = true
+	}
+	if cl.LogoURI != "" {
+		if u, err := url.Parse(cl.LogoURI); err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {
+			return nil, fmt.Errorf("logo URI %q must be an https URL", cl.LogoURI)
+		}
 	}
 	if cl.Public() && len(cl.RedirectURIs) == 0 {
 		return nil, errors.New("a public client needs at least one redirect URI")

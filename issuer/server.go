@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"html/template"
 	"net/http"
 	"net/url"
 	"slices"
@@ -79,6 +80,12 @@ type Config struct {
 	CSRFKey []byte
 	// Logger receives structured logs. Default: zap.NewNop().
 	Logger *zap.Logger
+	// ScopeDescriptions are the human descriptions of scopes shown on the
+	// consent page. Default: none, the raw scope names are shown.
+	ScopeDescriptions map[string]string
+	// ConsentTemplate, when set, renders the consent page instead of the
+	// built-in one; it must define ConsentTemplateName. Default: nil.
+	ConsentTemplate *template.Template
 	// Observer is told of issued tokens, errors and failed client
 	// authentications, for metrics. Default: none.
 	Observer Observer
@@ -105,6 +112,9 @@ type Server struct {
 	log          *zap.Logger
 	obs          Observer
 	now          func() time.Time
+
+	scopeDescriptions map[string]string
+	consentTemplate   *template.Template
 
 	// Secret verification memo, see verifySecret.
 	memoKey   []byte
@@ -135,6 +145,9 @@ func New(cfg Config) (*Server, error) {
 		log:          cfg.Logger,
 		obs:          cfg.Observer,
 		now:          cfg.Now,
+
+		scopeDescriptions: cfg.ScopeDescriptions,
+		consentTemplate:   cfg.ConsentTemplate,
 		memo:         make(map[string][32]byte),
 	}
 	if s.codes == nil || s.tokens == nil {
@@ -196,6 +209,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.obs == nil {
 		s.obs = nopObserver{}
+	}
+	if s.consentTemplate != nil && s.consentTemplate.Lookup(ConsentTemplateName) == nil {
+		return nil, fmt.Errorf("issuer: the consent template defines no %q", ConsentTemplateName)
 	}
 	var err error
 	if s.csrfKey = cfg.CSRFKey; len(s.csrfKey) == 0 {
