@@ -30,10 +30,10 @@ func TestUnmarshalConsentOptions(t *testing.T) {
 		t.Errorf("parsed %+v %+v", a, a.Clients[0])
 	}
 	for input, want := range map[string]string{
-		"oauth2 {\n scope_description read\n}":                                "scope_description takes a scope and its description, got 1 arguments, at Testfile:2",
+		"oauth2 {\n scope_description read\n}":                              "scope_description takes a scope and its description, got 1 arguments, at Testfile:2",
 		"oauth2 {\n scope_description read a\n scope_description read b\n}": `scope_description of "read" given twice, at Testfile:3`,
-		"oauth2 {\n consent_template\n}":                                      "Testfile:2",
-		"oauth2 {\n client a {\n  name\n }\n}":                                "Testfile:3",
+		"oauth2 {\n consent_template\n}":                                    "Testfile:2",
+		"oauth2 {\n client a {\n  name\n }\n}":                              "Testfile:3",
 	} {
 		err := new(App).UnmarshalCaddyfile(caddyfile.NewTestDispenser(input))
 		if err == nil || !strings.Contains(err.Error(), want) {

@@ -148,7 +148,7 @@ func New(cfg Config) (*Server, error) {
 
 		scopeDescriptions: cfg.ScopeDescriptions,
 		consentTemplate:   cfg.ConsentTemplate,
-		memo:         make(map[string][32]byte),
+		memo:              make(map[string][32]byte),
 	}
 	if s.codes == nil || s.tokens == nil {
 		return nil, errors.New("issuer: code and token stores are required")
