@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/tokengate/caddy-oauth2/stores"
 )
 
 func init() {
@@ -19,6 +22,9 @@ func init() {
 // adminAPI serves the `oauth2` app's operator routes on Caddy's admin
 // endpoint:
 //
+//	POST /oauth2/revoke    {"subject": "alice"} and/or {"client_id": "x"}:
+//	                       revoke every code, access and refresh token of
+//	                       that user and/or client; answers {"revoked": n}
 //	POST /oauth2/purge     remove expired codes and tokens now; answers
 //	                       {"codes": n, "tokens": m}
 //	GET  /oauth2/clients   the registered clients, without secrets
@@ -35,6 +41,7 @@ func (adminAPI) CaddyModule() caddy.ModuleInfo {
 // Routes returns the admin routes.
 func (a *adminAPI) Routes() []caddy.AdminRoute {
 	return []caddy.AdminRoute{
+		{Pattern: "/oauth2/revoke", Handler: caddy.AdminHandlerFunc(a.handleRevoke)},
 		{Pattern: "/oauth2/purge", Handler: caddy.AdminHandlerFunc(a.handlePurge)},
 		{Pattern: "/oauth2/clients", Handler: caddy.AdminHandlerFunc(a.handleClients)},
 	}
@@ -59,6 +66,41 @@ func (a *adminAPI) handlePurge(w http.ResponseWriter, r *http.Request) error {
 		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: fmt.Errorf("purge: %v", err)}
 	}
 	return writeAdminJSON(w, map[string]int64{"codes": codes, "tokens": tokens})
+}
+
+// revokeRequest is the body of POST /oauth2/revoke.
+type revokeRequest struct {
+	Subject  string `json:"subject"`
+	ClientID string `json:"client_id"`
+}
+
+func (a *adminAPI) handleRevoke(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodPost {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: errors.New("method not allowed: use POST")}
+	}
+	var req revokeRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("body: want {\"subject\": ..., \"client_id\": ...}: %v", err)}
+	}
+	if req.Subject == "" && req.ClientID == "" {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: errors.New("give a subject, a client_id or both")}
+	}
+	app, err := runningApp()
+	if err != nil {
+		return err
+	}
+	n, err := app.revokeSubject(r.Context(), req.Subject, req.ClientID)
+	if errors.Is(err, stores.ErrUnsupported) {
+		return caddy.APIError{HTTPStatus: http.StatusNotImplemented, Err: err}
+	}
+	if err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: fmt.Errorf("revoke: %v (revoked %d before the failure)", err, n)}
+	}
+	app.logger.Info("revoked through the admin API",
+		zap.String("subject", req.Subject), zap.String("client_id", req.ClientID), zap.Int64("revoked", n))
+	return writeAdminJSON(w, map[string]int64{"revoked": n})
 }
 
 // adminClient is a client as the admin API shows it: never its secret hash.

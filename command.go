@@ -3,6 +3,7 @@ package oauth2
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -24,7 +25,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "oauth2",
-		Usage: "<schema|hash-secret|purge|clients> ...",
+		Usage: "<schema|hash-secret|revoke|purge|clients> ...",
 		Short: "Operate the oauth2 app: schemas, client secrets, purge, clients",
 		Long: `
 Operator commands of the oauth2 plugin.
@@ -37,6 +38,11 @@ Operator commands of the oauth2 plugin.
       input) and prints its bcrypt hash for a client's secret_hash. The
       secret is never taken from the command line, where other users and
       shell history would see it.
+
+  caddy oauth2 revoke [--subject <user>] [--client <client_id>] [--address <admin address>]
+      Revokes every code, access token and refresh token of a user (on
+      every client, or on the one given), or of a client, through the admin
+      API of the running Caddy, and prints how many.
 
   caddy oauth2 purge [--address <admin address>]
       Removes expired codes and tokens now, through the admin API of the
@@ -81,7 +87,26 @@ autosave, else localhost:2019.`,
 					return adminCall(c, http.MethodGet, "/oauth2/clients")
 				},
 			}
-			for _, sub := range []*cobra.Command{purge, clients} {
+			revoke := &cobra.Command{
+				Use:   "revoke",
+				Short: "Revoke every code and token of a user and/or a client",
+				Args:  cobra.NoArgs,
+				RunE: func(c *cobra.Command, _ []string) error {
+					subject, _ := c.Flags().GetString("subject")
+					client, _ := c.Flags().GetString("client")
+					if subject == "" && client == "" {
+						return errors.New("give --subject, --client or both")
+					}
+					body, err := json.Marshal(revokeRequest{Subject: subject, ClientID: client})
+					if err != nil {
+						return err
+					}
+					return adminCallBody(c, http.MethodPost, "/oauth2/revoke", bytes.NewReader(body))
+				},
+			}
+			revoke.Flags().String("subject", "", "The user whose codes and tokens to revoke")
+			revoke.Flags().String("client", "", "The client whose codes and tokens to revoke")
+			for _, sub := range []*cobra.Command{revoke, purge, clients} {
 				sub.Flags().String("address", "", "The address of Caddy's admin API")
 				cmd.AddCommand(sub)
 			}
@@ -166,12 +191,16 @@ func hashSecret(in io.Reader, out, prompt io.Writer) error {
 // adminCall calls an oauth2 admin route of the running Caddy and copies the
 // answer to standard output.
 func adminCall(c *cobra.Command, method, uri string) error {
+	return adminCallBody(c, method, uri, nil)
+}
+
+func adminCallBody(c *cobra.Command, method, uri string, body io.Reader) error {
 	addr, _ := c.Flags().GetString("address")
 	addr, err := caddycmd.DetermineAdminAPIAddress(addr, nil, "", "")
 	if err != nil {
 		return err
 	}
-	resp, err := caddycmd.AdminAPIRequest(addr, method, uri, nil, nil)
+	resp, err := caddycmd.AdminAPIRequest(addr, method, uri, nil, body)
 	if err != nil {
 		return err
 	}

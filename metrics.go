@@ -310,3 +310,13 @@ func (a *App) registerCacheMetrics() error {
 	}
 	return nil
 }
+
+// RevokeSubject implements stores.SubjectRevoker when the wrapped store
+// does.
+func (o *observed) RevokeSubject(ctx context.Context, subject, clientID string, until time.Time) (int64, error) {
+	sr, ok := o.inner.(stores.SubjectRevoker)
+	if !ok {
+		return 0, stores.ErrUnsupported
+	}
+	return sr.RevokeSubject(ctx, subject, clientID, until)
+}

@@ -309,7 +309,15 @@ func (e *Engine) Start(ctx context.Context) (StartInfo, error) {
 	info.Replicas = replicationFactor(info.Replication, e.cfg.LocalDC)
 
 	if e.cfg.CreateSchema {
-		for _, stmt := range schemaStatements(e.cfg.Keyspace) {
+		stmts := schemaStatements(e.cfg.Keyspace)
+		var release string
+		if err := s.Query("SELECT release_version FROM system.local").Consistency(gocql.One).ScanContext(ctx, &release); err != nil {
+			return info, stores.Unavailable(fmt.Errorf("reading the Cassandra version: %w", err))
+		}
+		if major, _, _ := strings.Cut(release, "."); major < "5" && len(major) == 1 {
+			stmts = legacyIndexes(stmts)
+		}
+		for _, stmt := range stmts {
 			if err := s.Query(stmt).Consistency(gocql.One).ExecContext(ctx); err != nil {
 				return info, stores.Unavailable(fmt.Errorf("creating schema: %w", err))
 			}

@@ -233,3 +233,27 @@ func (c *Cache) PurgeExpiredTokens(ctx context.Context, batch int) (int64, error
 
 // Interface guards
 var _ stores.TokenStore = (*Cache)(nil)
+
+// RevokeSubject revokes in the store, when it can, and evicts the tokens of
+// that resource owner and/or client.
+func (c *Cache) RevokeSubject(ctx context.Context, subject, clientID string, until time.Time) (int64, error) {
+	sr, ok := c.inner.(stores.SubjectRevoker)
+	if !ok {
+		return 0, stores.ErrUnsupported
+	}
+	n, err := sr.RevokeSubject(ctx, subject, clientID, until)
+	c.epoch.Add(1)
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		for k, e := range s.entries {
+			if (subject == "" || e.tok.Subject == subject) && (clientID == "" || e.tok.ClientID == clientID) {
+				delete(s.entries, k)
+			}
+		}
+		s.mu.Unlock()
+	}
+	return n, err
+}
+
+var _ stores.SubjectRevoker = (*Cache)(nil)

@@ -83,6 +83,17 @@ type statements struct {
 	consumeRefresh, selectRefresh string
 	revokeAccess, revokeRefresh   string
 	familyAccess, familyRefresh   string
+
+	// RevokeSubject's statements, by what it filters on: the grant
+	// families to mark revoked, then the codes, access and refresh tokens
+	// to delete.
+	bySubject, byClient, bySubjectAndClient ownerStatements
+}
+
+// ownerStatements find and delete the codes and tokens of a resource owner
+// and/or a client.
+type ownerStatements struct {
+	families, codes, access, refresh string
 }
 
 const (
@@ -221,6 +232,22 @@ func buildStatements(d *dialect, t tables, lease time.Duration) statements {
 		revokeRefresh:  r("DELETE FROM " + t.refresh + " WHERE token_key = ?"),
 		familyAccess:   r("DELETE FROM " + t.access + " WHERE family = ?"),
 		familyRefresh:  r("DELETE FROM " + t.refresh + " WHERE family = ?"),
+
+		bySubject:          ownerQueries(r, t, "subject = ?"),
+		byClient:           ownerQueries(r, t, "client_id = ?"),
+		bySubjectAndClient: ownerQueries(r, t, "subject = ? AND client_id = ?"),
+	}
+}
+
+// ownerQueries builds RevokeSubject's statements for one filter; the
+// subject and client_id indexes of the schema serve them.
+func ownerQueries(r func(string) string, t tables, where string) ownerStatements {
+	return ownerStatements{
+		families: r("SELECT family FROM " + t.codes + " WHERE " + where + " AND family IS NOT NULL UNION " +
+			"SELECT family FROM " + t.refresh + " WHERE " + where + " AND family IS NOT NULL"),
+		codes:   r("DELETE FROM " + t.codes + " WHERE " + where),
+		access:  r("DELETE FROM " + t.access + " WHERE " + where),
+		refresh: r("DELETE FROM " + t.refresh + " WHERE " + where),
 	}
 }
 

@@ -35,6 +35,7 @@ func Run(t *testing.T, newStore func(t *testing.T) stores.Store, opts Options) {
 	t.Run("RevokeToken", func(t *testing.T) { testRevokeToken(t, newStore(t)) })
 	t.Run("RevokeFamily", func(t *testing.T) { testRevokeFamily(t, newStore(t)) })
 	t.Run("PurgeExpired", func(t *testing.T) { testPurge(t, newStore(t), opts) })
+	t.Run("RevokeSubject", func(t *testing.T) { testRevokeSubject(t, newStore(t)) })
 }
 
 // Key returns a random store key shaped like a real one (64 hex digits).
