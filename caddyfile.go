@@ -1,13 +1,19 @@
 package oauth2
 
 import (
+	"fmt"
+	"slices"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/tokengate/caddy-oauth2/issuer"
 )
 
 func init() {
@@ -75,9 +81,16 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		var err error
 		switch opt {
 		case "issuer":
-			err = oneString(d, &a.Issuer)
+			if err = oneString(d, &a.Issuer); err == nil && !hasPlaceholder(a.Issuer) {
+				if verr := issuer.ValidateIssuer(a.Issuer); verr != nil {
+					return d.Err(verr.Error())
+				}
+			}
 		case "token_secret":
-			err = oneString(d, &a.TokenSecret)
+			if err = oneString(d, &a.TokenSecret); err == nil && !hasPlaceholder(a.TokenSecret) && len(a.TokenSecret) < minTokenSecret {
+				return d.Errf("token_secret must be at least %d bytes, got %d; use a placeholder such as {env.OAUTH2_TOKEN_SECRET} or {file./path} to keep it out of the config",
+					minTokenSecret, len(a.TokenSecret))
+			}
 		case "access_token_store":
 			a.AccessTokenStoreRaw, err = unmarshalStore(d)
 		case "authorization_code_store":
@@ -89,18 +102,18 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneInt(d, &n)
 			a.PurgeBatch = int(n)
 		case "authorization_code_lifetime":
-			err = oneDuration(d, &a.AuthorizationCodeLifetime)
+			err = oneDurationAtLeast(d, &a.AuthorizationCodeLifetime, time.Second)
 		case "access_token_lifetime":
-			err = oneDuration(d, &a.AccessTokenLifetime)
+			err = oneDurationAtLeast(d, &a.AccessTokenLifetime, time.Second)
 		case "refresh_token_lifetime":
-			err = oneDuration(d, &a.RefreshTokenLifetime)
+			err = oneDurationAtLeast(d, &a.RefreshTokenLifetime, time.Second)
 		case "require_pkce":
 			if d.NextArg() {
 				return d.ArgErr()
 			}
 			a.RequirePKCE = true
 		case "store_timeout":
-			err = oneDuration(d, &a.StoreTimeout)
+			err = oneDurationAtLeast(d, &a.StoreTimeout, time.Second)
 		case "validation_cache":
 			err = oneDuration(d, &a.ValidationCache)
 		case "max_body_size":
@@ -154,6 +167,7 @@ func unmarshalStore(d *caddyfile.Dispenser) ([]byte, error) {
 
 func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
 	c := new(Client)
+	file, line := d.File(), d.Line()
 	if !d.NextArg() {
 		return nil, d.ArgErr()
 	}
@@ -175,7 +189,13 @@ func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
 		case "redirect_uri", "redirect_uris":
 			c.RedirectURIs, err = someStrings(d)
 		case "grant_types":
-			c.GrantTypes, err = someStrings(d)
+			if c.GrantTypes, err = someStrings(d); err == nil {
+				for _, g := range c.GrantTypes {
+					if !slices.Contains(grantTypes, g) {
+						return nil, d.Errf("client %q: unsupported grant type %q: want %s", c.ID, g, strings.Join(grantTypes, ", "))
+					}
+				}
+			}
 		case "scopes":
 			c.Scopes, err = someStrings(d)
 		case "skip_consent":
@@ -194,8 +214,31 @@ func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
 			return nil, err
 		}
 	}
+	// The checks the server makes, reported at the client's line: redirect
+	// URI rules, scopes, grants against the client type, the secret hash.
+	ic := c.issuerClient(func(s string) string {
+		if hasPlaceholder(s) {
+			return placeholderHash // checked when Caddy provisions
+		}
+		return s
+	})
+	if err := issuer.ValidateClient(ic); err != nil {
+		return nil, fmt.Errorf("client %q: %v, at %s:%d", c.ID, err, file, line)
+	}
 	return c, nil
 }
+
+// grantTypes are the grant types a client may list.
+var grantTypes = []string{"authorization_code", "refresh_token", "client_credentials"}
+
+// minTokenSecret is the shortest token_secret, in bytes.
+const minTokenSecret = 32
+
+// placeholderHash stands in for a secret_hash given as a placeholder while
+// the Caddyfile is checked: a valid bcrypt hash of nothing in particular.
+const placeholderHash = "$2a$04$vFl3KkwJg1x0WQjG6rOQ5uq6Ixr9D7uYlW2F3oGd0o3uQ9bm1YV1a"
+
+func hasPlaceholder(s string) bool { return strings.Contains(s, "{") }
 
 func parseServer(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	s := new(Server)
@@ -284,29 +327,40 @@ func someStrings(d *caddyfile.Dispenser) ([]string, error) {
 }
 
 func oneDuration(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	return oneDurationAtLeast(d, dst, time.Nanosecond)
+}
+
+// oneDurationAtLeast reads the option's one duration argument, which must
+// be at least least; errors name the option.
+func oneDurationAtLeast(d *caddyfile.Dispenser, dst *caddy.Duration, least time.Duration) error {
+	opt := d.Val()
 	var s string
 	if err := oneString(d, &s); err != nil {
 		return err
 	}
 	dur, err := caddy.ParseDuration(s)
 	if err != nil {
-		return d.Errf("parsing %s: %v", d.Val(), err)
+		return d.Errf("%s: %q is not a duration such as 30s, 10m or 12h", opt, s)
 	}
-	if dur <= 0 {
-		return d.Errf("%s must be positive", s)
+	if dur < least {
+		if least == time.Nanosecond {
+			return d.Errf("%s: %s must be positive", opt, s)
+		}
+		return d.Errf("%s: %s must be at least %v", opt, s, least)
 	}
 	*dst = caddy.Duration(dur)
 	return nil
 }
 
 func oneInt(d *caddyfile.Dispenser, dst *int64) error {
+	opt := d.Val()
 	var s string
 	if err := oneString(d, &s); err != nil {
 		return err
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || n <= 0 {
-		return d.Errf("%q is not a positive whole number", s)
+		return d.Errf("%s: %q is not a positive whole number", opt, s)
 	}
 	*dst = n
 	return nil

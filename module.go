@@ -157,6 +157,24 @@ type Client struct {
 	LogoURI string `json:"logo_uri,omitempty"`
 }
 
+// issuerClient is the client as package issuer takes it, its secret hash
+// passed through secret (which replaces placeholders).
+func (c *Client) issuerClient(secret func(string) string) *issuer.Client {
+	ic := &issuer.Client{
+		ID:           c.ID,
+		RedirectURIs: c.RedirectURIs,
+		GrantTypes:   c.GrantTypes,
+		Scopes:       c.Scopes,
+		SkipConsent:  c.SkipConsent,
+		Name:         c.Name,
+		LogoURI:      c.LogoURI,
+	}
+	if h := secret(c.SecretHash); h != "" {
+		ic.SecretHash = []byte(h)
+	}
+	return ic
+}
+
 // CaddyModule returns the Caddy module information.
 func (*App) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "oauth2", New: func() caddy.Module { return new(App) }}
@@ -234,19 +252,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		if _, dup := a.clients[c.ID]; dup {
 			return fmt.Errorf("client %q is defined twice", c.ID)
 		}
-		ic := &issuer.Client{
-			ID:           c.ID,
-			RedirectURIs: c.RedirectURIs,
-			GrantTypes:   c.GrantTypes,
-			Scopes:       c.Scopes,
-			SkipConsent:  c.SkipConsent,
-			Name:         c.Name,
-			LogoURI:      c.LogoURI,
-		}
-		if h := repl.ReplaceAll(c.SecretHash, ""); h != "" {
-			ic.SecretHash = []byte(h)
-		}
-		a.clients[c.ID] = ic
+		a.clients[c.ID] = c.issuerClient(func(s string) string { return repl.ReplaceAll(s, "") })
 	}
 
 	if path := repl.ReplaceAll(a.ConsentTemplate, ""); path != "" {
@@ -416,6 +422,9 @@ func (*Server) CaddyModule() caddy.ModuleInfo {
 // Provision builds the endpoints over the app's configuration.
 func (s *Server) Provision(ctx caddy.Context) error {
 	app, err := oauth2App(ctx)
+	if errors.Is(err, errAppNotLoaded) {
+		return nil // Caddy reports the app's own error (see errAppNotLoaded)
+	}
 	if err != nil {
 		return err
 	}
@@ -425,6 +434,9 @@ func (s *Server) Provision(ctx caddy.Context) error {
 
 // ServeHTTP serves an endpoint or passes the request on.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if s.srv == nil {
+		return caddyhttp.Error(http.StatusServiceUnavailable, errAppNotLoaded)
+	}
 	if h := s.srv.Endpoint(r.URL.Path); h != nil {
 		h.ServeHTTP(w, r)
 		return nil
@@ -471,6 +483,9 @@ func (*Guard) CaddyModule() caddy.ModuleInfo {
 func (g *Guard) Provision(ctx caddy.Context) error {
 	g.logger = ctx.Logger()
 	app, err := oauth2App(ctx)
+	if errors.Is(err, errAppNotLoaded) {
+		return nil // Caddy reports the app's own error (see errAppNotLoaded)
+	}
 	if err != nil {
 		return err
 	}
@@ -487,6 +502,9 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 
 // ServeHTTP admits or refuses the request.
 func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if g.v == nil { // never lets a request pass (see errAppNotLoaded)
+		return caddyhttp.Error(http.StatusServiceUnavailable, errAppNotLoaded)
+	}
 	tok, denial := g.v.Check(r)
 	g.metrics.guardResult(denial)
 	if denial != nil {
@@ -513,10 +531,21 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	return next.ServeHTTP(w, r)
 }
 
+// errAppNotLoaded marks a handler whose oauth2 app failed to load. Caddy
+// loads its apps in random order: were the handler to fail with the app's
+// error, the message would be wrapped differently from run to run. So the
+// handler loads without the app, Caddy then loads the app itself and fails
+// the config with the app's own error, the same every time, and the handler
+// is never served (if it were, it would refuse every request).
+var errAppNotLoaded = errors.New("the oauth2 app failed to load")
+
 func oauth2App(ctx caddy.Context) (*App, error) {
-	app, err := ctx.App("oauth2")
+	app, err := ctx.AppIfConfigured("oauth2")
+	if errors.Is(err, caddy.ErrNotConfigured) {
+		return nil, errors.New("the oauth2 app is not configured: add an oauth2 block to the global options (JSON: apps.oauth2)")
+	}
 	if err != nil {
-		return nil, fmt.Errorf("getting oauth2 app: %v", err)
+		return nil, errAppNotLoaded
 	}
 	return app.(*App), nil
 }

@@ -59,6 +59,13 @@ type client struct {
 	redirects map[string]bool
 }
 
+// ValidateClient checks a client as New does, so that a configuration
+// adapter can report a mistake where it is written.
+func ValidateClient(c *Client) error {
+	_, err := newClient(c.ID, c)
+	return err
+}
+
 func newClient(id string, c *Client) (*client, error) {
 	if c == nil {
 		return nil, errors.New("nil client")

@@ -243,6 +243,10 @@ func (s *Server) Endpoint(path string) http.Handler {
 // validateIssuer checks an issuer identifier per RFC 8414 §2: a URL with a
 // scheme and host and no query or fragment. http is allowed for local
 // development; production deployments should use https.
+// ValidateIssuer checks an issuer identifier as New does, so that a
+// configuration adapter can report a mistake where it is written.
+func ValidateIssuer(iss string) error { return validateIssuer(iss) }
+
 func validateIssuer(iss string) error {
 	if iss == "" {
 		return nil
