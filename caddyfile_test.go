@@ -38,7 +38,7 @@ func TestUnmarshalApp(t *testing.T) {
 				validation_cache 5s
 				max_body_size 1024
 				client svc {
-					secret_hash `+secretHash+`
+					secret_hash ` + secretHash + `
 					redirect_uri https://a.example/cb https://b.example/cb
 					grant_types client_credentials
 					scopes read write
