@@ -15,19 +15,23 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html/template"
 	"net/http"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/tokengate/caddy-oauth2/issuer"
 	"github.com/tokengate/caddy-oauth2/purge"
 	"github.com/tokengate/caddy-oauth2/stores"
-	_ "github.com/tokengate/caddy-oauth2/stores/cache"
+	"github.com/tokengate/caddy-oauth2/stores/cache"
 	_ "github.com/tokengate/caddy-oauth2/stores/cassandra"
 	"github.com/tokengate/caddy-oauth2/stores/lookupcache"
 	_ "github.com/tokengate/caddy-oauth2/stores/sql"
@@ -101,6 +105,15 @@ type App struct {
 	// a larger one is answered 413. Default: 65536.
 	MaxBodySize int64 `json:"max_body_size,omitempty"`
 
+	// ScopeDescriptions are human descriptions of scopes, by scope, shown
+	// on the consent page above the raw scope name. Default: none.
+	ScopeDescriptions map[string]string `json:"scope_descriptions,omitempty"`
+
+	// ConsentTemplate is the path of an html/template file rendering the
+	// consent page instead of the built-in one (see the README for the data
+	// it gets). Placeholders are replaced. Default: the built-in page.
+	ConsentTemplate string `json:"consent_template,omitempty"`
+
 	// Clients are the registered OAuth clients.
 	Clients []*Client `json:"clients,omitempty"`
 
@@ -115,6 +128,9 @@ type App struct {
 	clientScopes map[string]map[string]bool
 	purger       *purge.Purger
 	logger       *zap.Logger
+	metrics      *metrics
+	caches  []*cache.Engine
+	consent *template.Template
 }
 
 // Client is a registered OAuth client.
@@ -140,6 +156,31 @@ type Client struct {
 	// its own tokens. Refresh tokens are only ever visible to their own
 	// client. Default: false.
 	Introspect bool `json:"introspect,omitempty"`
+	// Name is the client's display name on the consent page. Default: its
+	// ID.
+	Name string `json:"name,omitempty"`
+	// LogoURI is an https URL of the client's logo on the consent page.
+	// Default: none.
+	LogoURI string `json:"logo_uri,omitempty"`
+}
+
+// issuerClient is the client as package issuer takes it, its secret hash
+// passed through secret (which replaces placeholders).
+func (c *Client) issuerClient(secret func(string) string) *issuer.Client {
+	ic := &issuer.Client{
+		ID:           c.ID,
+		RedirectURIs: c.RedirectURIs,
+		GrantTypes:   c.GrantTypes,
+		Scopes:       c.Scopes,
+		SkipConsent:  c.SkipConsent,
+		Introspect:   c.Introspect,
+		Name:         c.Name,
+		LogoURI:      c.LogoURI,
+	}
+	if h := secret(c.SecretHash); h != "" {
+		ic.SecretHash = []byte(h)
+	}
+	return ic
 }
 
 // CaddyModule returns the Caddy module information.
@@ -185,17 +226,33 @@ func (a *App) Provision(ctx caddy.Context) error {
 	mac.Write([]byte("consent csrf"))
 	a.csrfKey = mac.Sum(nil)
 
-	codes, err := a.loadStore(ctx, "AuthorizationCodeStoreRaw", a.AuthorizationCodeStoreRaw)
+	reg := ctx.GetMetricsRegistry()
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	var err error
+	if a.metrics, err = newMetrics(reg); err != nil {
+		return fmt.Errorf("registering metrics: %v", err)
+	}
+
+	codes, err := a.loadStore(ctx, "AuthorizationCodeStoreRaw", a.AuthorizationCodeStoreRaw, "authorization_code_store")
 	if err != nil {
 		return fmt.Errorf("loading authorization_code_store: %v", err)
 	}
-	tokens, err := a.loadStore(ctx, "AccessTokenStoreRaw", a.AccessTokenStoreRaw)
+	tokens, err := a.loadStore(ctx, "AccessTokenStoreRaw", a.AccessTokenStoreRaw, "access_token_store")
 	if err != nil {
 		return fmt.Errorf("loading access_token_store: %v", err)
 	}
 	a.codes, a.tokens = codes, tokens
 	if a.ValidationCache > 0 {
-		a.tokens = lookupcache.New(tokens, time.Duration(a.ValidationCache), validationCacheEntries)
+		vc := lookupcache.New(tokens, time.Duration(a.ValidationCache), validationCacheEntries)
+		a.tokens = vc
+		if err := a.registerValidationCacheMetrics(vc); err != nil {
+			return err
+		}
+	}
+	if err := a.registerCacheMetrics(); err != nil {
+		return err
 	}
 
 	a.clients = make(map[string]*issuer.Client, len(a.Clients))
@@ -204,23 +261,22 @@ func (a *App) Provision(ctx caddy.Context) error {
 		if _, dup := a.clients[c.ID]; dup {
 			return fmt.Errorf("client %q is defined twice", c.ID)
 		}
-		ic := &issuer.Client{
-			ID:           c.ID,
-			RedirectURIs: c.RedirectURIs,
-			GrantTypes:   c.GrantTypes,
-			Scopes:       c.Scopes,
-			SkipConsent:  c.SkipConsent,
-			Introspect:   c.Introspect,
-		}
-		if h := repl.ReplaceAll(c.SecretHash, ""); h != "" {
-			ic.SecretHash = []byte(h)
-		}
-		a.clients[c.ID] = ic
+		a.clients[c.ID] = c.issuerClient(func(s string) string { return repl.ReplaceAll(s, "") })
 		scopes := make(map[string]bool, len(c.Scopes))
 		for _, sc := range c.Scopes {
 			scopes[sc] = true
 		}
 		a.clientScopes[c.ID] = scopes
+	}
+
+	if path := repl.ReplaceAll(a.ConsentTemplate, ""); path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("consent_template: %v", err)
+		}
+		if a.consent, err = template.New(issuer.ConsentTemplateName).Parse(string(b)); err != nil {
+			return fmt.Errorf("consent_template %s: %v", path, err)
+		}
 	}
 
 	a.purger = &purge.Purger{
@@ -229,13 +285,14 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Codes:    a.codes,
 		Tokens:   tokens,
 		Logger:   a.logger.Named("purge"),
+		Observe:  a.metrics.purgeDone,
 	}
 	return nil
 }
 
 // loadStore loads one store guest module, the cache store when none is
 // configured.
-func (a *App) loadStore(ctx caddy.Context, field string, raw json.RawMessage) (stores.Store, error) {
+func (a *App) loadStore(ctx caddy.Context, field string, raw json.RawMessage, label string) (stores.Store, error) {
 	var mod any
 	var err error
 	if raw == nil {
@@ -250,6 +307,10 @@ func (a *App) loadStore(ctx caddy.Context, field string, raw json.RawMessage) (s
 	if !ok {
 		return nil, fmt.Errorf("module %T is not a store", mod)
 	}
+	if cs, ok := mod.(*cache.Store); ok && !slices.Contains(a.caches, cs.Engine) {
+		a.caches = append(a.caches, cs.Engine)
+	}
+	s = a.metrics.observe(s, label)
 	st, ok := mod.(stores.Starter)
 	if !ok {
 		return s, nil
@@ -303,6 +364,36 @@ func (a *App) Stop() error {
 	return nil
 }
 
+// revokeSubject revokes everything of a resource owner and/or a client in
+// both stores (once when they are the same).
+func (a *App) revokeSubject(ctx context.Context, subject, clientID string) (int64, error) {
+	// Past the life of anything a grant in flight could still issue.
+	lifetime := max(orDefault(time.Duration(a.RefreshTokenLifetime), issuer.DefaultRefreshTokenLifetime),
+		orDefault(time.Duration(a.AccessTokenLifetime), issuer.DefaultAccessTokenLifetime),
+		orDefault(time.Duration(a.AuthorizationCodeLifetime), issuer.DefaultCodeLifetime))
+	until := time.Now().Add(lifetime + 2*time.Duration(a.StoreTimeout))
+	var total int64
+	for _, s := range []any{a.tokens, a.codes} {
+		sr, ok := s.(stores.SubjectRevoker)
+		if !ok {
+			return total, stores.ErrUnsupported
+		}
+		n, err := sr.RevokeSubject(ctx, subject, clientID, until)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
 // newIssuer builds the authorization server over this app's configuration.
 func (a *App) newIssuer(subject func(*http.Request) string) (*issuer.Server, error) {
 	return issuer.New(issuer.Config{
@@ -320,6 +411,9 @@ func (a *App) newIssuer(subject func(*http.Request) string) (*issuer.Server, err
 		Subject:              subject,
 		CSRFKey:              a.csrfKey,
 		Logger:               a.logger,
+		Observer:             a.metrics,
+		ScopeDescriptions:    a.ScopeDescriptions,
+		ConsentTemplate:      a.consent,
 	})
 }
 
@@ -342,6 +436,9 @@ func (*Server) CaddyModule() caddy.ModuleInfo {
 // Provision builds the endpoints over the app's configuration.
 func (s *Server) Provision(ctx caddy.Context) error {
 	app, err := oauth2App(ctx)
+	if errors.Is(err, errAppNotLoaded) {
+		return nil // Caddy reports the app's own error (see errAppNotLoaded)
+	}
 	if err != nil {
 		return err
 	}
@@ -351,6 +448,9 @@ func (s *Server) Provision(ctx caddy.Context) error {
 
 // ServeHTTP serves an endpoint or passes the request on.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if s.srv == nil {
+		return caddyhttp.Error(http.StatusServiceUnavailable, errAppNotLoaded)
+	}
 	if h := s.srv.Endpoint(r.URL.Path); h != nil {
 		h.ServeHTTP(w, r)
 		return nil
@@ -384,8 +484,9 @@ type Guard struct {
 	// false, the header is removed so the token goes no further.
 	KeepAuthorization bool `json:"keep_authorization,omitempty"`
 
-	v      *validator.Validator
-	logger *zap.Logger
+	v       *validator.Validator
+	logger  *zap.Logger
+	metrics *metrics
 }
 
 // CaddyModule returns the Caddy module information.
@@ -397,9 +498,13 @@ func (*Guard) CaddyModule() caddy.ModuleInfo {
 func (g *Guard) Provision(ctx caddy.Context) error {
 	g.logger = ctx.Logger()
 	app, err := oauth2App(ctx)
+	if errors.Is(err, errAppNotLoaded) {
+		return nil // Caddy reports the app's own error (see errAppNotLoaded)
+	}
 	if err != nil {
 		return err
 	}
+	g.metrics = app.metrics
 	g.v, err = validator.New(validator.Config{
 		Tokens:  app.tokens,
 		Hasher:  app.hasher,
@@ -416,7 +521,11 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 
 // ServeHTTP admits or refuses the request.
 func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if g.v == nil { // never lets a request pass (see errAppNotLoaded)
+		return caddyhttp.Error(http.StatusServiceUnavailable, errAppNotLoaded)
+	}
 	tok, denial := g.v.Check(r)
+	g.metrics.guardResult(denial)
 	if denial != nil {
 		if denial.Challenge != "" {
 			w.Header().Set("WWW-Authenticate", denial.Challenge)
@@ -447,11 +556,21 @@ func (a *App) registeredScopes(clientID string) (map[string]bool, bool) {
 	s, ok := a.clientScopes[clientID]
 	return s, ok
 }
+// errAppNotLoaded marks a handler whose oauth2 app failed to load. Caddy
+// loads its apps in random order: were the handler to fail with the app's
+// error, the message would be wrapped differently from run to run. So the
+// handler loads without the app, Caddy then loads the app itself and fails
+// the config with the app's own error, the same every time, and the handler
+// is never served (if it were, it would refuse every request).
+var errAppNotLoaded = errors.New("the oauth2 app failed to load")
 
 func oauth2App(ctx caddy.Context) (*App, error) {
-	app, err := ctx.App("oauth2")
+	app, err := ctx.AppIfConfigured("oauth2")
+	if errors.Is(err, caddy.ErrNotConfigured) {
+		return nil, errors.New("the oauth2 app is not configured: add an oauth2 block to the global options (JSON: apps.oauth2)")
+	}
 	if err != nil {
-		return nil, fmt.Errorf("getting oauth2 app: %v", err)
+		return nil, errAppNotLoaded
 	}
 	return app.(*App), nil
 }

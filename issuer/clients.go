@@ -52,6 +52,11 @@ type Client struct {
 	// sees only its own tokens. Refresh tokens are only ever visible to
 	// their own client. Default: false.
 	Introspect bool
+	// Name is shown on the consent page. Default: the ID.
+	Name string
+	// LogoURI is an https URL of a logo shown on the consent page.
+	// Default: none.
+	LogoURI string
 }
 
 // Public reports whether the client has no secret (RFC 6749 §2.1).
@@ -66,6 +71,13 @@ type client struct {
 	// loopback holds the registered loopback redirect URIs without their
 	// port, see loopbackKey.
 	loopback map[string]bool
+}
+
+// ValidateClient checks a client as New does, so that a configuration
+// adapter can report a mistake where it is written.
+func ValidateClient(c *Client) error {
+	_, err := newClient(c.ID, c)
+	return err
 }
 
 func newClient(id string, c *Client) (*client, error) {
@@ -86,6 +98,8 @@ func newClient(id string, c *Client) (*client, error) {
 			Scopes:       slices.Clone(c.Scopes),
 			SkipConsent:  c.SkipConsent,
 			Introspect:   c.Introspect,
+			Name:         c.Name,
+			LogoURI:      c.LogoURI,
 		},
 		grants:    map[string]bool{},
 		scopes:    map[string]bool{},
@@ -138,6 +152,11 @@ func newClient(id string, c *Client) (*client, error) {
 	if cl.Public() && cl.Introspect {
 		// RFC 7662 §2.1: a public client's ID proves nothing.
 		return nil, errors.New("a public client cannot introspect")
+	}
+	if cl.LogoURI != "" {
+		if u, err := url.Parse(cl.LogoURI); err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {
+			return nil, fmt.Errorf("logo URI %q must be an https URL", cl.LogoURI)
+		}
 	}
 	if cl.Public() && len(cl.RedirectURIs) == 0 {
 		return nil, errors.New("a public client needs at least one redirect URI")

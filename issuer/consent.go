@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"html/template"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -28,6 +29,10 @@ const (
 	decisionDeny    = "deny"
 )
 
+// ConsentTemplateName is the template a site's own consent template file
+// must define (or be, when it defines no templates of its own).
+const ConsentTemplateName = "consent.html"
+
 // consentTTL bounds how long a consent form may be submitted.
 const consentTTL = 10 * time.Minute
 
@@ -39,17 +44,33 @@ var pages = template.Must(template.ParseFS(templateFS, "consent.html", "error.ht
 // field is a hidden form field.
 type field struct{ Name, Value string }
 
-// consentPage is what consent.html shows.
+// consentPage is what consent.html, or a site's own consent template,
+// shows. The README documents these fields for template authors.
 type consentPage struct {
-	ClientID    string
-	Subject     string
-	Scopes      []string
-	RedirectURI string
-	Fields      []field
-	Approve     string
-	Deny        string
-	Decision    string
+	// ClientID is the client_id; ClientName its display name (the ID when
+	// it has none); LogoURI its https logo, or "".
+	ClientID   string
+	ClientName string
+	LogoURI    string
+	// Subject is the signed-in resource owner.
+	Subject string
+	// Scopes are the requested scopes with their descriptions.
+	Scopes []consentScope
+	// RedirectURI is where the answer goes; RedirectHost its host.
+	RedirectURI  string
+	RedirectHost string
+	// Fields are hidden inputs the form must post back unchanged, the CSRF
+	// token among them.
+	Fields []field
+	// The submit buttons: name Decision, value Approve or Deny.
+	Approve  string
+	Deny     string
+	Decision string
 }
+
+// consentScope is a requested scope and its human description ("" when
+// none is configured).
+type consentScope struct{ Name, Description string }
 
 // errorPageData is what error.html shows.
 type errorPageData struct {
@@ -87,12 +108,25 @@ func (s *Server) renderConsent(w http.ResponseWriter, r *http.Request, req *auth
 	}
 	page := consentPage{
 		ClientID:    req.client.ID,
+		ClientName:  req.client.Name,
+		LogoURI:     req.client.LogoURI,
 		Subject:     req.subject,
-		Scopes:      strings.Fields(req.scope),
 		RedirectURI: req.redirectURI,
 		Approve:     decisionApprove,
 		Deny:        decisionDeny,
 		Decision:    decisionField,
+	}
+	if page.ClientName == "" {
+		page.ClientName = req.client.ID
+	}
+	if u, err := url.Parse(req.redirectURI); err == nil {
+		page.RedirectHost = u.Host
+		if page.RedirectHost == "" { // a native app's private-use scheme
+			page.RedirectHost = u.Scheme + ":"
+		}
+	}
+	for _, sc := range strings.Fields(req.scope) {
+		page.Scopes = append(page.Scopes, consentScope{sc, s.scopeDescriptions[sc]})
 	}
 	for _, name := range []string{"response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method"} {
 		if v := req.params.Get(name); v != "" {
@@ -113,7 +147,11 @@ func (s *Server) errorPage(w http.ResponseWriter, status int, title, message str
 // (clickjacking, RFC 6749 §10.13).
 func (s *Server) writePage(w http.ResponseWriter, status int, name string, data any) {
 	var buf bytes.Buffer
-	if err := pages.ExecuteTemplate(&buf, name, data); err != nil {
+	tmpl := pages
+	if name == "consent.html" && s.consentTemplate != nil {
+		tmpl = s.consentTemplate
+	}
+	if err := tmpl.ExecuteTemplate(&buf, name, data); err != nil {
 		s.log.Error("rendering page", zap.String("template", name), zap.Error(err))
 		http.Error(w, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
 		return
@@ -123,7 +161,10 @@ func (s *Server) writePage(w http.ResponseWriter, status int, name string, data 
 	h.Set("Cache-Control", "no-store")
 	h.Set("Pragma", "no-cache")
 	h.Set("X-Frame-Options", "DENY")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'")
+	// No script; a client's logo may come from any https origin. No
+	// form-action: browsers apply it to the redirect that answers the form,
+	// which goes to the client.
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src https:; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
 	w.WriteHeader(status)

@@ -20,6 +20,9 @@ func (s *Server) clientForm(w http.ResponseWriter, r *http.Request, params []str
 		return nil, nil, errInvalidRequest("parameter " + name + " repeated")
 	}
 	c, oerr := s.authenticateClient(r, form)
+	if oerr != nil && oerr.Code == errCodeInvalidClient {
+		s.obs.ClientAuthFailed(s.claimedClient(r, form))
+	}
 	return form, c, oerr
 }
 

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"html/template"
 	"net/http"
 	"net/url"
 	"slices"
@@ -79,6 +80,15 @@ type Config struct {
 	CSRFKey []byte
 	// Logger receives structured logs. Default: zap.NewNop().
 	Logger *zap.Logger
+	// ScopeDescriptions are the human descriptions of scopes shown on the
+	// consent page. Default: none, the raw scope names are shown.
+	ScopeDescriptions map[string]string
+	// ConsentTemplate, when set, renders the consent page instead of the
+	// built-in one; it must define ConsentTemplateName. Default: nil.
+	ConsentTemplate *template.Template
+	// Observer is told of issued tokens, errors and failed client
+	// authentications, for metrics. Default: none.
+	Observer Observer
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
 }
@@ -100,7 +110,11 @@ type Server struct {
 	subject      func(r *http.Request) string
 	csrfKey      []byte
 	log          *zap.Logger
+	obs          Observer
 	now          func() time.Time
+
+	scopeDescriptions map[string]string
+	consentTemplate   *template.Template
 
 	// Secret verification memo, see verifySecret.
 	memoKey   []byte
@@ -129,8 +143,12 @@ func New(cfg Config) (*Server, error) {
 		storeTimeout: orDefault(cfg.StoreTimeout, DefaultStoreTimeout),
 		subject:      cfg.Subject,
 		log:          cfg.Logger,
+		obs:          cfg.Observer,
 		now:          cfg.Now,
-		memo:         make(map[string][32]byte),
+
+		scopeDescriptions: cfg.ScopeDescriptions,
+		consentTemplate:   cfg.ConsentTemplate,
+		memo:              make(map[string][32]byte),
 	}
 	if s.codes == nil || s.tokens == nil {
 		return nil, errors.New("issuer: code and token stores are required")
@@ -189,6 +207,12 @@ func New(cfg Config) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	if s.obs == nil {
+		s.obs = nopObserver{}
+	}
+	if s.consentTemplate != nil && s.consentTemplate.Lookup(ConsentTemplateName) == nil {
+		return nil, fmt.Errorf("issuer: the consent template defines no %q", ConsentTemplateName)
+	}
 	var err error
 	if s.csrfKey = cfg.CSRFKey; len(s.csrfKey) == 0 {
 		if s.csrfKey, err = token.RandomSecret(); err != nil {
@@ -219,6 +243,10 @@ func (s *Server) Endpoint(path string) http.Handler {
 // validateIssuer checks an issuer identifier per RFC 8414 §2: a URL with a
 // scheme and host and no query or fragment. http is allowed for local
 // development; production deployments should use https.
+// ValidateIssuer checks an issuer identifier as New does, so that a
+// configuration adapter can report a mistake where it is written.
+func ValidateIssuer(iss string) error { return validateIssuer(iss) }
+
 func validateIssuer(iss string) error {
 	if iss == "" {
 		return nil

@@ -67,9 +67,11 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if oerr != nil {
+		s.obs.TokenError(oerr.Code)
 		writeError(w, oerr)
 		return
 	}
+	s.obs.TokenIssued(form.Get("grant_type"), c.ID)
 	writeJSON(w, http.StatusOK, resp)
 }
 

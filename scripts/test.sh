@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Runs the whole test suite against real servers: installs and starts MariaDB
 # and PostgreSQL (Debian packages) and a single-node Cassandra (jars from
-# Maven Central) on 127.0.0.1, checks the SQL Server, Oracle and Db2
-# statements on emulators (scripts/dialects.sh), then runs every Go test
-# under -race with all server variables set, so nothing is skipped. Needs
-# root for apt-get.
+# Maven Central) on 127.0.0.1, installs Debian's Chromium for the consent
+# page tests, checks the SQL Server, Oracle and Db2 statements on emulators
+# (scripts/dialects.sh), then runs every Go test under -race with all server
+# variables set, so nothing is skipped. Needs root for apt-get.
 # The servers stay up for the next run; stop them with
 # `scripts/services.sh stop` and `scripts/cassandra.sh stop`.
 set -euo pipefail
@@ -19,6 +19,10 @@ eval "$(scripts/services.sh env)"
 step "starting Cassandra"
 scripts/cassandra.sh start
 eval "$(scripts/cassandra.sh env)"
+
+step "installing Chromium for the consent page tests"
+scripts/chromium.sh
+eval "$(scripts/chromium.sh env)"
 
 step "gofmt and go vet"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))

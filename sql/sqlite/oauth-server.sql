@@ -27,6 +27,8 @@ CREATE TABLE oauth_codes (
 );
 
 CREATE INDEX oauth_codes_exp_idx ON oauth_codes (expires_at);
+CREATE INDEX oauth_codes_sub_idx ON oauth_codes (subject);
+CREATE INDEX oauth_codes_cli_idx ON oauth_codes (client_id);
 
 CREATE TABLE oauth_access_tokens (
   token_key TEXT NOT NULL PRIMARY KEY,
@@ -40,6 +42,8 @@ CREATE TABLE oauth_access_tokens (
 
 CREATE INDEX oauth_at_exp_idx ON oauth_access_tokens (expires_at);
 CREATE INDEX oauth_at_fam_idx ON oauth_access_tokens (family);
+CREATE INDEX oauth_at_sub_idx ON oauth_access_tokens (subject);
+CREATE INDEX oauth_at_cli_idx ON oauth_access_tokens (client_id);
 
 CREATE TABLE oauth_refresh_tokens (
   token_key TEXT NOT NULL PRIMARY KEY,
@@ -54,6 +58,8 @@ CREATE TABLE oauth_refresh_tokens (
 
 CREATE INDEX oauth_rt_exp_idx ON oauth_refresh_tokens (expires_at);
 CREATE INDEX oauth_rt_fam_idx ON oauth_refresh_tokens (family);
+CREATE INDEX oauth_rt_sub_idx ON oauth_refresh_tokens (subject);
+CREATE INDEX oauth_rt_cli_idx ON oauth_refresh_tokens (client_id);
 
 -- A revoked grant family (a replayed code or refresh token, a revoked refresh
 -- token): tokens inserted into it before expires_at are refused. Added in

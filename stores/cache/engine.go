@@ -147,6 +147,10 @@ func (e *Engine) OverflowBytes() int64 { return e.over.size.Load() }
 // OverflowBudget returns the overflow size beyond which issuance is refused.
 func (e *Engine) OverflowBudget() int64 { return e.budget }
 
+// Entries returns how many records the cache holds, its overflow included:
+// codes, tokens, family indexes and markers, expired ones until purged.
+func (e *Engine) Entries() int { return e.cache.Len() + int(e.over.n.Load()) }
+
 // Close releases the cache. Further calls fail with ErrUnavailable.
 func (e *Engine) Close() error {
 	if e.closed.Swap(true) {

@@ -54,6 +54,10 @@ type Config struct {
 	Timeout time.Duration
 	// CreateSchema creates missing tables at Start.
 	CreateSchema bool
+	// Replication, with CreateSchema, creates a missing keyspace at Start
+	// with this replication (see ReplicationMap). Without it a missing
+	// keyspace is an error that names the statement to run.
+	Replication []string
 	// Logger receives the driver's logs; none if nil. See SetLogger.
 	Logger *zap.Logger
 	// QueryObserver and BatchObserver see every statement (tests, metrics).
@@ -288,7 +292,20 @@ func (e *Engine) Start(ctx context.Context) (StartInfo, error) {
 	err = s.Query("SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?", e.cfg.Keyspace).
 		Consistency(gocql.One).ScanContext(ctx, &info.Replication)
 	if errors.Is(err, gocql.ErrNotFound) {
-		return info, stores.Unavailable(fmt.Errorf("keyspace %q does not exist; create it first (see sql/cassandra/oauth-server.cql)", e.cfg.Keyspace))
+		if !e.cfg.CreateSchema || len(e.cfg.Replication) == 0 {
+			return info, stores.Unavailable(fmt.Errorf("keyspace %q does not exist; create it with %s; "+
+				"or set create_schema and replication to let the store create it",
+				e.cfg.Keyspace, createKeyspaceStatement(e.cfg.Keyspace, "{'class': 'NetworkTopologyStrategy', '<data center>': 3}")))
+		}
+		repl, rerr := ReplicationMap(e.cfg.Replication)
+		if rerr != nil {
+			return info, rerr
+		}
+		if err := s.Query(createKeyspaceStatement(e.cfg.Keyspace, repl)).Consistency(gocql.One).ExecContext(ctx); err != nil {
+			return info, stores.Unavailable(fmt.Errorf("creating keyspace %q: %w", e.cfg.Keyspace, err))
+		}
+		err = s.Query("SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?", e.cfg.Keyspace).
+			Consistency(gocql.One).ScanContext(ctx, &info.Replication)
 	}
 	if err != nil {
 		return info, stores.Unavailable(fmt.Errorf("reading keyspace %q: %w", e.cfg.Keyspace, err))
@@ -296,7 +313,15 @@ func (e *Engine) Start(ctx context.Context) (StartInfo, error) {
 	info.Replicas = replicationFactor(info.Replication, e.cfg.LocalDC)
 
 	if e.cfg.CreateSchema {
-		for _, stmt := range schemaStatements(e.cfg.Keyspace) {
+		stmts := schemaStatements(e.cfg.Keyspace)
+		var release string
+		if err := s.Query("SELECT release_version FROM system.local").Consistency(gocql.One).ScanContext(ctx, &release); err != nil {
+			return info, stores.Unavailable(fmt.Errorf("reading the Cassandra version: %w", err))
+		}
+		if major, _, _ := strings.Cut(release, "."); major < "5" && len(major) == 1 {
+			stmts = legacyIndexes(stmts)
+		}
+		for _, stmt := range stmts {
 			if err := s.Query(stmt).Consistency(gocql.One).ExecContext(ctx); err != nil {
 				return info, stores.Unavailable(fmt.Errorf("creating schema: %w", err))
 			}

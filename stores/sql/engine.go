@@ -92,6 +92,18 @@ type statements struct {
 	familyAccess, familyRefresh   string
 
 	markRevoked, checkRevoked string
+	// RevokeSubject's statements, by what they filter on (subject,
+	// client_id, both): the grant families to mark revoked, then the codes,
+	// access and refresh tokens to delete.
+	subjectFamilies, subjectCodes, subjectAccess, subjectRefresh string
+	clientFamilies, clientCodes, clientAccess, clientRefresh     string
+	bothFamilies, bothCodes, bothAccess, bothRefresh             string
+}
+
+// ownerStatements find and delete the codes and tokens of a resource owner
+// and/or a client.
+type ownerStatements struct {
+	families, codes, access, refresh string
 }
 
 const (
@@ -275,7 +287,7 @@ func buildStatements(d *dialect, t tables, lease time.Duration) statements {
 	r := d.rebind
 	// c renders a statement whose affected-row count decides something.
 	c := func(q string) string { return d.counted + d.rebind(q) }
-	return statements{
+	st := statements{
 		version:     r("SELECT MAX(version) FROM " + t.version),
 		leaseCount:  r("SELECT COUNT(*) FROM " + t.lease + " WHERE name = ?"),
 		leaseInsert: r("INSERT INTO " + t.lease + " (name, holder, lease_until) VALUES (?, 'none', 0)"),
@@ -304,6 +316,20 @@ func buildStatements(d *dialect, t tables, lease time.Duration) statements {
 		markRevoked:  r(d.markRevoked(t.revoked)),
 		checkRevoked: r("SELECT COUNT(*) FROM " + t.revoked + " WHERE family = ? AND expires_at > ?"),
 	}
+	st.subjectFamilies, st.subjectCodes, st.subjectAccess, st.subjectRefresh = ownerQueries(r, t, "subject = ?")
+	st.clientFamilies, st.clientCodes, st.clientAccess, st.clientRefresh = ownerQueries(r, t, "client_id = ?")
+	st.bothFamilies, st.bothCodes, st.bothAccess, st.bothRefresh = ownerQueries(r, t, "subject = ? AND client_id = ?")
+	return st
+}
+
+// ownerQueries builds RevokeSubject's statements for one filter; the
+// subject and client_id indexes of the schema serve them.
+func ownerQueries(r func(string) string, t tables, where string) (families, codes, access, refresh string) {
+	return r("SELECT family FROM " + t.codes + " WHERE " + where + " AND family IS NOT NULL UNION " +
+			"SELECT family FROM " + t.refresh + " WHERE " + where + " AND family IS NOT NULL"),
+		r("DELETE FROM " + t.codes + " WHERE " + where),
+		r("DELETE FROM " + t.access + " WHERE " + where),
+		r("DELETE FROM " + t.refresh + " WHERE " + where)
 }
 
 // purgeStatement deletes at most n expired rows of table.
@@ -511,11 +537,17 @@ func (e *Engine) upgradeStatements() ([]string, error) {
 	}
 	var out []string
 	for _, s := range stmts {
-		if strings.Contains(s, e.tables.revoked) {
+		if strings.Contains(s, e.tables.revoked) || ownerIndex(s) {
 			out = append(out, s)
 		}
 	}
 	return append(out, fmt.Sprintf("INSERT INTO %s (version) VALUES (%d)", e.tables.version, SchemaVersion)), nil
+}
+
+// ownerIndex reports a statement creating one of the subject and client_id
+// indexes of version 2, which serve the admin revoke by user or client.
+func ownerIndex(stmt string) bool {
+	return strings.HasPrefix(stmt, "CREATE INDEX ") && (strings.Contains(stmt, "_sub_idx ") || strings.Contains(stmt, "_cli_idx "))
 }
 
 // upgrade applies upgradeStatements. DDL is not transactional everywhere:
@@ -525,12 +557,16 @@ func (e *Engine) upgrade(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// An upgrade that stopped part way (or another gateway's, running
+	// now) left the revoked-families table: keep it, and take an index that
+	// cannot be created as one that exists already.
 	var probe int64
-	if e.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+e.tables.revoked+" WHERE expires_at < 0").Scan(&probe) == nil {
-		stmts = stmts[len(stmts)-1:]
-	}
+	resumed := e.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+e.tables.revoked+" WHERE expires_at < 0").Scan(&probe) == nil
 	for _, s := range stmts {
-		if _, err := e.db.ExecContext(ctx, s); err != nil {
+		if resumed && strings.Contains(s, e.tables.revoked) {
+			continue
+		}
+		if _, err := e.db.ExecContext(ctx, s); err != nil && !(resumed && ownerIndex(s)) {
 			return fmt.Errorf("%s: %w", firstLine(s), err)
 		}
 	}

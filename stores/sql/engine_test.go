@@ -352,11 +352,26 @@ func TestSchemaUpgrade(t *testing.T) {
 		e := fresh(t, Options{})
 		downgrade := func() {
 			t.Helper()
-			for _, s := range []string{
-				"DROP TABLE " + e.tables.revoked,
-				"DELETE FROM " + e.tables.version,
-				"INSERT INTO " + e.tables.version + " (version) VALUES (1)",
-			} {
+			stmts := []string{"DROP TABLE " + e.tables.revoked}
+			// Version 1 had no subject and client_id indexes either.
+			for _, idx := range [][2]string{{"codes_sub_idx", e.tables.codes}, {"codes_cli_idx", e.tables.codes},
+				{"at_sub_idx", e.tables.access}, {"at_cli_idx", e.tables.access},
+				{"rt_sub_idx", e.tables.refresh}, {"rt_cli_idx", e.tables.refresh}} {
+				drop := "DROP INDEX " + DefaultTablePrefix + idx[0]
+				if dialect == "mysql" || dialect == "sqlserver" {
+					drop += " ON " + idx[1]
+				}
+				stmts = append(stmts, drop)
+			}
+			for i, s := range append(stmts,
+				"DELETE FROM "+e.tables.version,
+				"INSERT INTO "+e.tables.version+" (version) VALUES (1)",
+			) {
+				if i > 0 && i < len(stmts) {
+					// A database created by an earlier build may lack them.
+					_, _ = e.db.ExecContext(ctx, s)
+					continue
+				}
 				if _, err := e.db.ExecContext(ctx, s); err != nil {
 					t.Fatalf("%s: %v", s, err)
 				}
@@ -366,6 +381,7 @@ func TestSchemaUpgrade(t *testing.T) {
 		plain, _ := NewEngine(e.db, dialect, Options{})
 		err := plain.Start(ctx)
 		if err == nil || !strings.Contains(err.Error(), "CREATE TABLE oauth_revoked_families") ||
+			!strings.Contains(err.Error(), "CREATE INDEX oauth_at_sub_idx ON oauth_access_tokens (subject)") ||
 			!strings.Contains(err.Error(), "INSERT INTO oauth_schema_version (version) VALUES (2)") {
 			t.Fatalf("Start on a version 1 schema: %v; want the statements to run", err)
 		}
