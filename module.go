@@ -129,8 +129,8 @@ type App struct {
 	purger       *purge.Purger
 	logger       *zap.Logger
 	metrics      *metrics
-	caches  []*cache.Engine
-	consent *template.Template
+	caches       []*cache.Engine
+	consent      *template.Template
 }
 
 // Client is a registered OAuth client.
@@ -556,6 +556,7 @@ func (a *App) registeredScopes(clientID string) (map[string]bool, bool) {
 	s, ok := a.clientScopes[clientID]
 	return s, ok
 }
+
 // errAppNotLoaded marks a handler whose oauth2 app failed to load. Caddy
 // loads its apps in random order: were the handler to fail with the app's
 // error, the message would be wrapped differently from run to run. So the
