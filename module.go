@@ -305,8 +305,15 @@ func (a *App) newIssuer(subject func(*http.Request) string) (*issuer.Server, err
 		StoreTimeout:         time.Duration(a.StoreTimeout),
 		Subject:              subject,
 		CSRFKey:              a.csrfKey,
+		Unredacted:           skipAccessLog,
 		Logger:               a.logger,
 	})
+}
+
+// skipAccessLog keeps a request out of Caddy's access log: the issuer calls
+// it when a buffering handler kept it from redacting the code in a redirect.
+func skipAccessLog(r *http.Request) {
+	caddyhttp.SetVar(r.Context(), caddyhttp.LogSkipVar, true)
 }
 
 // Server is the `oauth2_server` handler: the authorization, token,

@@ -77,6 +77,11 @@ type Config struct {
 	// CSRFKey keys the consent form's CSRF tokens. Servers sharing consent
 	// traffic must share it. Default: random per Server.
 	CSRFKey []byte
+	// Unredacted is called when an authorization code went out in a
+	// response whose header map could not be redacted afterwards, because a
+	// response writer wrapper buffers the response; the request's access
+	// log entry would show the code. Default: nothing is done.
+	Unredacted func(r *http.Request)
 	// Logger receives structured logs. Default: zap.NewNop().
 	Logger *zap.Logger
 	// Now is the clock. Default: time.Now.
@@ -99,6 +104,7 @@ type Server struct {
 	storeTimeout time.Duration
 	subject      func(r *http.Request) string
 	csrfKey      []byte
+	unredacted   func(r *http.Request)
 	log          *zap.Logger
 	now          func() time.Time
 
@@ -128,6 +134,7 @@ func New(cfg Config) (*Server, error) {
 		maxBody:      orDefault(cfg.MaxBodyBytes, DefaultMaxBodyBytes),
 		storeTimeout: orDefault(cfg.StoreTimeout, DefaultStoreTimeout),
 		subject:      cfg.Subject,
+		unredacted:   cfg.Unredacted,
 		log:          cfg.Logger,
 		now:          cfg.Now,
 		memo:         make(map[string][32]byte),
