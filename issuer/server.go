@@ -46,9 +46,15 @@ const (
 // Config configures a Server. Zero values take the documented defaults.
 type Config struct {
 	// Issuer is the issuer identifier (RFC 8414 §2): an http(s) URL with no
-	// query or fragment. Default: the origin of each request
-	// (scheme://host, the scheme from whether the connection used TLS).
+	// query or fragment. Default: what IssuerFor returns.
 	Issuer string
+	// IssuerFor returns the issuer identifier of a request when Issuer is
+	// empty. It must not be taken from the Host header, which the client
+	// chooses (RFC 9207 §2.4); the Caddy adapter derives it from the site's
+	// configured address. Default: the request origin (scheme://Host, the
+	// scheme from whether the connection used TLS), which is only safe when
+	// something before the server fixes the Host header.
+	IssuerFor func(r *http.Request) string
 	// Clients are the registered clients by client ID. Required.
 	Clients map[string]*Client
 	// Codes keeps authorization codes. Required.
@@ -92,6 +98,7 @@ type Config struct {
 // concurrent use.
 type Server struct {
 	issuer       string
+	issuerFunc   func(r *http.Request) string
 	clients      map[string]*client
 	codes        stores.CodeStore
 	tokens       stores.TokenStore
@@ -124,6 +131,7 @@ type Server struct {
 func New(cfg Config) (*Server, error) {
 	s := &Server{
 		issuer:       cfg.Issuer,
+		issuerFunc:   cfg.IssuerFor,
 		codes:        cfg.Codes,
 		tokens:       cfg.Tokens,
 		hasher:       cfg.Hasher,
@@ -241,11 +249,14 @@ func validateIssuer(iss string) error {
 	return nil
 }
 
-// issuerFor returns the issuer identifier for a request: the configured one
-// or the request origin. X-Forwarded-* headers are not trusted.
+// issuerFor returns the issuer identifier for a request: the configured one,
+// IssuerFor's, or the request origin. X-Forwarded-* headers are not trusted.
 func (s *Server) issuerFor(r *http.Request) string {
 	if s.issuer != "" {
 		return s.issuer
+	}
+	if s.issuerFunc != nil {
+		return s.issuerFunc(r)
 	}
 	scheme := "http"
 	if r.TLS != nil {
