@@ -44,6 +44,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //		store_timeout               <duration>
 //		validation_cache            <duration>
 //		max_body_size               <bytes>
+//		max_secret_verifications    <n>
 //		client <client_id> {
 //			secret_hash  <bcrypt hash>
 //			redirect_uri <uri> [<uri>...]
@@ -99,6 +100,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneDuration(d, &a.ValidationCache)
 		case "max_body_size":
 			err = oneInt(d, &a.MaxBodySize)
+		case "max_secret_verifications":
+			var n int64
+			err = oneInt(d, &n)
+			a.MaxSecretVerifications = int(n)
 		case "client":
 			var c *Client
 			c, err = unmarshalClient(d)

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -102,6 +103,12 @@ type App struct {
 	// MaxBodySize is the largest request body the endpoints read, in bytes;
 	// a larger one is answered 413. Default: 65536.
 	MaxBodySize int64 `json:"max_body_size,omitempty"`
+
+	// MaxSecretVerifications caps the client-secret bcrypt checks running at
+	// once; a request that finds no free slot within 1s is answered 503
+	// temporarily_unavailable. Default: half the CPUs Go uses
+	// (GOMAXPROCS/2), at least 1.
+	MaxSecretVerifications int `json:"max_secret_verifications,omitempty"`
 
 	// Clients are the registered OAuth clients.
 	Clients []*Client `json:"clients,omitempty"`
@@ -262,6 +269,9 @@ func (a *App) Validate() error {
 		a.AuthorizationCodeLifetime < 0 || a.AccessTokenLifetime < 0 || a.RefreshTokenLifetime < 0 {
 		return errors.New("durations, sizes and counts must not be negative")
 	}
+	if a.MaxSecretVerifications < 0 {
+		return errors.New("max_secret_verifications must not be negative")
+	}
 	// Building an issuer checks every client the way the server will use it.
 	_, err := a.newIssuer(nil, nil)
 	return err
@@ -317,9 +327,26 @@ func (a *App) newIssuer(subject, issuerFor func(*http.Request) string) (*issuer.
 		StoreTimeout:         time.Duration(a.StoreTimeout),
 		Subject:              subject,
 		CSRFKey:              a.csrfKey,
-		Unredacted:           skipAccessLog,
 		Logger:               a.logger,
+
+		// Brute-force limits and log redaction.
+		MaxSecretVerifications: a.MaxSecretVerifications,
+		ClientIP:               clientIP,
+		Unredacted:             skipAccessLog,
 	})
+}
+
+// clientIP is the address failed client authentications are counted
+// under: Caddy's client_ip, which is the connection's address unless
+// trusted_proxies vouches for a forwarded one.
+func clientIP(r *http.Request) string {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+		return ip
+	}
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
 }
 
 // skipAccessLog keeps a request out of Caddy's access log: the issuer calls

@@ -83,6 +83,17 @@ type Config struct {
 	// CSRFKey keys the consent form's CSRF tokens. Servers sharing consent
 	// traffic must share it. Default: random per Server.
 	CSRFKey []byte
+	// MaxSecretVerifications caps the client-secret bcrypt checks running at
+	// once; a request that cannot start one within SecretVerificationWait
+	// is answered 503 temporarily_unavailable. Default: half of GOMAXPROCS,
+	// at least 1.
+	MaxSecretVerifications int
+	// SecretVerificationWait is how long a request waits for a free
+	// verification slot. Default: 1s.
+	SecretVerificationWait time.Duration
+	// ClientIP returns the address failed client authentications are
+	// counted under. Default: the host of r.RemoteAddr.
+	ClientIP func(r *http.Request) string
 	// Unredacted is called when an authorization code went out in a
 	// response whose header map could not be redacted afterwards, because a
 	// response writer wrapper buffers the response; the request's access
@@ -115,6 +126,10 @@ type Server struct {
 	log          *zap.Logger
 	now          func() time.Time
 
+	// Brute-force limits, see limiter.go.
+	limits   *limiter
+	clientIP func(r *http.Request) string
+
 	// Secret verification memo, see verifySecret.
 	memoKey   []byte
 	memoMu    sync.RWMutex
@@ -143,6 +158,8 @@ func New(cfg Config) (*Server, error) {
 		storeTimeout: orDefault(cfg.StoreTimeout, DefaultStoreTimeout),
 		subject:      cfg.Subject,
 		unredacted:   cfg.Unredacted,
+		limits:       newLimiter(cfg.MaxSecretVerifications, cfg.SecretVerificationWait),
+		clientIP:     cfg.ClientIP,
 		log:          cfg.Logger,
 		now:          cfg.Now,
 		memo:         make(map[string][32]byte),
@@ -200,6 +217,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.log == nil {
 		s.log = zap.NewNop()
+	}
+	if s.clientIP == nil {
+		s.clientIP = remoteHost
 	}
 	if s.now == nil {
 		s.now = time.Now
