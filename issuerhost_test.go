@@ -5,11 +5,15 @@ package oauth2
 // defence relies on it).
 
 import (
+	"context"
+	"crypto/tls"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -135,5 +139,57 @@ http://*.localhost:9080 {
 	md := metadataIssuer(t, "http://127.0.0.1:9080", "x.localhost:9080")
 	if md["issuer"] != "http://auth.localhost:9080" {
 		t.Errorf("issuer %v", md["issuer"])
+	}
+}
+
+// TestIssuerHTTPSSite: a TLS site's issuer is https with the site's port,
+// over HTTP/2 as browsers speak it.
+func TestIssuerHTTPSSite(t *testing.T) {
+	startCaddy(t, `{
+	admin localhost:2999
+	default_bind 127.0.0.1
+	http_port 9080
+	https_port 9443
+	grace_period 1ns
+	skip_install_trust
+	oauth2 {
+		client svc {
+			secret_hash `+secretHash+`
+			grant_types client_credentials
+		}
+	}
+}
+https://localhost:9443 {
+	tls internal
+	oauth2_server
+}
+`)
+	client := &http.Client{Transport: &http.Transport{
+		TLSClientConfig:   &tls.Config{ServerName: "localhost", InsecureSkipVerify: true},
+		ForceAttemptHTTP2: true,
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, "127.0.0.1:9443")
+		},
+	}}
+	req, _ := http.NewRequest(http.MethodGet, "https://localhost:9443/.well-known/oauth-authorization-server", nil)
+	req.Host = forgedHost
+	var resp *http.Response
+	var err error
+	for try := 0; try < 50; try++ { // the internal certificate is issued in the background
+		if resp, err = client.Do(req); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var md map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&md); err != nil || resp.ProtoMajor != 2 {
+		t.Fatalf("metadata: %v, %s", err, resp.Proto)
+	}
+	if md["issuer"] != "https://localhost:9443" {
+		t.Errorf("issuer %v, want https://localhost:9443", md["issuer"])
 	}
 }
