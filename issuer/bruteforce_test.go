@@ -188,3 +188,27 @@ func TestSecretVerificationLimit(t *testing.T) {
 		t.Fatalf("right secret: %d", res.status)
 	}
 }
+
+// TestUnknownClientSleeps: failures for made-up client IDs take the time of
+// a bcrypt check without running one, so a flood of them costs no CPU.
+func TestUnknownClientSleeps(t *testing.T) {
+	var calls atomic.Int32
+	orig := compareHash
+	compareHash = func(h, p []byte) error { calls.Add(1); return orig(h, p) }
+	t.Cleanup(func() { compareHash = orig })
+	e := newEnv(t, withSlowClient(t))
+	start := time.Now()
+	wantError(t, e.ccAs("slow", "wrong", "203.0.113.1"), 401, "invalid_client")
+	known := time.Since(start)
+	calls.Store(0)
+	for i := range 4 {
+		start = time.Now()
+		wantError(t, e.ccAs("made-up"+strconv.Itoa(i), "x", "198.51.100."+strconv.Itoa(i)), 401, "invalid_client")
+		if d := time.Since(start); d < known/3 {
+			t.Errorf("an unknown client ID failed in %v, a known one in %v", d, known)
+		}
+	}
+	if n := calls.Load(); n > 1 { // one calibration check at most
+		t.Errorf("%d bcrypt checks for unknown client IDs", n)
+	}
+}

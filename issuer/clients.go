@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -240,10 +242,13 @@ func (s *Server) verifySecret(w http.ResponseWriter, r *http.Request, c *client,
 	// bcrypt ignores bytes past the 72nd; such a secret would match any
 	// secret with the same prefix.
 	if c == nil || len(secret) > 72 {
-		s.burnBcrypt(secret)
+		s.burnBcrypt(r.Context())
 		return false, nil
 	}
-	if compareHash(c.SecretHash, []byte(secret)) != nil {
+	start := time.Now()
+	err := compareHash(c.SecretHash, []byte(secret))
+	s.limits.noteCheck(time.Since(start))
+	if err != nil {
 		return false, nil
 	}
 	s.memoMu.Lock()
@@ -252,9 +257,13 @@ func (s *Server) verifySecret(w http.ResponseWriter, r *http.Request, c *client,
 	return true, nil
 }
 
-// burnBcrypt spends what a bcrypt check against the costliest registered
-// hash spends, so failures do not reveal whether a client ID exists.
-func (s *Server) burnBcrypt(secret string) {
+// burnBcrypt takes as long as a bcrypt check of a registered client's
+// secret, so failures do not reveal whether a client ID exists. It sleeps
+// rather than computing: an unknown ID or an over-long secret cannot match,
+// and only the time needs hiding, so a flood of made-up client IDs costs no
+// CPU. The time is a running average of real checks, first measured on a
+// dummy hash of the costliest registered cost.
+func (s *Server) burnBcrypt(ctx context.Context) {
 	s.dummyOnce.Do(func() {
 		cost := bcrypt.MinCost
 		for _, c := range s.clients {
@@ -263,9 +272,16 @@ func (s *Server) burnBcrypt(secret string) {
 			}
 		}
 		s.dummy, _ = bcrypt.GenerateFromPassword([]byte("not a secret"), cost)
+		if s.limits.checkNanos.Load() == 0 {
+			start := time.Now()
+			_ = compareHash(s.dummy, []byte("not the secret"))
+			s.limits.noteCheck(time.Since(start))
+		}
 	})
-	if len(secret) > 72 {
-		secret = secret[:72]
+	t := time.NewTimer(time.Duration(s.limits.checkNanos.Load()))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
 	}
-	_ = compareHash(s.dummy, []byte(secret))
 }

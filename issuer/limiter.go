@@ -21,7 +21,8 @@ import (
 // CPU: at most MaxSecretVerifications bcrypt checks run at once; a request
 // that cannot start one within SecretVerificationWait is answered 503
 // temporarily_unavailable with Retry-After, so a flood of wrong secrets
-// cannot take every core from the guard and the other endpoints.
+// cannot take every core from the guard and the other endpoints. Unknown
+// client IDs take a slot too but sleep instead of computing (burnBcrypt).
 //
 // Guessing: failures are counted per presented client_id and per address
 // (IPv6 by /64). From the lockoutFreeFailures-th failure for a client_id,
@@ -56,7 +57,8 @@ var compareHash = bcrypt.CompareHashAndPassword
 // AuthStats counts what the brute-force limits did since the Server was
 // built, for metrics.
 type AuthStats struct {
-	// Verifications is the number of bcrypt checks run.
+	// Verifications is the number of checks run (for unknown client IDs
+	// these sleep instead, see burnBcrypt).
 	Verifications uint64
 	// Failures is the number of failed checks.
 	Failures uint64
@@ -78,6 +80,19 @@ type limiter struct {
 	shard [lockoutShards]failureShard
 
 	verifications, failures, lockouts, lockedOut, busy atomic.Uint64
+	// checkNanos is a running average of a bcrypt check's duration, which
+	// burnBcrypt sleeps.
+	checkNanos atomic.Int64
+}
+
+// noteCheck folds one check's duration into the running average.
+func (l *limiter) noteCheck(d time.Duration) {
+	old := l.checkNanos.Load()
+	if old == 0 {
+		l.checkNanos.Store(int64(d))
+		return
+	}
+	l.checkNanos.Store(old + (int64(d)-old)/8)
 }
 
 type failureShard struct {
@@ -239,10 +254,11 @@ func (s *Server) recordFailure(id, idKey, addrKey string) {
 		}
 		s.limits.lockouts.Add(1)
 		if ce := s.log.Check(zapcore.WarnLevel, "client authentication locked after repeated failures"); ce != nil {
-			if len(id) > 64 {
-				id = id[:64]
+			shown := id
+			if len(shown) > 64 {
+				shown = shown[:64]
 			}
-			ce.Write(zap.String("by", k.kind), zap.String("client_id", id), zap.String("address", k.key[2:]), zap.Duration("for", d))
+			ce.Write(zap.String("by", k.kind), zap.String("client_id", shown), zap.String("address", addrKey[2:]), zap.Duration("for", d))
 		}
 	}
 }
