@@ -1,13 +1,14 @@
 -- wrk script for bench/run.sh's bruteforce scenario: client_credentials
 -- requests with a wrong secret (client_secret_post).
 --   BENCH_FLOOD_CLIENT  the client_id (default bench)
---   BENCH_SPREAD=1      a random client_id and X-Forwarded-For address per
+--   BENCH_SPREAD=ids    a random client_id and X-Forwarded-For address per
 --                       request, as a distributed attack looks to a Caddy
 --                       that trusts the proxy in front of it
+--   BENCH_SPREAD=ips    the client_id above from a random address per request
 -- done() prints the line of wrk.lua:
 --   RESULT <req/s> <p50 µs> <p99 µs> <non-2xx/3xx responses> <socket errors> <requests>
 local client = os.getenv("BENCH_FLOOD_CLIENT") or "bench"
-local spread = os.getenv("BENCH_SPREAD") == "1"
+local spread = os.getenv("BENCH_SPREAD") or ""
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 wrk.body = "grant_type=client_credentials&client_id=" .. client .. "&client_secret=wrong-secret"
@@ -17,10 +18,13 @@ function init(args)
 end
 
 function request()
-  if not spread then
+  if spread ~= "ids" and spread ~= "ips" then
     return wrk.request()
   end
-  local id = "flood" .. math.random(1, 1000000000)
+  local id = client
+  if spread == "ids" then
+    id = "flood" .. math.random(1, 1000000000)
+  end
   local ip = string.format("10.%d.%d.%d", math.random(0, 255), math.random(0, 255), math.random(1, 254))
   return wrk.format(nil, nil,
     { ["Content-Type"] = "application/x-www-form-urlencoded", ["X-Forwarded-For"] = ip },

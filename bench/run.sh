@@ -707,11 +707,14 @@ scenario_memory() {
 
 # The guard's p99 on the Caddy that also serves the token endpoint, idle and
 # while a second wrk floods the token endpoint with wrong client secrets,
-# in alternating rounds. Two floods: "spread", a random client_id and
+# in alternating rounds. Four floods: "no-auth", the same requests to a
+# path of the auth site that is no endpoint (what any request flood costs);
+# "spread", a random client_id and
 # X-Forwarded-For address per request, which trusted_proxies makes Caddy
 # believe, so no lockout applies and only the verification limit answers;
-# then "one", one client_id from one address, which the lockout answers.
-# Last, how long after the flood the right secret works again.
+# "known-id", the benchmark's client_id from random addresses (the
+# client_id's lockout answers); then "one", one client_id from one address.
+# Last, how long after the floods the right secret works again.
 FLOOD_CONNS=${BENCH_FLOOD_CONNS:-20}
 scenario_bruteforce() {
 	start_upstream || { say "upstream did not start"; return 1; }
@@ -723,15 +726,16 @@ scenario_bruteforce() {
 	[[ -n $tok && $tok != null ]] || { ratio "bruteforce: no token"; stop "$CADDY_PID"; return; }
 	export BENCH_METHOD=GET BENCH_BODY= BENCH_AUTH="Bearer $tok"
 	load "http://$GUARDED/" 1 >/dev/null
-	for variant in spread one; do
+	for variant in no-auth spread known-id one; do
 		say "bruteforce: $variant"
 		: >"$run/bf-idle.txt"
 		: >"$run/bf-during.txt"
 		: >"$run/bf-flood.txt"
 		for ((r = 1; r <= ROUNDS; r++)); do
 			res=$(load "http://$GUARDED/") && [[ -n $res ]] && echo "$res" >>"$run/bf-idle.txt"
-			start "flood-$variant-$r" env BENCH_SPREAD="$([[ $variant == spread ]] && echo 1 || echo 0)" BENCH_FLOOD_CLIENT="$CLIENT" \
-				"${LOAD_CPU[@]}" wrk -t1 -c"$FLOOD_CONNS" -d"$((DUR + 2))s" --timeout 10s -s "$here/bruteforce.lua" "http://$AUTH/oauth2/token"
+			start "flood-$variant-$r" env BENCH_SPREAD="$(case $variant in spread) echo ids ;; known-id) echo ips ;; esac)" BENCH_FLOOD_CLIENT="$CLIENT" \
+				"${LOAD_CPU[@]}" wrk -t1 -c"$FLOOD_CONNS" -d"$((DUR + 2))s" --timeout 10s -s "$here/bruteforce.lua" \
+				"http://$AUTH/$([[ $variant == no-auth ]] && echo not-an-endpoint || echo oauth2/token)"
 			local flood_pid=$LAST_PID
 			sleep 1
 			res=$(load "http://$GUARDED/") && [[ -n $res ]] && echo "$res" >>"$run/bf-during.txt"
@@ -746,11 +750,11 @@ scenario_bruteforce() {
 		record bruteforce "cache, $variant" "guard during flood" "$during"
 		record bruteforce "cache, $variant" "flood (wrong secrets)" "$flood"
 		q=$(div "$(cut -d' ' -f3 <<<"$during")" "$(cut -d' ' -f3 <<<"$idle")")
-		ratio "bruteforce $variant: guard p99 during/idle = $q (goal <= 1.5: $(verdict "$q" 1.5 '<=')); flood answered $(cut -d' ' -f1 <<<"$flood") req/s, p99 $(cut -d' ' -f3 <<<"$flood") ms, $(awk '{n += $4} END {print n + 0}' "$run/bf-flood.txt") of $(awk '{n += $6} END {print n + 0}' "$run/bf-flood.txt") refused"
+		ratio "bruteforce $variant: guard p99 during/idle = $q (goal <= 1.5: $(verdict "$q" 1.5 '<=')), p50 $(cut -d' ' -f2 <<<"$idle") -> $(cut -d' ' -f2 <<<"$during") ms, req/s $(cut -d' ' -f1 <<<"$idle") -> $(cut -d' ' -f1 <<<"$during"); flood answered $(cut -d' ' -f1 <<<"$flood") req/s, p99 $(cut -d' ' -f3 <<<"$flood") ms, $(awk '{n += $4} END {print n + 0}' "$run/bf-flood.txt") of $(awk '{n += $6} END {print n + 0}' "$run/bf-flood.txt") non-2xx"
 	done
 	unset BENCH_METHOD BENCH_BODY BENCH_AUTH
-	# The one-address flood locked the client and the address: poll the
-	# right secret until it works again.
+	# The last floods locked the client and the address: poll the right
+	# secret until it works again.
 	t0=$(date +%s.%N)
 	secs=
 	while awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{exit !(b - a < 120)}'; do
