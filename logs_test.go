@@ -7,6 +7,7 @@ package oauth2
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go/http3"
 	"golang.org/x/oauth2"
 )
 
@@ -219,4 +221,104 @@ func readAll(resp *http.Response) string {
 	}
 	resp.Body.Close()
 	return b.String()
+}
+
+// TestNoCodeInLogsTLS runs the authorization redirect on a TLS site over
+// HTTP/3 and HTTP/2: the client gets a code that redeems, the access log
+// only REDACTED. HTTP/3 (quic-go) writes the header at the first flush, not
+// at WriteHeader, so this checks that the flush reaches it.
+func TestNoCodeInLogsTLS(t *testing.T) {
+	dir := t.TempDir()
+	startCaddy(t, fmt.Sprintf(`{
+	admin localhost:2999
+	default_bind 127.0.0.1
+	http_port 9080
+	https_port 9443
+	grace_period 1ns
+	skip_install_trust
+	oauth2 {
+		client app {
+			redirect_uri http://127.0.0.1:9999/cb
+			scopes read
+			skip_consent
+		}
+	}
+}
+https://localhost:9443 {
+	tls internal
+	log {
+		output file %[1]s/tls-access.log
+		format json
+	}
+	handle /oauth2/authorize {
+		basic_auth {
+			alice %[2]s
+		}
+		oauth2_server
+	}
+	oauth2_server
+}
+`, dir, aliceHash))
+	tlsConf := &tls.Config{ServerName: "localhost", InsecureSkipVerify: true}
+	noRedirect := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	clients := map[string]*http.Client{
+		"HTTP/3.0": {CheckRedirect: noRedirect, Transport: &http3.Transport{TLSClientConfig: tlsConf}},
+		"HTTP/2.0": {CheckRedirect: noRedirect, Transport: &http.Transport{TLSClientConfig: tlsConf, ForceAttemptHTTP2: true}},
+	}
+	base := "https://127.0.0.1:9443"
+	for _, proto := range []string{"HTTP/2.0", "HTTP/3.0"} {
+		client := clients[proto]
+		verifier := oauth2.GenerateVerifier()
+		cfg := &oauth2.Config{ClientID: "app", RedirectURL: "http://127.0.0.1:9999/cb",
+			Endpoint: oauth2.Endpoint{AuthURL: base + "/oauth2/authorize", TokenURL: base + "/oauth2/token", AuthStyle: oauth2.AuthStyleInParams}}
+		req, _ := http.NewRequest(http.MethodGet, cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(verifier)), nil)
+		req.Host = "localhost:9443"
+		req.SetBasicAuth("alice", "alice-password")
+		var resp *http.Response
+		var err error
+		for try := 0; try < 50; try++ { // the internal certificate is issued in the background
+			if resp, err = client.Do(req); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", proto, err)
+		}
+		readAll(resp)
+		loc, _ := url.Parse(resp.Header.Get("Location"))
+		if resp.Proto != proto || resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc.Query().Get("code"), "cac_") {
+			t.Fatalf("%s: %s %d %s", proto, resp.Proto, resp.StatusCode, loc)
+		}
+		form := url.Values{"grant_type": {"authorization_code"}, "code": {loc.Query().Get("code")}, "client_id": {"app"},
+			"redirect_uri": {"http://127.0.0.1:9999/cb"}, "code_verifier": {verifier}}
+		req, _ = http.NewRequest(http.MethodPost, base+"/oauth2/token", strings.NewReader(form.Encode()))
+		req.Host = "localhost:9443"
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if resp, err = client.Do(req); err != nil {
+			t.Fatal(err)
+		}
+		if body := readAll(resp); resp.StatusCode != 200 {
+			t.Fatalf("%s: redeeming the redirected code: %d %s", proto, resp.StatusCode, body)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	b, err := os.ReadFile(filepath.Join(dir, "tls-access.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := string(b)
+	for _, proto := range []string{"HTTP/2.0", "HTTP/3.0"} {
+		if !strings.Contains(log, `"proto":"`+proto+`"`) {
+			t.Errorf("no %s request in the access log", proto)
+		}
+	}
+	if n := strings.Count(log, "code=REDACTED"); n != 2 {
+		t.Errorf("%d redacted redirects in the access log, want 2", n)
+	}
+	for _, bad := range []string{"cac_", "cat_", "crt_"} {
+		if strings.Contains(log, bad) {
+			t.Errorf("the access log leaks %s", bad)
+		}
+	}
 }
