@@ -107,6 +107,9 @@ func originsOf(name string, srv *caddyhttp.Server, hosts []string) ([]siteOrigin
 		if err != nil {
 			return nil, fmt.Errorf("server %s: listen address %q: %v", name, l, err)
 		}
+		if na.IsUnixNetwork() || na.IsFdNetwork() {
+			return nil, fmt.Errorf("server %s listens on %q, which has no port for an issuer URL", name, l)
+		}
 		if na.PortRangeSize() != 1 {
 			return nil, fmt.Errorf("server %s listens on the port range %q", name, l)
 		}
