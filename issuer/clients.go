@@ -191,8 +191,9 @@ func (s *Server) authenticateClient(w http.ResponseWriter, r *http.Request, form
 	if secret == "" {
 		return nil, errInvalidClient("client authentication failed")
 	}
-	// An unknown ID is checked like a known one (against a dummy hash), so
-	// neither time nor lockout tells whether it exists.
+	// An unknown ID goes through the same lockout and verification slot as
+	// a known one and takes as long (burnBcrypt), so neither time nor
+	// lockout tells whether it exists.
 	idKey, addrKey := s.failureKeys(r, id)
 	if oerr := s.checkLockout(w, idKey, addrKey); oerr != nil {
 		return nil, oerr
