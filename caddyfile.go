@@ -52,6 +52,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //		max_body_size               <bytes>
 //		scope_description           <scope> <text>
 //		consent_template            <file>
+//		max_secret_verifications    <n>
 //		client <client_id> {
 //			secret_hash  <bcrypt hash>
 //			redirect_uri <uri> [<uri>...]
@@ -133,6 +134,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.ScopeDescriptions[args[0]] = args[1]
 		case "consent_template":
 			err = oneString(d, &a.ConsentTemplate)
+		case "max_secret_verifications":
+			var n int64
+			err = oneInt(d, &n)
+			a.MaxSecretVerifications = int(n)
 		case "client":
 			var c *Client
 			c, err = unmarshalClient(d)

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
+	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -49,8 +50,10 @@ func init() {
 // keeps it. The handlers find it through the Caddy context.
 type App struct {
 	// Issuer is the authorization server's issuer identifier (RFC 8414 §2),
-	// an https URL without query or fragment. Default: the origin of each
-	// request to the server.
+	// an https URL without query or fragment. Default: derived from the
+	// address of the site serving oauth2_server (its host and port, https
+	// when it has TLS), never from the Host header; Caddy refuses to start
+	// when that is ambiguous (see origins.go).
 	Issuer string `json:"issuer,omitempty"`
 
 	// TokenSecret keys the HMAC under which codes and tokens are stored.
@@ -113,6 +116,11 @@ type App struct {
 	// consent page instead of the built-in one (see the README for the data
 	// it gets). Placeholders are replaced. Default: the built-in page.
 	ConsentTemplate string `json:"consent_template,omitempty"`
+	// MaxSecretVerifications caps the client-secret bcrypt checks running at
+	// once; a request that finds no free slot within 1s is answered 503
+	// temporarily_unavailable. Default: half the CPUs Go uses
+	// (GOMAXPROCS/2), at least 1.
+	MaxSecretVerifications int `json:"max_secret_verifications,omitempty"`
 
 	// Clients are the registered OAuth clients.
 	Clients []*Client `json:"clients,omitempty"`
@@ -131,6 +139,9 @@ type App struct {
 	metrics      *metrics
 	caches       []*cache.Engine
 	consent      *template.Template
+	// derived are the oauth2_server handlers whose issuer comes from their
+	// site's address; Start checks each has one.
+	derived []*Server
 }
 
 // Client is a registered OAuth client.
@@ -332,15 +343,24 @@ func (a *App) Validate() error {
 		a.AuthorizationCodeLifetime < 0 || a.AccessTokenLifetime < 0 || a.RefreshTokenLifetime < 0 {
 		return errors.New("durations, sizes and counts must not be negative")
 	}
+	if a.MaxSecretVerifications < 0 {
+		return errors.New("max_secret_verifications must not be negative")
+	}
 	// Building an issuer checks every client the way the server will use it.
-	_, err := a.newIssuer(nil)
+	_, err := a.newIssuer(nil, nil)
 	return err
 }
 
-// Start checks the stores' backends and starts the purger. A backend that
+// Start checks that every oauth2_server without an issuer has one from its
+// site, checks the stores' backends and starts the purger. A backend that
 // cannot be reached does not stop Caddy: requests needing it are answered
 // 503 until it returns. A wrong schema or setting does.
 func (a *App) Start() error {
+	for _, s := range a.derived {
+		if err := s.resolveOrigins(); err != nil {
+			return err
+		}
+	}
 	for _, s := range a.starts {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		err := s.Start(ctx)
@@ -395,9 +415,10 @@ func orDefault(d, def time.Duration) time.Duration {
 }
 
 // newIssuer builds the authorization server over this app's configuration.
-func (a *App) newIssuer(subject func(*http.Request) string) (*issuer.Server, error) {
+func (a *App) newIssuer(subject, issuerFor func(*http.Request) string) (*issuer.Server, error) {
 	return issuer.New(issuer.Config{
 		Issuer:               a.Issuer,
+		IssuerFor:            issuerFor,
 		Clients:              a.clients,
 		Codes:                a.codes,
 		Tokens:               a.tokens,
@@ -414,7 +435,31 @@ func (a *App) newIssuer(subject func(*http.Request) string) (*issuer.Server, err
 		Observer:             a.metrics,
 		ScopeDescriptions:    a.ScopeDescriptions,
 		ConsentTemplate:      a.consent,
+
+		// Brute-force limits and log redaction.
+		MaxSecretVerifications: a.MaxSecretVerifications,
+		ClientIP:               clientIP,
+		Unredacted:             skipAccessLog,
 	})
+}
+
+// clientIP is the address failed client authentications are counted
+// under: Caddy's client_ip, which is the connection's address unless
+// trusted_proxies vouches for a forwarded one.
+func clientIP(r *http.Request) string {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+		return ip
+	}
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
+}
+
+// skipAccessLog keeps a request out of Caddy's access log: the issuer calls
+// it when a buffering handler kept it from redacting the code in a redirect.
+func skipAccessLog(r *http.Request) {
+	caddyhttp.SetVar(r.Context(), caddyhttp.LogSkipVar, true)
 }
 
 // Server is the `oauth2_server` handler: the authorization, token,
@@ -426,6 +471,13 @@ func (a *App) newIssuer(subject func(*http.Request) string) (*issuer.Server, err
 // basic_auth before this one on /oauth2/authorize.
 type Server struct {
 	srv *issuer.Server
+
+	// Without an app issuer: the candidates from the site's address, see
+	// origins.go, resolved once the http app is provisioned.
+	ctx         caddy.Context
+	originsOnce sync.Once
+	origins     []siteOrigin
+	originsErr  error
 }
 
 // CaddyModule returns the Caddy module information.
@@ -442,8 +494,30 @@ func (s *Server) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	s.srv, err = app.newIssuer(authenticatedUser)
+	var issuerFor func(*http.Request) string
+	if app.Issuer == "" {
+		s.ctx = ctx
+		issuerFor = func(r *http.Request) string { return pickOrigin(s.origins, r) }
+		app.derived = append(app.derived, s)
+	}
+	s.srv, err = app.newIssuer(authenticatedUser, issuerFor)
 	return err
+}
+
+// resolveOrigins finds the handler's site in the http app, once: at the
+// app's Start, or at the first request if that comes first.
+func (s *Server) resolveOrigins() error {
+	s.originsOnce.Do(func() {
+		var httpApp any
+		if httpApp, s.originsErr = s.ctx.App("http"); s.originsErr == nil {
+			s.origins, s.originsErr = siteOrigins(httpApp.(*caddyhttp.App), s)
+		}
+		if s.originsErr != nil {
+			s.originsErr = fmt.Errorf("cannot derive the issuer identifier from the site's address: %v; "+
+				"set `issuer` in the oauth2 global option", s.originsErr)
+		}
+	})
+	return s.originsErr
 }
 
 // ServeHTTP serves an endpoint or passes the request on.
@@ -452,6 +526,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		return caddyhttp.Error(http.StatusServiceUnavailable, errAppNotLoaded)
 	}
 	if h := s.srv.Endpoint(r.URL.Path); h != nil {
+		if s.ctx.Context != nil {
+			if err := s.resolveOrigins(); err != nil {
+				return caddyhttp.Error(http.StatusServiceUnavailable, err)
+			}
+		}
 		h.ServeHTTP(w, r)
 		return nil
 	}

@@ -1,8 +1,10 @@
 package issuer
 
 import (
+	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"go.uber.org/zap"
@@ -250,9 +252,53 @@ func (s *Server) redirect(w http.ResponseWriter, r *http.Request, req *authzRequ
 	h.Set("Location", u)
 	h.Set("Cache-Control", "no-store")
 	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Content-Length", strconv.Itoa(len(redirectBody)))
 	status := http.StatusFound
 	if r.Method == http.MethodPost {
 		status = http.StatusSeeOther // the browser must GET the client
 	}
 	w.WriteHeader(status)
+	_, _ = io.WriteString(w, redirectBody)
+	if v.Has("code") {
+		s.redactLocation(w, r, req.redirectURI+sep, v)
+	}
+}
+
+// redirectBody is the body of the redirect. A body, rather than none, makes
+// wrappers that hold the status line back until the first write (Caddy's
+// encode handler) pass it on, so the flush in redactLocation reaches the
+// connection.
+const redirectBody = "Redirecting to the application.\n"
+
+// redactLocation keeps the authorization code out of access logs, which log
+// the response header map after the handler returns. Once the header is on
+// the wire, the Location in the map is replaced by a copy whose code is
+// REDACTED: net/http documents that changing the map after WriteHeader has
+// no effect on the response sent (HTTP/1.1 and HTTP/2 copy it at
+// WriteHeader; HTTP/3 serializes it at the flush below). If a wrapper says
+// it buffers the response (Buffered() true, as Caddy's recorders do), the
+// header has not been sent and the code is left alone, and Unredacted, if
+// set, is told so it can keep the request out of the log.
+func (s *Server) redactLocation(w http.ResponseWriter, r *http.Request, prefix string, v url.Values) {
+	_ = http.NewResponseController(w).Flush()
+	for ww := w; ww != nil; {
+		if b, ok := ww.(interface{ Buffered() bool }); ok && b.Buffered() {
+			if s.unredacted != nil {
+				s.unredacted(r)
+			}
+			return
+		}
+		u, ok := ww.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			break
+		}
+		ww = u.Unwrap()
+	}
+	red := make(url.Values, len(v))
+	for k, vs := range v {
+		red[k] = vs
+	}
+	red.Set("code", "REDACTED")
+	w.Header().Set("Location", prefix+red.Encode())
 }

@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -264,7 +266,7 @@ func validScopeToken(s string) bool {
 // authenticateClient identifies and authenticates the client of a token,
 // revocation or introspection request (RFC 6749 §2.3, §3.2.1). Confidential
 // clients must present their secret; public clients present only their ID.
-func (s *Server) authenticateClient(r *http.Request, form url.Values) (*client, *oauthError) {
+func (s *Server) authenticateClient(w http.ResponseWriter, r *http.Request, form url.Values) (*client, *oauthError) {
 	var id, secret string
 	switch h := r.Header.Values("Authorization"); len(h) {
 	case 0: // client_secret_post, or client_id alone for a public client
@@ -295,13 +297,7 @@ func (s *Server) authenticateClient(r *http.Request, form url.Values) (*client, 
 		return nil, errInvalidClient("client authentication required")
 	}
 	c := s.clients[id]
-	if c == nil {
-		if secret != "" {
-			s.burnBcrypt(secret) // answer unknown IDs as slowly as wrong secrets
-		}
-		return nil, errInvalidClient("client authentication failed")
-	}
-	if c.Public() {
+	if c != nil && c.Public() {
 		// A public client has no secret; basic with an empty password is how
 		// some libraries send a bare client ID.
 		if secret != "" {
@@ -309,48 +305,83 @@ func (s *Server) authenticateClient(r *http.Request, form url.Values) (*client, 
 		}
 		return c, nil
 	}
-	if secret == "" || !s.verifySecret(c, secret) {
+	if secret == "" {
+		return nil, errInvalidClient("client authentication failed")
+	}
+	// An unknown ID goes through the same lockout and verification slot as
+	// a known one and takes as long (burnBcrypt), so neither time nor
+	// lockout tells whether it exists.
+	idKey, addrKey := s.failureKeys(r, id)
+	if oerr := s.checkLockout(w, idKey, addrKey); oerr != nil {
+		return nil, oerr
+	}
+	ok, oerr := s.verifySecret(w, r, c, secret, idKey, addrKey)
+	if oerr != nil {
+		return nil, oerr
+	}
+	if !ok {
+		s.recordFailure(id, idKey, addrKey)
 		return nil, errInvalidClient("client authentication failed")
 	}
 	return c, nil
 }
 
-// verifySecret checks a confidential client's secret. bcrypt on every
-// request would cap issuance at a few dozen per core and second, so after a
-// successful check the HMAC of the secret under a per-process key is kept
-// for the client (one entry per registered client, so the memo is bounded)
-// and compared first. A mismatch falls back to bcrypt, so a wrong secret
-// always pays the bcrypt cost.
-func (s *Server) verifySecret(c *client, secret string) bool {
-	mac := hmac.New(sha256.New, s.memoKey)
-	mac.Write([]byte(secret))
+// verifySecret checks a confidential client's secret; c is nil for an
+// unknown client ID. bcrypt on every request would cap issuance at a few
+// dozen per core and second, so after a successful check the HMAC of the
+// secret under a per-process key is kept for the client (one entry per
+// registered client, so the memo is bounded) and compared first. A mismatch
+// falls back to bcrypt, so a wrong secret always pays the bcrypt cost, in
+// one of the limiter's slots (see limiter.go); the error is 503 or 429 when
+// no slot came free in time or the keys were locked while waiting.
+func (s *Server) verifySecret(w http.ResponseWriter, r *http.Request, c *client, secret, idKey, addrKey string) (bool, *oauthError) {
 	var sum [32]byte
-	mac.Sum(sum[:0])
-
-	s.memoMu.RLock()
-	known, ok := s.memo[c.ID]
-	s.memoMu.RUnlock()
-	if ok && subtle.ConstantTimeCompare(known[:], sum[:]) == 1 {
-		return true
+	if c != nil {
+		mac := hmac.New(sha256.New, s.memoKey)
+		mac.Write([]byte(secret))
+		mac.Sum(sum[:0])
+		s.memoMu.RLock()
+		known, ok := s.memo[c.ID]
+		s.memoMu.RUnlock()
+		if ok && subtle.ConstantTimeCompare(known[:], sum[:]) == 1 {
+			return true, nil
+		}
 	}
+	if !s.limits.acquire(r.Context()) {
+		s.limits.busy.Add(1)
+		return false, errBusy(w)
+	}
+	defer s.limits.release()
+	// Requests that queued while their keys got locked are refused now.
+	if oerr := s.checkLockout(w, idKey, addrKey); oerr != nil {
+		return false, oerr
+	}
+	s.limits.verifications.Add(1)
 	// bcrypt ignores bytes past the 72nd; such a secret would match any
 	// secret with the same prefix.
-	if len(secret) > 72 {
-		s.burnBcrypt(secret[:72])
-		return false
+	if c == nil || len(secret) > 72 {
+		s.burnBcrypt(r.Context())
+		return false, nil
 	}
-	if bcrypt.CompareHashAndPassword(c.SecretHash, []byte(secret)) != nil {
-		return false
+	start := time.Now()
+	err := compareHash(c.SecretHash, []byte(secret))
+	s.limits.noteCheck(time.Since(start))
+	if err != nil {
+		return false, nil
 	}
 	s.memoMu.Lock()
 	s.memo[c.ID] = sum
 	s.memoMu.Unlock()
-	return true
+	return true, nil
 }
 
-// burnBcrypt spends what a bcrypt check against the costliest registered
-// hash spends, so failures do not reveal whether a client ID exists.
-func (s *Server) burnBcrypt(secret string) {
+// burnBcrypt takes as long as a bcrypt check of a registered client's
+// secret, so failures do not reveal whether a client ID exists. It sleeps
+// rather than computing: an unknown ID or an over-long secret cannot match,
+// and only the time needs hiding, so a flood of made-up client IDs costs no
+// CPU. The time is a running average of real checks, first measured on a
+// dummy hash of the costliest registered cost.
+func (s *Server) burnBcrypt(ctx context.Context) {
 	s.dummyOnce.Do(func() {
 		cost := bcrypt.MinCost
 		for _, c := range s.clients {
@@ -359,9 +390,16 @@ func (s *Server) burnBcrypt(secret string) {
 			}
 		}
 		s.dummy, _ = bcrypt.GenerateFromPassword([]byte("not a secret"), cost)
+		if s.limits.checkNanos.Load() == 0 {
+			start := time.Now()
+			_ = compareHash(s.dummy, []byte("not the secret"))
+			s.limits.noteCheck(time.Since(start))
+		}
 	})
-	if len(secret) > 72 {
-		secret = secret[:72]
+	t := time.NewTimer(time.Duration(s.limits.checkNanos.Load()))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
 	}
-	_ = bcrypt.CompareHashAndPassword(s.dummy, []byte(secret))
 }

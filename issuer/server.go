@@ -47,9 +47,15 @@ const (
 // Config configures a Server. Zero values take the documented defaults.
 type Config struct {
 	// Issuer is the issuer identifier (RFC 8414 §2): an http(s) URL with no
-	// query or fragment. Default: the origin of each request
-	// (scheme://host, the scheme from whether the connection used TLS).
+	// query or fragment. Default: what IssuerFor returns.
 	Issuer string
+	// IssuerFor returns the issuer identifier of a request when Issuer is
+	// empty. It must not be taken from the Host header, which the client
+	// chooses (RFC 9207 §2.4); the Caddy adapter derives it from the site's
+	// configured address. Default: the request origin (scheme://Host, the
+	// scheme from whether the connection used TLS), which is only safe when
+	// something before the server fixes the Host header.
+	IssuerFor func(r *http.Request) string
 	// Clients are the registered clients by client ID. Required.
 	Clients map[string]*Client
 	// Codes keeps authorization codes. Required.
@@ -78,6 +84,22 @@ type Config struct {
 	// CSRFKey keys the consent form's CSRF tokens. Servers sharing consent
 	// traffic must share it. Default: random per Server.
 	CSRFKey []byte
+	// MaxSecretVerifications caps the client-secret bcrypt checks running at
+	// once; a request that cannot start one within SecretVerificationWait
+	// is answered 503 temporarily_unavailable. Default: half of GOMAXPROCS,
+	// at least 1.
+	MaxSecretVerifications int
+	// SecretVerificationWait is how long a request waits for a free
+	// verification slot. Default: 1s.
+	SecretVerificationWait time.Duration
+	// ClientIP returns the address failed client authentications are
+	// counted under. Default: the host of r.RemoteAddr.
+	ClientIP func(r *http.Request) string
+	// Unredacted is called when an authorization code went out in a
+	// response whose header map could not be redacted afterwards, because a
+	// response writer wrapper buffers the response; the request's access
+	// log entry would show the code. Default: nothing is done.
+	Unredacted func(r *http.Request)
 	// Logger receives structured logs. Default: zap.NewNop().
 	Logger *zap.Logger
 	// ScopeDescriptions are the human descriptions of scopes shown on the
@@ -97,6 +119,7 @@ type Config struct {
 // concurrent use.
 type Server struct {
 	issuer       string
+	issuerFunc   func(r *http.Request) string
 	clients      map[string]*client
 	codes        stores.CodeStore
 	tokens       stores.TokenStore
@@ -109,12 +132,16 @@ type Server struct {
 	storeTimeout time.Duration
 	subject      func(r *http.Request) string
 	csrfKey      []byte
+	unredacted   func(r *http.Request)
 	log          *zap.Logger
 	obs          Observer
 	now          func() time.Time
 
 	scopeDescriptions map[string]string
 	consentTemplate   *template.Template
+	// Brute-force limits, see limiter.go.
+	limits   *limiter
+	clientIP func(r *http.Request) string
 
 	// Secret verification memo, see verifySecret.
 	memoKey   []byte
@@ -132,6 +159,7 @@ type Server struct {
 func New(cfg Config) (*Server, error) {
 	s := &Server{
 		issuer:       cfg.Issuer,
+		issuerFunc:   cfg.IssuerFor,
 		codes:        cfg.Codes,
 		tokens:       cfg.Tokens,
 		hasher:       cfg.Hasher,
@@ -142,6 +170,9 @@ func New(cfg Config) (*Server, error) {
 		maxBody:      orDefault(cfg.MaxBodyBytes, DefaultMaxBodyBytes),
 		storeTimeout: orDefault(cfg.StoreTimeout, DefaultStoreTimeout),
 		subject:      cfg.Subject,
+		unredacted:   cfg.Unredacted,
+		limits:       newLimiter(cfg.MaxSecretVerifications, cfg.SecretVerificationWait),
+		clientIP:     cfg.ClientIP,
 		log:          cfg.Logger,
 		obs:          cfg.Observer,
 		now:          cfg.Now,
@@ -204,6 +235,9 @@ func New(cfg Config) (*Server, error) {
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
+	if s.clientIP == nil {
+		s.clientIP = remoteHost
+	}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -262,11 +296,14 @@ func validateIssuer(iss string) error {
 	return nil
 }
 
-// issuerFor returns the issuer identifier for a request: the configured one
-// or the request origin. X-Forwarded-* headers are not trusted.
+// issuerFor returns the issuer identifier for a request: the configured one,
+// IssuerFor's, or the request origin. X-Forwarded-* headers are not trusted.
 func (s *Server) issuerFor(r *http.Request) string {
 	if s.issuer != "" {
 		return s.issuer
+	}
+	if s.issuerFunc != nil {
+		return s.issuerFunc(r)
 	}
 	scheme := "http"
 	if r.TLS != nil {
