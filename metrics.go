@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tokengate/caddy-oauth2/issuer"
 	"github.com/tokengate/caddy-oauth2/stores"
 	"github.com/tokengate/caddy-oauth2/stores/cache"
 	"github.com/tokengate/caddy-oauth2/stores/lookupcache"
@@ -337,4 +338,31 @@ func (o *observed) RevokeSubject(ctx context.Context, subject, clientID string, 
 		return 0, stores.ErrUnsupported
 	}
 	return sr.RevokeSubject(ctx, subject, clientID, until)
+}
+
+// registerAuthMetrics exposes the brute-force limits' counters, read at
+// scrape time.
+func (a *App) registerAuthMetrics() error {
+	for _, c := range []struct {
+		name, help string
+		read       func(issuer.AuthStats) uint64
+	}{
+		{"client_auth_lockouts_total", "Times a client_id or address was locked after repeated failed client authentications.",
+			func(s issuer.AuthStats) uint64 { return s.Lockouts }},
+		{"client_auth_locked_out_total", "Client authentications refused with 429 because their client_id or address was locked.",
+			func(s issuer.AuthStats) uint64 { return s.LockedOut }},
+		{"client_auth_busy_total", "Client authentications refused with 503 because no secret verification slot came free.",
+			func(s issuer.AuthStats) uint64 { return s.Busy }},
+		{"secret_verifications_total", "Client secret bcrypt verifications run.",
+			func(s issuer.AuthStats) uint64 { return s.Verifications }},
+	} {
+		read := c.read
+		f := prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: c.name, Help: c.help,
+		}, func() float64 { return float64(read(a.limits.Stats())) })
+		if err := a.metrics.registerFunc(f); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -208,6 +208,14 @@ func TestMetricsScrape(t *testing.T) {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
 		}
 	}
+	if n := value(fams, "caddy_oauth2_secret_verifications_total"); n < 2 {
+		t.Errorf("secret verifications %v, want ≥ 2 (the first right secret and the wrong one)", n)
+	}
+	for _, name := range []string{"caddy_oauth2_client_auth_lockouts_total", "caddy_oauth2_client_auth_locked_out_total", "caddy_oauth2_client_auth_busy_total"} {
+		if got := value(fams, name); got != 0 {
+			t.Errorf("%s = %v, want 0", name, got)
+		}
+	}
 	if runs := value(fams, "caddy_oauth2_purge_runs_total"); runs < 1 {
 		t.Errorf("purge runs %v, want ≥ 1", runs)
 	}

@@ -139,6 +139,9 @@ type App struct {
 	metrics      *metrics
 	caches       []*cache.Engine
 	consent      *template.Template
+	// limits are the brute-force limits of client authentication, shared
+	// by every oauth2_server of this configuration.
+	limits *issuer.Limits
 	// derived are the oauth2_server handlers whose issuer comes from their
 	// site's address; Start checks each has one.
 	derived []*Server
@@ -290,6 +293,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 	}
 
+	a.limits = issuer.NewLimits(a.MaxSecretVerifications, 0)
+	if err := a.registerAuthMetrics(); err != nil {
+		return err
+	}
+
 	a.purger = &purge.Purger{
 		Interval: time.Duration(a.PurgeEvery),
 		Batch:    a.PurgeBatch,
@@ -436,10 +444,11 @@ func (a *App) newIssuer(subject, issuerFor func(*http.Request) string) (*issuer.
 		ScopeDescriptions:    a.ScopeDescriptions,
 		ConsentTemplate:      a.consent,
 
-		// Brute-force limits and log redaction.
-		MaxSecretVerifications: a.MaxSecretVerifications,
-		ClientIP:               clientIP,
-		Unredacted:             skipAccessLog,
+		// Brute-force limits, shared by every handler of this app, and log
+		// redaction.
+		Limits:     a.limits,
+		ClientIP:   clientIP,
+		Unredacted: skipAccessLog,
 	})
 }
 

@@ -277,8 +277,23 @@ func throttled(w http.ResponseWriter, status int, desc string, wait time.Duratio
 }
 
 // AuthStats returns the brute-force limits' counters.
-func (s *Server) AuthStats() AuthStats {
-	l := s.limits
+func (s *Server) AuthStats() AuthStats { return s.limits.stats() }
+
+// Limits are the brute-force limits of client authentication: the
+// verification slots and the failure table. Servers given the same Limits
+// (Config.Limits) share them, so that every endpoint handler of one
+// configuration counts the same failures against the same slots.
+type Limits struct{ l *limiter }
+
+// NewLimits returns limits allowing at most slots concurrent checks
+// (default: half the CPUs, at least 1) and waiting at most wait for a slot
+// (default: DefaultSecretVerificationWait).
+func NewLimits(slots int, wait time.Duration) *Limits { return &Limits{newLimiter(slots, wait)} }
+
+// Stats returns the limits' counters.
+func (x *Limits) Stats() AuthStats { return x.l.stats() }
+
+func (l *limiter) stats() AuthStats {
 	return AuthStats{
 		Verifications: l.verifications.Load(),
 		Failures:      l.failures.Load(),

@@ -92,6 +92,10 @@ type Config struct {
 	// SecretVerificationWait is how long a request waits for a free
 	// verification slot. Default: 1s.
 	SecretVerificationWait time.Duration
+	// Limits, when set, are shared brute-force limits (see NewLimits); the
+	// two fields above are then ignored. Default: limits of this Server's
+	// own.
+	Limits *Limits
 	// ClientIP returns the address failed client authentications are
 	// counted under. Default: the host of r.RemoteAddr.
 	ClientIP func(r *http.Request) string
@@ -171,7 +175,6 @@ func New(cfg Config) (*Server, error) {
 		storeTimeout: orDefault(cfg.StoreTimeout, DefaultStoreTimeout),
 		subject:      cfg.Subject,
 		unredacted:   cfg.Unredacted,
-		limits:       newLimiter(cfg.MaxSecretVerifications, cfg.SecretVerificationWait),
 		clientIP:     cfg.ClientIP,
 		log:          cfg.Logger,
 		obs:          cfg.Observer,
@@ -243,6 +246,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.obs == nil {
 		s.obs = nopObserver{}
+	}
+	if cfg.Limits != nil {
+		s.limits = cfg.Limits.l
+	} else {
+		s.limits = newLimiter(cfg.MaxSecretVerifications, cfg.SecretVerificationWait)
 	}
 	if s.consentTemplate != nil && s.consentTemplate.Lookup(ConsentTemplateName) == nil {
 		return nil, fmt.Errorf("issuer: the consent template defines no %q", ConsentTemplateName)
