@@ -115,6 +115,10 @@ func refreshStatus(t *testing.T, refresh string) int {
 }
 
 func runAdminRevoke(t *testing.T, store string) {
+	// Connections kept alive to an earlier test's Caddy on these ports
+	// would answer EOF.
+	http.DefaultClient.CloseIdleConnections()
+	t.Cleanup(http.DefaultClient.CloseIdleConnections)
 	path := filepath.Join(t.TempDir(), "Caddyfile")
 	sfx := fmt.Sprintf("%x", time.Now().UnixNano()&0xffffff)
 	if err := os.WriteFile(path, []byte(adminRevokeConfig(store, sfx)), 0o600); err != nil {

@@ -57,8 +57,20 @@ func TestPlaceholderSecretHashParses(t *testing.T) {
 // a config whose oauth2 app fails must give the same message every time,
 // not one wrapped by whichever handler happened to load the app first.
 func TestConfigErrorIsTheSameEveryRun(t *testing.T) {
+	for _, c := range []struct{ app, want string }{
+		// Provision refuses it.
+		{`{"token_secret": "short", "clients": [{"id": "svc", "secret_hash": "` + secretHash + `", "grant_types": ["client_credentials"]}]}`,
+			"token_secret must be at least 32 bytes"},
+		// Validate refuses it.
+		{`{"clients": [{"id": "app", "redirect_uris": ["javascript:alert(1)"]}]}`, `redirect URI "javascript:alert(1)"`},
+	} {
+		sameErrorEveryRun(t, c.app, c.want)
+	}
+}
+
+func sameErrorEveryRun(t *testing.T, app, want string) {
 	conf := `{"apps": {
-		"oauth2": {"token_secret": "short", "clients": [{"id": "svc", "secret_hash": "` + secretHash + `", "grant_types": ["client_credentials"]}]},
+		"oauth2": ` + app + `,
 		"http": {"servers": {"s": {"listen": ["127.0.0.1:19680"], "routes": [
 			{"handle": [{"handler": "oauth2_guard"}]},
 			{"handle": [{"handler": "oauth2_server"}]}]}}}}}`
@@ -78,7 +90,7 @@ func TestConfigErrorIsTheSameEveryRun(t *testing.T) {
 				msg = l
 			}
 		}
-		if code == 0 || !strings.Contains(msg, "token_secret must be at least 32 bytes") {
+		if code == 0 || !strings.Contains(msg, want) {
 			t.Fatalf("run %d: exit %d, %q", i, code, errs)
 		}
 		if i == 0 {

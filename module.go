@@ -142,6 +142,9 @@ type App struct {
 	// limits are the brute-force limits of client authentication, shared
 	// by every oauth2_server of this configuration.
 	limits *issuer.Limits
+	// viaHandler is set when a handler's provisioning loaded the app (see
+	// oauth2App).
+	viaHandler bool
 	// derived are the oauth2_server handlers whose issuer comes from their
 	// site's address; Start checks each has one.
 	derived []*Server
@@ -212,6 +215,20 @@ var processSecret = sync.OnceValues(token.RandomSecret)
 
 // Provision loads the stores and prepares the shared key material.
 func (a *App) Provision(ctx caddy.Context) error {
+	a.viaHandler = ctx.Value(viaHandlerKey{}) != nil
+	if err := a.provision(ctx); err != nil {
+		if a.viaHandler {
+			// Caddy keeps this error for its own load of the app, which
+			// then lacks the prefix its direct load adds: add it here, so
+			// the message is the same whichever loaded the app first.
+			return fmt.Errorf("provision oauth2: %w", err)
+		}
+		return err
+	}
+	return nil
+}
+
+func (a *App) provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	if a.PurgeEvery == 0 {
 		a.PurgeEvery = caddy.Duration(60 * time.Second)
@@ -343,6 +360,14 @@ func (a *App) loadStore(ctx caddy.Context, field string, raw json.RawMessage, la
 
 // Validate checks the configuration.
 func (a *App) Validate() error {
+	err := a.validate()
+	if err != nil && a.viaHandler {
+		return fmt.Errorf("oauth2: invalid configuration: %w", err) // see Provision
+	}
+	return err
+}
+
+func (a *App) validate() error {
 	if a.Issuer != "" && (!strings.HasPrefix(a.Issuer, "https://") && !strings.HasPrefix(a.Issuer, "http://") ||
 		strings.ContainsAny(a.Issuer, "?#")) {
 		return fmt.Errorf("issuer %q must be an http(s) URL without query or fragment (RFC 8414 §2)", a.Issuer)
@@ -649,12 +674,18 @@ func (a *App) registeredScopes(clientID string) (map[string]bool, bool) {
 // loads its apps in random order: were the handler to fail with the app's
 // error, the message would be wrapped differently from run to run. So the
 // handler loads without the app, Caddy then loads the app itself and fails
-// the config with the app's own error, the same every time, and the handler
-// is never served (if it were, it would refuse every request).
+// the config with the app's own error, the same every time (the app adds
+// the prefix Caddy's cached error would lack, see App.Provision), and the
+// handler is never served (if it were, it would refuse every request).
 var errAppNotLoaded = errors.New("the oauth2 app failed to load")
 
+// viaHandlerKey marks the context in which a handler loads the app.
+type viaHandlerKey struct{}
+
 func oauth2App(ctx caddy.Context) (*App, error) {
-	app, err := ctx.AppIfConfigured("oauth2")
+	hctx := ctx
+	hctx.Context = context.WithValue(ctx.Context, viaHandlerKey{}, true)
+	app, err := hctx.AppIfConfigured("oauth2")
 	if errors.Is(err, caddy.ErrNotConfigured) {
 		return nil, errors.New("the oauth2 app is not configured: add an oauth2 block to the global options (JSON: apps.oauth2)")
 	}

@@ -12,7 +12,8 @@ import (
 
 // TestRedirectURIRulesAtLoad checks that Caddy refuses to load (as `caddy
 // validate` and `caddy run` do) a client with a redirect URI that breaks
-// the registration rules, naming the client and the URI.
+// the registration rules, naming the client and the URI: the Caddyfile
+// adapter already, with the line; Caddy itself for a JSON config.
 func TestRedirectURIRulesAtLoad(t *testing.T) {
 	load := func(uri string) error {
 		cf := fmt.Sprintf(`{
@@ -30,13 +31,25 @@ http://127.0.0.1:27740 {
 `, uri)
 		raw, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), nil)
 		if err != nil {
-			t.Fatalf("adapt %s: %v", uri, err)
+			if !strings.Contains(err.Error(), ", at Caddyfile:4") {
+				t.Errorf("%s: adapter error without the line: %v", uri, err)
+			}
+			return err
 		}
 		var cfg caddy.Config
 		if err := json.Unmarshal(raw, &cfg); err != nil {
 			t.Fatal(err)
 		}
 		return caddy.Validate(&cfg)
+	}
+	// The same rules in a JSON config, which no adapter checked.
+	jsonCfg := `{"admin": {"disabled": true}, "apps": {"oauth2": {"clients": [{"id": "native", "redirect_uris": ["http://localhost:8080/cb"]}]}}}`
+	var cfg caddy.Config
+	if err := json.Unmarshal([]byte(jsonCfg), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := caddy.Validate(&cfg); err == nil || !strings.Contains(err.Error(), `client "native": redirect URI "http://localhost:8080/cb"`) {
+		t.Errorf("JSON config with an http localhost redirect URI: %v", err)
 	}
 	for _, uri := range []string{"http://localhost:8080/cb", "javascript:alert(1)", "https://*.example.com/cb", "https://u:p@app.example/cb", "myapp:/cb"} {
 		err := load(uri)

@@ -430,11 +430,24 @@ func proxy(l net.Listener, to string) {
 }
 
 // TestSchemaFile: create_schema runs one CREATE TABLE per table of
-// sql/cassandra/oauth-server.cql, in the configured keyspace.
+// sql/cassandra/oauth-server.cql, then the subject and client_id indexes,
+// all in the configured keyspace; on Cassandra 4 the indexes are classic
+// secondary indexes.
 func TestSchemaFile(t *testing.T) {
 	stmts := schemaStatements("ks1")
-	if len(stmts) != len(schemaTables) {
-		t.Fatalf("%d statements, want %d: %q", len(stmts), len(schemaTables), stmts)
+	const indexes = 4
+	if len(stmts) != len(schemaTables)+indexes {
+		t.Fatalf("%d statements, want %d: %q", len(stmts), len(schemaTables)+indexes, stmts)
+	}
+	for _, s := range stmts[len(schemaTables):] {
+		if !strings.HasPrefix(s, "CREATE INDEX IF NOT EXISTS ") || !strings.Contains(s, " ON ks1.") || !strings.HasSuffix(s, " USING 'sai'") {
+			t.Errorf("index statement %q", s)
+		}
+	}
+	for _, s := range legacyIndexes(stmts[len(schemaTables):]) {
+		if strings.Contains(s, "USING") || !strings.Contains(s, " ON ks1.") {
+			t.Errorf("classic index statement %q", s)
+		}
 	}
 	for i, table := range schemaTables {
 		if !strings.HasPrefix(stmts[i], "CREATE TABLE IF NOT EXISTS ks1."+table+" (") {

@@ -27,7 +27,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "minimal", input: "cassandra {\n hosts 127.0.0.1\n}", want: `{"hosts":["127.0.0.1"]}`},
 		{name: "no block", input: "cassandra", want: `{}`},
 		{name: "inline argument", input: "cassandra 127.0.0.1", err: "wrong argument count"},
-		{name: "unknown subdirective", input: "cassandra {\n replication 3\n}", err: `unrecognized subdirective "replication"`},
+		{name: "unknown subdirective", input: "cassandra {\n replicas 3\n}", err: `unrecognized subdirective "replicas"`},
 		{name: "duplicate", input: "cassandra {\n keyspace a\n keyspace b\n}", err: `duplicate subdirective "keyspace"`},
 		{name: "hosts without argument", input: "cassandra {\n hosts\n}", err: "wrong argument count"},
 		{name: "keyspace two arguments", input: "cassandra {\n keyspace a b\n}", err: "wrong argument count"},
