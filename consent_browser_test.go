@@ -70,6 +70,10 @@ type callback struct {
 func newCallback(t *testing.T) *callback {
 	c := &callback{got: make(chan url.Values, 4)}
 	c.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/cb" { // the browser also asks for /favicon.ico
+			http.NotFound(w, r)
+			return
+		}
 		c.got <- r.URL.Query()
 		fmt.Fprint(w, "<!DOCTYPE html><title>back at the app</title><p>done</p>")
 	}))
