@@ -76,6 +76,10 @@ type Store struct {
 	// overrides the batch size the purger asks for. Default: the purger's,
 	// else 1000.
 	PurgeBatch int `json:"purge_batch,omitempty"`
+	// PurgeLease is how long a purging gateway holds the purge lease
+	// between renewals, and so how long a gateway that died while purging
+	// keeps the others from purging. Default: 2m.
+	PurgeLease caddy.Duration `json:"purge_lease,omitempty"`
 
 	// Engine is the shared store behind this module; its methods make
 	// Store a stores.Store.
@@ -146,9 +150,10 @@ func (s *Store) Provision(ctx caddy.Context) error {
 	db.SetMaxIdleConns(s.MaxIdleConns)
 	db.SetConnMaxLifetime(time.Duration(s.ConnMaxLifetime))
 	s.Engine, err = NewEngine(db, s.Dialect, Options{
-		TablePrefix:  s.TablePrefix,
-		CreateSchema: s.CreateSchema,
-		PurgeBatch:   s.PurgeBatch,
+		TablePrefix:   s.TablePrefix,
+		CreateSchema:  s.CreateSchema,
+		PurgeBatch:    s.PurgeBatch,
+		LeaseDuration: time.Duration(s.PurgeLease),
 	})
 	if err != nil {
 		return fmt.Errorf("sql store: %w", err)
@@ -172,8 +177,8 @@ func (s *Store) validate() error {
 	if s.TablePrefix != "" && !prefixPattern.MatchString(s.TablePrefix) {
 		return fmt.Errorf("sql store: table_prefix %q: want a letter then up to 29 letters, digits or underscores", s.TablePrefix)
 	}
-	if s.MaxOpenConns < 0 || s.MaxIdleConns < 0 || s.ConnMaxLifetime < 0 || s.PurgeBatch < 0 {
-		return fmt.Errorf("sql store: max_open_conns, max_idle_conns, conn_max_lifetime and purge_batch must not be negative")
+	if s.MaxOpenConns < 0 || s.MaxIdleConns < 0 || s.ConnMaxLifetime < 0 || s.PurgeBatch < 0 || s.PurgeLease < 0 {
+		return fmt.Errorf("sql store: max_open_conns, max_idle_conns, conn_max_lifetime, purge_batch and purge_lease must not be negative")
 	}
 	return nil
 }
@@ -208,6 +213,7 @@ func (s *Store) Cleanup() error {
 //		conn_max_lifetime <duration>
 //		create_schema
 //		purge_batch       <n>
+//		purge_lease       <duration>
 //	}
 func (s *Store) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the store name
@@ -263,18 +269,22 @@ func (s *Store) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			case "purge_batch":
 				s.PurgeBatch = n
 			}
-		case "conn_max_lifetime":
+		case "conn_max_lifetime", "purge_lease":
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
 			dur, err := caddy.ParseDuration(d.Val())
 			if err != nil || dur <= 0 {
-				return d.Errf("conn_max_lifetime: want a positive duration, got %q", d.Val())
+				return d.Errf("%s: want a positive duration, got %q", opt, d.Val())
 			}
 			if d.NextArg() {
 				return d.ArgErr()
 			}
-			s.ConnMaxLifetime = caddy.Duration(dur)
+			if opt == "purge_lease" {
+				s.PurgeLease = caddy.Duration(dur)
+			} else {
+				s.ConnMaxLifetime = caddy.Duration(dur)
+			}
 		case "create_schema":
 			if d.NextArg() {
 				return d.ArgErr()
