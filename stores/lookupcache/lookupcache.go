@@ -35,6 +35,11 @@ type Cache struct {
 	// read.
 	epoch  atomic.Uint64
 	shards [shardCount]shard
+
+	// trustUntil, when not zero, is the unix nanosecond past which no
+	// cached entry answers: a Follower moves it forward with every
+	// successful read of the revocation feed (see feed.go).
+	trustUntil atomic.Int64
 }
 
 type shard struct {
@@ -97,7 +102,7 @@ func (c *Cache) LookupToken(ctx context.Context, kind stores.Kind, key string) (
 	s.mu.RLock()
 	e, ok := s.entries[key]
 	s.mu.RUnlock()
-	if ok && now.UnixNano() < e.until {
+	if ok && now.UnixNano() < e.until && c.trusted(now) {
 		t := *e.tok // callers may keep or change what they get
 		return &t, nil
 	}
