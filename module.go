@@ -97,6 +97,19 @@ type App struct {
 	// Default: 0 (off).
 	ValidationCache caddy.Duration `json:"validation_cache,omitempty"`
 
+	// RevocationFeedInterval is how often the validation cache reads the
+	// token store's revocation feed (SQL and Cassandra stores), where every
+	// gateway sharing the store publishes what it revokes: a revocation
+	// through any gateway then stops the token on all of them within two
+	// intervals, or their caches stop answering. Only with
+	// validation_cache. Default: 500ms.
+	RevocationFeedInterval caddy.Duration `json:"revocation_feed_interval,omitempty"`
+
+	// RevocationFeedOff leaves the feed alone: one gateway alone, or
+	// revocations through other gateways acceptable after validation_cache.
+	// Default: false.
+	RevocationFeedOff bool `json:"revocation_feed_off,omitempty"`
+
 	// MaxBodySize is the largest request body the endpoints read, in bytes;
 	// a larger one is answered 413. Default: 65536.
 	MaxBodySize int64 `json:"max_body_size,omitempty"`
@@ -113,6 +126,9 @@ type App struct {
 	clients map[string]*issuer.Client
 	purger  *purge.Purger
 	logger  *zap.Logger
+
+	tokenFeed stores.RevocationFeed // the token store's, if it has one
+	follower  *lookupcache.Follower
 }
 
 // Client is a registered OAuth client.
@@ -188,7 +204,12 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.codes, a.tokens = codes, tokens
 	if a.ValidationCache > 0 {
-		a.tokens = lookupcache.New(tokens, time.Duration(a.ValidationCache), validationCacheEntries)
+		cache := lookupcache.New(tokens, time.Duration(a.ValidationCache), validationCacheEntries)
+		a.tokens = cache
+		if a.tokenFeed != nil && !a.RevocationFeedOff {
+			a.follower = lookupcache.NewFollower(cache, a.tokenFeed, time.Duration(a.RevocationFeedInterval), a.logger.Named("revocation_feed"))
+			a.tokens = a.follower
+		}
 	}
 
 	a.clients = make(map[string]*issuer.Client, len(a.Clients))
@@ -236,6 +257,9 @@ func (a *App) loadStore(ctx caddy.Context, field string, raw json.RawMessage) (s
 	if !ok {
 		return nil, fmt.Errorf("module %T is not a store", mod)
 	}
+	if f, ok := mod.(stores.RevocationFeed); ok && field == "AccessTokenStoreRaw" {
+		a.tokenFeed = f
+	}
 	st, ok := mod.(stores.Starter)
 	if !ok {
 		return s, nil
@@ -253,7 +277,7 @@ func (a *App) Validate() error {
 		strings.ContainsAny(a.Issuer, "?#")) {
 		return fmt.Errorf("issuer %q must be an http(s) URL without query or fragment (RFC 8414 §2)", a.Issuer)
 	}
-	if a.PurgeEvery < 0 || a.PurgeBatch < 0 || a.StoreTimeout < 0 || a.ValidationCache < 0 || a.MaxBodySize < 0 ||
+	if a.PurgeEvery < 0 || a.PurgeBatch < 0 || a.StoreTimeout < 0 || a.ValidationCache < 0 || a.MaxBodySize < 0 || a.RevocationFeedInterval < 0 ||
 		a.AuthorizationCodeLifetime < 0 || a.AccessTokenLifetime < 0 || a.RefreshTokenLifetime < 0 {
 		return errors.New("durations, sizes and counts must not be negative")
 	}
@@ -279,13 +303,25 @@ func (a *App) Start() error {
 	for _, g := range a.gates {
 		g.Open()
 	}
+	if a.follower != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := a.follower.Start(ctx)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
 	a.purger.Start()
 	return nil
 }
 
-// Stop stops the purger and waits for it to end.
+// Stop stops the purger and the revocation feed follower and waits for
+// them to end.
 func (a *App) Stop() error {
 	a.purger.Stop()
+	if a.follower != nil {
+		a.follower.Stop()
+	}
 	return nil
 }
 
