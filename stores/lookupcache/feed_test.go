@@ -195,3 +195,26 @@ func TestFollowerStopEndsGoroutine(t *testing.T) {
 	}
 	f.Stop() // twice is fine
 }
+
+// BenchmarkHitFollowed is BenchmarkHit behind a Follower reading an idle
+// feed: the hot path adds one atomic load.
+func BenchmarkHitFollowed(b *testing.B) {
+	f := newFake()
+	fl := NewFollower(New(f, time.Hour, 1000), &memFeed{}, DefaultFeedInterval, nil)
+	if err := fl.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer fl.Stop()
+	at := token(stores.AccessToken, "f", time.Hour)
+	_ = f.InsertTokens(ctx, at)
+	for fl.Stats().Polls == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	_, _ = fl.LookupToken(ctx, stores.AccessToken, at.Key)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			_, _ = fl.LookupToken(ctx, stores.AccessToken, at.Key)
+		}
+	})
+}
