@@ -5,6 +5,7 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"os"
+	"os/exec"
 	"sort"
 	"strings"
 	"testing"
@@ -146,6 +147,11 @@ func runFleetFeedSQL(t *testing.T, dialect, driver, dsn string) {
 	t.Run("a revocation on one gateway stops the token on the others within 1s", func(t *testing.T) {
 		runFleetPropagation(t, f)
 	})
+	if driver == "pgx" {
+		t.Run("reloads leave one feed reader per gateway", func(t *testing.T) {
+			runReloadReaders(t, f, db)
+		})
+	}
 	t.Run("a gateway that loses the feed stops answering from its cache", func(t *testing.T) {
 		a, b := f.gws[0], f.gws[1]
 		tok, _ := f.clientToken(a)
@@ -213,4 +219,57 @@ func TestFleetFeedCassandra(t *testing.T) {
 	t.Run("a revocation on one gateway stops the token on the others within 1s", func(t *testing.T) {
 		runFleetPropagation(t, f)
 	})
+}
+
+// runReloadReaders reloads gateway B five times and checks, by the reads
+// PostgreSQL counts on the feed table, that the fleet still reads it about
+// six times a second (3 gateways x 2): a reader left behind by a reload
+// would add two a second each.
+func runReloadReaders(t *testing.T, f *fleet, db *sql.DB) {
+	rate := func() float64 {
+		read := func() int64 {
+			var n int64
+			_, _ = db.Exec("SELECT pg_stat_clear_snapshot()")
+			if err := db.QueryRow("SELECT COALESCE(seq_scan, 0) + COALESCE(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = $1",
+				fleetPrefix+"revocations").Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		// PostgreSQL publishes table statistics about once a second.
+		time.Sleep(1500 * time.Millisecond)
+		a, start := read(), time.Now()
+		time.Sleep(5 * time.Second)
+		return float64(read()-a) / time.Since(start).Seconds()
+	}
+	before := rate()
+	b := f.gws[1]
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig, err := os.ReadFile(b.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		// A changed config, or Caddy skips the reload.
+		cfg := append(append([]byte(nil), orig...), fmt.Sprintf("\n# reload %d\nhttp://127.0.0.1:%d {\n\trespond %d\n}\n", i, b.srv+5, i)...)
+		if err := os.WriteFile(b.config, cfg, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(exe, "reload", "--config", b.config, "--adapter", "caddyfile", "--address", fmt.Sprintf("127.0.0.1:%d", b.admin))
+		cmd.Env = append(os.Environ(), childEnv+"=1")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("reload %d: %v\n%s", i, err, out)
+		}
+	}
+	after := rate()
+	t.Logf("feed reads on PostgreSQL: %.1f/s before 5 reloads of B, %.1f/s after", before, after)
+	if after > before+4 { // a leak per reload would add 10/s
+		t.Errorf("feed reads went from %.1f/s to %.1f/s over 5 reloads: a reader leaked", before, after)
+	}
+	if st := f.guard(b, unknownToken); st != 401 {
+		t.Errorf("B after the reloads: %d", st)
+	}
 }

@@ -25,6 +25,7 @@ type gateway struct {
 	name            string
 	srv, api, admin int
 	proc            *caddyProcess
+	config          string // the Caddyfile's path
 }
 
 func (g *gateway) url(path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", g.srv, path) }
@@ -92,8 +93,8 @@ func startFleet(t *testing.T, store, extra string) *fleet {
 	}}
 	dir := t.TempDir()
 	for i, name := range []string{"A", "B", "C"} {
-		g := &gateway{name: name, srv: 19700 + 10*i, api: 19701 + 10*i, admin: 19790 + i}
 		path := filepath.Join(dir, "Caddyfile."+name)
+		g := &gateway{name: name, srv: 19700 + 10*i, api: 19701 + 10*i, admin: 19790 + i, config: path}
 		if err := os.WriteFile(path, []byte(fleetConfig(g, store, extra)), 0o600); err != nil {
 			t.Fatal(err)
 		}
