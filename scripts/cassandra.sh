@@ -36,8 +36,9 @@
 #   CASSANDRA_CLUSTER_ADDRESSES  the three node addresses, comma separated
 #                                (default 127.0.0.1,127.0.0.2,127.0.0.3; the
 #                                first is the seed)
-#   CASSANDRA_CLUSTER_DIR        one folder per node below it
-#                                (default ${TMPDIR:-/tmp}/caddy-oauth2-cassandra-cluster)
+#   CASSANDRA_CLUSTER_DIR        one folder per node below it (default
+#                                ${TMPDIR:-/tmp}/caddy-oauth2-cassandra-cluster-<first address>,
+#                                so clusters on other addresses never share data)
 #   CASSANDRA_CLUSTER_HEAP       JVM heap per node (default 640M)
 set -euo pipefail
 
@@ -252,7 +253,7 @@ status() {
 cluster() {
 	local addrs cdir cheap
 	IFS=, read -r -a addrs <<<"${CASSANDRA_CLUSTER_ADDRESSES:-127.0.0.1,127.0.0.2,127.0.0.3}"
-	cdir=${CASSANDRA_CLUSTER_DIR:-${TMPDIR:-/tmp}/caddy-oauth2-cassandra-cluster}
+	cdir=${CASSANDRA_CLUSTER_DIR:-${TMPDIR:-/tmp}/caddy-oauth2-cassandra-cluster-${addrs[0]}}
 	cheap=${CASSANDRA_CLUSTER_HEAP:-640M}
 	node() { # node N command
 		local i=$(($1 - 1))
