@@ -1,13 +1,19 @@
 package oauth2
 
 import (
+	"fmt"
+	"slices"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/tokengate/caddy-oauth2/issuer"
 )
 
 func init() {
@@ -45,14 +51,22 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //		validation_cache            <duration>
 //		revocation_feed             <interval>|off
 //		max_body_size               <bytes>
+//		scope_description           <scope> <text>
+//		consent_template            <file>
+//		max_secret_verifications    <n>
 //		client <client_id> {
 //			secret_hash  <bcrypt hash>
 //			redirect_uri <uri> [<uri>...]
 //			grant_types  <grant> [<grant>...]
 //			scopes       <scope> [<scope>...]
 //			skip_consent
+//			introspect
+//			name         <display name>
+//			logo_uri     <https url>
 //		}
 //	}
+//
+// scope_description may be given once per scope.
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume option name
 	if d.NextArg() {
@@ -61,7 +75,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	seen := map[string]bool{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
-		if opt != "client" {
+		if opt != "client" && opt != "scope_description" {
 			if seen[opt] {
 				return d.Errf("duplicate subdirective %q", opt)
 			}
@@ -70,9 +84,16 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		var err error
 		switch opt {
 		case "issuer":
-			err = oneString(d, &a.Issuer)
+			if err = oneString(d, &a.Issuer); err == nil && !hasPlaceholder(a.Issuer) {
+				if verr := issuer.ValidateIssuer(a.Issuer); verr != nil {
+					return d.Err(verr.Error())
+				}
+			}
 		case "token_secret":
-			err = oneString(d, &a.TokenSecret)
+			if err = oneString(d, &a.TokenSecret); err == nil && !hasPlaceholder(a.TokenSecret) && len(a.TokenSecret) < minTokenSecret {
+				return d.Errf("token_secret must be at least %d bytes, got %d; use a placeholder such as {env.OAUTH2_TOKEN_SECRET} or {file./path} to keep it out of the config",
+					minTokenSecret, len(a.TokenSecret))
+			}
 		case "access_token_store":
 			a.AccessTokenStoreRaw, err = unmarshalStore(d)
 		case "authorization_code_store":
@@ -84,18 +105,18 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneInt(d, &n)
 			a.PurgeBatch = int(n)
 		case "authorization_code_lifetime":
-			err = oneDuration(d, &a.AuthorizationCodeLifetime)
+			err = oneDurationAtLeast(d, &a.AuthorizationCodeLifetime, time.Second)
 		case "access_token_lifetime":
-			err = oneDuration(d, &a.AccessTokenLifetime)
+			err = oneDurationAtLeast(d, &a.AccessTokenLifetime, time.Second)
 		case "refresh_token_lifetime":
-			err = oneDuration(d, &a.RefreshTokenLifetime)
+			err = oneDurationAtLeast(d, &a.RefreshTokenLifetime, time.Second)
 		case "require_pkce":
 			if d.NextArg() {
 				return d.ArgErr()
 			}
 			a.RequirePKCE = true
 		case "store_timeout":
-			err = oneDuration(d, &a.StoreTimeout)
+			err = oneDurationAtLeast(d, &a.StoreTimeout, time.Second)
 		case "validation_cache":
 			err = oneDuration(d, &a.ValidationCache)
 		case "revocation_feed":
@@ -112,6 +133,24 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "max_body_size":
 			err = oneInt(d, &a.MaxBodySize)
+		case "scope_description":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.Errf("scope_description takes a scope and its description, got %d arguments", len(args))
+			}
+			if _, dup := a.ScopeDescriptions[args[0]]; dup {
+				return d.Errf("scope_description of %q given twice", args[0])
+			}
+			if a.ScopeDescriptions == nil {
+				a.ScopeDescriptions = map[string]string{}
+			}
+			a.ScopeDescriptions[args[0]] = args[1]
+		case "consent_template":
+			err = oneString(d, &a.ConsentTemplate)
+		case "max_secret_verifications":
+			var n int64
+			err = oneInt(d, &n)
+			a.MaxSecretVerifications = int(n)
 		case "client":
 			var c *Client
 			c, err = unmarshalClient(d)
@@ -147,6 +186,7 @@ func unmarshalStore(d *caddyfile.Dispenser) ([]byte, error) {
 
 func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
 	c := new(Client)
+	file, line := d.File(), d.Line()
 	if !d.NextArg() {
 		return nil, d.ArgErr()
 	}
@@ -168,7 +208,13 @@ func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
 		case "redirect_uri", "redirect_uris":
 			c.RedirectURIs, err = someStrings(d)
 		case "grant_types":
-			c.GrantTypes, err = someStrings(d)
+			if c.GrantTypes, err = someStrings(d); err == nil {
+				for _, g := range c.GrantTypes {
+					if !slices.Contains(grantTypes, g) {
+						return nil, d.Errf("client %q: unsupported grant type %q: want %s", c.ID, g, strings.Join(grantTypes, ", "))
+					}
+				}
+			}
 		case "scopes":
 			c.Scopes, err = someStrings(d)
 		case "skip_consent":
@@ -176,6 +222,15 @@ func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
 				return nil, d.ArgErr()
 			}
 			c.SkipConsent = true
+		case "introspect":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			c.Introspect = true
+		case "name":
+			err = oneString(d, &c.Name)
+		case "logo_uri":
+			err = oneString(d, &c.LogoURI)
 		default:
 			return nil, d.Errf("unrecognized subdirective %q in client %q", opt, c.ID)
 		}
@@ -183,8 +238,31 @@ func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
 			return nil, err
 		}
 	}
+	// The checks the server makes, reported at the client's line: redirect
+	// URI rules, scopes, grants against the client type, the secret hash.
+	ic := c.issuerClient(func(s string) string {
+		if hasPlaceholder(s) {
+			return placeholderHash // checked when Caddy provisions
+		}
+		return s
+	})
+	if err := issuer.ValidateClient(ic); err != nil {
+		return nil, fmt.Errorf("client %q: %v, at %s:%d", c.ID, err, file, line)
+	}
 	return c, nil
 }
+
+// grantTypes are the grant types a client may list.
+var grantTypes = []string{"authorization_code", "refresh_token", "client_credentials"}
+
+// minTokenSecret is the shortest token_secret, in bytes.
+const minTokenSecret = 32
+
+// placeholderHash stands in for a secret_hash given as a placeholder while
+// the Caddyfile is checked: a valid bcrypt hash of nothing in particular.
+const placeholderHash = "$2a$04$vFl3KkwJg1x0WQjG6rOQ5uq6Ixr9D7uYlW2F3oGd0o3uQ9bm1YV1a"
+
+func hasPlaceholder(s string) bool { return strings.Contains(s, "{") }
 
 func parseServer(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	s := new(Server)
@@ -273,29 +351,40 @@ func someStrings(d *caddyfile.Dispenser) ([]string, error) {
 }
 
 func oneDuration(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	return oneDurationAtLeast(d, dst, time.Nanosecond)
+}
+
+// oneDurationAtLeast reads the option's one duration argument, which must
+// be at least least; errors name the option.
+func oneDurationAtLeast(d *caddyfile.Dispenser, dst *caddy.Duration, least time.Duration) error {
+	opt := d.Val()
 	var s string
 	if err := oneString(d, &s); err != nil {
 		return err
 	}
 	dur, err := caddy.ParseDuration(s)
 	if err != nil {
-		return d.Errf("parsing %s: %v", d.Val(), err)
+		return d.Errf("%s: %q is not a duration such as 30s, 10m or 12h", opt, s)
 	}
-	if dur <= 0 {
-		return d.Errf("%s must be positive", s)
+	if dur < least {
+		if least == time.Nanosecond {
+			return d.Errf("%s: %s must be positive", opt, s)
+		}
+		return d.Errf("%s: %s must be at least %v", opt, s, least)
 	}
 	*dst = caddy.Duration(dur)
 	return nil
 }
 
 func oneInt(d *caddyfile.Dispenser, dst *int64) error {
+	opt := d.Val()
 	var s string
 	if err := oneString(d, &s); err != nil {
 		return err
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || n <= 0 {
-		return d.Errf("%q is not a positive whole number", s)
+		return d.Errf("%s: %q is not a positive whole number", opt, s)
 	}
 	*dst = n
 	return nil

@@ -39,10 +39,11 @@ func TestUnmarshalApp(t *testing.T) {
 				revocation_feed 250ms
 				max_body_size 1024
 				client svc {
-					secret_hash $2a$10$abc
+					secret_hash ` + secretHash + `
 					redirect_uri https://a.example/cb https://b.example/cb
 					grant_types client_credentials
 					scopes read write
+					introspect
 				}
 				client app {
 					redirect_uri http://127.0.0.1/cb
@@ -63,8 +64,8 @@ func TestUnmarshalApp(t *testing.T) {
 				RevocationFeedInterval:    caddy.Duration(250 * time.Millisecond),
 				MaxBodySize:               1024,
 				Clients: []*Client{
-					{ID: "svc", SecretHash: "$2a$10$abc", RedirectURIs: []string{"https://a.example/cb", "https://b.example/cb"},
-						GrantTypes: []string{"client_credentials"}, Scopes: []string{"read", "write"}},
+					{ID: "svc", SecretHash: secretHash, RedirectURIs: []string{"https://a.example/cb", "https://b.example/cb"},
+						GrantTypes: []string{"client_credentials"}, Scopes: []string{"read", "write"}, Introspect: true},
 					{ID: "app", RedirectURIs: []string{"http://127.0.0.1/cb"}, SkipConsent: true},
 				},
 			},
@@ -74,17 +75,26 @@ func TestUnmarshalApp(t *testing.T) {
 		{name: "bad revocation feed", input: "oauth2 {\n revocation_feed never\n}", err: "want a positive interval or off"},
 		{name: "unknown subdirective", input: "oauth2 {\n bogus 1\n}", err: `unrecognized subdirective "bogus"`},
 		{name: "duplicate subdirective", input: "oauth2 {\n purge_every 1s\n purge_every 2s\n}", err: `duplicate subdirective "purge_every"`},
-		{name: "bad duration", input: "oauth2 {\n purge_every soon\n}", err: "parsing soon"},
-		{name: "zero duration", input: "oauth2 {\n access_token_lifetime 0s\n}", err: "must be positive"},
+		{name: "bad duration", input: "oauth2 {\n purge_every soon\n}", err: `purge_every: "soon" is not a duration such as 30s, 10m or 12h, at Testfile:2`},
+		{name: "zero duration", input: "oauth2 {\n access_token_lifetime 0s\n}", err: "access_token_lifetime: 0s must be at least 1s, at Testfile:2"},
+		{name: "zero purge interval", input: "oauth2 {\n purge_every 0s\n}", err: "purge_every: 0s must be positive, at Testfile:2"},
+		{name: "short literal secret", input: "oauth2 {\n token_secret tooshort\n}", err: "token_secret must be at least 32 bytes, got 8; use a placeholder"},
+		{name: "bad issuer", input: "oauth2 {\n issuer https://a.example/?x=1\n}", err: "Testfile:2"},
+		{name: "unknown grant type", input: "oauth2 {\n client a {\n  redirect_uri https://a.example/cb\n  grant_types authorization_code password\n }\n}", err: `client "a": unsupported grant type "password": want authorization_code, refresh_token, client_credentials, at Testfile:4`},
+		{name: "bad redirect uri", input: "oauth2 {\n client a {\n  redirect_uri /relative\n }\n}", err: `client "a": redirect URI "/relative": must be absolute, at Testfile:2`},
+		{name: "http redirect uri on localhost", input: "oauth2 {\n client a {\n  redirect_uri http://localhost:8080/cb\n }\n}", err: `client "a": redirect URI "http://localhost:8080/cb": http is allowed only on the loopback IPs`},
+		{name: "public client_credentials", input: "oauth2 {\n client a {\n  redirect_uri https://a.example/cb\n  grant_types client_credentials\n }\n}", err: `client "a": a public client cannot use client_credentials, at Testfile:2`},
+		{name: "bad secret hash", input: "oauth2 {\n client a {\n  secret_hash plain\n }\n}", err: `client "a": secret hash is not a bcrypt hash`},
 		{name: "missing duration", input: "oauth2 {\n purge_every\n}", err: "wrong argument count"},
 		{name: "two durations", input: "oauth2 {\n purge_every 1s 2s\n}", err: "wrong argument count"},
 		{name: "bad batch", input: "oauth2 {\n purge_batch -5\n}", err: "not a positive whole number"},
 		{name: "require_pkce with argument", input: "oauth2 {\n require_pkce yes\n}", err: "wrong argument count"},
 		{name: "client without id", input: "oauth2 {\n client {\n }\n}", err: "wrong argument count"},
-		{name: "duplicate client", input: "oauth2 {\n client a\n client a\n}", err: `client "a" is defined twice`},
+		{name: "duplicate client", input: "oauth2 {\n client a {\n  redirect_uri https://a.example/cb\n }\n client a {\n  redirect_uri https://a.example/cb\n }\n}", err: `client "a" is defined twice`},
 		{name: "unknown client subdirective", input: "oauth2 {\n client a {\n secret x\n }\n}", err: `unrecognized subdirective "secret" in client "a"`},
 		{name: "duplicate client subdirective", input: "oauth2 {\n client a {\n scopes a\n scopes b\n }\n}", err: `duplicate subdirective "scopes"`},
 		{name: "empty scopes", input: "oauth2 {\n client a {\n scopes\n }\n}", err: "wrong argument count"},
+		{name: "introspect with argument", input: "oauth2 {\n client a {\n introspect yes\n }\n}", err: "wrong argument count"},
 		{name: "unknown store driver", input: "oauth2 {\n access_token_store nosuch\n}", err: "oauth2.stores.nosuch"},
 		{name: "store without driver", input: "oauth2 {\n access_token_store\n}", err: "wrong argument count"},
 	} {

@@ -15,19 +15,24 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html/template"
+	"net"
 	"net/http"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/tokengate/caddy-oauth2/issuer"
 	"github.com/tokengate/caddy-oauth2/purge"
 	"github.com/tokengate/caddy-oauth2/stores"
-	_ "github.com/tokengate/caddy-oauth2/stores/cache"
+	"github.com/tokengate/caddy-oauth2/stores/cache"
 	_ "github.com/tokengate/caddy-oauth2/stores/cassandra"
 	"github.com/tokengate/caddy-oauth2/stores/lookupcache"
 	_ "github.com/tokengate/caddy-oauth2/stores/sql"
@@ -45,8 +50,10 @@ func init() {
 // keeps it. The handlers find it through the Caddy context.
 type App struct {
 	// Issuer is the authorization server's issuer identifier (RFC 8414 §2),
-	// an https URL without query or fragment. Default: the origin of each
-	// request to the server.
+	// an https URL without query or fragment. Default: derived from the
+	// address of the site serving oauth2_server (its host and port, https
+	// when it has TLS), never from the Host header; Caddy refuses to start
+	// when that is ambiguous (see origins.go).
 	Issuer string `json:"issuer,omitempty"`
 
 	// TokenSecret keys the HMAC under which codes and tokens are stored.
@@ -114,6 +121,20 @@ type App struct {
 	// a larger one is answered 413. Default: 65536.
 	MaxBodySize int64 `json:"max_body_size,omitempty"`
 
+	// ScopeDescriptions are human descriptions of scopes, by scope, shown
+	// on the consent page above the raw scope name. Default: none.
+	ScopeDescriptions map[string]string `json:"scope_descriptions,omitempty"`
+
+	// ConsentTemplate is the path of an html/template file rendering the
+	// consent page instead of the built-in one (see the README for the data
+	// it gets). Placeholders are replaced. Default: the built-in page.
+	ConsentTemplate string `json:"consent_template,omitempty"`
+	// MaxSecretVerifications caps the client-secret bcrypt checks running at
+	// once; a request that finds no free slot within 1s is answered 503
+	// temporarily_unavailable. Default: half the CPUs Go uses
+	// (GOMAXPROCS/2), at least 1.
+	MaxSecretVerifications int `json:"max_secret_verifications,omitempty"`
+
 	// Clients are the registered OAuth clients.
 	Clients []*Client `json:"clients,omitempty"`
 
@@ -124,8 +145,19 @@ type App struct {
 	hasher  *token.Hasher
 	csrfKey []byte
 	clients map[string]*issuer.Client
-	purger  *purge.Purger
-	logger  *zap.Logger
+	// clientScopes is each client's current scope set, for the guard.
+	clientScopes map[string]map[string]bool
+	purger       *purge.Purger
+	logger       *zap.Logger
+	metrics      *metrics
+	caches       []*cache.Engine
+	consent      *template.Template
+	// limits are the brute-force limits of client authentication, shared
+	// by every oauth2_server of this configuration.
+	limits *issuer.Limits
+	// derived are the oauth2_server handlers whose issuer comes from their
+	// site's address; Start checks each has one.
+	derived []*Server
 
 	tokenFeed stores.RevocationFeed // the token store's, if it has one
 	follower  *lookupcache.Follower
@@ -149,6 +181,36 @@ type Client struct {
 	Scopes []string `json:"scopes,omitempty"`
 	// SkipConsent issues codes without showing the consent page.
 	SkipConsent bool `json:"skip_consent,omitempty"`
+	// Introspect lets the client introspect access tokens of other clients,
+	// as a resource server does (RFC 7662 §4). Without it a client sees only
+	// its own tokens. Refresh tokens are only ever visible to their own
+	// client. Default: false.
+	Introspect bool `json:"introspect,omitempty"`
+	// Name is the client's display name on the consent page. Default: its
+	// ID.
+	Name string `json:"name,omitempty"`
+	// LogoURI is an https URL of the client's logo on the consent page.
+	// Default: none.
+	LogoURI string `json:"logo_uri,omitempty"`
+}
+
+// issuerClient is the client as package issuer takes it, its secret hash
+// passed through secret (which replaces placeholders).
+func (c *Client) issuerClient(secret func(string) string) *issuer.Client {
+	ic := &issuer.Client{
+		ID:           c.ID,
+		RedirectURIs: c.RedirectURIs,
+		GrantTypes:   c.GrantTypes,
+		Scopes:       c.Scopes,
+		SkipConsent:  c.SkipConsent,
+		Introspect:   c.Introspect,
+		Name:         c.Name,
+		LogoURI:      c.LogoURI,
+	}
+	if h := secret(c.SecretHash); h != "" {
+		ic.SecretHash = []byte(h)
+	}
+	return ic
 }
 
 // CaddyModule returns the Caddy module information.
@@ -194,40 +256,66 @@ func (a *App) Provision(ctx caddy.Context) error {
 	mac.Write([]byte("consent csrf"))
 	a.csrfKey = mac.Sum(nil)
 
-	codes, err := a.loadStore(ctx, "AuthorizationCodeStoreRaw", a.AuthorizationCodeStoreRaw)
+	reg := ctx.GetMetricsRegistry()
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	var err error
+	if a.metrics, err = newMetrics(reg); err != nil {
+		return fmt.Errorf("registering metrics: %v", err)
+	}
+
+	codes, err := a.loadStore(ctx, "AuthorizationCodeStoreRaw", a.AuthorizationCodeStoreRaw, "authorization_code_store")
 	if err != nil {
 		return fmt.Errorf("loading authorization_code_store: %v", err)
 	}
-	tokens, err := a.loadStore(ctx, "AccessTokenStoreRaw", a.AccessTokenStoreRaw)
+	tokens, err := a.loadStore(ctx, "AccessTokenStoreRaw", a.AccessTokenStoreRaw, "access_token_store")
 	if err != nil {
 		return fmt.Errorf("loading access_token_store: %v", err)
 	}
 	a.codes, a.tokens = codes, tokens
 	if a.ValidationCache > 0 {
-		cache := lookupcache.New(tokens, time.Duration(a.ValidationCache), validationCacheEntries)
-		a.tokens = cache
+		vc := lookupcache.New(tokens, time.Duration(a.ValidationCache), validationCacheEntries)
+		a.tokens = vc
+		if err := a.registerValidationCacheMetrics(vc); err != nil {
+			return err
+		}
 		if a.tokenFeed != nil && !a.RevocationFeedOff {
-			a.follower = lookupcache.NewFollower(cache, a.tokenFeed, time.Duration(a.RevocationFeedInterval), a.logger.Named("revocation_feed"))
+			a.follower = lookupcache.NewFollower(vc, a.tokenFeed, time.Duration(a.RevocationFeedInterval), a.logger.Named("revocation_feed"))
 			a.tokens = a.follower
 		}
 	}
+	if err := a.registerCacheMetrics(); err != nil {
+		return err
+	}
 
 	a.clients = make(map[string]*issuer.Client, len(a.Clients))
+	a.clientScopes = make(map[string]map[string]bool, len(a.Clients))
 	for _, c := range a.Clients {
 		if _, dup := a.clients[c.ID]; dup {
 			return fmt.Errorf("client %q is defined twice", c.ID)
 		}
-		ic := &issuer.Client{
-			ID:           c.ID,
-			RedirectURIs: c.RedirectURIs,
-			GrantTypes:   c.GrantTypes,
-			Scopes:       c.Scopes,
-			SkipConsent:  c.SkipConsent,
+		a.clients[c.ID] = c.issuerClient(func(s string) string { return repl.ReplaceAll(s, "") })
+		scopes := make(map[string]bool, len(c.Scopes))
+		for _, sc := range c.Scopes {
+			scopes[sc] = true
 		}
-		if h := repl.ReplaceAll(c.SecretHash, ""); h != "" {
-			ic.SecretHash = []byte(h)
+		a.clientScopes[c.ID] = scopes
+	}
+
+	if path := repl.ReplaceAll(a.ConsentTemplate, ""); path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("consent_template: %v", err)
 		}
-		a.clients[c.ID] = ic
+		if a.consent, err = template.New(issuer.ConsentTemplateName).Parse(string(b)); err != nil {
+			return fmt.Errorf("consent_template %s: %v", path, err)
+		}
+	}
+
+	a.limits = issuer.NewLimits(a.MaxSecretVerifications, 0)
+	if err := a.registerAuthMetrics(); err != nil {
+		return err
 	}
 
 	a.purger = &purge.Purger{
@@ -236,13 +324,14 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Codes:    a.codes,
 		Tokens:   tokens,
 		Logger:   a.logger.Named("purge"),
+		Observe:  a.metrics.purgeDone,
 	}
 	return nil
 }
 
 // loadStore loads one store guest module, the cache store when none is
 // configured.
-func (a *App) loadStore(ctx caddy.Context, field string, raw json.RawMessage) (stores.Store, error) {
+func (a *App) loadStore(ctx caddy.Context, field string, raw json.RawMessage, label string) (stores.Store, error) {
 	var mod any
 	var err error
 	if raw == nil {
@@ -257,9 +346,13 @@ func (a *App) loadStore(ctx caddy.Context, field string, raw json.RawMessage) (s
 	if !ok {
 		return nil, fmt.Errorf("module %T is not a store", mod)
 	}
+	if cs, ok := mod.(*cache.Store); ok && !slices.Contains(a.caches, cs.Engine) {
+		a.caches = append(a.caches, cs.Engine)
+	}
 	if f, ok := mod.(stores.RevocationFeed); ok && field == "AccessTokenStoreRaw" {
 		a.tokenFeed = f
 	}
+	s = a.metrics.observe(s, label)
 	st, ok := mod.(stores.Starter)
 	if !ok {
 		return s, nil
@@ -281,15 +374,24 @@ func (a *App) Validate() error {
 		a.AuthorizationCodeLifetime < 0 || a.AccessTokenLifetime < 0 || a.RefreshTokenLifetime < 0 {
 		return errors.New("durations, sizes and counts must not be negative")
 	}
+	if a.MaxSecretVerifications < 0 {
+		return errors.New("max_secret_verifications must not be negative")
+	}
 	// Building an issuer checks every client the way the server will use it.
-	_, err := a.newIssuer(nil)
+	_, err := a.newIssuer(nil, nil)
 	return err
 }
 
-// Start checks the stores' backends and starts the purger. A backend that
+// Start checks that every oauth2_server without an issuer has one from its
+// site, checks the stores' backends and starts the purger. A backend that
 // cannot be reached does not stop Caddy: requests needing it are answered
 // 503 until it returns. A wrong schema or setting does.
 func (a *App) Start() error {
+	for _, s := range a.derived {
+		if err := s.resolveOrigins(); err != nil {
+			return err
+		}
+	}
 	for _, s := range a.starts {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		err := s.Start(ctx)
@@ -325,10 +427,41 @@ func (a *App) Stop() error {
 	return nil
 }
 
+// revokeSubject revokes everything of a resource owner and/or a client in
+// both stores (once when they are the same).
+func (a *App) revokeSubject(ctx context.Context, subject, clientID string) (int64, error) {
+	// Past the life of anything a grant in flight could still issue.
+	lifetime := max(orDefault(time.Duration(a.RefreshTokenLifetime), issuer.DefaultRefreshTokenLifetime),
+		orDefault(time.Duration(a.AccessTokenLifetime), issuer.DefaultAccessTokenLifetime),
+		orDefault(time.Duration(a.AuthorizationCodeLifetime), issuer.DefaultCodeLifetime))
+	until := time.Now().Add(lifetime + 2*time.Duration(a.StoreTimeout))
+	var total int64
+	for _, s := range []any{a.tokens, a.codes} {
+		sr, ok := s.(stores.SubjectRevoker)
+		if !ok {
+			return total, stores.ErrUnsupported
+		}
+		n, err := sr.RevokeSubject(ctx, subject, clientID, until)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
 // newIssuer builds the authorization server over this app's configuration.
-func (a *App) newIssuer(subject func(*http.Request) string) (*issuer.Server, error) {
+func (a *App) newIssuer(subject, issuerFor func(*http.Request) string) (*issuer.Server, error) {
 	return issuer.New(issuer.Config{
 		Issuer:               a.Issuer,
+		IssuerFor:            issuerFor,
 		Clients:              a.clients,
 		Codes:                a.codes,
 		Tokens:               a.tokens,
@@ -342,7 +475,35 @@ func (a *App) newIssuer(subject func(*http.Request) string) (*issuer.Server, err
 		Subject:              subject,
 		CSRFKey:              a.csrfKey,
 		Logger:               a.logger,
+		Observer:             a.metrics,
+		ScopeDescriptions:    a.ScopeDescriptions,
+		ConsentTemplate:      a.consent,
+
+		// Brute-force limits, shared by every handler of this app, and log
+		// redaction.
+		Limits:     a.limits,
+		ClientIP:   clientIP,
+		Unredacted: skipAccessLog,
 	})
+}
+
+// clientIP is the address failed client authentications are counted
+// under: Caddy's client_ip, which is the connection's address unless
+// trusted_proxies vouches for a forwarded one.
+func clientIP(r *http.Request) string {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+		return ip
+	}
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
+}
+
+// skipAccessLog keeps a request out of Caddy's access log: the issuer calls
+// it when a buffering handler kept it from redacting the code in a redirect.
+func skipAccessLog(r *http.Request) {
+	caddyhttp.SetVar(r.Context(), caddyhttp.LogSkipVar, true)
 }
 
 // Server is the `oauth2_server` handler: the authorization, token,
@@ -354,6 +515,13 @@ func (a *App) newIssuer(subject func(*http.Request) string) (*issuer.Server, err
 // basic_auth before this one on /oauth2/authorize.
 type Server struct {
 	srv *issuer.Server
+
+	// Without an app issuer: the candidates from the site's address, see
+	// origins.go, resolved once the http app is provisioned.
+	ctx         caddy.Context
+	originsOnce sync.Once
+	origins     []siteOrigin
+	originsErr  error
 }
 
 // CaddyModule returns the Caddy module information.
@@ -364,16 +532,49 @@ func (*Server) CaddyModule() caddy.ModuleInfo {
 // Provision builds the endpoints over the app's configuration.
 func (s *Server) Provision(ctx caddy.Context) error {
 	app, err := oauth2App(ctx)
+	if errors.Is(err, errAppNotLoaded) {
+		return nil // Caddy reports the app's own error (see errAppNotLoaded)
+	}
 	if err != nil {
 		return err
 	}
-	s.srv, err = app.newIssuer(authenticatedUser)
+	var issuerFor func(*http.Request) string
+	if app.Issuer == "" {
+		s.ctx = ctx
+		issuerFor = func(r *http.Request) string { return pickOrigin(s.origins, r) }
+		app.derived = append(app.derived, s)
+	}
+	s.srv, err = app.newIssuer(authenticatedUser, issuerFor)
 	return err
+}
+
+// resolveOrigins finds the handler's site in the http app, once: at the
+// app's Start, or at the first request if that comes first.
+func (s *Server) resolveOrigins() error {
+	s.originsOnce.Do(func() {
+		var httpApp any
+		if httpApp, s.originsErr = s.ctx.App("http"); s.originsErr == nil {
+			s.origins, s.originsErr = siteOrigins(httpApp.(*caddyhttp.App), s)
+		}
+		if s.originsErr != nil {
+			s.originsErr = fmt.Errorf("cannot derive the issuer identifier from the site's address: %v; "+
+				"set `issuer` in the oauth2 global option", s.originsErr)
+		}
+	})
+	return s.originsErr
 }
 
 // ServeHTTP serves an endpoint or passes the request on.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if s.srv == nil {
+		return caddyhttp.Error(http.StatusServiceUnavailable, errAppNotLoaded)
+	}
 	if h := s.srv.Endpoint(r.URL.Path); h != nil {
+		if s.ctx.Context != nil {
+			if err := s.resolveOrigins(); err != nil {
+				return caddyhttp.Error(http.StatusServiceUnavailable, err)
+			}
+		}
 		h.ServeHTTP(w, r)
 		return nil
 	}
@@ -392,7 +593,8 @@ func authenticatedUser(r *http.Request) string {
 
 // Guard is the `oauth2_guard` handler: it admits a request only with a live
 // bearer access token from the `oauth2` app's store that carries every
-// required scope (RFC 6750). On success it sets {http.auth.user.id} (the
+// required scope (RFC 6750), issued to a client still registered and for
+// scopes the client is still registered for. On success it sets {http.auth.user.id} (the
 // subject, or the client_id for client_credentials tokens),
 // {oauth2.client_id}, {oauth2.scope} and {oauth2.subject}.
 type Guard struct {
@@ -405,8 +607,9 @@ type Guard struct {
 	// false, the header is removed so the token goes no further.
 	KeepAuthorization bool `json:"keep_authorization,omitempty"`
 
-	v      *validator.Validator
-	logger *zap.Logger
+	v       *validator.Validator
+	logger  *zap.Logger
+	metrics *metrics
 }
 
 // CaddyModule returns the Caddy module information.
@@ -418,22 +621,34 @@ func (*Guard) CaddyModule() caddy.ModuleInfo {
 func (g *Guard) Provision(ctx caddy.Context) error {
 	g.logger = ctx.Logger()
 	app, err := oauth2App(ctx)
+	if errors.Is(err, errAppNotLoaded) {
+		return nil // Caddy reports the app's own error (see errAppNotLoaded)
+	}
 	if err != nil {
 		return err
 	}
+	g.metrics = app.metrics
 	g.v, err = validator.New(validator.Config{
 		Tokens:  app.tokens,
 		Hasher:  app.hasher,
 		Realm:   g.Realm,
 		Scopes:  g.Scopes,
 		Timeout: time.Duration(app.StoreTimeout),
+		// Tokens follow their client's registration in this configuration:
+		// a client removed or a scope dropped by a reload stops passing at
+		// once, not when its tokens expire.
+		ClientScopes: app.registeredScopes,
 	})
 	return err
 }
 
 // ServeHTTP admits or refuses the request.
 func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if g.v == nil { // never lets a request pass (see errAppNotLoaded)
+		return caddyhttp.Error(http.StatusServiceUnavailable, errAppNotLoaded)
+	}
 	tok, denial := g.v.Check(r)
+	g.metrics.guardResult(denial)
 	if denial != nil {
 		if denial.Challenge != "" {
 			w.Header().Set("WWW-Authenticate", denial.Challenge)
@@ -458,10 +673,28 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	return next.ServeHTTP(w, r)
 }
 
+// registeredScopes returns the scopes a client is registered for in this
+// configuration, and whether it is registered.
+func (a *App) registeredScopes(clientID string) (map[string]bool, bool) {
+	s, ok := a.clientScopes[clientID]
+	return s, ok
+}
+
+// errAppNotLoaded marks a handler whose oauth2 app failed to load. Caddy
+// loads its apps in random order: were the handler to fail with the app's
+// error, the message would be wrapped differently from run to run. So the
+// handler loads without the app, Caddy then loads the app itself and fails
+// the config with the app's own error, the same every time, and the handler
+// is never served (if it were, it would refuse every request).
+var errAppNotLoaded = errors.New("the oauth2 app failed to load")
+
 func oauth2App(ctx caddy.Context) (*App, error) {
-	app, err := ctx.App("oauth2")
+	app, err := ctx.AppIfConfigured("oauth2")
+	if errors.Is(err, caddy.ErrNotConfigured) {
+		return nil, errors.New("the oauth2 app is not configured: add an oauth2 block to the global options (JSON: apps.oauth2)")
+	}
 	if err != nil {
-		return nil, fmt.Errorf("getting oauth2 app: %v", err)
+		return nil, errAppNotLoaded
 	}
 	return app.(*App), nil
 }

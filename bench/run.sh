@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Side-by-side benchmarks of caddy-oauth2 (issue 5): guard overhead, token
 # issuance and introspection against Ory Hydra v2.3.0, purging a large backlog,
-# and the cache store's resident memory. Everything listens on 127.0.0.1.
+# the cache store's resident memory, and the guard under a wrong-secret flood
+# (issue 8). Everything listens on 127.0.0.1.
 #
 #   bench/run.sh                         # every scenario
 #   bench/run.sh guard issuance          # some of them
-#   scenarios: guard issuance introspection purge memory micro fleet
+#   scenarios: guard issuance introspection purge memory bruteforce micro fleet
 #
 # It builds Caddy with the plugin and the helpers under bench/, builds Hydra
 # once into $BENCH_CACHE (a throwaway module outside the repository), installs
@@ -24,6 +25,7 @@
 #   BENCH_BCRYPT_COST  client-secret bcrypt cost on both sides (default 10)
 #   BENCH_PURGE_ROWS   expired rows to purge (default 1000000)
 #   BENCH_MEM_TOKENS   live tokens for the memory scenario (default 1000000)
+#   BENCH_FLOOD_CONNS  connections of the wrong-secret flood (default 20)
 #   BENCH_FLEET_TOKENS revocations timed in the fleet scenario (default 100)
 #   BENCH_CACHE     where the Caddy and Hydra binaries are kept (default /var/cache/caddy-oauth2-bench)
 #   BENCH_PIN       1 (default on 2+ CPUs): the server under test (Caddy, Hydra) on
@@ -703,7 +705,72 @@ scenario_memory() {
 	stop "$CADDY_PID"
 }
 
-# ---- scenario 6: fleet ----------------------------------------------------------
+# ---- scenario 6: brute force -----------------------------------------------------
+
+# The guard's p99 on the Caddy that also serves the token endpoint, idle and
+# while a second wrk floods the token endpoint with wrong client secrets,
+# in alternating rounds. Four floods: "no-auth", the same requests to a
+# path of the auth site that is no endpoint (what any request flood costs);
+# "spread", a random client_id and
+# X-Forwarded-For address per request, which trusted_proxies makes Caddy
+# believe, so no lockout applies and only the verification limit answers;
+# "known-id", the benchmark's client_id from random addresses (the
+# client_id's lockout answers); then "one", one client_id from one address.
+# Last, how long after the floods the right secret works again.
+FLOOD_CONNS=${BENCH_FLOOD_CONNS:-20}
+scenario_bruteforce() {
+	start_upstream || { say "upstream did not start"; return 1; }
+	local cfg
+	cfg=$(caddyfile cache 0 | awk '{print} /^\tpersist_config off$/ {print "\tservers {\n\t\ttrusted_proxies static 127.0.0.1/32\n\t}"}')
+	start_caddy bruteforce "$cfg" || { ratio "bruteforce: Caddy did not start"; return; }
+	local tok variant r res q idle during flood t0 secs
+	tok=$(our_token)
+	[[ -n $tok && $tok != null ]] || { ratio "bruteforce: no token"; stop "$CADDY_PID"; return; }
+	export BENCH_METHOD=GET BENCH_BODY= BENCH_AUTH="Bearer $tok"
+	load "http://$GUARDED/" 1 >/dev/null
+	for variant in no-auth spread known-id one; do
+		say "bruteforce: $variant"
+		: >"$run/bf-idle.txt"
+		: >"$run/bf-during.txt"
+		: >"$run/bf-flood.txt"
+		for ((r = 1; r <= ROUNDS; r++)); do
+			res=$(load "http://$GUARDED/") && [[ -n $res ]] && echo "$res" >>"$run/bf-idle.txt"
+			start "flood-$variant-$r" env BENCH_SPREAD="$(case $variant in spread) echo ids ;; known-id) echo ips ;; esac)" BENCH_FLOOD_CLIENT="$CLIENT" \
+				"${LOAD_CPU[@]}" wrk -t1 -c"$FLOOD_CONNS" -d"$((DUR + 2))s" --timeout 10s -s "$here/bruteforce.lua" \
+				"http://$AUTH/$([[ $variant == no-auth ]] && echo not-an-endpoint || echo oauth2/token)"
+			local flood_pid=$LAST_PID
+			sleep 1
+			res=$(load "http://$GUARDED/") && [[ -n $res ]] && echo "$res" >>"$run/bf-during.txt"
+			wait "$flood_pid" 2>/dev/null
+			stop "$flood_pid"
+			awk '/^RESULT/{print $2, $3, $4, $5, $6, $7}' "$run/flood-$variant-$r.log" >>"$run/bf-flood.txt"
+		done
+		idle=$(summarize "$run/bf-idle.txt")
+		during=$(summarize "$run/bf-during.txt")
+		flood=$(summarize "$run/bf-flood.txt")
+		record bruteforce "cache, $variant" "guard idle" "$idle"
+		record bruteforce "cache, $variant" "guard during flood" "$during"
+		record bruteforce "cache, $variant" "flood (wrong secrets)" "$flood"
+		q=$(div "$(cut -d' ' -f3 <<<"$during")" "$(cut -d' ' -f3 <<<"$idle")")
+		ratio "bruteforce $variant: guard p99 during/idle = $q (goal <= 1.5: $(verdict "$q" 1.5 '<=')), p50 $(cut -d' ' -f2 <<<"$idle") -> $(cut -d' ' -f2 <<<"$during") ms, req/s $(cut -d' ' -f1 <<<"$idle") -> $(cut -d' ' -f1 <<<"$during"); flood answered $(cut -d' ' -f1 <<<"$flood") req/s, p99 $(cut -d' ' -f3 <<<"$flood") ms, $(awk '{n += $4} END {print n + 0}' "$run/bf-flood.txt") of $(awk '{n += $6} END {print n + 0}' "$run/bf-flood.txt") non-2xx"
+	done
+	unset BENCH_METHOD BENCH_BODY BENCH_AUTH
+	# The last floods locked the client and the address: poll the right
+	# secret until it works again.
+	t0=$(date +%s.%N)
+	secs=
+	while awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{exit !(b - a < 120)}'; do
+		if [[ $(curl -s -o /dev/null -w '%{http_code}' -u "$CLIENT:$CLIENT_SECRET" -d grant_type=client_credentials "http://$AUTH/oauth2/token") == 200 ]]; then
+			secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b - a}')
+			break
+		fi
+		sleep 0.5
+	done
+	ratio "bruteforce: the right secret worked again ${secs:-NOT within 120}s after the flood stopped"
+	stop "$CADDY_PID"
+}
+
+# ---- scenario 7: fleet ----------------------------------------------------------
 # Three gateways on one PostgreSQL store with a 60s validation cache: how long a
 # revocation on one takes to stop the token on the others (revocation feed,
 # read every 500ms), what the feed's reads cost the database, and the guard's
@@ -823,7 +890,7 @@ machine() {
 
 main() {
 	local scenarios=("$@") s
-	((${#scenarios[@]})) || scenarios=(guard issuance introspection purge memory micro fleet)
+	((${#scenarios[@]})) || scenarios=(guard issuance introspection purge memory bruteforce micro fleet)
 	for s in "${scenarios[@]}"; do
 		declare -F "scenario_$s" >/dev/null || { say "unknown scenario $s"; exit 2; }
 	done

@@ -1,8 +1,10 @@
 package issuer
 
 import (
+	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"go.uber.org/zap"
@@ -72,8 +74,9 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	req := &authzRequest{client: c, rawRedirectURI: params.Get("redirect_uri"), params: params}
 	switch {
 	case req.rawRedirectURI != "":
-		// RFC 6749 §3.1.2.3: simple string comparison.
-		if !c.redirects[req.rawRedirectURI] {
+		// RFC 6749 §3.1.2.3: simple string comparison; RFC 8252 §7.3: any
+		// port on a loopback IP.
+		if !c.redirectAllowed(req.rawRedirectURI) {
 			s.errorPage(w, http.StatusBadRequest, "Invalid redirect URI", "The redirect URI is not registered for this application.")
 			return
 		}
@@ -99,9 +102,20 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 
 	if r.Method == http.MethodPost {
-		if !s.checkCSRF(req, params.Get(csrfField)) {
+		nonce, ok := s.checkCSRF(req, params.Get(csrfField))
+		if !ok {
 			s.errorPage(w, http.StatusForbidden, "Consent form expired",
 				"The consent form was invalid or has expired. Go back to the application and start again.")
+			return
+		}
+		// The form is single-use, whatever the decision: a second
+		// submission (a double click, a replayed POST) gets no second code.
+		if ok, oerr := s.consumeCSRF(r, nonce); oerr != nil {
+			s.redirectError(w, r, req, oerr)
+			return
+		} else if !ok {
+			s.errorPage(w, http.StatusForbidden, "Consent form already used",
+				"This consent form has already been submitted. Go back to the application and start again.")
 			return
 		}
 		if params.Get(decisionField) != decisionApprove {
@@ -112,7 +126,7 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !c.SkipConsent {
-		s.renderConsent(w, req)
+		s.renderConsent(w, r, req)
 		return
 	}
 	s.issueCode(w, r, req)
@@ -238,9 +252,53 @@ func (s *Server) redirect(w http.ResponseWriter, r *http.Request, req *authzRequ
 	h.Set("Location", u)
 	h.Set("Cache-Control", "no-store")
 	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Content-Length", strconv.Itoa(len(redirectBody)))
 	status := http.StatusFound
 	if r.Method == http.MethodPost {
 		status = http.StatusSeeOther // the browser must GET the client
 	}
 	w.WriteHeader(status)
+	_, _ = io.WriteString(w, redirectBody)
+	if v.Has("code") {
+		s.redactLocation(w, r, req.redirectURI+sep, v)
+	}
+}
+
+// redirectBody is the body of the redirect. A body, rather than none, makes
+// wrappers that hold the status line back until the first write (Caddy's
+// encode handler) pass it on, so the flush in redactLocation reaches the
+// connection.
+const redirectBody = "Redirecting to the application.\n"
+
+// redactLocation keeps the authorization code out of access logs, which log
+// the response header map after the handler returns. Once the header is on
+// the wire, the Location in the map is replaced by a copy whose code is
+// REDACTED: net/http documents that changing the map after WriteHeader has
+// no effect on the response sent (HTTP/1.1 and HTTP/2 copy it at
+// WriteHeader; HTTP/3 serializes it at the flush below). If a wrapper says
+// it buffers the response (Buffered() true, as Caddy's recorders do), the
+// header has not been sent and the code is left alone, and Unredacted, if
+// set, is told so it can keep the request out of the log.
+func (s *Server) redactLocation(w http.ResponseWriter, r *http.Request, prefix string, v url.Values) {
+	_ = http.NewResponseController(w).Flush()
+	for ww := w; ww != nil; {
+		if b, ok := ww.(interface{ Buffered() bool }); ok && b.Buffered() {
+			if s.unredacted != nil {
+				s.unredacted(r)
+			}
+			return
+		}
+		u, ok := ww.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			break
+		}
+		ww = u.Unwrap()
+	}
+	red := make(url.Values, len(v))
+	for k, vs := range v {
+		red[k] = vs
+	}
+	red.Set("code", "REDACTED")
+	w.Header().Set("Location", prefix+red.Encode())
 }

@@ -232,9 +232,9 @@ func TestConsentStoresGivenRedirectURI(t *testing.T) {
 
 func TestConsentDeny(t *testing.T) {
 	e := newEnv(t)
-	res := e.authorize(authParams("conf", "state", "st"), testUser)
-	form := hiddenFields(res.body)
 	for _, d := range []string{"deny", "", "maybe"} {
+		// Each decision on a fresh form: a form is single-use.
+		form := hiddenFields(e.authorize(authParams("conf", "state", "st"), testUser).body)
 		form.Set("decision", d)
 		res := e.consent(form, testUser)
 		wantRedirectError(t, res, confRedirect, "access_denied", "st")
@@ -255,7 +255,8 @@ func TestConsentCSRF(t *testing.T) {
 	good := hiddenFields(page.body)
 	good.Set("decision", "approve")
 	tok := good.Get("csrf_token")
-	iat, mac, _ := strings.Cut(tok, ".")
+	iat, nonceMAC, _ := strings.Cut(tok, ".")
+	nonce, mac, _ := strings.Cut(nonceMAC, ".")
 	iatN, _ := strconv.ParseInt(iat, 10, 64)
 
 	other := newEnv(t) // another server, another random CSRF key
@@ -268,8 +269,10 @@ func TestConsentCSRF(t *testing.T) {
 	}{
 		{"missing token", func(f url.Values) { f.Del("csrf_token") }, testUser, e, 0},
 		{"garbage token", func(f url.Values) { f.Set("csrf_token", "garbage") }, testUser, e, 0},
-		{"tampered mac", func(f url.Values) { f.Set("csrf_token", iat+"."+strings.Repeat("A", len(mac))) }, testUser, e, 0},
-		{"moved issued-at", func(f url.Values) { f.Set("csrf_token", strconv.FormatInt(iatN+1, 10)+"."+mac) }, testUser, e, 0},
+		{"tampered mac", func(f url.Values) { f.Set("csrf_token", iat+"."+nonce+"."+strings.Repeat("A", len(mac))) }, testUser, e, 0},
+		{"moved issued-at", func(f url.Values) { f.Set("csrf_token", strconv.FormatInt(iatN+1, 10)+"."+nonceMAC) }, testUser, e, 0},
+		{"other nonce", func(f url.Values) { f.Set("csrf_token", iat+"."+strings.Repeat("0", len(nonce))+"."+mac) }, testUser, e, 0},
+		{"no nonce", func(f url.Values) { f.Set("csrf_token", iat+".."+mac) }, testUser, e, 0},
 		{"signed issued-at", func(f url.Values) { f.Set("csrf_token", "+"+tok) }, testUser, e, 0},
 		{"widened scope", func(f url.Values) { f.Set("scope", "read write") }, testUser, e, 0},
 		{"omitted scope (means all)", func(f url.Values) { f.Del("scope") }, testUser, e, 0},
@@ -306,12 +309,47 @@ func TestConsentCSRF(t *testing.T) {
 func TestConsentCSRFSharedKey(t *testing.T) {
 	key := []byte("shared consent key")
 	a := newEnv(t, func(c *Config) { c.CSRFKey = key })
-	b := newEnv(t, func(c *Config) { c.CSRFKey = key })
+	b := newEnv(t, func(c *Config) { c.CSRFKey = key; c.Codes = a.store })
 	page := a.authorize(authParams("conf"), testUser)
 	form := hiddenFields(page.body)
 	form.Set("decision", "approve")
 	if res := b.consent(form, testUser); res.status != http.StatusSeeOther {
-		t.Errorf("form from a server with the same key: status %d", res.status)
+		t.Errorf("form from a server with the same key and code store: status %d", res.status)
+	}
+	// Exactly once between the two: the first server refuses it now.
+	wantPage(t, a.consent(form, testUser), http.StatusForbidden)
+}
+
+// TestConsentSingleUse submits one consent form twice: the second
+// submission, approving or denying, gets an error page and no code.
+func TestConsentSingleUse(t *testing.T) {
+	e := newEnv(t)
+	_, challenge := pkce()
+	page := e.authorize(authParams("conf", "state", "st", "code_challenge", challenge, "code_challenge_method", "S256"), testUser)
+	form := hiddenFields(page.body)
+	form.Set("decision", "approve")
+	if res := e.consent(form, testUser); res.status != http.StatusSeeOther || res.header.Get("Location") == "" {
+		t.Fatalf("first submission: status %d", res.status)
+	}
+	for _, d := range []string{"approve", "deny"} {
+		form.Set("decision", d)
+		res := e.consent(form, testUser)
+		wantPage(t, res, http.StatusForbidden)
+		if !strings.Contains(res.body, "already") {
+			t.Errorf("second submission (%s): page does not say the form was used: %.300s", d, res.body)
+		}
+	}
+	if n := e.store.codeCount(); n != 1 {
+		t.Errorf("%d codes issued from one consent form, want 1", n)
+	}
+	// A form denied first cannot be approved afterwards either.
+	form = hiddenFields(e.authorize(authParams("conf", "state", "st2"), testUser).body)
+	form.Set("decision", "deny")
+	wantRedirectError(t, e.consent(form, testUser), confRedirect, "access_denied", "st2")
+	form.Set("decision", "approve")
+	wantPage(t, e.consent(form, testUser), http.StatusForbidden)
+	if n := e.store.codeCount(); n != 1 {
+		t.Errorf("%d codes after a denied form was approved again, want 1", n)
 	}
 }
 

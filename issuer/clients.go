@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -9,6 +10,9 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
+	"strings"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -29,7 +33,11 @@ type Client struct {
 	// `caddy hash-password` prints it. Default: nil, a public client.
 	SecretHash []byte
 	// RedirectURIs are the registered redirection URIs, compared exactly
-	// (RFC 6749 §3.1.2). Required for the authorization_code grant.
+	// (RFC 6749 §3.1.2), except that an http URI on a loopback IP literal
+	// matches on any port (RFC 8252 §7.3). Each must be https, http on
+	// 127.0.0.1 or [::1], or a reverse-DNS private-use scheme such as
+	// com.example.app:/cb (see validRedirectURI). Required for the
+	// authorization_code grant.
 	RedirectURIs []string
 	// GrantTypes is a subset of authorization_code, refresh_token and
 	// client_credentials. Default: authorization_code and refresh_token,
@@ -41,6 +49,16 @@ type Client struct {
 	// SkipConsent issues codes without asking the resource owner.
 	// Default: false.
 	SkipConsent bool
+	// Introspect lets the client introspect access tokens issued to other
+	// clients, as a resource server does (RFC 7662 §4). Without it a client
+	// sees only its own tokens. Refresh tokens are only ever visible to
+	// their own client. Default: false.
+	Introspect bool
+	// Name is shown on the consent page. Default: the ID.
+	Name string
+	// LogoURI is an https URL of a logo shown on the consent page.
+	// Default: none.
+	LogoURI string
 }
 
 // Public reports whether the client has no secret (RFC 6749 §2.1).
@@ -52,6 +70,16 @@ type client struct {
 	grants    map[string]bool
 	scopes    map[string]bool
 	redirects map[string]bool
+	// loopback holds the registered loopback redirect URIs without their
+	// port, see loopbackKey.
+	loopback map[string]bool
+}
+
+// ValidateClient checks a client as New does, so that a configuration
+// adapter can report a mistake where it is written.
+func ValidateClient(c *Client) error {
+	_, err := newClient(c.ID, c)
+	return err
 }
 
 func newClient(id string, c *Client) (*client, error) {
@@ -71,10 +99,14 @@ func newClient(id string, c *Client) (*client, error) {
 			RedirectURIs: slices.Clone(c.RedirectURIs),
 			Scopes:       slices.Clone(c.Scopes),
 			SkipConsent:  c.SkipConsent,
+			Introspect:   c.Introspect,
+			Name:         c.Name,
+			LogoURI:      c.LogoURI,
 		},
 		grants:    map[string]bool{},
 		scopes:    map[string]bool{},
 		redirects: map[string]bool{},
+		loopback:  map[string]bool{},
 	}
 	if !cl.Public() {
 		if _, err := bcrypt.Cost(cl.SecretHash); err != nil {
@@ -111,15 +143,22 @@ func newClient(id string, c *Client) (*client, error) {
 		cl.scopes[sc] = true
 	}
 	for _, ru := range cl.RedirectURIs {
-		// RFC 6749 §3.1.2: absolute URI without a fragment.
-		u, err := url.Parse(ru)
-		if err != nil {
+		if err := validRedirectURI(ru); err != nil {
 			return nil, fmt.Errorf("redirect URI %q: %w", ru, err)
 		}
-		if !u.IsAbs() || u.Fragment != "" || u.RawFragment != "" || len(ru) > 0 && ru[len(ru)-1] == '#' {
-			return nil, fmt.Errorf("redirect URI %q must be absolute and have no fragment", ru)
-		}
 		cl.redirects[ru] = true
+		if k, ok := loopbackKey(ru); ok {
+			cl.loopback[k] = true
+		}
+	}
+	if cl.Public() && cl.Introspect {
+		// RFC 7662 §2.1: a public client's ID proves nothing.
+		return nil, errors.New("a public client cannot introspect")
+	}
+	if cl.LogoURI != "" {
+		if u, err := url.Parse(cl.LogoURI); err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {
+			return nil, fmt.Errorf("logo URI %q must be an https URL", cl.LogoURI)
+		}
 	}
 	if cl.Public() && len(cl.RedirectURIs) == 0 {
 		return nil, errors.New("a public client needs at least one redirect URI")
@@ -128,6 +167,86 @@ func newClient(id string, c *Client) (*client, error) {
 		return nil, errors.New("the authorization_code grant needs at least one redirect URI")
 	}
 	return cl, nil
+}
+
+// validRedirectURI applies the registration rules of RFC 9700 §2.1 and
+// §4.1 and RFC 8252 §7: an absolute URI without fragment (RFC 6749
+// §3.1.2), userinfo or wildcard, whose scheme is https, http on a loopback
+// IP literal, or a private-use scheme in reverse-DNS form.
+func validRedirectURI(ru string) error {
+	u, err := url.Parse(ru)
+	if err != nil {
+		return err
+	}
+	switch {
+	case !u.IsAbs():
+		return errors.New("must be absolute")
+	case u.Fragment != "" || u.RawFragment != "" || strings.Contains(ru, "#"):
+		return errors.New("must have no fragment")
+	case strings.Contains(ru, "*"):
+		return errors.New("must not contain a wildcard: redirect URIs are compared exactly")
+	case u.User != nil:
+		return errors.New("must not contain userinfo")
+	}
+	switch u.Scheme {
+	case "https":
+		if u.Host == "" {
+			return errors.New("https URI needs a host")
+		}
+	case "http":
+		// RFC 8252 §7.3, §8.3: plain http only to a loopback IP literal;
+		// "localhost" may resolve elsewhere.
+		if _, ok := loopbackKey(ru); !ok {
+			return errors.New("http is allowed only on the loopback IPs 127.0.0.1 and [::1] (not localhost); use https")
+		}
+	case "javascript", "data", "file", "vbscript", "blob", "about":
+		return fmt.Errorf("scheme %q is not allowed", u.Scheme)
+	default:
+		// RFC 8252 §7.1: private-use schemes are reverse domain names.
+		if !strings.Contains(u.Scheme, ".") {
+			return fmt.Errorf("scheme %q is neither https, loopback http nor a reverse-DNS private-use scheme such as com.example.app", u.Scheme)
+		}
+	}
+	return nil
+}
+
+// loopbackKey returns an http redirect URI on a loopback IP literal without
+// its port, and whether it is one. Native apps listen on an ephemeral port,
+// so any port matches a registered loopback URI; scheme, host, path and
+// query still compare exactly (RFC 8252 §7.3).
+func loopbackKey(ru string) (string, bool) {
+	rest, ok := strings.CutPrefix(ru, "http://")
+	if !ok {
+		return "", false
+	}
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	host, tail := rest[:end], rest[end:]
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.HasSuffix(host, "]") {
+		port := host[i+1:]
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 || port[0] < '1' || port[0] > '9' {
+			return "", false
+		}
+		host = host[:i]
+	}
+	if host != "127.0.0.1" && host != "[::1]" || strings.Contains(tail, "#") {
+		return "", false
+	}
+	return "http://" + host + tail, true
+}
+
+// redirectAllowed reports whether ru, the redirect_uri of an authorization
+// request, is registered for the client: exactly, or for a loopback URI on
+// any port.
+func (c *client) redirectAllowed(ru string) bool {
+	if c.redirects[ru] {
+		return true
+	}
+	k, ok := loopbackKey(ru)
+	return ok && c.loopback[k]
 }
 
 // validScopeToken reports whether s is a scope-token (RFC 6749 §3.3).
@@ -147,7 +266,7 @@ func validScopeToken(s string) bool {
 // authenticateClient identifies and authenticates the client of a token,
 // revocation or introspection request (RFC 6749 §2.3, §3.2.1). Confidential
 // clients must present their secret; public clients present only their ID.
-func (s *Server) authenticateClient(r *http.Request, form url.Values) (*client, *oauthError) {
+func (s *Server) authenticateClient(w http.ResponseWriter, r *http.Request, form url.Values) (*client, *oauthError) {
 	var id, secret string
 	switch h := r.Header.Values("Authorization"); len(h) {
 	case 0: // client_secret_post, or client_id alone for a public client
@@ -178,13 +297,7 @@ func (s *Server) authenticateClient(r *http.Request, form url.Values) (*client, 
 		return nil, errInvalidClient("client authentication required")
 	}
 	c := s.clients[id]
-	if c == nil {
-		if secret != "" {
-			s.burnBcrypt(secret) // answer unknown IDs as slowly as wrong secrets
-		}
-		return nil, errInvalidClient("client authentication failed")
-	}
-	if c.Public() {
+	if c != nil && c.Public() {
 		// A public client has no secret; basic with an empty password is how
 		// some libraries send a bare client ID.
 		if secret != "" {
@@ -192,48 +305,83 @@ func (s *Server) authenticateClient(r *http.Request, form url.Values) (*client, 
 		}
 		return c, nil
 	}
-	if secret == "" || !s.verifySecret(c, secret) {
+	if secret == "" {
+		return nil, errInvalidClient("client authentication failed")
+	}
+	// An unknown ID goes through the same lockout and verification slot as
+	// a known one and takes as long (burnBcrypt), so neither time nor
+	// lockout tells whether it exists.
+	idKey, addrKey := s.failureKeys(r, id)
+	if oerr := s.checkLockout(w, idKey, addrKey); oerr != nil {
+		return nil, oerr
+	}
+	ok, oerr := s.verifySecret(w, r, c, secret, idKey, addrKey)
+	if oerr != nil {
+		return nil, oerr
+	}
+	if !ok {
+		s.recordFailure(id, idKey, addrKey)
 		return nil, errInvalidClient("client authentication failed")
 	}
 	return c, nil
 }
 
-// verifySecret checks a confidential client's secret. bcrypt on every
-// request would cap issuance at a few dozen per core and second, so after a
-// successful check the HMAC of the secret under a per-process key is kept
-// for the client (one entry per registered client, so the memo is bounded)
-// and compared first. A mismatch falls back to bcrypt, so a wrong secret
-// always pays the bcrypt cost.
-func (s *Server) verifySecret(c *client, secret string) bool {
-	mac := hmac.New(sha256.New, s.memoKey)
-	mac.Write([]byte(secret))
+// verifySecret checks a confidential client's secret; c is nil for an
+// unknown client ID. bcrypt on every request would cap issuance at a few
+// dozen per core and second, so after a successful check the HMAC of the
+// secret under a per-process key is kept for the client (one entry per
+// registered client, so the memo is bounded) and compared first. A mismatch
+// falls back to bcrypt, so a wrong secret always pays the bcrypt cost, in
+// one of the limiter's slots (see limiter.go); the error is 503 or 429 when
+// no slot came free in time or the keys were locked while waiting.
+func (s *Server) verifySecret(w http.ResponseWriter, r *http.Request, c *client, secret, idKey, addrKey string) (bool, *oauthError) {
 	var sum [32]byte
-	mac.Sum(sum[:0])
-
-	s.memoMu.RLock()
-	known, ok := s.memo[c.ID]
-	s.memoMu.RUnlock()
-	if ok && subtle.ConstantTimeCompare(known[:], sum[:]) == 1 {
-		return true
+	if c != nil {
+		mac := hmac.New(sha256.New, s.memoKey)
+		mac.Write([]byte(secret))
+		mac.Sum(sum[:0])
+		s.memoMu.RLock()
+		known, ok := s.memo[c.ID]
+		s.memoMu.RUnlock()
+		if ok && subtle.ConstantTimeCompare(known[:], sum[:]) == 1 {
+			return true, nil
+		}
 	}
+	if !s.limits.acquire(r.Context()) {
+		s.limits.busy.Add(1)
+		return false, errBusy(w)
+	}
+	defer s.limits.release()
+	// Requests that queued while their keys got locked are refused now.
+	if oerr := s.checkLockout(w, idKey, addrKey); oerr != nil {
+		return false, oerr
+	}
+	s.limits.verifications.Add(1)
 	// bcrypt ignores bytes past the 72nd; such a secret would match any
 	// secret with the same prefix.
-	if len(secret) > 72 {
-		s.burnBcrypt(secret[:72])
-		return false
+	if c == nil || len(secret) > 72 {
+		s.burnBcrypt(r.Context())
+		return false, nil
 	}
-	if bcrypt.CompareHashAndPassword(c.SecretHash, []byte(secret)) != nil {
-		return false
+	start := time.Now()
+	err := compareHash(c.SecretHash, []byte(secret))
+	s.limits.noteCheck(time.Since(start))
+	if err != nil {
+		return false, nil
 	}
 	s.memoMu.Lock()
 	s.memo[c.ID] = sum
 	s.memoMu.Unlock()
-	return true
+	return true, nil
 }
 
-// burnBcrypt spends what a bcrypt check against the costliest registered
-// hash spends, so failures do not reveal whether a client ID exists.
-func (s *Server) burnBcrypt(secret string) {
+// burnBcrypt takes as long as a bcrypt check of a registered client's
+// secret, so failures do not reveal whether a client ID exists. It sleeps
+// rather than computing: an unknown ID or an over-long secret cannot match,
+// and only the time needs hiding, so a flood of made-up client IDs costs no
+// CPU. The time is a running average of real checks, first measured on a
+// dummy hash of the costliest registered cost.
+func (s *Server) burnBcrypt(ctx context.Context) {
 	s.dummyOnce.Do(func() {
 		cost := bcrypt.MinCost
 		for _, c := range s.clients {
@@ -242,9 +390,16 @@ func (s *Server) burnBcrypt(secret string) {
 			}
 		}
 		s.dummy, _ = bcrypt.GenerateFromPassword([]byte("not a secret"), cost)
+		if s.limits.checkNanos.Load() == 0 {
+			start := time.Now()
+			_ = compareHash(s.dummy, []byte("not the secret"))
+			s.limits.noteCheck(time.Since(start))
+		}
 	})
-	if len(secret) > 72 {
-		secret = secret[:72]
+	t := time.NewTimer(time.Duration(s.limits.checkNanos.Load()))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
 	}
-	_ = bcrypt.CompareHashAndPassword(s.dummy, []byte(secret))
 }

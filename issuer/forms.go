@@ -19,7 +19,10 @@ func (s *Server) clientForm(w http.ResponseWriter, r *http.Request, params []str
 	if name, ok := repeated(form, params...); ok {
 		return nil, nil, errInvalidRequest("parameter " + name + " repeated")
 	}
-	c, oerr := s.authenticateClient(r, form)
+	c, oerr := s.authenticateClient(w, r, form)
+	if oerr != nil && oerr.Code == errCodeInvalidClient {
+		s.obs.ClientAuthFailed(s.claimedClient(r, form))
+	}
 	return form, c, oerr
 }
 

@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"context"
 	"encoding/json"
 	"html"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/oauth2"
 
+	"github.com/tokengate/caddy-oauth2/stores"
 	"github.com/tokengate/caddy-oauth2/token"
 )
 
@@ -30,6 +32,7 @@ const (
 	skipSecret  = "skip-secret"
 	nrSecret    = "nr-secret"
 	ccrSecret   = "ccr-secret"
+	rsSecret    = "rs-secret"
 	testUser    = "alice"
 )
 
@@ -72,13 +75,15 @@ func testClients(t testing.TB) map[string]*Client {
 			RedirectURIs: []string{nrRedirect}, Scopes: []string{"read"}, SkipConsent: true},
 		"ccredir": {SecretHash: hash(t, ccrSecret), GrantTypes: []string{"client_credentials"},
 			RedirectURIs: []string{"https://ccr.example/cb"}, Scopes: []string{"read"}},
+		// A resource server: it only introspects.
+		"rs": {SecretHash: hash(t, rsSecret), GrantTypes: []string{"client_credentials"}, Introspect: true},
 	}
 }
 
 // secrets maps the confidential test clients to their secrets.
 var secrets = map[string]string{
 	"conf": confSecret, "multi": multiSecret, "svc": svcSecret, "skip": skipSecret,
-	"norefresh": nrSecret, "ccredir": ccrSecret,
+	"norefresh": nrSecret, "ccredir": ccrSecret, "rs": rsSecret,
 }
 
 // env is a Server behind an httptest.Server, over a fake store.
@@ -311,10 +316,24 @@ func (e *env) tokens(clientID string, kv ...string) map[string]any {
 	return res.json(e.t)
 }
 
-// introspect returns the introspection response for tok, asked by conf.
+// introspect returns the introspection response for tok, asked by a client
+// allowed to see it (RFC 7662 §4): an access token by the resource server
+// rs, a refresh token by its own client. A refresh token of a public
+// client, which cannot introspect, is answered from the store.
 func (e *env) introspect(tok string) map[string]any {
 	e.t.Helper()
-	res := e.post(IntrospectPath, url.Values{"token": {tok}}, "conf", confSecret)
+	asker := "rs"
+	if token.WellFormed(token.RefreshPrefix, tok) {
+		t, err := e.store.LookupToken(context.Background(), stores.RefreshToken, e.hasher.Key(tok))
+		if err != nil {
+			return map[string]any{"active": false}
+		}
+		if _, ok := secrets[t.ClientID]; !ok {
+			return map[string]any{"active": true, "client_id": t.ClientID, "scope": t.Scope}
+		}
+		asker = t.ClientID
+	}
+	res := e.post(IntrospectPath, url.Values{"token": {tok}}, asker, secrets[asker])
 	if res.status != http.StatusOK {
 		e.t.Fatalf("introspect: status %d, body %s", res.status, res.body)
 	}

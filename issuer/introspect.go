@@ -37,7 +37,7 @@ func (s *Server) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 		writeError(w, oerr)
 		return
 	}
-	resp, oerr := s.introspect(r, form.Get("token"))
+	resp, oerr := s.introspect(r, c, form.Get("token"))
 	if oerr != nil {
 		writeError(w, oerr)
 		return
@@ -45,9 +45,14 @@ func (s *Server) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
-// introspect looks raw up. The kind comes from its prefix; token_type_hint
-// is not needed (RFC 7662 §2.1 lets the server ignore it).
-func (s *Server) introspect(r *http.Request, raw string) (*introspection, *oauthError) {
+// introspect looks raw up for client c. The kind comes from its prefix;
+// token_type_hint is not needed (RFC 7662 §2.1 lets the server ignore it).
+//
+// RFC 7662 §4: a client sees its own tokens; access tokens of other clients
+// only with the introspect flag (a resource server); refresh tokens only
+// ever their own client. Anything else is answered like an unknown token,
+// so the endpoint does not tell which tokens exist.
+func (s *Server) introspect(r *http.Request, c *client, raw string) (*introspection, *oauthError) {
 	kind, ok := tokenKind(raw)
 	if !ok {
 		return &introspection{}, nil
@@ -66,9 +71,22 @@ func (s *Server) introspect(r *http.Request, raw string) (*introspection, *oauth
 		// RFC 7662 §2.2: nothing more about an inactive token.
 		return &introspection{}, nil
 	}
+	if t.ClientID != c.ID && (kind == stores.RefreshToken || !c.Introspect) {
+		return &introspection{}, nil
+	}
+	// Like the guard: a token of a client no longer registered is dead, and
+	// carries only the scopes its client is registered for now.
+	owner := s.clients[t.ClientID]
+	if owner == nil {
+		return &introspection{}, nil
+	}
+	scope, ok := owner.currentScope(t.Scope)
+	if !ok {
+		return &introspection{}, nil
+	}
 	return &introspection{
 		Active:    true,
-		Scope:     t.Scope,
+		Scope:     scope,
 		ClientID:  t.ClientID,
 		Subject:   t.Subject,
 		ExpiresAt: t.ExpiresAt.Unix(),

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"html/template"
 	"net/http"
 	"net/url"
 	"slices"
@@ -46,9 +47,15 @@ const (
 // Config configures a Server. Zero values take the documented defaults.
 type Config struct {
 	// Issuer is the issuer identifier (RFC 8414 §2): an http(s) URL with no
-	// query or fragment. Default: the origin of each request
-	// (scheme://host, the scheme from whether the connection used TLS).
+	// query or fragment. Default: what IssuerFor returns.
 	Issuer string
+	// IssuerFor returns the issuer identifier of a request when Issuer is
+	// empty. It must not be taken from the Host header, which the client
+	// chooses (RFC 9207 §2.4); the Caddy adapter derives it from the site's
+	// configured address. Default: the request origin (scheme://Host, the
+	// scheme from whether the connection used TLS), which is only safe when
+	// something before the server fixes the Host header.
+	IssuerFor func(r *http.Request) string
 	// Clients are the registered clients by client ID. Required.
 	Clients map[string]*Client
 	// Codes keeps authorization codes. Required.
@@ -77,8 +84,37 @@ type Config struct {
 	// CSRFKey keys the consent form's CSRF tokens. Servers sharing consent
 	// traffic must share it. Default: random per Server.
 	CSRFKey []byte
+	// MaxSecretVerifications caps the client-secret bcrypt checks running at
+	// once; a request that cannot start one within SecretVerificationWait
+	// is answered 503 temporarily_unavailable. Default: half of GOMAXPROCS,
+	// at least 1.
+	MaxSecretVerifications int
+	// SecretVerificationWait is how long a request waits for a free
+	// verification slot. Default: 1s.
+	SecretVerificationWait time.Duration
+	// Limits, when set, are shared brute-force limits (see NewLimits); the
+	// two fields above are then ignored. Default: limits of this Server's
+	// own.
+	Limits *Limits
+	// ClientIP returns the address failed client authentications are
+	// counted under. Default: the host of r.RemoteAddr.
+	ClientIP func(r *http.Request) string
+	// Unredacted is called when an authorization code went out in a
+	// response whose header map could not be redacted afterwards, because a
+	// response writer wrapper buffers the response; the request's access
+	// log entry would show the code. Default: nothing is done.
+	Unredacted func(r *http.Request)
 	// Logger receives structured logs. Default: zap.NewNop().
 	Logger *zap.Logger
+	// ScopeDescriptions are the human descriptions of scopes shown on the
+	// consent page. Default: none, the raw scope names are shown.
+	ScopeDescriptions map[string]string
+	// ConsentTemplate, when set, renders the consent page instead of the
+	// built-in one; it must define ConsentTemplateName. Default: nil.
+	ConsentTemplate *template.Template
+	// Observer is told of issued tokens, errors and failed client
+	// authentications, for metrics. Default: none.
+	Observer Observer
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
 }
@@ -87,6 +123,7 @@ type Config struct {
 // concurrent use.
 type Server struct {
 	issuer       string
+	issuerFunc   func(r *http.Request) string
 	clients      map[string]*client
 	codes        stores.CodeStore
 	tokens       stores.TokenStore
@@ -99,8 +136,16 @@ type Server struct {
 	storeTimeout time.Duration
 	subject      func(r *http.Request) string
 	csrfKey      []byte
+	unredacted   func(r *http.Request)
 	log          *zap.Logger
+	obs          Observer
 	now          func() time.Time
+
+	scopeDescriptions map[string]string
+	consentTemplate   *template.Template
+	// Brute-force limits, see limiter.go.
+	limits   *limiter
+	clientIP func(r *http.Request) string
 
 	// Secret verification memo, see verifySecret.
 	memoKey   []byte
@@ -118,6 +163,7 @@ type Server struct {
 func New(cfg Config) (*Server, error) {
 	s := &Server{
 		issuer:       cfg.Issuer,
+		issuerFunc:   cfg.IssuerFor,
 		codes:        cfg.Codes,
 		tokens:       cfg.Tokens,
 		hasher:       cfg.Hasher,
@@ -128,9 +174,15 @@ func New(cfg Config) (*Server, error) {
 		maxBody:      orDefault(cfg.MaxBodyBytes, DefaultMaxBodyBytes),
 		storeTimeout: orDefault(cfg.StoreTimeout, DefaultStoreTimeout),
 		subject:      cfg.Subject,
+		unredacted:   cfg.Unredacted,
+		clientIP:     cfg.ClientIP,
 		log:          cfg.Logger,
+		obs:          cfg.Observer,
 		now:          cfg.Now,
-		memo:         make(map[string][32]byte),
+
+		scopeDescriptions: cfg.ScopeDescriptions,
+		consentTemplate:   cfg.ConsentTemplate,
+		memo:              make(map[string][32]byte),
 	}
 	if s.codes == nil || s.tokens == nil {
 		return nil, errors.New("issuer: code and token stores are required")
@@ -186,8 +238,22 @@ func New(cfg Config) (*Server, error) {
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
+	if s.clientIP == nil {
+		s.clientIP = remoteHost
+	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if s.obs == nil {
+		s.obs = nopObserver{}
+	}
+	if cfg.Limits != nil {
+		s.limits = cfg.Limits.l
+	} else {
+		s.limits = newLimiter(cfg.MaxSecretVerifications, cfg.SecretVerificationWait)
+	}
+	if s.consentTemplate != nil && s.consentTemplate.Lookup(ConsentTemplateName) == nil {
+		return nil, fmt.Errorf("issuer: the consent template defines no %q", ConsentTemplateName)
 	}
 	var err error
 	if s.csrfKey = cfg.CSRFKey; len(s.csrfKey) == 0 {
@@ -219,6 +285,10 @@ func (s *Server) Endpoint(path string) http.Handler {
 // validateIssuer checks an issuer identifier per RFC 8414 §2: a URL with a
 // scheme and host and no query or fragment. http is allowed for local
 // development; production deployments should use https.
+// ValidateIssuer checks an issuer identifier as New does, so that a
+// configuration adapter can report a mistake where it is written.
+func ValidateIssuer(iss string) error { return validateIssuer(iss) }
+
 func validateIssuer(iss string) error {
 	if iss == "" {
 		return nil
@@ -234,11 +304,14 @@ func validateIssuer(iss string) error {
 	return nil
 }
 
-// issuerFor returns the issuer identifier for a request: the configured one
-// or the request origin. X-Forwarded-* headers are not trusted.
+// issuerFor returns the issuer identifier for a request: the configured one,
+// IssuerFor's, or the request origin. X-Forwarded-* headers are not trusted.
 func (s *Server) issuerFor(r *http.Request) string {
 	if s.issuer != "" {
 		return s.issuer
+	}
+	if s.issuerFunc != nil {
+		return s.issuerFunc(r)
 	}
 	scheme := "http"
 	if r.TLS != nil {

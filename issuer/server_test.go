@@ -32,6 +32,7 @@ func TestNewValidation(t *testing.T) {
 		{"public without redirect", withClient(&Client{}), "redirect URI"},
 		{"code grant without redirect", withClient(&Client{SecretHash: hash(t, "s")}), "redirect URI"},
 		{"public client_credentials", withClient(&Client{RedirectURIs: []string{"https://a/"}, GrantTypes: []string{"client_credentials"}}), "public"},
+		{"public introspect", withClient(&Client{RedirectURIs: []string{"https://a/"}, Introspect: true}), "introspect"},
 		{"unknown grant", withClient(&Client{SecretHash: hash(t, "s"), GrantTypes: []string{"password"}}), "password"},
 		{"implicit grant", withClient(&Client{SecretHash: hash(t, "s"), GrantTypes: []string{"implicit"}}), "implicit"},
 		{"relative redirect", withClient(&Client{RedirectURIs: []string{"/cb"}}), "absolute"},

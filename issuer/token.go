@@ -67,9 +67,11 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if oerr != nil {
+		s.obs.TokenError(oerr.Code)
 		writeError(w, oerr)
 		return
 	}
+	s.obs.TokenIssued(form.Get("grant_type"), c.ID)
 	writeJSON(w, http.StatusOK, resp)
 }
 
@@ -135,7 +137,13 @@ func (s *Server) grantAuthorizationCode(r *http.Request, c *client, form url.Val
 		// attempt (OAuth 2.1 §4.1.3).
 		return nil, errInvalidGrant("code_verifier given but the authorization request had no code_challenge")
 	}
-	return s.issue(r, c, code.Subject, code.Scope, code.Scope, code.Family, c.grants[grantRefreshToken])
+	// The grant follows the client's registration as it is now: a scope
+	// dropped since the code was issued is not granted.
+	scope, ok := c.currentScope(code.Scope)
+	if !ok {
+		return nil, errInvalidGrant("none of the granted scope is still registered for the client")
+	}
+	return s.issue(r, c, code.Subject, scope, scope, code.Family, c.grants[grantRefreshToken])
 }
 
 // grantRefreshToken rotates a refresh token (RFC 6749 §6).
@@ -191,29 +199,56 @@ func (s *Server) grantRefreshToken(r *http.Request, c *client, form url.Values) 
 	if !s.now().Before(old.ExpiresAt) {
 		return nil, errInvalidGrant("invalid refresh token")
 	}
-	scope := old.Scope
+	// The grant shrinks to what the client is registered for now; the new
+	// refresh token keeps only that.
+	grant, _ := c.currentScope(old.Scope) // checkRefresh made sure some is left
+	scope := grant
 	if len(requested) > 0 {
 		// RFC 6749 §6: a narrower scope for the access token; the new refresh
-		// token keeps the original grant.
+		// token keeps the whole (current) grant.
 		scope = strings.Join(requested, " ")
 	}
-	return s.issue(r, c, old.Subject, scope, old.Scope, old.Family, true)
+	return s.issue(r, c, old.Subject, scope, grant, old.Family, true)
 }
 
 // checkRefresh checks a refresh token against the client refreshing it
 // (RFC 6749 §6) and the requested scope, which must not exceed the
-// original grant.
+// original grant nor the client's current registration.
 func checkRefresh(c *client, t *stores.Token, requested []string) *oauthError {
 	if t.ClientID != c.ID {
 		return errInvalidGrant("invalid refresh token")
+	}
+	if _, ok := c.currentScope(t.Scope); !ok {
+		return errInvalidGrant("none of the granted scope is still registered for the client")
 	}
 	granted := strings.Fields(t.Scope)
 	for _, sc := range requested {
 		if !slices.Contains(granted, sc) {
 			return errInvalidScope("the requested scope exceeds the original grant")
 		}
+		if !c.scopes[sc] {
+			return errInvalidScope("the requested scope is no longer registered for the client")
+		}
 	}
 	return nil
+}
+
+// currentScope intersects a granted scope with the client's scopes as they
+// are registered now, keeping the grant's order. ok is false when the grant
+// had scopes and none of them is left: such a grant is worth nothing, and
+// an empty scope must not turn into "no scope asked".
+func (c *client) currentScope(granted string) (scope string, ok bool) {
+	tokens := strings.Fields(granted)
+	kept := tokens[:0]
+	for _, sc := range tokens {
+		if c.scopes[sc] {
+			kept = append(kept, sc)
+		}
+	}
+	if len(kept) == len(tokens) {
+		return granted, true
+	}
+	return strings.Join(kept, " "), len(kept) > 0
 }
 
 // grantClientCredentials issues an access token to a confidential client

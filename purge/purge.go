@@ -37,6 +37,9 @@ type Purger struct {
 	Timeout time.Duration
 	// Logger receives a line per run. Default: none.
 	Logger *zap.Logger
+	// Observe, when set, is called after every run with its counts,
+	// duration and error, for metrics.
+	Observe func(codes, tokens int64, took time.Duration, err error)
 
 	mu     sync.Mutex
 	cancel context.CancelFunc
@@ -128,6 +131,9 @@ func (p *Purger) run(ctx, parent context.Context) (codes, tokens int64, err erro
 		}
 	}
 	err = errors.Join(errs...)
+	if p.Observe != nil {
+		p.Observe(codes, tokens, time.Since(start), err)
+	}
 	log := p.Logger
 	if log == nil {
 		return codes, tokens, err

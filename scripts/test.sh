@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs the whole test suite against real servers: installs and starts MariaDB
 # and PostgreSQL (Debian packages) and a single-node Cassandra (jars from
-# Maven Central) on 127.0.0.1, then runs every Go test under -race with all
-# server variables set, so nothing is skipped. Needs root for apt-get.
+# Maven Central) on 127.0.0.1, installs Debian's Chromium for the consent
+# page tests, checks the SQL Server, Oracle and Db2 statements on emulators
+# (scripts/dialects.sh), then runs every Go test under -race with all server
+# variables set, so nothing is skipped. Needs root for apt-get.
 # A three-node Cassandra cluster on 127.0.0.2-127.0.0.4 (CASSANDRA_CLUSTER_ADDRESSES)
 # then runs the multi-gateway and replica-outage tests, which stop and
 # restart its nodes, after the rest, so they never disturb other tests.
@@ -30,6 +32,10 @@ scripts/cassandra.sh cluster start
 cluster_env=$(scripts/cassandra.sh cluster env)
 cluster_tests='^(TestFleetCassandra|TestFleetFeedCassandra|TestReplicaOutage)$'
 
+step "installing Chromium for the consent page tests"
+scripts/chromium.sh
+eval "$(scripts/chromium.sh env)"
+
 step "gofmt and go vet"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then
@@ -42,6 +48,9 @@ if [ -x scripts/db2-build-check.sh ]; then
 	step "building with the db2 tag against IBM's CLI driver"
 	scripts/db2-build-check.sh
 fi
+
+step "SQL Server, Oracle and Db2 statements on emulators"
+scripts/dialects.sh
 
 step "go test -race ./..."
 log=$(mktemp)

@@ -115,5 +115,21 @@ func (g *Gate) PurgeExpiredTokens(ctx context.Context, batch int) (int64, error)
 	return g.s.PurgeExpiredTokens(ctx, batch)
 }
 
-// Interface guard
-var _ Store = (*Gate)(nil)
+// RevokeSubject implements SubjectRevoker when the store behind the gate
+// does, and answers ErrUnsupported otherwise.
+func (g *Gate) RevokeSubject(ctx context.Context, subject, clientID string, until time.Time) (int64, error) {
+	if err := g.wait(ctx); err != nil {
+		return 0, err
+	}
+	sr, ok := g.s.(SubjectRevoker)
+	if !ok {
+		return 0, ErrUnsupported
+	}
+	return sr.RevokeSubject(ctx, subject, clientID, until)
+}
+
+// Interface guards
+var (
+	_ Store          = (*Gate)(nil)
+	_ SubjectRevoker = (*Gate)(nil)
+)

@@ -177,6 +177,24 @@ type Starter interface {
 	Start(ctx context.Context) error
 }
 
+// SubjectRevoker is implemented by stores that can revoke everything of a
+// resource owner or a client at once, for the admin API ("log alice out
+// everywhere"). The built-in stores all do; the app reports a store that
+// does not when the admin revoke is asked of it.
+type SubjectRevoker interface {
+	// RevokeSubject deletes every code, access token and refresh token
+	// whose subject is subject (when not empty) and whose client is
+	// clientID (when not empty); one of them is required. It also marks
+	// the grant families of the deleted codes and refresh tokens revoked
+	// until the given time, as RevokeFamily does, so a redemption or
+	// refresh in flight cannot bring a token back. It returns how many
+	// codes and tokens it deleted.
+	RevokeSubject(ctx context.Context, subject, clientID string, until time.Time) (int64, error)
+}
+
+// ErrUnsupported reports an optional capability a store does not have.
+var ErrUnsupported = errors.New("not supported by this store")
+
 // InProcess is implemented by stores that answer from process memory,
 // without I/O. The guard skips the per-lookup deadline for them, which is
 // most of its own cost on the hot path.

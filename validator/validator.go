@@ -31,6 +31,15 @@ type Config struct {
 	Timeout time.Duration
 	// Now returns the current time. Default: time.Now.
 	Now func() time.Time
+	// ClientScopes returns the scopes a client is registered for now, and
+	// whether it is registered at all. When set, a token of a client that is
+	// no longer registered is refused as invalid_token, and a required scope
+	// its client is no longer registered for counts as missing, so that
+	// tokens follow the client's current registration instead of living on
+	// until they expire. It runs on every request: it must be cheap (a map
+	// lookup) and safe for concurrent use. Default: nil, tokens are judged
+	// on their own.
+	ClientScopes func(clientID string) (scopes map[string]bool, ok bool)
 }
 
 // Validator checks bearer tokens. It is safe for concurrent use.
@@ -40,6 +49,7 @@ type Validator struct {
 	scopes  []string
 	timeout time.Duration
 	now     func() time.Time
+	clients func(clientID string) (map[string]bool, bool)
 
 	// Precomputed WWW-Authenticate values.
 	missing, malformed, invalid, insufficient string
@@ -95,6 +105,7 @@ func New(cfg Config) (*Validator, error) {
 		scopes:  cfg.Scopes,
 		timeout: cfg.Timeout,
 		now:     cfg.Now,
+		clients: cfg.ClientScopes,
 		// RFC 6750 §3.1: no error code when the request had no credentials.
 		missing:   realm,
 		malformed: realm + `, error="invalid_request", error_description="send exactly one Authorization header"`,
@@ -139,8 +150,16 @@ func (v *Validator) Check(r *http.Request) (*stores.Token, *Denial) {
 	case !v.now().Before(tok.ExpiresAt):
 		return nil, &Denial{Status: http.StatusUnauthorized, Challenge: v.invalid, Err: ErrInvalidToken}
 	}
+	var registered map[string]bool
+	if v.clients != nil {
+		var ok bool
+		if registered, ok = v.clients(tok.ClientID); !ok {
+			// The client was removed from the configuration.
+			return nil, &Denial{Status: http.StatusUnauthorized, Challenge: v.invalid, Err: ErrInvalidToken}
+		}
+	}
 	for _, want := range v.scopes {
-		if !HasScope(tok.Scope, want) {
+		if !HasScope(tok.Scope, want) || v.clients != nil && !registered[want] {
 			return nil, &Denial{Status: http.StatusForbidden, Challenge: v.insufficient, Err: ErrInsufficientScope}
 		}
 	}

@@ -219,3 +219,59 @@ func BenchmarkCheckInProcess(b *testing.B) {
 		}
 	})
 }
+
+// TestClientScopes checks the registration hook: a token of a client that
+// is no longer registered is invalid, a required scope its client lost is
+// missing, and the check allocates nothing.
+func TestClientScopes(t *testing.T) {
+	registered := map[string]map[string]bool{"c": {"read": true}}
+	_, f, issue := setup(t)
+	v, err := New(Config{Tokens: f, Hasher: token.NewHasher([]byte("test secret")), Scopes: []string{"read"},
+		ClientScopes: func(id string) (map[string]bool, bool) { s, ok := registered[id]; return s, ok }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vw, _ := New(Config{Tokens: f, Hasher: token.NewHasher([]byte("test secret")), Scopes: []string{"write"},
+		ClientScopes: func(id string) (map[string]bool, bool) { s, ok := registered[id]; return s, ok }})
+	raw := issue("read write", time.Hour)
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.Header.Set("Authorization", "Bearer "+raw)
+	if _, d := v.Check(r); d != nil {
+		t.Fatalf("registered client: %v", d.Err)
+	}
+	plain, _ := New(Config{Tokens: f, Hasher: token.NewHasher([]byte("test secret")), Scopes: []string{"read"}})
+	if with, without := testing.AllocsPerRun(100, func() { v.Check(r) }), testing.AllocsPerRun(100, func() { plain.Check(r) }); with != without {
+		t.Errorf("Check allocates %v times with the hook, %v without", with, without)
+	}
+	// write is in the token but no longer registered for the client.
+	if _, d := vw.Check(r); d == nil || d.Status != 403 || !errors.Is(d.Err, ErrInsufficientScope) {
+		t.Errorf("dropped scope: %+v, want 403 insufficient_scope", d)
+	}
+	delete(registered, "c")
+	if _, d := v.Check(r); d == nil || d.Status != 401 || !strings.Contains(d.Challenge, `error="invalid_token"`) {
+		t.Errorf("removed client: %+v, want 401 invalid_token", d)
+	}
+}
+
+// BenchmarkCheckInProcessClientScopes is BenchmarkCheckInProcess with the
+// registration hook the adapter installs: one more map lookup per request.
+func BenchmarkCheckInProcessClientScopes(b *testing.B) {
+	_, f, issue := setup(b, "read")
+	raw := issue("read write", time.Hour)
+	registered := map[string]map[string]bool{"c": {"read": true, "write": true}}
+	v, err := New(Config{Tokens: inProcessFake{f}, Hasher: token.NewHasher([]byte("test secret")), Scopes: []string{"read"},
+		ClientScopes: func(id string) (map[string]bool, bool) { s, ok := registered[id]; return s, ok }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Header.Set("Authorization", "Bearer "+raw)
+		for pb.Next() {
+			if _, d := v.Check(r); d != nil {
+				b.Fatal(d.Err)
+			}
+		}
+	})
+}

@@ -1,4 +1,4 @@
--- caddy-oauth2 SQL store schema, version 1, for IBM Db2 for Linux, UNIX and Windows 11.1+.
+-- caddy-oauth2 SQL store schema, version 2, for IBM Db2 for Linux, UNIX and Windows 11.1+.
 --
 -- Apply once:  db2 -tvf oauth-server.sql (after db2 connect to DATABASE)
 -- or let the store do it with the create_schema option. Tables carry the
@@ -7,6 +7,12 @@
 -- Keys are the hex HMAC-SHA256 of codes and tokens, never the raw values.
 -- Times are milliseconds since the Unix epoch, UTC. Expired rows are deleted
 -- in batches by the expires_at index.
+--
+-- Lengths are in characters (CODEUNITS32), as on the other systems, so the
+-- database must be a Unicode one (the default since Db2 9.7). A code row may
+-- then reach about 15.5 KB (4 bytes a character), past a 4 KB page: this
+-- needs extended row size (EXTENDED_ROW_SZ, on by default since 10.5) or a
+-- tablespace with 16 KB pages.
 
 CREATE TABLE oauth_schema_version (
   version INTEGER NOT NULL PRIMARY KEY
@@ -14,39 +20,43 @@ CREATE TABLE oauth_schema_version (
 
 CREATE TABLE oauth_codes (
   code_key CHAR(64) NOT NULL PRIMARY KEY,
-  client_id VARCHAR(255),
-  subject VARCHAR(255),
-  redirect_uri VARCHAR(2048),
-  scope VARCHAR(1024),
-  code_challenge VARCHAR(128),
-  code_challenge_method VARCHAR(16),
-  family VARCHAR(128),
+  client_id VARCHAR(255 CODEUNITS32),
+  subject VARCHAR(255 CODEUNITS32),
+  redirect_uri VARCHAR(2048 CODEUNITS32),
+  scope VARCHAR(1024 CODEUNITS32),
+  code_challenge VARCHAR(128 CODEUNITS32),
+  code_challenge_method VARCHAR(16 CODEUNITS32),
+  family VARCHAR(128 CODEUNITS32),
   issued_at BIGINT NOT NULL,
   expires_at BIGINT NOT NULL,
   used SMALLINT DEFAULT 0 NOT NULL
 );
 
 CREATE INDEX oauth_codes_exp_idx ON oauth_codes (expires_at);
+CREATE INDEX oauth_codes_sub_idx ON oauth_codes (subject);
+CREATE INDEX oauth_codes_cli_idx ON oauth_codes (client_id);
 
 CREATE TABLE oauth_access_tokens (
   token_key CHAR(64) NOT NULL PRIMARY KEY,
-  client_id VARCHAR(255),
-  subject VARCHAR(255),
-  scope VARCHAR(1024),
-  family VARCHAR(128),
+  client_id VARCHAR(255 CODEUNITS32),
+  subject VARCHAR(255 CODEUNITS32),
+  scope VARCHAR(1024 CODEUNITS32),
+  family VARCHAR(128 CODEUNITS32),
   issued_at BIGINT NOT NULL,
   expires_at BIGINT NOT NULL
 );
 
 CREATE INDEX oauth_at_exp_idx ON oauth_access_tokens (expires_at);
 CREATE INDEX oauth_at_fam_idx ON oauth_access_tokens (family);
+CREATE INDEX oauth_at_sub_idx ON oauth_access_tokens (subject);
+CREATE INDEX oauth_at_cli_idx ON oauth_access_tokens (client_id);
 
 CREATE TABLE oauth_refresh_tokens (
   token_key CHAR(64) NOT NULL PRIMARY KEY,
-  client_id VARCHAR(255),
-  subject VARCHAR(255),
-  scope VARCHAR(1024),
-  family VARCHAR(128),
+  client_id VARCHAR(255 CODEUNITS32),
+  subject VARCHAR(255 CODEUNITS32),
+  scope VARCHAR(1024 CODEUNITS32),
+  family VARCHAR(128 CODEUNITS32),
   issued_at BIGINT NOT NULL,
   expires_at BIGINT NOT NULL,
   used SMALLINT DEFAULT 0 NOT NULL
@@ -54,15 +64,27 @@ CREATE TABLE oauth_refresh_tokens (
 
 CREATE INDEX oauth_rt_exp_idx ON oauth_refresh_tokens (expires_at);
 CREATE INDEX oauth_rt_fam_idx ON oauth_refresh_tokens (family);
+CREATE INDEX oauth_rt_sub_idx ON oauth_refresh_tokens (subject);
+CREATE INDEX oauth_rt_cli_idx ON oauth_refresh_tokens (client_id);
+
+-- A revoked grant family (a replayed code or refresh token, a revoked refresh
+-- token): tokens inserted into it before expires_at are refused. Added in
+-- version 2.
+CREATE TABLE oauth_revoked_families (
+  family VARCHAR(128 CODEUNITS32) NOT NULL PRIMARY KEY,
+  expires_at BIGINT NOT NULL
+);
+
+CREATE INDEX oauth_rf_exp_idx ON oauth_revoked_families (expires_at);
 
 CREATE TABLE oauth_purge_lease (
-  name VARCHAR(64) NOT NULL PRIMARY KEY,
-  holder VARCHAR(128) NOT NULL,
+  name VARCHAR(64 CODEUNITS32) NOT NULL PRIMARY KEY,
+  holder VARCHAR(128 CODEUNITS32) NOT NULL,
   lease_until BIGINT NOT NULL
 );
 
 INSERT INTO oauth_purge_lease (name, holder, lease_until) VALUES ('purge', 'none', 0);
-INSERT INTO oauth_schema_version (version) VALUES (1);
+INSERT INTO oauth_schema_version (version) VALUES (2);
 
 -- Revocation feed (any schema version): what each gateway revoked, for the
 -- others to evict from their validation caches within a second (README,
@@ -73,8 +95,8 @@ INSERT INTO oauth_schema_version (version) VALUES (1);
 CREATE TABLE oauth_revocations (
   event_id CHAR(32) NOT NULL PRIMARY KEY,
   event_kind SMALLINT NOT NULL,
-  event_key VARCHAR(255),
-  client_id VARCHAR(255),
+  event_key VARCHAR(255 CODEUNITS32),
+  client_id VARCHAR(255 CODEUNITS32),
   created_at BIGINT NOT NULL
 );
 

@@ -1,4 +1,4 @@
--- caddy-oauth2 SQL store schema, version 1, for SQLite 3.8+.
+-- caddy-oauth2 SQL store schema, version 2, for SQLite 3.24+.
 --
 -- Apply once:  sqlite3 FILE < oauth-server.sql
 -- or let the store do it with the create_schema option. Tables carry the
@@ -27,6 +27,8 @@ CREATE TABLE oauth_codes (
 );
 
 CREATE INDEX oauth_codes_exp_idx ON oauth_codes (expires_at);
+CREATE INDEX oauth_codes_sub_idx ON oauth_codes (subject);
+CREATE INDEX oauth_codes_cli_idx ON oauth_codes (client_id);
 
 CREATE TABLE oauth_access_tokens (
   token_key TEXT NOT NULL PRIMARY KEY,
@@ -40,6 +42,8 @@ CREATE TABLE oauth_access_tokens (
 
 CREATE INDEX oauth_at_exp_idx ON oauth_access_tokens (expires_at);
 CREATE INDEX oauth_at_fam_idx ON oauth_access_tokens (family);
+CREATE INDEX oauth_at_sub_idx ON oauth_access_tokens (subject);
+CREATE INDEX oauth_at_cli_idx ON oauth_access_tokens (client_id);
 
 CREATE TABLE oauth_refresh_tokens (
   token_key TEXT NOT NULL PRIMARY KEY,
@@ -54,6 +58,18 @@ CREATE TABLE oauth_refresh_tokens (
 
 CREATE INDEX oauth_rt_exp_idx ON oauth_refresh_tokens (expires_at);
 CREATE INDEX oauth_rt_fam_idx ON oauth_refresh_tokens (family);
+CREATE INDEX oauth_rt_sub_idx ON oauth_refresh_tokens (subject);
+CREATE INDEX oauth_rt_cli_idx ON oauth_refresh_tokens (client_id);
+
+-- A revoked grant family (a replayed code or refresh token, a revoked refresh
+-- token): tokens inserted into it before expires_at are refused. Added in
+-- version 2.
+CREATE TABLE oauth_revoked_families (
+  family TEXT NOT NULL PRIMARY KEY,
+  expires_at INTEGER NOT NULL
+);
+
+CREATE INDEX oauth_rf_exp_idx ON oauth_revoked_families (expires_at);
 
 CREATE TABLE oauth_purge_lease (
   name TEXT NOT NULL PRIMARY KEY,
@@ -62,7 +78,7 @@ CREATE TABLE oauth_purge_lease (
 );
 
 INSERT INTO oauth_purge_lease (name, holder, lease_until) VALUES ('purge', 'none', 0);
-INSERT INTO oauth_schema_version (version) VALUES (1);
+INSERT INTO oauth_schema_version (version) VALUES (2);
 
 -- Revocation feed (any schema version): what each gateway revoked, for the
 -- others to evict from their validation caches within a second (README,

@@ -1,4 +1,4 @@
--- caddy-oauth2 SQL store schema, version 1, for Microsoft SQL Server 2016+ and Azure SQL.
+-- caddy-oauth2 SQL store schema, version 2, for Microsoft SQL Server 2016+ and Azure SQL.
 --
 -- Apply once:  sqlcmd -d DATABASE -i oauth-server.sql
 -- or let the store do it with the create_schema option. Tables carry the
@@ -7,13 +7,17 @@
 -- Keys are the hex HMAC-SHA256 of codes and tokens, never the raw values.
 -- Times are milliseconds since the Unix epoch, UTC. Expired rows are deleted
 -- in batches by the expires_at index.
+--
+-- The keys are random, so clustering on them would split pages on every
+-- insert: the tables are clustered on expires_at instead, where inserts
+-- append and purges delete from the front.
 
 CREATE TABLE oauth_schema_version (
   version INT NOT NULL PRIMARY KEY
 );
 
 CREATE TABLE oauth_codes (
-  code_key NCHAR(64) NOT NULL PRIMARY KEY,
+  code_key NCHAR(64) NOT NULL PRIMARY KEY NONCLUSTERED,
   client_id NVARCHAR(255),
   subject NVARCHAR(255),
   redirect_uri NVARCHAR(2048),
@@ -26,10 +30,12 @@ CREATE TABLE oauth_codes (
   used SMALLINT DEFAULT 0 NOT NULL
 );
 
-CREATE INDEX oauth_codes_exp_idx ON oauth_codes (expires_at);
+CREATE CLUSTERED INDEX oauth_codes_exp_idx ON oauth_codes (expires_at);
+CREATE INDEX oauth_codes_sub_idx ON oauth_codes (subject);
+CREATE INDEX oauth_codes_cli_idx ON oauth_codes (client_id);
 
 CREATE TABLE oauth_access_tokens (
-  token_key NCHAR(64) NOT NULL PRIMARY KEY,
+  token_key NCHAR(64) NOT NULL PRIMARY KEY NONCLUSTERED,
   client_id NVARCHAR(255),
   subject NVARCHAR(255),
   scope NVARCHAR(1024),
@@ -38,11 +44,13 @@ CREATE TABLE oauth_access_tokens (
   expires_at BIGINT NOT NULL
 );
 
-CREATE INDEX oauth_at_exp_idx ON oauth_access_tokens (expires_at);
+CREATE CLUSTERED INDEX oauth_at_exp_idx ON oauth_access_tokens (expires_at);
 CREATE INDEX oauth_at_fam_idx ON oauth_access_tokens (family);
+CREATE INDEX oauth_at_sub_idx ON oauth_access_tokens (subject);
+CREATE INDEX oauth_at_cli_idx ON oauth_access_tokens (client_id);
 
 CREATE TABLE oauth_refresh_tokens (
-  token_key NCHAR(64) NOT NULL PRIMARY KEY,
+  token_key NCHAR(64) NOT NULL PRIMARY KEY NONCLUSTERED,
   client_id NVARCHAR(255),
   subject NVARCHAR(255),
   scope NVARCHAR(1024),
@@ -52,8 +60,20 @@ CREATE TABLE oauth_refresh_tokens (
   used SMALLINT DEFAULT 0 NOT NULL
 );
 
-CREATE INDEX oauth_rt_exp_idx ON oauth_refresh_tokens (expires_at);
+CREATE CLUSTERED INDEX oauth_rt_exp_idx ON oauth_refresh_tokens (expires_at);
 CREATE INDEX oauth_rt_fam_idx ON oauth_refresh_tokens (family);
+CREATE INDEX oauth_rt_sub_idx ON oauth_refresh_tokens (subject);
+CREATE INDEX oauth_rt_cli_idx ON oauth_refresh_tokens (client_id);
+
+-- A revoked grant family (a replayed code or refresh token, a revoked refresh
+-- token): tokens inserted into it before expires_at are refused. Added in
+-- version 2.
+CREATE TABLE oauth_revoked_families (
+  family NVARCHAR(128) NOT NULL PRIMARY KEY,
+  expires_at BIGINT NOT NULL
+);
+
+CREATE INDEX oauth_rf_exp_idx ON oauth_revoked_families (expires_at);
 
 CREATE TABLE oauth_purge_lease (
   name NVARCHAR(64) NOT NULL PRIMARY KEY,
@@ -62,7 +82,7 @@ CREATE TABLE oauth_purge_lease (
 );
 
 INSERT INTO oauth_purge_lease (name, holder, lease_until) VALUES ('purge', 'none', 0);
-INSERT INTO oauth_schema_version (version) VALUES (1);
+INSERT INTO oauth_schema_version (version) VALUES (2);
 
 -- Revocation feed (any schema version): what each gateway revoked, for the
 -- others to evict from their validation caches within a second (README,

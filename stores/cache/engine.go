@@ -24,14 +24,16 @@ type Config struct {
 	// Shards is the number of independently locked parts, a power of two.
 	// Each holds MaxMemoryMB/Shards, which must fit the largest record.
 	Shards int
-	// Logger receives the warning when live records are evicted because
-	// the cache is full. Nil logs nothing.
+	// Logger receives the warnings when the cache is full: live records
+	// kept in the overflow, new codes and tokens refused. Nil logs nothing.
 	Logger *zap.Logger
 }
 
 // Engine is an in-process stores.Store on bigcache. It holds no goroutine:
 // expired records stay (and behave as absent) until PurgeExpired* removes
-// them, and bigcache evicts the oldest entries only when it is full.
+// them. When bigcache is full it drops its oldest entries; the live ones
+// among them move to the overflow (see overflow), and while the overflow is
+// over its budget new codes and tokens are refused with ErrUnavailable.
 type Engine struct {
 	cache *bigcache.BigCache
 	seed  maphash.Seed
@@ -43,15 +45,34 @@ type Engine struct {
 	keyLocks [256]sync.Mutex
 	famLocks [256]sync.Mutex
 
-	logger    atomic.Pointer[zap.Logger]
-	evictions atomic.Uint64
-	lastWarn  atomic.Int64
-	maxMemory int
-	closed    atomic.Bool
+	over   overflow
+	budget int64 // overflow bytes beyond which issuance is refused
+
+	compactMu    sync.Mutex
+	compactAfter time.Time // under compactMu
+
+	logger        atomic.Pointer[zap.Logger]
+	rescued       atomic.Uint64
+	refusals      atomic.Uint64
+	lastRescueLog atomic.Int64
+	lastRefuseLog atomic.Int64
+	maxMemory     int
+	closed        atomic.Bool
 }
 
-// warnEvery rate-limits the eviction warning.
+// warnEvery rate-limits the warnings of a full cache.
 const warnEvery = time.Minute
+
+// compactEvery is how long a refused insert waits to compact again after a
+// compaction that freed little: in a cache really full of live records it
+// only turns them over.
+const compactEvery = time.Second
+
+// minBudget is the least overflow budget, for the smallest caches.
+const minBudget = 64 << 10
+
+// errFull is what a refused insert or redemption wraps.
+var errFull = errors.New("token cache full of live codes and tokens; raise max_memory")
 
 // lifeWindow is longer than any code or token lives: bigcache must never
 // drop an entry for its age, the records carry their own expiry.
@@ -71,7 +92,11 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Shards <= 0 || cfg.Shards&(cfg.Shards-1) != 0 {
 		return nil, fmt.Errorf("shards must be a power of two, got %d", cfg.Shards)
 	}
-	e := &Engine{seed: maphash.MakeSeed(), maxMemory: cfg.MaxMemoryMB}
+	e := &Engine{
+		seed:      maphash.MakeSeed(),
+		maxMemory: cfg.MaxMemoryMB,
+		budget:    max(int64(cfg.MaxMemoryMB)<<20/8, minBudget),
+	}
 	e.SetLogger(cfg.Logger)
 	bc := bigcache.Config{
 		Shards:     cfg.Shards,
@@ -107,9 +132,24 @@ func (e *Engine) SetLogger(l *zap.Logger) {
 	e.logger.Store(l)
 }
 
-// Evictions returns how many live records were dropped because the cache
-// was full.
-func (e *Engine) Evictions() uint64 { return e.evictions.Load() }
+// Rescued returns how many live records bigcache evicted for lack of space
+// and the engine kept in its overflow instead of losing them.
+func (e *Engine) Rescued() uint64 { return e.rescued.Load() }
+
+// Refusals returns how many new codes, tokens and redemptions were refused
+// (ErrUnavailable) because the cache was full of live records.
+func (e *Engine) Refusals() uint64 { return e.refusals.Load() }
+
+// OverflowBytes returns the approximate memory the overflow holds, and
+// OverflowBudget the amount beyond which issuance is refused.
+func (e *Engine) OverflowBytes() int64 { return e.over.size.Load() }
+
+// OverflowBudget returns the overflow size beyond which issuance is refused.
+func (e *Engine) OverflowBudget() int64 { return e.budget }
+
+// Entries returns how many records the cache holds, its overflow included:
+// codes, tokens, family indexes and markers, expired ones until purged.
+func (e *Engine) Entries() int { return e.cache.Len() + int(e.over.n.Load()) }
 
 // Close releases the cache. Further calls fail with ErrUnavailable.
 func (e *Engine) Close() error {
@@ -133,19 +173,63 @@ func (h hasher) Sum64(s string) uint64 {
 }
 
 // onRemove runs under a bigcache shard lock: it must not touch the cache.
-func (e *Engine) onRemove(_ string, v []byte, reason bigcache.RemoveReason) {
+// A live record evicted for lack of space moves to the overflow; only
+// expired ones are let go.
+func (e *Engine) onRemove(key string, v []byte, reason bigcache.RemoveReason) {
 	if reason != bigcache.NoSpace || len(v) < headerLen || expiresAt(v) <= time.Now().UnixMilli() {
 		return
 	}
-	n := e.evictions.Add(1)
-	now := time.Now().UnixNano()
-	last := e.lastWarn.Load()
-	if now-last < int64(warnEvery) || !e.lastWarn.CompareAndSwap(last, now) {
-		return
+	e.over.rescue(key, v)
+	n := e.rescued.Add(1)
+	if e.mayWarn(&e.lastRescueLog) {
+		e.logger.Load().Warn("token cache full: keeping evicted live records in overflow memory; raise max_memory",
+			zap.Uint64("rescued_total", n),
+			zap.Int64("overflow_bytes", e.over.size.Load()),
+			zap.Int64("overflow_budget", e.budget),
+			zap.Int("max_memory_mb", e.maxMemory))
 	}
-	e.logger.Load().Warn("token cache full: evicting live codes and tokens; raise max_memory",
-		zap.Uint64("evicted_total", n),
-		zap.Int("max_memory_mb", e.maxMemory))
+}
+
+// mayWarn rate-limits a warning to one per warnEvery.
+func (e *Engine) mayWarn(last *atomic.Int64) bool {
+	now := time.Now().UnixNano()
+	l := last.Load()
+	return now-l >= int64(warnEvery) && last.CompareAndSwap(l, now)
+}
+
+// admit refuses new live state while the overflow is over its budget: the
+// token endpoint answers 503 rather than anything live being dropped. With
+// compact, it first tries to make room by moving overflow records back
+// into bigcache (see compact); after a compaction that freed little it
+// waits compactEvery before trying again. Callers that hold a key or family
+// lock pass false.
+func (e *Engine) admit(compact bool) error {
+	if e.over.size.Load() <= e.budget {
+		return nil
+	}
+	if compact && e.compactMu.TryLock() {
+		if time.Now().After(e.compactAfter) {
+			before := e.over.size.Load()
+			e.compact(e.budget)
+			if freed := before - e.over.size.Load(); freed < e.budget/4 {
+				// Shards full of live records: compaction only turns them over.
+				e.compactAfter = time.Now().Add(compactEvery)
+			}
+		}
+		e.compactMu.Unlock()
+		if e.over.size.Load() <= e.budget {
+			return nil
+		}
+	}
+	n := e.refusals.Add(1)
+	if e.mayWarn(&e.lastRefuseLog) {
+		e.logger.Load().Warn("token cache full: refusing to issue codes and tokens; raise max_memory",
+			zap.Uint64("refused_total", n),
+			zap.Int64("overflow_bytes", e.over.size.Load()),
+			zap.Int64("overflow_budget", e.budget),
+			zap.Int("max_memory_mb", e.maxMemory))
+	}
+	return stores.Unavailable(errFull)
 }
 
 func (e *Engine) keyLock(key string) *sync.Mutex {
@@ -167,27 +251,49 @@ func (e *Engine) check(ctx context.Context) error {
 	return nil
 }
 
-// get returns the value under key, nil if absent.
+// get returns a private copy of the value under key, nil if absent. A
+// bigcache hit costs nothing more; a miss looks in the overflow only when
+// it holds anything.
 func (e *Engine) get(key string) ([]byte, error) {
 	v, err := e.cache.Get(key)
 	if err != nil {
 		if errors.Is(err, bigcache.ErrEntryNotFound) {
-			return nil, nil
+			v, _, _ := e.over.get(key)
+			return v, nil
 		}
 		return nil, stores.Unavailable(err)
 	}
 	return v, nil
 }
 
+// set writes key, and then drops the overflow copy it replaces. A copy
+// rescued after the write is the new value and stays; one rescued between
+// reading its generation and the write is an older value that reads never
+// see while bigcache holds the key, and that expires no later than it.
+// Callers hold the key's lock (or own a fresh key).
 func (e *Engine) set(key string, v []byte) error {
+	gen := e.over.generation(key)
 	if err := e.cache.Set(key, v); err != nil {
 		return stores.Unavailable(err)
+	}
+	if gen != 0 {
+		e.over.remove(key, gen)
 	}
 	return nil
 }
 
+// del deletes key from bigcache and then from the overflow: once bigcache
+// no longer holds it, no eviction can rescue it again.
+func (e *Engine) del(key string) error {
+	if err := e.cache.Delete(key); err != nil && !errors.Is(err, bigcache.ErrEntryNotFound) {
+		return stores.Unavailable(err)
+	}
+	e.over.remove(key, 0)
+	return nil
+}
+
 func validKey(key string) error {
-	if key == "" || strings.HasPrefix(key, familyPrefix) {
+	if key == "" || strings.HasPrefix(key, familyPrefix) || strings.HasPrefix(key, revokedPrefix) {
 		return errors.New("invalid store key")
 	}
 	return nil
@@ -203,6 +309,9 @@ func (e *Engine) InsertCode(ctx context.Context, c *stores.Code) error {
 	}
 	v, err := encodeCode(c)
 	if err != nil {
+		return err
+	}
+	if err := e.admit(true); err != nil {
 		return err
 	}
 	return e.set(c.Key, v)
@@ -258,6 +367,11 @@ func (e *Engine) consume(key string, typ byte) ([]byte, error) {
 	if flags&flagUsed != 0 {
 		return v, stores.ErrConsumed
 	}
+	// A redemption leads to issuance: refuse it before the code or refresh
+	// token is spent, so that the client can retry once there is room.
+	if err := e.admit(false); err != nil {
+		return nil, err
+	}
 	v[offFlags] |= flagUsed
 	if err := e.set(key, v); err != nil {
 		return nil, err
@@ -284,6 +398,9 @@ func (e *Engine) InsertTokens(ctx context.Context, tokens ...*stores.Token) erro
 			return err
 		}
 		vals[i] = v
+	}
+	if err := e.admit(true); err != nil {
+		return err
 	}
 	done := make([]bool, len(tokens))
 	for i, t := range tokens {
@@ -317,12 +434,20 @@ func (e *Engine) insertFamily(family string, tokens []*stores.Token, vals [][]by
 	mu := e.famLock(family)
 	mu.Lock()
 	defer mu.Unlock()
+	now := time.Now().UnixMilli()
+	// Under the family lock, RevokeFamily has either written its marker,
+	// which refuses this insert, or not begun, and then finds these tokens
+	// in the index.
+	if marked, err := e.revoked(family, now); err != nil {
+		return err
+	} else if marked {
+		return stores.ErrRevoked
+	}
 	ikey := familyPrefix + family
 	old, err := e.get(ikey)
 	if err != nil {
 		return err
 	}
-	now := time.Now().UnixMilli()
 	var keys []string
 	var exp int64
 	if _, oexp, ok := header(old, recFamily); ok && oexp > now {
@@ -356,8 +481,60 @@ func (e *Engine) insertFamily(family string, tokens []*stores.Token, vals [][]by
 
 func (e *Engine) unset(tokens []*stores.Token, group []int) {
 	for _, i := range group {
-		_ = e.cache.Delete(tokens[i].Key)
+		mu := e.keyLock(tokens[i].Key)
+		mu.Lock()
+		_ = e.del(tokens[i].Key)
+		mu.Unlock()
 	}
+}
+
+// compact moves live overflow records back into bigcache, up to limit
+// bytes of them, oldest rescue first. bigcache's shards are FIFO rings: a
+// live record reaches the head and is evicted (rescued) even while the ring
+// behind it is mostly deleted or expired records. Writing it again puts it
+// at the tail and frees the head, so the dead space is reclaimed and the
+// overflow shrinks; in a shard really full of live records the write only
+// rescues another one, and the overflow stays as large. Each record is
+// moved under its own key or family lock, so no writer races the move, and
+// a copy rescued again meanwhile (a new generation) is kept.
+func (e *Engine) compact(limit int64) {
+	now := time.Now().UnixMilli()
+	var done int64
+	for _, x := range e.over.oldest(limit) {
+		var mu *sync.Mutex
+		switch {
+		case strings.HasPrefix(x.key, familyPrefix):
+			mu = e.famLock(strings.TrimPrefix(x.key, familyPrefix))
+		case strings.HasPrefix(x.key, revokedPrefix):
+			mu = e.famLock(strings.TrimPrefix(x.key, revokedPrefix))
+		default:
+			mu = e.keyLock(x.key)
+		}
+		mu.Lock()
+		v, gen, ok := e.over.get(x.key)
+		if ok && gen == x.gen && len(v) >= headerLen && expiresAt(v) > now {
+			if _, err := e.cache.Get(x.key); err == nil {
+				e.over.remove(x.key, gen) // bigcache holds a newer value
+			} else if e.cache.Set(x.key, v) == nil {
+				e.over.remove(x.key, gen)
+			}
+			done += entrySize(x.key, v)
+		}
+		mu.Unlock()
+		if done >= limit {
+			return
+		}
+	}
+}
+
+// revoked reports whether family has a live revoked-family marker.
+func (e *Engine) revoked(family string, now int64) (bool, error) {
+	v, err := e.get(revokedPrefix + family)
+	if err != nil {
+		return false, err
+	}
+	_, exp, ok := header(v, recRevoked)
+	return ok && exp > now, nil
 }
 
 // prune drops index members that are gone or expired.
@@ -412,18 +589,14 @@ func (e *Engine) RevokeToken(ctx context.Context, kind stores.Kind, key string) 
 	return e.del(key)
 }
 
-func (e *Engine) del(key string) error {
-	if err := e.cache.Delete(key); err != nil && !errors.Is(err, bigcache.ErrEntryNotFound) {
-		return stores.Unavailable(err)
-	}
-	return nil
-}
-
 // InProcess marks the engine as answering from memory (stores.InProcess).
 func (e *Engine) InProcess() {}
 
-// RevokeFamily removes every token listed in the family's index, consumed
-// refresh tokens included, and the index.
+// RevokeFamily marks the family revoked until the given time (or a later
+// time an earlier call set), then removes every token listed in the
+// family's index, consumed refresh tokens included, and the index. The
+// marker is written even when the cache is full: it is never refused, and
+// never lost while it lives (see overflow).
 func (e *Engine) RevokeFamily(ctx context.Context, family string, until time.Time) error {
 	if err := e.check(ctx); err != nil {
 		return err
@@ -434,6 +607,20 @@ func (e *Engine) RevokeFamily(ctx context.Context, family string, until time.Tim
 	fmu := e.famLock(family)
 	fmu.Lock()
 	defer fmu.Unlock()
+	mkey := revokedPrefix + family
+	old, err := e.get(mkey)
+	if err != nil {
+		return err
+	}
+	exp := until.UnixMilli()
+	if _, oexp, ok := header(old, recRevoked); ok && oexp > exp {
+		exp = oexp
+	}
+	if exp > time.Now().UnixMilli() {
+		if err := e.set(mkey, encodeRevoked(exp)); err != nil {
+			return err
+		}
+	}
 	ikey := familyPrefix + family
 	v, err := e.get(ikey)
 	if err != nil {
@@ -461,13 +648,27 @@ func (e *Engine) PurgeExpiredCodes(ctx context.Context, batch int) (int64, error
 }
 
 // PurgeExpiredTokens deletes expired access and refresh tokens, used or not,
-// and returns how many; expired family indexes go too, uncounted.
+// and returns how many; expired family indexes and revoked-family markers go
+// too, uncounted.
 func (e *Engine) PurgeExpiredTokens(ctx context.Context, batch int) (int64, error) {
 	return e.purge(ctx, batch, false)
 }
 
-// purge walks the whole cache once, deleting expired records of the
-// wanted kinds batch at a time and checking ctx between batches.
+// wanted reports whether a record of type typ is purged with codes or with
+// tokens.
+func wanted(typ byte, codes bool) bool {
+	switch typ {
+	case recCode:
+		return codes
+	case recAccess, recRefresh, recFamily, recRevoked:
+		return !codes
+	}
+	return false
+}
+
+// purge expires the overflow first, then walks the whole cache once,
+// deleting expired records of the wanted kinds batch at a time and checking
+// ctx between batches.
 func (e *Engine) purge(ctx context.Context, batch int, codes bool) (int64, error) {
 	if err := e.check(ctx); err != nil {
 		return 0, err
@@ -480,9 +681,26 @@ func (e *Engine) purge(ctx context.Context, batch int, codes bool) (int64, error
 		pending = make([]string, 0, min(batch, 4096))
 		now     = time.Now().UnixMilli()
 	)
+	for _, x := range e.over.expired(now) {
+		if !wanted(x.typ, codes) {
+			continue
+		}
+		if x.typ == recFamily || x.typ == recRevoked {
+			if err := e.purgeFamily(x.key, now); err != nil {
+				return n, err
+			}
+			continue
+		}
+		// Count it here unless bigcache holds the key too (this copy is an
+		// older one): the walk below counts that.
+		_, err := e.cache.Get(x.key)
+		if e.over.remove(x.key, x.gen) && errors.Is(err, bigcache.ErrEntryNotFound) {
+			n++
+		}
+	}
 	flush := func() error {
 		for _, k := range pending {
-			if strings.HasPrefix(k, familyPrefix) {
+			if strings.HasPrefix(k, familyPrefix) || strings.HasPrefix(k, revokedPrefix) {
 				if err := e.purgeFamily(k, now); err != nil {
 					return err
 				}
@@ -494,6 +712,7 @@ func (e *Engine) purge(ctx context.Context, batch int, codes bool) (int64, error
 			switch {
 			case err == nil:
 				n++
+				e.over.remove(k, 0)
 			case !errors.Is(err, bigcache.ErrEntryNotFound):
 				return stores.Unavailable(err)
 			}
@@ -508,19 +727,7 @@ func (e *Engine) purge(ctx context.Context, batch int, codes bool) (int64, error
 			continue // the entry went away during the walk
 		}
 		v := info.Value()
-		if len(v) < headerLen || expiresAt(v) > now {
-			continue
-		}
-		switch v[0] {
-		case recCode:
-			if !codes {
-				continue
-			}
-		case recAccess, recRefresh, recFamily:
-			if codes {
-				continue
-			}
-		default:
+		if len(v) < headerLen || expiresAt(v) > now || !wanted(v[0], codes) {
 			continue
 		}
 		pending = append(pending, info.Key())
@@ -533,21 +740,36 @@ func (e *Engine) purge(ctx context.Context, batch int, codes bool) (int64, error
 			}
 		}
 	}
-	return n, flush()
+	if err := flush(); err != nil {
+		return n, err
+	}
+	// With the expired records gone, the overflow's live ones can usually
+	// go back into bigcache.
+	if size := e.over.size.Load(); size > 0 {
+		e.compactMu.Lock()
+		e.compact(size)
+		e.compactAfter = time.Time{}
+		e.compactMu.Unlock()
+	}
+	return n, nil
 }
 
-// purgeFamily deletes an expired family index unless an insert has just
-// extended it.
-func (e *Engine) purgeFamily(ikey string, now int64) error {
-	mu := e.famLock(strings.TrimPrefix(ikey, familyPrefix))
+// purgeFamily deletes an expired family index or revoked-family marker
+// unless an insert or a revocation has just extended it.
+func (e *Engine) purgeFamily(key string, now int64) error {
+	typ, family := recFamily, strings.TrimPrefix(key, familyPrefix)
+	if strings.HasPrefix(key, revokedPrefix) {
+		typ, family = recRevoked, strings.TrimPrefix(key, revokedPrefix)
+	}
+	mu := e.famLock(family)
 	mu.Lock()
 	defer mu.Unlock()
-	v, err := e.get(ikey)
+	v, err := e.get(key)
 	if err != nil {
 		return err
 	}
-	if _, exp, ok := header(v, recFamily); ok && exp <= now {
-		return e.del(ikey)
+	if _, exp, ok := header(v, typ); ok && exp <= now {
+		return e.del(key)
 	}
 	return nil
 }

@@ -39,53 +39,174 @@ func token(kind stores.Kind, family string, ttl time.Duration) *stores.Token {
 	}
 }
 
-// A full cache evicts its oldest live records, counts them and warns, at most
-// once a minute, without naming any key.
-func TestFullCacheCountsAndWarns(t *testing.T) {
+// A full cache loses no live record: bigcache's evictions of live records
+// go to the overflow, and once that is over its budget new tokens are
+// refused with ErrUnavailable, counted, and warned about at most once a
+// minute without naming any key.
+func TestFullCacheKeepsLiveAndRefuses(t *testing.T) {
 	core, logs := observer.New(zapcore.WarnLevel)
 	e := newEngine(t, Config{MaxMemoryMB: 1, Shards: 1, Logger: zap.New(core)})
 	ctx := context.Background()
 
-	// Expired records pushed out make no noise.
+	// Expired records pushed out make no noise and take no overflow.
 	for i := 0; i < 20000; i++ {
 		if err := e.InsertTokens(ctx, token(stores.AccessToken, "", -time.Minute)); err != nil {
 			t.Fatalf("InsertTokens: %v", err)
 		}
 	}
-	if n := e.Evictions(); n != 0 || logs.Len() != 0 {
-		t.Fatalf("evicting expired records: %d evictions, %d warnings; want none", n, logs.Len())
+	if e.Rescued() != 0 || e.OverflowBytes() != 0 || logs.Len() != 0 {
+		t.Fatalf("evicting expired records: %d rescued, %d overflow bytes, %d warnings; want none",
+			e.Rescued(), e.OverflowBytes(), logs.Len())
 	}
 
 	var keys []string
-	for i := 0; i < 20000; i++ {
+	var refused error
+	for i := 0; i < 40000 && refused == nil; i++ {
 		tok := token(stores.AccessToken, "", time.Hour)
-		keys = append(keys, tok.Key)
-		if err := e.InsertTokens(ctx, tok); err != nil {
-			t.Fatalf("InsertTokens: %v", err)
+		if refused = e.InsertTokens(ctx, tok); refused == nil {
+			keys = append(keys, tok.Key)
 		}
 	}
-	n := e.Evictions()
-	if n == 0 {
-		t.Fatal("20000 tokens in 1 MB evicted nothing")
+	if !errors.Is(refused, stores.ErrUnavailable) {
+		t.Fatalf("40000 tokens in 1 MB: last insert %v, want ErrUnavailable", refused)
 	}
-	if _, err := e.LookupToken(ctx, stores.AccessToken, keys[0]); !errors.Is(err, stores.ErrNotFound) {
-		t.Fatalf("oldest token after eviction: %v, want ErrNotFound", err)
+	if e.Rescued() == 0 || e.Refusals() != 1 {
+		t.Fatalf("%d rescued, %d refused; want some and 1", e.Rescued(), e.Refusals())
 	}
-	if _, err := e.LookupToken(ctx, stores.AccessToken, keys[len(keys)-1]); err != nil {
-		t.Fatalf("newest token: %v", err)
-	}
-	entries := logs.All()
-	if len(entries) != 1 {
-		t.Fatalf("%d warnings for %d evictions, want 1 (rate-limited)", len(entries), n)
-	}
-	w := entries[0]
-	if w.ContextMap()["evicted_total"] != uint64(1) {
-		t.Errorf("warning fields %v, want evicted_total 1", w.ContextMap())
+	if e.OverflowBytes() > e.OverflowBudget()+4096 {
+		t.Fatalf("overflow %d bytes, budget %d", e.OverflowBytes(), e.OverflowBudget())
 	}
 	for _, k := range keys {
-		if strings.Contains(w.Message, k) {
-			t.Fatal("warning names a key")
+		if _, err := e.LookupToken(ctx, stores.AccessToken, k); err != nil {
+			t.Fatalf("a live token was lost in a full cache: %v", err)
 		}
+	}
+	t.Logf("1 MB cache: %d live tokens held, %d rescued into %d overflow bytes (budget %d), then refused",
+		len(keys), e.Rescued(), e.OverflowBytes(), e.OverflowBudget())
+	if err := e.InsertCode(ctx, &stores.Code{Key: storetest.Key(), ExpiresAt: time.Now().Add(time.Minute)}); !errors.Is(err, stores.ErrUnavailable) {
+		t.Fatalf("InsertCode into a full cache: %v, want ErrUnavailable", err)
+	}
+	// Revocation is never refused.
+	if err := e.RevokeFamily(ctx, "fam-x", time.Now().Add(time.Hour)); err != nil {
+		t.Fatalf("RevokeFamily in a full cache: %v", err)
+	}
+	if err := e.RevokeToken(ctx, stores.AccessToken, keys[0]); err != nil {
+		t.Fatalf("RevokeToken in a full cache: %v", err)
+	}
+	if _, err := e.LookupToken(ctx, stores.AccessToken, keys[0]); !errors.Is(err, stores.ErrNotFound) {
+		t.Fatalf("revoked token from the overflow: %v", err)
+	}
+
+	entries := logs.All()
+	if len(entries) != 2 {
+		t.Fatalf("%d warnings, want 2 (one rescue, one refusal: rate-limited)", len(entries))
+	}
+	for _, w := range entries {
+		for _, k := range keys {
+			if strings.Contains(w.Message, k) {
+				t.Fatal("warning names a key")
+			}
+		}
+	}
+	if entries[1].ContextMap()["refused_total"] != uint64(1) {
+		t.Errorf("refusal warning fields %v, want refused_total 1", entries[1].ContextMap())
+	}
+}
+
+// The issue's scenario at engine level: grants, then a flood of
+// client_credentials tokens until the cache refuses; every grant's family
+// index, consumed refresh token and revocation still works.
+func TestFullCacheKeepsSecurityState(t *testing.T) {
+	e := newEngine(t, Config{MaxMemoryMB: 1, Shards: 16})
+	ctx := context.Background()
+	type grant struct{ at, rt, used *stores.Token }
+	var grants []grant
+	for i := 0; i < 60; i++ {
+		fam := "fam-" + storetest.Key()[:16]
+		g := grant{token(stores.AccessToken, fam, time.Hour), token(stores.RefreshToken, fam, 24*time.Hour), token(stores.RefreshToken, fam, 24*time.Hour)}
+		if err := e.InsertTokens(ctx, g.used); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.ConsumeRefreshToken(ctx, g.used.Key); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.InsertTokens(ctx, g.at, g.rt); err != nil {
+			t.Fatal(err)
+		}
+		grants = append(grants, g)
+	}
+	flood := 0
+	for ; flood < 100000; flood++ {
+		err := e.InsertTokens(ctx, token(stores.AccessToken, "", time.Hour))
+		if errors.Is(err, stores.ErrUnavailable) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if flood == 100000 {
+		t.Fatal("the flood was never refused")
+	}
+	t.Logf("%d flood tokens, %d records rescued, overflow %d of %d bytes", flood, e.Rescued(), e.OverflowBytes(), e.OverflowBudget())
+	// A refresh is refused before it spends the token.
+	if _, err := e.ConsumeRefreshToken(ctx, grants[0].rt.Key); !errors.Is(err, stores.ErrUnavailable) {
+		t.Fatalf("refresh in a full cache: %v, want ErrUnavailable", err)
+	}
+	for _, g := range grants {
+		if _, err := e.ConsumeRefreshToken(ctx, g.used.Key); !errors.Is(err, stores.ErrConsumed) {
+			t.Fatalf("replay of a rotated refresh token in a full cache: %v, want ErrConsumed", err)
+		}
+		if err := e.RevokeFamily(ctx, g.at.Family, time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	survivors := 0
+	for _, g := range grants {
+		for _, tok := range []*stores.Token{g.at, g.rt} {
+			if _, err := e.LookupToken(ctx, tok.Kind, tok.Key); err == nil {
+				survivors++
+			}
+		}
+		if err := e.InsertTokens(ctx, token(stores.AccessToken, g.at.Family, time.Hour)); !errors.Is(err, stores.ErrRevoked) && !errors.Is(err, stores.ErrUnavailable) {
+			t.Fatalf("insert into a revoked family: %v", err)
+		}
+	}
+	if survivors > 0 {
+		t.Fatalf("%d tokens of 60 revoked families survived", survivors)
+	}
+}
+
+// Purge expires what the overflow holds, and counts it once.
+func TestPurgeExpiresOverflow(t *testing.T) {
+	e := newEngine(t, Config{MaxMemoryMB: 1, Shards: 1})
+	ctx := context.Background()
+	for i := 0; i < 12000; i++ {
+		fam := ""
+		if i%2 == 0 {
+			fam = "fam-" + storetest.Key()[:16]
+		}
+		if err := e.InsertTokens(ctx, token(stores.AccessToken, fam, 500*time.Millisecond)); err != nil {
+			break
+		}
+	}
+	if e.OverflowBytes() == 0 {
+		t.Fatal("nothing in the overflow")
+	}
+	if err := e.RevokeFamily(ctx, "fam-y", time.Now().Add(400*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(600 * time.Millisecond)
+	n, err := e.PurgeExpiredTokens(ctx, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := e.cache.Len(); l != 0 || e.OverflowBytes() != 0 || e.over.n.Load() != 0 {
+		t.Fatalf("after purge: %d entries, %d overflow bytes in %d records", l, e.OverflowBytes(), e.over.n.Load())
+	}
+	t.Logf("purged %d tokens", n)
+	if err := e.InsertTokens(ctx, token(stores.AccessToken, "", time.Hour)); err != nil {
+		t.Fatalf("insert after purge: %v", err)
 	}
 }
 
@@ -244,8 +365,8 @@ func BenchmarkInsertTokens(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	if n := e.Evictions(); n > 0 {
-		b.Fatalf("%d evictions", n)
+	if n := e.Rescued(); n > 0 {
+		b.Fatalf("%d rescued", n)
 	}
 }
 
@@ -267,5 +388,54 @@ func BenchmarkPurgeScan(b *testing.B) {
 		if n, err := e.PurgeExpiredTokens(ctx, 1000); n != 0 || err != nil {
 			b.Fatal(n, err)
 		}
+	}
+}
+
+// Long-lived tokens reach the head of bigcache's FIFO shards while the
+// short-lived tokens around them expire: they are rescued, and purge moves
+// them back into the reclaimed space, so the overflow drains and issuance
+// goes on. Without that, the cache would refuse to issue while mostly
+// expired.
+func TestOverflowDrainsIntoReclaimedSpace(t *testing.T) {
+	e := newEngine(t, Config{MaxMemoryMB: 1, Shards: 1})
+	ctx := context.Background()
+	var long []*stores.Token
+	for round := 0; round < 8; round++ {
+		for i := 0; i < 3000; i++ {
+			if i%20 == 0 {
+				tok := token(stores.RefreshToken, "fam-"+storetest.Key()[:16], time.Hour)
+				long = append(long, tok)
+				if err := e.InsertTokens(ctx, tok); err != nil {
+					t.Fatalf("round %d, insert %d: %v (overflow %d of %d bytes)", round, i, err, e.OverflowBytes(), e.OverflowBudget())
+				}
+				continue
+			}
+			if err := e.InsertTokens(ctx, token(stores.AccessToken, "", 150*time.Millisecond)); err != nil {
+				t.Fatalf("round %d, insert %d: %v (overflow %d of %d bytes)", round, i, err, e.OverflowBytes(), e.OverflowBudget())
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+		if _, err := e.PurgeExpiredTokens(ctx, 1000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("%d long-lived grants among %d short-lived tokens in 1 MB: %d rescued, %d refused, overflow now %d bytes",
+		len(long), 8*3000-len(long), e.Rescued(), e.Refusals(), e.OverflowBytes())
+	if e.Rescued() == 0 {
+		t.Fatal("nothing was rescued: the test did not fill the cache")
+	}
+	for _, tok := range long {
+		if _, err := e.LookupToken(ctx, tok.Kind, tok.Key); err != nil {
+			t.Fatalf("long-lived token lost: %v", err)
+		}
+		if err := e.RevokeFamily(ctx, tok.Family, time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.LookupToken(ctx, tok.Kind, tok.Key); !errors.Is(err, stores.ErrNotFound) {
+			t.Fatalf("revoked token: %v", err)
+		}
+	}
+	if e.Refusals() != 0 {
+		t.Fatalf("%d refusals in a cache of mostly expired records", e.Refusals())
 	}
 }

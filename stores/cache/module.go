@@ -1,7 +1,9 @@
 // Package cache is the default store: codes and tokens in process memory, on
 // bigcache. It needs no server, loses everything on restart (not on reload),
-// and is bounded in size: when full it evicts its oldest records, live ones
-// included, and logs a warning.
+// and is bounded in size: when full it never drops a live code, token,
+// family index, consumed record or revoked-family marker; it refuses to issue
+// new codes and tokens (ErrUnavailable, a 503 at the token endpoint) and logs
+// a warning.
 package cache
 
 import (
@@ -41,9 +43,11 @@ type Store struct {
 	// Name tells caches apart. Default: "default".
 	Name string `json:"name,omitempty"`
 	// MaxMemory bounds the cache's records in megabytes; the maps indexing
-	// them take about 20 bytes per record more. When full, the oldest
-	// records are evicted, live ones included, and a warning is logged.
-	// Default: 256.
+	// them take about 20 bytes per record more, and live records evicted
+	// from a full shard are kept in an overflow of up to max_memory/8 (at
+	// least 64 KiB). Once that is used, issuing codes and tokens fails with
+	// 503 temporarily_unavailable and a warning is logged; nothing live is
+	// dropped. Default: 256.
 	MaxMemory int `json:"max_memory,omitempty"`
 	// Shards is the number of independently locked parts of the cache, a
 	// power of two; each gets max_memory/shards and must get at least 64

@@ -21,12 +21,15 @@ import (
 // HMAC, distinct across kinds because the raw values carry distinct
 // prefixes); the type byte keeps the kinds apart, so a hot-path lookup needs
 // no prefixed key to be built. A family index lives under "f:"+family, which
-// no hex key can equal; its fields are the keys of its member tokens.
+// no hex key can equal; its fields are the keys of its member tokens. A
+// revoked-family marker lives under "r:"+family, with no fields: its expiry
+// is the end of the revocation.
 const (
 	recCode    byte = 'c'
 	recAccess  byte = 'a'
 	recRefresh byte = 'r'
 	recFamily  byte = 'f'
+	recRevoked byte = 'x'
 
 	flagUsed byte = 1
 
@@ -35,7 +38,8 @@ const (
 	offExpires = 10
 	headerLen  = 18
 
-	familyPrefix = "f:"
+	familyPrefix  = "f:"
+	revokedPrefix = "r:"
 )
 
 var errFieldTooLong = errors.New("field longer than 65535 bytes")
@@ -193,4 +197,12 @@ func encodeFamily(expires int64, keys []string) ([]byte, error) {
 		}
 	}
 	return b, nil
+}
+
+// encodeRevoked builds a revoked-family marker record.
+func encodeRevoked(expires int64) []byte {
+	b := make([]byte, 0, headerLen)
+	b = append(b, recRevoked, 0)
+	b = binary.LittleEndian.AppendUint64(b, 0)
+	return binary.LittleEndian.AppendUint64(b, uint64(expires))
 }

@@ -18,6 +18,7 @@ import (
 //	    password           <password>
 //	    timeout            <duration>
 //	    create_schema
+//	    replication        SimpleStrategy <rf> | NetworkTopologyStrategy <dc>:<rf>...
 //	}
 //
 // hosts is required; levels are Cassandra consistency level names
@@ -46,6 +47,12 @@ func (s *Store) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			s.CreateSchema = true
+			continue
+		case "replication":
+			s.Replication = d.RemainingArgs()
+			if _, err := ReplicationMap(s.Replication); err != nil {
+				return d.Err(err.Error())
+			}
 			continue
 		case "keyspace", "read_consistency", "write_consistency", "serial_consistency",
 			"local_dc", "username", "password", "timeout":

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,6 +54,10 @@ type Config struct {
 	Timeout time.Duration
 	// CreateSchema creates missing tables at Start.
 	CreateSchema bool
+	// Replication, with CreateSchema, creates a missing keyspace at Start
+	// with this replication (see ReplicationMap). Without it a missing
+	// keyspace is an error that names the statement to run.
+	Replication []string
 	// Logger receives the driver's logs; none if nil. See SetLogger.
 	Logger *zap.Logger
 	// QueryObserver and BatchObserver see every statement (tests, metrics).
@@ -92,6 +97,7 @@ type statements struct {
 	insertToken, insertFamily, selectToken  string
 	deleteToken, selectFamily, deleteFamily string
 	consume, selectConsumed                 string
+	markRevoked, selectRevoked              string
 }
 
 // NewEngine returns an engine for cfg without connecting.
@@ -129,6 +135,8 @@ func NewEngine(cfg Config) (*Engine, error) {
 			deleteFamily:   "DELETE FROM " + ks + ".tokens_by_family WHERE family = ? AND kind = ? AND key = ?",
 			consume:        "INSERT INTO " + ks + ".consumed (kind, key, consumer, consumed_at) VALUES (?, ?, ?, ?) IF NOT EXISTS USING TTL ?",
 			selectConsumed: "SELECT consumer FROM " + ks + ".consumed WHERE kind = ? AND key = ?",
+			markRevoked:    "INSERT INTO " + ks + ".revoked_families (family, expires_at) VALUES (?, ?) USING TTL ?",
+			selectRevoked:  "SELECT expires_at FROM " + ks + ".revoked_families WHERE family = ? AND expires_at > ? LIMIT 1",
 		},
 	}
 	e.SetLogger(cfg.Logger)
@@ -284,7 +292,20 @@ func (e *Engine) Start(ctx context.Context) (StartInfo, error) {
 	err = s.Query("SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?", e.cfg.Keyspace).
 		Consistency(gocql.One).ScanContext(ctx, &info.Replication)
 	if errors.Is(err, gocql.ErrNotFound) {
-		return info, stores.Unavailable(fmt.Errorf("keyspace %q does not exist; create it first (see sql/cassandra/oauth-server.cql)", e.cfg.Keyspace))
+		if !e.cfg.CreateSchema || len(e.cfg.Replication) == 0 {
+			return info, stores.Unavailable(fmt.Errorf("keyspace %q does not exist; create it with %s; "+
+				"or set create_schema and replication to let the store create it",
+				e.cfg.Keyspace, createKeyspaceStatement(e.cfg.Keyspace, "{'class': 'NetworkTopologyStrategy', '<data center>': 3}")))
+		}
+		repl, rerr := ReplicationMap(e.cfg.Replication)
+		if rerr != nil {
+			return info, rerr
+		}
+		if err := s.Query(createKeyspaceStatement(e.cfg.Keyspace, repl)).Consistency(gocql.One).ExecContext(ctx); err != nil {
+			return info, stores.Unavailable(fmt.Errorf("creating keyspace %q: %w", e.cfg.Keyspace, err))
+		}
+		err = s.Query("SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?", e.cfg.Keyspace).
+			Consistency(gocql.One).ScanContext(ctx, &info.Replication)
 	}
 	if err != nil {
 		return info, stores.Unavailable(fmt.Errorf("reading keyspace %q: %w", e.cfg.Keyspace, err))
@@ -292,7 +313,15 @@ func (e *Engine) Start(ctx context.Context) (StartInfo, error) {
 	info.Replicas = replicationFactor(info.Replication, e.cfg.LocalDC)
 
 	if e.cfg.CreateSchema {
-		for _, stmt := range schemaStatements(e.cfg.Keyspace) {
+		stmts := schemaStatements(e.cfg.Keyspace)
+		var release string
+		if err := s.Query("SELECT release_version FROM system.local").Consistency(gocql.One).ScanContext(ctx, &release); err != nil {
+			return info, stores.Unavailable(fmt.Errorf("reading the Cassandra version: %w", err))
+		}
+		if major, _, _ := strings.Cut(release, "."); major < "5" && len(major) == 1 {
+			stmts = legacyIndexes(stmts)
+		}
+		for _, stmt := range stmts {
 			if err := s.Query(stmt).Consistency(gocql.One).ExecContext(ctx); err != nil {
 				return info, stores.Unavailable(fmt.Errorf("creating schema: %w", err))
 			}
@@ -479,8 +508,51 @@ const tokenBatch = 10
 
 // InsertTokens writes the family index rows first and then the tokens, each
 // with a TTL of its remaining lifetime: a token is never stored without the
-// index row RevokeFamily finds it by. Expired tokens are skipped.
+// index row RevokeFamily finds it by. Expired tokens are skipped. Then it
+// reads the families' revoked markers: RevokeFamily writes its marker
+// before it reads the index, so either this read sees the marker (the
+// tokens are deleted again and refused with ErrRevoked) or the revocation
+// sees the index rows. That holds when the write and read consistency
+// levels overlap (R + W > replicas), as revocation itself needs.
 func (e *Engine) InsertTokens(ctx context.Context, tokens ...*stores.Token) error {
+	s, err := e.insertTokens(ctx, tokens)
+	if err != nil || s == nil {
+		return err
+	}
+	now := time.Now()
+	var checked []string
+	for _, t := range tokens {
+		if t.Family == "" || slices.Contains(checked, t.Family) {
+			continue
+		}
+		checked = append(checked, t.Family)
+		var until time.Time
+		err := s.Query(e.q.selectRevoked, t.Family, now).Consistency(e.cfg.Consistency.Read).Idempotent(true).
+			ScanContext(ctx, &until)
+		switch {
+		case errors.Is(err, gocql.ErrNotFound):
+			continue
+		case err != nil:
+			// Unchecked tokens are not handed out: the caller answers 503.
+			return stores.Unavailable(err)
+		}
+		b := s.Batch(gocql.UnloggedBatch).Consistency(e.cfg.Consistency.Write)
+		for _, d := range tokens {
+			if d.Family == t.Family {
+				b.Query(e.q.deleteToken, d.Kind.String(), d.Key)
+			}
+		}
+		if err := b.ExecContext(ctx); err != nil {
+			return stores.Unavailable(err)
+		}
+		return stores.ErrRevoked
+	}
+	return nil
+}
+
+// insertTokens writes the index rows and tokens; it returns a nil session
+// when there was nothing to write.
+func (e *Engine) insertTokens(ctx context.Context, tokens []*stores.Token) (*gocql.Session, error) {
 	type row struct {
 		t    *stores.Token
 		secs int
@@ -504,11 +576,11 @@ func (e *Engine) InsertTokens(ctx context.Context, tokens ...*stores.Token) erro
 		byFamily[t.Family] = append(byFamily[t.Family], r)
 	}
 	if len(rows) == 0 {
-		return nil
+		return nil, nil
 	}
 	s, err := e.sess(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// One family is one partition: its batch is applied as one mutation.
 	for _, fam := range families {
@@ -517,7 +589,7 @@ func (e *Engine) InsertTokens(ctx context.Context, tokens ...*stores.Token) erro
 			b.Query(e.q.insertFamily, fam, r.t.Kind.String(), r.t.Key, r.secs)
 		}
 		if err := b.ExecContext(ctx); err != nil {
-			return stores.Unavailable(err)
+			return nil, stores.Unavailable(err)
 		}
 	}
 	for len(rows) > 0 {
@@ -528,11 +600,11 @@ func (e *Engine) InsertTokens(ctx context.Context, tokens ...*stores.Token) erro
 			b.Query(e.q.insertToken, t.Kind.String(), t.Key, t.ClientID, t.Subject, t.Scope, t.Family, t.IssuedAt, t.ExpiresAt, r.secs)
 		}
 		if err := b.ExecContext(ctx); err != nil {
-			return stores.Unavailable(err)
+			return nil, stores.Unavailable(err)
 		}
 		rows = rows[n:]
 	}
-	return nil
+	return s, nil
 }
 
 // readToken reads a token of the given kind, live or not.
@@ -609,11 +681,13 @@ func (e *Engine) RevokeToken(ctx context.Context, kind stores.Kind, key string) 
 		Consistency(e.cfg.Consistency.Write).Idempotent(true).ExecContext(ctx))
 }
 
-// RevokeFamily reads the family's index partition, deletes every token it
-// names (consumed refresh tokens included: once their row is gone they read
-// as not found), then the index rows it read. It deletes those rows one by
-// one rather than the whole partition, so a token indexed concurrently
-// stays revocable.
+// RevokeFamily first records the family as revoked until the given time
+// (a row of its own with that TTL, so a shorter revocation never shortens a
+// longer one; see InsertTokens for why it comes first), then reads the
+// family's index partition, deletes every token it names (consumed refresh
+// tokens included: once their row is gone they read as not found), then
+// the index rows it read. It deletes those rows one by one rather than the
+// whole partition, so a token indexed concurrently stays revocable.
 func (e *Engine) RevokeFamily(ctx context.Context, family string, until time.Time) error {
 	if family == "" {
 		return nil
@@ -621,6 +695,13 @@ func (e *Engine) RevokeFamily(ctx context.Context, family string, until time.Tim
 	s, err := e.sess(ctx)
 	if err != nil {
 		return err
+	}
+	if secs, ok := ttl(until); ok {
+		err := s.Query(e.q.markRevoked, family, until, secs).Consistency(e.cfg.Consistency.Write).
+			Idempotent(true).ExecContext(ctx)
+		if err != nil {
+			return stores.Unavailable(err)
+		}
 	}
 	type ref struct{ kind, key string }
 	var refs []ref

@@ -434,13 +434,18 @@ func proxy(l net.Listener, to string) {
 func TestSchemaFile(t *testing.T) {
 	stmts := schemaStatements("ks1")
 	// The revocation feed's table is optional: StartFeed checks it.
-	tables := append(append([]string(nil), schemaTables...), "revocations")
-	if len(stmts) != len(tables) {
-		t.Fatalf("%d statements, want %d: %q", len(stmts), len(tables), stmts)
+	for _, table := range append(append([]string(nil), schemaTables...), "revocations") {
+		found := false
+		for _, st := range stmts {
+			found = found || strings.HasPrefix(st, "CREATE TABLE IF NOT EXISTS ks1."+table+" (")
+		}
+		if !found {
+			t.Errorf("no CREATE TABLE for %s in keyspace ks1 among %q", table, stmts)
+		}
 	}
-	for i, table := range tables {
-		if !strings.HasPrefix(stmts[i], "CREATE TABLE IF NOT EXISTS ks1."+table+" (") {
-			t.Errorf("statement %d = %q, want the table %s in keyspace ks1", i, stmts[i], table)
+	for i, st := range stmts {
+		if !strings.HasPrefix(st, "CREATE TABLE IF NOT EXISTS ks1.") && !strings.Contains(st, " ON ks1.") {
+			t.Errorf("statement %d is not in keyspace ks1: %q", i, st)
 		}
 	}
 }

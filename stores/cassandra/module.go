@@ -67,6 +67,12 @@ type Store struct {
 	// keyspace must exist). Default: false, the tables must exist.
 	CreateSchema bool `json:"create_schema,omitempty"`
 
+	// Replication, with CreateSchema, creates a missing keyspace with this
+	// replication: ["SimpleStrategy", "<rf>"] or
+	// ["NetworkTopologyStrategy", "<dc>:<rf>", ...]. Default: none, a
+	// missing keyspace is an error naming the statement to run.
+	Replication []string `json:"replication,omitempty"`
+
 	// Engine is the shared store behind this module; its methods make
 	// Store a stores.Store.
 	*Engine `json:"-"`
@@ -122,6 +128,19 @@ func (s *Store) Validate() error {
 	}
 	if s.Timeout < 0 {
 		return errors.New("cassandra store: timeout must not be negative")
+	}
+	return s.checkReplication()
+}
+
+func (s *Store) checkReplication() error {
+	if len(s.Replication) == 0 {
+		return nil
+	}
+	if _, err := ReplicationMap(s.Replication); err != nil {
+		return fmt.Errorf("cassandra store: %w", err)
+	}
+	if !s.CreateSchema {
+		return errors.New("cassandra store: replication needs create_schema")
 	}
 	return nil
 }
@@ -181,6 +200,7 @@ func (s *Store) config() (Config, error) {
 		Password:     repl.ReplaceAll(s.Password, ""),
 		Timeout:      time.Duration(s.Timeout),
 		CreateSchema: s.CreateSchema,
+		Replication:  s.Replication,
 	}
 	if cfg.Keyspace == "" {
 		cfg.Keyspace = DefaultKeyspace
@@ -202,6 +222,9 @@ func (s *Store) config() (Config, error) {
 	if cfg.Password != "" && cfg.Username == "" {
 		return cfg, errors.New("cassandra store: password without username")
 	}
+	if err := s.checkReplication(); err != nil {
+		return cfg, err
+	}
 	return cfg, nil
 }
 
@@ -212,7 +235,7 @@ func poolKey(cfg Config) string {
 	k, _ := json.Marshal([]any{
 		cfg.Hosts, strings.ToLower(cfg.Keyspace), cfg.LocalDC, cfg.Username, hex.EncodeToString(pw[:8]),
 		cfg.Consistency.Read.String(), cfg.Consistency.Write.String(), cfg.Consistency.Serial.String(),
-		cfg.Timeout.String(), cfg.CreateSchema,
+		cfg.Timeout.String(), cfg.CreateSchema, cfg.Replication,
 	})
 	return "cassandra/" + string(k)
 }

@@ -20,10 +20,23 @@ import (
 //   - consumed: which codes and refresh tokens were redeemed. Only
 //     lightweight transactions write it (INSERT ... IF NOT EXISTS), so the
 //     Paxos timestamps never mix with plain writes of the same cells.
+//   - revoked_families: revoked grant families (partition = family), one
+//     row per revocation clustered by its end, so a later, shorter
+//     revocation never shortens an earlier one.
 //
 // The statements are those of sql/cassandra/oauth-server.cql, which names
 // keyspace oauth.
-var schemaTables = []string{"codes", "tokens", "tokens_by_family", "consumed"}
+var schemaTables = []string{"codes", "tokens", "tokens_by_family", "consumed", "revoked_families"}
+
+// legacyIndexes turns the storage-attached indexes of the schema into
+// classic secondary indexes, for clusters older than Cassandra 5.0.
+func legacyIndexes(stmts []string) []string {
+	out := make([]string, len(stmts))
+	for i, s := range stmts {
+		out[i] = strings.Replace(s, " USING 'sai'", "", 1)
+	}
+	return out
+}
 
 // schemaStatements returns the CREATE TABLE statements of
 // sql/cassandra/oauth-server.cql for keyspace ks.
@@ -41,7 +54,9 @@ func schemaStatements(ks string) []string {
 	var out []string
 	for _, stmt := range strings.Split(strings.Join(lines, "\n"), ";") {
 		if stmt = strings.TrimSpace(stmt); stmt != "" {
-			out = append(out, strings.Replace(stmt, "IF NOT EXISTS oauth.", "IF NOT EXISTS "+ks+".", 1))
+			stmt = strings.Replace(stmt, "IF NOT EXISTS oauth.", "IF NOT EXISTS "+ks+".", 1)
+			stmt = strings.Replace(stmt, " ON oauth.", " ON "+ks+".", 1)
+			out = append(out, stmt)
 		}
 	}
 	return out

@@ -119,8 +119,8 @@ type FeedStats struct {
 	Polls, Failures, Flushes, Applied uint64
 }
 
-// Stats returns the counters.
-func (f *Follower) Stats() FeedStats {
+// FeedStats returns the counters (Stats, of the embedded Cache, counts hits).
+func (f *Follower) FeedStats() FeedStats {
 	return FeedStats{Polls: f.polls.Load(), Failures: f.failures.Load(), Flushes: f.flushes.Load(), Applied: f.applied.Load()}
 }
 
@@ -276,21 +276,10 @@ func (f *Follower) RevokeFamily(ctx context.Context, family string, until time.T
 	return f.publish(ctx, stores.Revocation{Kind: stores.RevokedFamily, Key: family})
 }
 
-// subjectRevoker is stores.SubjectRevoker, the admin revoke by user or
-// client, where the store offers it.
-type subjectRevoker interface {
-	RevokeSubject(ctx context.Context, subject, clientID string, until time.Time) (int64, error)
-}
-
 // RevokeSubject revokes everything of a resource owner and/or client in the
-// store, evicts it here, and tells the others.
+// store (the admin revoke), evicts it here, and tells the others.
 func (f *Follower) RevokeSubject(ctx context.Context, subject, clientID string, until time.Time) (int64, error) {
-	sr, ok := f.Cache.inner.(subjectRevoker)
-	if !ok {
-		return 0, fmt.Errorf("the token store cannot revoke by subject")
-	}
-	n, err := sr.RevokeSubject(ctx, subject, clientID, until)
-	f.Cache.evictSubject(subject, clientID)
+	n, err := f.Cache.RevokeSubject(ctx, subject, clientID, until)
 	if err != nil {
 		return n, err
 	}
@@ -298,4 +287,7 @@ func (f *Follower) RevokeSubject(ctx context.Context, subject, clientID string, 
 }
 
 // Interface guards
-var _ stores.TokenStore = (*Follower)(nil)
+var (
+	_ stores.TokenStore     = (*Follower)(nil)
+	_ stores.SubjectRevoker = (*Follower)(nil)
+)

@@ -163,7 +163,7 @@ func TestFollowerDistrustsCacheWithoutFeed(t *testing.T) {
 	if cachedOn(t, store, b, tok) {
 		t.Fatal("the cache answered while the feed was unreadable")
 	}
-	if s := b.Stats(); s.Failures == 0 || s.Flushes == 0 {
+	if s := b.FeedStats(); s.Failures == 0 || s.Flushes == 0 {
 		t.Errorf("stats %+v: want failed reads and flushes", s)
 	}
 	feed.setFail(nil)
@@ -207,7 +207,7 @@ func BenchmarkHitFollowed(b *testing.B) {
 	defer fl.Stop()
 	at := token(stores.AccessToken, "f", time.Hour)
 	_ = f.InsertTokens(ctx, at)
-	for fl.Stats().Polls == 0 {
+	for fl.FeedStats().Polls == 0 {
 		time.Sleep(time.Millisecond)
 	}
 	_, _ = fl.LookupToken(ctx, stores.AccessToken, at.Key)

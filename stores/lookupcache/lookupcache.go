@@ -36,11 +36,17 @@ type Cache struct {
 	epoch  atomic.Uint64
 	shards [shardCount]shard
 
+	hits, misses atomic.Uint64
+
 	// trustUntil, when not zero, is the unix nanosecond past which no
 	// cached entry answers: a Follower moves it forward with every
 	// successful read of the revocation feed (see feed.go).
 	trustUntil atomic.Int64
 }
+
+// Stats returns how many access-token lookups were answered from memory
+// (hits) and how many went to the wrapped store (misses).
+func (c *Cache) Stats() (hits, misses uint64) { return c.hits.Load(), c.misses.Load() }
 
 type shard struct {
 	mu      sync.RWMutex
@@ -103,9 +109,11 @@ func (c *Cache) LookupToken(ctx context.Context, kind stores.Kind, key string) (
 	e, ok := s.entries[key]
 	s.mu.RUnlock()
 	if ok && now.UnixNano() < e.until && c.trusted(now) {
+		c.hits.Add(1)
 		t := *e.tok // callers may keep or change what they get
 		return &t, nil
 	}
+	c.misses.Add(1)
 	epoch := c.epoch.Load()
 	tok, err := c.inner.LookupToken(ctx, kind, key)
 	if err != nil || tok == nil {
@@ -230,3 +238,27 @@ func (c *Cache) PurgeExpiredTokens(ctx context.Context, batch int) (int64, error
 
 // Interface guards
 var _ stores.TokenStore = (*Cache)(nil)
+
+// RevokeSubject revokes in the store, when it can, and evicts the tokens of
+// that resource owner and/or client.
+func (c *Cache) RevokeSubject(ctx context.Context, subject, clientID string, until time.Time) (int64, error) {
+	sr, ok := c.inner.(stores.SubjectRevoker)
+	if !ok {
+		return 0, stores.ErrUnsupported
+	}
+	n, err := sr.RevokeSubject(ctx, subject, clientID, until)
+	c.epoch.Add(1)
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		for k, e := range s.entries {
+			if (subject == "" || e.tok.Subject == subject) && (clientID == "" || e.tok.ClientID == clientID) {
+				delete(s.entries, k)
+			}
+		}
+		s.mu.Unlock()
+	}
+	return n, err
+}
+
+var _ stores.SubjectRevoker = (*Cache)(nil)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,7 +21,7 @@ import (
 
 // SchemaVersion is the version of the bundled schema (sql/<dialect>/oauth-server.sql)
 // this store needs.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // DefaultTablePrefix is the prefix of the tables in the bundled schema files.
 const DefaultTablePrefix = "oauth_"
@@ -36,6 +37,10 @@ const defaultLease = 2 * time.Minute
 
 // maxPurgeRest caps the pause between two purge batches.
 const maxPurgeRest = time.Second
+
+// schemaWait is how long Start waits for another gateway to finish
+// creating the schema.
+const schemaWait = 10 * time.Second
 
 // leaseName is the lease row every purge takes.
 const leaseName = "purge"
@@ -69,10 +74,12 @@ type Engine struct {
 	opts   Options
 	tables tables
 	q      statements
+	// schemaWait bounds the wait for another gateway's create_schema.
+	schemaWait time.Duration
 }
 
 type tables struct {
-	version, codes, access, refresh, lease string
+	version, codes, access, refresh, revoked, lease string
 }
 
 type statements struct {
@@ -85,6 +92,20 @@ type statements struct {
 	consumeRefresh, selectRefresh string
 	revokeAccess, revokeRefresh   string
 	familyAccess, familyRefresh   string
+
+	markRevoked, checkRevoked string
+	// RevokeSubject's statements, by what they filter on (subject,
+	// client_id, both): the grant families to mark revoked, then the codes,
+	// access and refresh tokens to delete.
+	subjectFamilies, subjectCodes, subjectAccess, subjectRefresh string
+	clientFamilies, clientCodes, clientAccess, clientRefresh     string
+	bothFamilies, bothCodes, bothAccess, bothRefresh             string
+}
+
+// ownerStatements find and delete the codes and tokens of a resource owner
+// and/or a client.
+type ownerStatements struct {
+	families, codes, access, refresh string
 }
 
 const (
@@ -93,9 +114,28 @@ const (
 	expiredIs = "expires_at < {now}"
 )
 
-// Open checks the dialect's driver and returns a database handle for dsn.
-// It does not connect: database/sql connects on first use.
+// DefaultLockTimeout is how long a Db2 statement waits for a row lock: the
+// app's default store_timeout.
+const DefaultLockTimeout = 2 * time.Second
+
+// ConnOptions configure every connection of a database handle.
+type ConnOptions struct {
+	// LockTimeout bounds a Db2 statement's wait for a lock (SET CURRENT
+	// LOCK TIMEOUT, in whole seconds rounded up); Db2's driver ignores
+	// the context's deadline. Default: 2s. Other dialects cancel by the
+	// context and ignore it.
+	LockTimeout time.Duration
+}
+
+// Open checks the dialect's driver and returns a database handle for dsn,
+// with the default connection options. It does not connect: database/sql
+// connects on first use.
 func Open(dialectName, dsn string) (*sql.DB, error) {
+	return OpenWith(dialectName, dsn, ConnOptions{})
+}
+
+// OpenWith is Open with connection options.
+func OpenWith(dialectName, dsn string, co ConnOptions) (*sql.DB, error) {
 	d, err := lookupDialect(dialectName)
 	if err != nil {
 		return nil, err
@@ -120,7 +160,55 @@ func Open(dialectName, dsn string) (*sql.DB, error) {
 			return nil, fmt.Errorf("dialect %s: invalid DSN: %w", d.name, err)
 		}
 	}
+	if co.LockTimeout <= 0 {
+		co.LockTimeout = DefaultLockTimeout
+	}
+	if d.connInit != nil {
+		c = initConnector{c, d.connInit(co)}
+	}
 	return sql.OpenDB(ctxConnector{c}), nil
+}
+
+// initConnector runs statements on every new connection, before
+// database/sql hands it out; a connection they fail on is closed.
+type initConnector struct {
+	driver.Connector
+	stmts []string
+}
+
+func (c initConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := c.Connector.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, q := range c.stmts {
+		if err := execConn(ctx, conn, q); err != nil {
+			_ = conn.Close()
+			return nil, fmt.Errorf("%s: %w", q, err)
+		}
+	}
+	return conn, nil
+}
+
+// execConn runs a statement without parameters on a driver connection.
+func execConn(ctx context.Context, conn driver.Conn, q string) error {
+	if x, ok := conn.(driver.ExecerContext); ok {
+		_, err := x.ExecContext(ctx, q, nil)
+		if !errors.Is(err, driver.ErrSkip) {
+			return err
+		}
+	}
+	st, err := conn.Prepare(q)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if x, ok := st.(driver.StmtExecContext); ok {
+		_, err = x.ExecContext(ctx, nil)
+	} else {
+		_, err = st.Exec(nil) //nolint:staticcheck // the driver offers nothing newer
+	}
+	return err
 }
 
 // ctxConnector makes dialing honour the context even where a driver does
@@ -183,13 +271,14 @@ func NewEngine(db *sql.DB, dialectName string, opts Options) (*Engine, error) {
 	if opts.Holder == "" {
 		opts.Holder = newHolder()
 	}
-	e := &Engine{db: db, d: d, opts: opts}
+	e := &Engine{db: db, d: d, opts: opts, schemaWait: schemaWait}
 	p := opts.TablePrefix
 	e.tables = tables{
 		version: p + "schema_version",
 		codes:   p + "codes",
 		access:  p + "access_tokens",
 		refresh: p + "refresh_tokens",
+		revoked: p + "revoked_families",
 		lease:   p + "purge_lease",
 	}
 	e.q = buildStatements(d, e.tables, opts.LeaseDuration)
@@ -198,37 +287,56 @@ func NewEngine(db *sql.DB, dialectName string, opts Options) (*Engine, error) {
 
 func buildStatements(d *dialect, t tables, lease time.Duration) statements {
 	r := d.rebind
-	return statements{
+	// c renders a statement whose affected-row count decides something.
+	c := func(q string) string { return d.counted + d.rebind(q) }
+	st := statements{
 		version:     r("SELECT MAX(version) FROM " + t.version),
 		leaseCount:  r("SELECT COUNT(*) FROM " + t.lease + " WHERE name = ?"),
 		leaseInsert: r("INSERT INTO " + t.lease + " (name, holder, lease_until) VALUES (?, 'none', 0)"),
 		// A lease is free when it ran out (its holder crashed or released
 		// it) or when we hold it already; the duration is a literal
 		// because typing a parameter in arithmetic differs per system.
-		leaseAcquire: r(fmt.Sprintf("UPDATE %s SET holder = ?, lease_until = {now} + %d WHERE name = ? AND (lease_until < {now} OR holder = ?)",
+		leaseAcquire: c(fmt.Sprintf("UPDATE %s SET holder = ?, lease_until = {now} + %d WHERE name = ? AND (lease_until < {now} OR holder = ?)",
 			t.lease, lease.Milliseconds())),
 		leaseRelease: r("UPDATE " + t.lease + " SET lease_until = 0 WHERE name = ? AND holder = ?"),
 
 		insertCode:  r("INSERT INTO " + t.codes + " (code_key, " + codeCols + ", used) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)"),
-		consumeCode: r("UPDATE " + t.codes + " SET used = 1 WHERE code_key = ? AND used = 0 AND expires_at > ?"),
+		consumeCode: c("UPDATE " + t.codes + " SET used = 1 WHERE code_key = ? AND used = 0 AND expires_at > ?"),
 		selectCode:  r("SELECT " + codeCols + ", used FROM " + t.codes + " WHERE code_key = ?"),
 
 		insertAccess:   r("INSERT INTO " + t.access + " (token_key, " + tokenCols + ") VALUES (?, ?, ?, ?, ?, ?, ?)"),
 		insertRefresh:  r("INSERT INTO " + t.refresh + " (token_key, " + tokenCols + ", used) VALUES (?, ?, ?, ?, ?, ?, ?, 0)"),
 		lookupAccess:   r("SELECT " + tokenCols + " FROM " + t.access + " WHERE token_key = ? AND expires_at > ?"),
 		lookupRefresh:  r("SELECT " + tokenCols + " FROM " + t.refresh + " WHERE token_key = ? AND expires_at > ? AND used = 0"),
-		consumeRefresh: r("UPDATE " + t.refresh + " SET used = 1 WHERE token_key = ? AND used = 0 AND expires_at > ?"),
+		consumeRefresh: c("UPDATE " + t.refresh + " SET used = 1 WHERE token_key = ? AND used = 0 AND expires_at > ?"),
 		selectRefresh:  r("SELECT " + tokenCols + ", used FROM " + t.refresh + " WHERE token_key = ?"),
 		revokeAccess:   r("DELETE FROM " + t.access + " WHERE token_key = ?"),
 		revokeRefresh:  r("DELETE FROM " + t.refresh + " WHERE token_key = ?"),
 		familyAccess:   r("DELETE FROM " + t.access + " WHERE family = ?"),
 		familyRefresh:  r("DELETE FROM " + t.refresh + " WHERE family = ?"),
+
+		markRevoked:  r(d.markRevoked(t.revoked)),
+		checkRevoked: r("SELECT COUNT(*) FROM " + t.revoked + " WHERE family = ? AND expires_at > ?"),
 	}
+	st.subjectFamilies, st.subjectCodes, st.subjectAccess, st.subjectRefresh = ownerQueries(r, t, "subject = ?")
+	st.clientFamilies, st.clientCodes, st.clientAccess, st.clientRefresh = ownerQueries(r, t, "client_id = ?")
+	st.bothFamilies, st.bothCodes, st.bothAccess, st.bothRefresh = ownerQueries(r, t, "subject = ? AND client_id = ?")
+	return st
+}
+
+// ownerQueries builds RevokeSubject's statements for one filter; the
+// subject and client_id indexes of the schema serve them.
+func ownerQueries(r func(string) string, t tables, where string) (families, codes, access, refresh string) {
+	return r("SELECT family FROM " + t.codes + " WHERE " + where + " AND family IS NOT NULL UNION " +
+			"SELECT family FROM " + t.refresh + " WHERE " + where + " AND family IS NOT NULL"),
+		r("DELETE FROM " + t.codes + " WHERE " + where),
+		r("DELETE FROM " + t.access + " WHERE " + where),
+		r("DELETE FROM " + t.refresh + " WHERE " + where)
 }
 
 // purgeStatement deletes at most n expired rows of table.
 func (e *Engine) purgeStatement(table, key string, n int) string {
-	return e.d.rebind(e.d.deleteBatch(table, key, expiredIs, n))
+	return e.d.counted + e.d.rebind(e.d.deleteBatch(table, key, expiredIs, n))
 }
 
 func newHolder() string {
@@ -250,16 +358,29 @@ func (e *Engine) Start(ctx context.Context) error {
 	if err := e.db.PingContext(ctx); err != nil {
 		return stores.Unavailable(fmt.Errorf("sql store (%s): connect: %w", e.d.name, err))
 	}
-	v, err := e.schemaVersion(ctx)
+	v, ok, err := e.schemaVersion(ctx)
 	if err != nil && e.opts.CreateSchema {
 		if aerr := e.applySchema(ctx); aerr != nil {
-			// Another gateway may have created it meanwhile.
-			if v, err = e.schemaVersion(ctx); err != nil {
+			var race *schemaRace
+			if !errors.As(aerr, &race) {
 				return fmt.Errorf("sql store (%s): create_schema: %w", e.d.name, aerr)
 			}
+			// Another gateway is creating the schema, or the first
+			// statement failed for a reason of its own.
+			if v, ok, err = e.awaitVersion(ctx); err != nil {
+				return fmt.Errorf("sql store (%s): create_schema: %s", e.d.name, e.schemaFailed(0, race.stmt, race.err, "nothing was created"))
+			}
 		} else {
-			v, err = e.schemaVersion(ctx)
+			v, ok, err = e.schemaVersion(ctx)
 		}
+	} else if err == nil && !ok {
+		// The version row is written last: another gateway is still
+		// creating the schema, or a run by hand stopped part way.
+		v, ok, err = e.awaitVersion(ctx)
+	}
+	if err == nil && !ok {
+		return fmt.Errorf("sql store (%s): schema half applied: %s has no version row after %v: drop the tables %s* and run %s%s by hand, or restart with create_schema after dropping them",
+			e.d.name, e.tables.version, e.schemaWait, e.opts.TablePrefix, e.SchemaFile(), e.prefixNote())
 	}
 	if err != nil {
 		if perr := e.db.PingContext(ctx); perr != nil {
@@ -268,7 +389,21 @@ func (e *Engine) Start(ctx context.Context) error {
 		return fmt.Errorf("sql store (%s): schema table %s not readable (%v): create the tables by running %s%s, or set create_schema",
 			e.d.name, e.tables.version, err, e.SchemaFile(), e.prefixNote())
 	}
+	if v == 1 && e.opts.CreateSchema {
+		if err := e.upgrade(ctx); err != nil {
+			// Another gateway may have upgraded it meanwhile.
+			if v, _, _ = e.schemaVersion(ctx); v != SchemaVersion {
+				return fmt.Errorf("sql store (%s): create_schema: upgrading schema version 1 to %d: %w", e.d.name, SchemaVersion, err)
+			}
+		} else {
+			v = SchemaVersion
+		}
+	}
 	switch {
+	case v == 1:
+		stmts, _ := e.upgradeStatements()
+		return fmt.Errorf("sql store (%s): schema version 1 in %s is older than %d: run\n%s;\nor set create_schema",
+			e.d.name, e.tables.version, SchemaVersion, strings.Join(stmts, ";\n"))
 	case v < SchemaVersion:
 		return fmt.Errorf("sql store (%s): schema version %d in %s is older than %d: apply %s%s",
 			e.d.name, v, e.tables.version, SchemaVersion, e.SchemaFile(), e.prefixNote())
@@ -289,12 +424,31 @@ func (e *Engine) prefixNote() string {
 	return fmt.Sprintf(" with every %s replaced by %s", DefaultTablePrefix, e.opts.TablePrefix)
 }
 
-func (e *Engine) schemaVersion(ctx context.Context) (int, error) {
-	var v sql.NullInt64
-	if err := e.db.QueryRowContext(ctx, e.q.version).Scan(&v); err != nil {
-		return 0, err
+// schemaVersion reads the schema version; ok is false when the version
+// table exists without its row.
+func (e *Engine) schemaVersion(ctx context.Context) (v int, ok bool, err error) {
+	var n sql.NullInt64
+	if err := e.db.QueryRowContext(ctx, e.q.version).Scan(&n); err != nil {
+		return 0, false, err
 	}
-	return int(v.Int64), nil
+	return int(n.Int64), n.Valid, nil
+}
+
+// awaitVersion waits, at most schemaWait, for another gateway's
+// create_schema to write the version row.
+func (e *Engine) awaitVersion(ctx context.Context) (v int, ok bool, err error) {
+	deadline := time.Now().Add(e.schemaWait)
+	for {
+		v, ok, err = e.schemaVersion(ctx)
+		if ok || time.Now().After(deadline) {
+			return v, ok, err
+		}
+		select {
+		case <-ctx.Done():
+			return v, ok, err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // Schema returns the bundled schema of a dialect with the given table
@@ -339,17 +493,138 @@ func splitStatements(text string) []string {
 	return out
 }
 
+// schemaRace is a create_schema that failed on creating the version table,
+// the schema's first statement: another gateway got there first.
+type schemaRace struct {
+	stmt string
+	err  error
+}
+
+func (r *schemaRace) Error() string { return r.err.Error() }
+func (r *schemaRace) Unwrap() error { return r.err }
+
+// applySchema runs the bundled schema. Where DDL is transactional it runs
+// in one transaction; elsewhere a failure drops the tables this run
+// created. Either way a failure leaves no half-applied schema behind.
 func (e *Engine) applySchema(ctx context.Context) error {
 	stmts, err := Schema(e.d.name, e.opts.TablePrefix)
 	if err != nil {
 		return err
 	}
-	for _, s := range stmts {
+	if e.d.transactionalDDL {
+		return e.applySchemaTx(ctx, stmts)
+	}
+	var created []string
+	for i, s := range stmts {
 		if _, err := e.db.ExecContext(ctx, s); err != nil {
+			if i == 0 {
+				return &schemaRace{s, err}
+			}
+			return e.schemaFailed(i, s, err, e.dropTables(ctx, created))
+		}
+		if t := createdTable(s); t != "" {
+			created = append(created, t)
+		}
+	}
+	return nil
+}
+
+// upgradeStatements returns the statements that take a version 1 schema to
+// version 2: the revoked-families table and index of the bundled schema,
+// then the new version row.
+func (e *Engine) upgradeStatements() ([]string, error) {
+	stmts, err := Schema(e.d.name, e.opts.TablePrefix)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, s := range stmts {
+		if strings.Contains(s, e.tables.revoked) || ownerIndex(s) {
+			out = append(out, s)
+		}
+	}
+	return append(out, fmt.Sprintf("INSERT INTO %s (version) VALUES (%d)", e.tables.version, SchemaVersion)), nil
+}
+
+// ownerIndex reports a statement creating one of the subject and client_id
+// indexes of version 2, which serve the admin revoke by user or client.
+func ownerIndex(stmt string) bool {
+	return strings.HasPrefix(stmt, "CREATE INDEX ") && (strings.Contains(stmt, "_sub_idx ") || strings.Contains(stmt, "_cli_idx "))
+}
+
+// upgrade applies upgradeStatements. DDL is not transactional everywhere:
+// a table left by an upgrade that failed half way is kept.
+func (e *Engine) upgrade(ctx context.Context) error {
+	stmts, err := e.upgradeStatements()
+	if err != nil {
+		return err
+	}
+	// An upgrade that stopped part way (or another gateway's, running
+	// now) left the revoked-families table: keep it, and take an index that
+	// cannot be created as one that exists already.
+	var probe int64
+	resumed := e.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+e.tables.revoked+" WHERE expires_at < 0").Scan(&probe) == nil
+	for _, s := range stmts {
+		if resumed && strings.Contains(s, e.tables.revoked) {
+			continue
+		}
+		if _, err := e.db.ExecContext(ctx, s); err != nil && !(resumed && ownerIndex(s)) {
 			return fmt.Errorf("%s: %w", firstLine(s), err)
 		}
 	}
 	return nil
+}
+
+func (e *Engine) applySchemaTx(ctx context.Context, stmts []string) error {
+	tx, err := e.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	for i, s := range stmts {
+		if _, err := tx.ExecContext(ctx, s); err != nil {
+			if i == 0 {
+				return &schemaRace{s, err}
+			}
+			return e.schemaFailed(i, s, err, "rolled back")
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		// The commit of a concurrent identical schema can fail here.
+		return &schemaRace{stmts[0], err}
+	}
+	return nil
+}
+
+// schemaFailed reports a failed statement of the schema file.
+func (e *Engine) schemaFailed(i int, stmt string, err error, undone string) error {
+	return fmt.Errorf("statement %d of %s%s failed (%s): %s: %w; fix the cause and restart, or run the file by hand",
+		i+1, e.SchemaFile(), e.prefixNote(), undone, firstLine(stmt), err)
+}
+
+var createTablePattern = regexp.MustCompile(`(?i)^\s*CREATE\s+TABLE\s+(\w+)`)
+
+// createdTable names the table a CREATE TABLE statement creates.
+func createdTable(stmt string) string {
+	if m := createTablePattern.FindStringSubmatch(stmt); m != nil {
+		return m[1]
+	}
+	return ""
+}
+
+// dropTables drops the tables a failed create_schema created, newest
+// first, and says what it did.
+func (e *Engine) dropTables(ctx context.Context, created []string) string {
+	if len(created) == 0 {
+		return "nothing was created"
+	}
+	for i := len(created) - 1; i >= 0; i-- {
+		if _, err := e.db.ExecContext(ctx, "DROP TABLE "+created[i]); err != nil {
+			return fmt.Sprintf("dropping the tables it created failed at %s (%v): drop %s by hand",
+				created[i], err, strings.Join(created[:i+1], ", "))
+		}
+	}
+	return "dropped the tables it created: " + strings.Join(created, ", ")
 }
 
 func firstLine(s string) string {
@@ -434,6 +709,8 @@ func (e *Engine) ConsumeCode(ctx context.Context, key string) (*stores.Code, err
 }
 
 // claim runs a conditional UPDATE and reports whether it changed the row.
+// The key is the primary key, so any count above 1 comes from a trigger's
+// own statements, which go-mssqldb adds in: it is still a win.
 func (e *Engine) claim(ctx context.Context, stmt, key string, now int64) (bool, error) {
 	res, err := e.db.ExecContext(ctx, stmt, key, now)
 	if err != nil {
@@ -443,7 +720,7 @@ func (e *Engine) claim(ctx context.Context, stmt, key string, now int64) (bool, 
 	if err != nil {
 		return false, err
 	}
-	return n == 1, nil
+	return n >= 1, nil
 }
 
 func (e *Engine) selectCode(ctx context.Context, key string) (*stores.Code, bool, error) {
@@ -472,36 +749,100 @@ func (e *Engine) selectCode(ctx context.Context, key string) (*stores.Code, bool
 
 // PurgeExpiredCodes deletes expired codes in batches.
 func (e *Engine) PurgeExpiredCodes(ctx context.Context, batch int) (int64, error) {
-	return e.purge(ctx, batch, [][2]string{{e.tables.codes, "code_key"}})
+	return e.purge(ctx, batch, []purgeTarget{{e.tables.codes, "code_key", true}})
 }
 
-// InsertTokens stores tokens, in one transaction when there are several.
+// InsertTokens stores tokens, in one transaction when there are several,
+// and then checks their families for a revoked-family marker. RevokeFamily
+// writes the marker before it deletes the family's tokens, each step
+// committed in order, so one of the two always sees the other: either this
+// check finds the marker (and the tokens are deleted again and refused), or
+// the revocation's delete finds the tokens.
 func (e *Engine) InsertTokens(ctx context.Context, tokens ...*stores.Token) error {
 	for _, t := range tokens {
 		if t.Kind != stores.AccessToken && t.Kind != stores.RefreshToken {
 			return fmt.Errorf("sql store: token kind %d unknown", t.Kind)
 		}
 	}
+	if err := e.insertTokens(ctx, tokens); err != nil {
+		return err
+	}
+	now := nowMillis()
+	var checked []string
+	for _, t := range tokens {
+		if t.Family == "" || slices.Contains(checked, t.Family) {
+			continue
+		}
+		checked = append(checked, t.Family)
+		var n int64
+		if err := e.db.QueryRowContext(ctx, e.q.checkRevoked, t.Family, now).Scan(&n); err != nil {
+			// Unchecked tokens must not be handed out: the caller answers
+			// 503, and the raw values are never released.
+			return e.fail("check revoked family", err)
+		}
+		if n > 0 {
+			return e.refuse(ctx, tokens, t.Family)
+		}
+	}
+	return nil
+}
+
+// refuse deletes the tokens of a revoked family just inserted and returns
+// ErrRevoked.
+func (e *Engine) refuse(ctx context.Context, tokens []*stores.Token, family string) error {
+	for _, t := range tokens {
+		if t.Family != family {
+			continue
+		}
+		stmt := e.q.revokeAccess
+		if t.Kind == stores.RefreshToken {
+			stmt = e.q.revokeRefresh
+		}
+		if _, err := e.db.ExecContext(ctx, stmt, t.Key); err != nil {
+			return e.fail("delete tokens of a revoked family", err)
+		}
+	}
+	return stores.ErrRevoked
+}
+
+func (e *Engine) insertTokens(ctx context.Context, tokens []*stores.Token) error {
 	if len(tokens) == 1 {
 		if err := e.insertToken(ctx, e.db, tokens[0]); err != nil {
 			return e.fail("insert token", err)
 		}
 		return nil
 	}
-	tx, err := e.db.BeginTx(ctx, nil)
+	err := retryDeadlock(ctx, func() error {
+		tx, err := e.db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+		for _, t := range tokens {
+			if err := e.insertToken(ctx, tx, t); err != nil {
+				return err
+			}
+		}
+		return tx.Commit()
+	})
 	if err != nil {
 		return e.fail("insert tokens", err)
 	}
-	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
-	for _, t := range tokens {
-		if err := e.insertToken(ctx, tx, t); err != nil {
-			return e.fail("insert tokens", err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return e.fail("insert tokens", err)
-	}
 	return nil
+}
+
+// retryDeadlock runs f, a transaction, again when the database chose it as
+// a deadlock victim and rolled it back: InnoDB's gap locks on the family
+// indexes make an insert and a family revocation deadlock now and then.
+func retryDeadlock(ctx context.Context, f func() error) error {
+	var err error
+	for attempt := 0; attempt < 4; attempt++ {
+		if err = f(); err == nil || !strings.Contains(strings.ToLower(err.Error()), "deadlock") || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(time.Duration(attempt+1) * 5 * time.Millisecond)
+	}
+	return err
 }
 
 type execer interface {
@@ -601,37 +942,61 @@ func (e *Engine) RevokeToken(ctx context.Context, kind stores.Kind, key string) 
 	return nil
 }
 
-// RevokeFamily deletes every access and refresh token of a family, consumed
-// ones included, in one transaction.
+// RevokeFamily records the family as revoked until the given time (or a
+// later one already recorded), committed first, and then deletes every
+// access and refresh token of the family, consumed ones included, in one
+// transaction. See InsertTokens for why this order is exact.
 func (e *Engine) RevokeFamily(ctx context.Context, family string, until time.Time) error {
 	if family == "" {
 		return nil
 	}
-	tx, err := e.db.BeginTx(ctx, nil)
-	if err != nil {
-		return e.fail("revoke family", err)
-	}
-	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
-	for _, s := range []string{e.q.familyAccess, e.q.familyRefresh} {
-		if _, err := tx.ExecContext(ctx, s, family); err != nil {
-			return e.fail("revoke family", err)
+	if _, err := e.db.ExecContext(ctx, e.q.markRevoked, family, millis(until)); err != nil {
+		// Two first revocations of one family may both try to insert: the
+		// loser finds the row on a second try.
+		if _, err = e.db.ExecContext(ctx, e.q.markRevoked, family, millis(until)); err != nil {
+			return e.fail("mark family revoked", err)
 		}
 	}
-	if err := tx.Commit(); err != nil {
+	err := retryDeadlock(ctx, func() error {
+		tx, err := e.db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+		for _, s := range []string{e.q.familyAccess, e.q.familyRefresh} {
+			if _, err := tx.ExecContext(ctx, s, family); err != nil {
+				return err
+			}
+		}
+		return tx.Commit()
+	})
+	if err != nil {
 		return e.fail("revoke family", err)
 	}
 	return nil
 }
 
-// PurgeExpiredTokens deletes expired access and refresh tokens in batches.
+// PurgeExpiredTokens deletes expired access and refresh tokens in batches,
+// and expired revoked-family markers, uncounted.
 func (e *Engine) PurgeExpiredTokens(ctx context.Context, batch int) (int64, error) {
-	return e.purge(ctx, batch, [][2]string{{e.tables.access, "token_key"}, {e.tables.refresh, "token_key"}})
+	return e.purge(ctx, batch, []purgeTarget{
+		{e.tables.access, "token_key", true},
+		{e.tables.refresh, "token_key", true},
+		{e.tables.revoked, "family", false},
+	})
 }
 
-// purge deletes expired rows of each (table, key column), batch rows per
-// statement, each statement its own transaction, by the database's clock.
-// Only the holder of the purge lease works; without it purge returns 0.
-func (e *Engine) purge(ctx context.Context, batch int, targets [][2]string) (int64, error) {
+// purgeTarget is a table purge deletes from, its key column, and whether
+// its rows count in purge's result.
+type purgeTarget struct {
+	table, key string
+	counted    bool
+}
+
+// purge deletes expired rows of each target, batch rows per statement, each
+// statement its own transaction, by the database's clock. Only the holder
+// of the purge lease works; without it purge returns 0.
+func (e *Engine) purge(ctx context.Context, batch int, targets []purgeTarget) (int64, error) {
 	n := batch
 	if e.opts.PurgeBatch > 0 {
 		n = e.opts.PurgeBatch
@@ -639,6 +1004,7 @@ func (e *Engine) purge(ctx context.Context, batch int, targets [][2]string) (int
 	if n <= 0 {
 		n = DefaultPurgeBatch
 	}
+	n = e.d.batch(n)
 	ok, err := e.acquireLease(ctx)
 	if err != nil {
 		return 0, e.fail("purge lease", err)
@@ -649,18 +1015,20 @@ func (e *Engine) purge(ctx context.Context, batch int, targets [][2]string) (int
 	defer e.releaseLease(ctx)
 	var total int64
 	for _, t := range targets {
-		stmt := e.purgeStatement(t[0], t[1], n)
+		stmt := e.purgeStatement(t.table, t.key, n)
 		for {
 			started := time.Now()
 			res, err := e.db.ExecContext(ctx, stmt)
 			if err != nil {
-				return total, e.fail("purge "+t[0], err)
+				return total, e.fail("purge "+t.table, err)
 			}
 			k, err := res.RowsAffected()
 			if err != nil {
-				return total, e.fail("purge "+t[0], err)
+				return total, e.fail("purge "+t.table, err)
 			}
-			total += k
+			if t.counted {
+				total += k
+			}
 			if k < int64(n) {
 				break
 			}
@@ -693,7 +1061,7 @@ func (e *Engine) acquireLease(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	n, err := res.RowsAffected()
-	return n == 1, err
+	return n >= 1, err // as in claim
 }
 
 // releaseLease lets another gateway purge next without waiting for the

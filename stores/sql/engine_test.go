@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -76,7 +77,7 @@ func serverDSN(t *testing.T, dialect, env string) string {
 func emptyTables(t *testing.T, e *Engine) {
 	t.Helper()
 	ctx := testCtx(t, time.Minute)
-	for _, tbl := range []string{e.tables.codes, e.tables.access, e.tables.refresh} {
+	for _, tbl := range []string{e.tables.codes, e.tables.access, e.tables.refresh, e.tables.revoked} {
 		if _, err := e.db.ExecContext(ctx, "DELETE FROM "+tbl); err != nil {
 			t.Fatalf("emptying %s: %v", tbl, err)
 		}
@@ -310,8 +311,8 @@ func TestStartSchemaChecks(t *testing.T) {
 		t.Fatalf("second Start: %v", err)
 	}
 	var n int
-	if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name LIKE 'gw\\_%' ESCAPE '\\'").Scan(&n); err != nil || n != 6 {
-		t.Fatalf("prefixed tables: %d, %v; want 6 (with the revocation feed)", n, err)
+	if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name LIKE 'gw\\_%' ESCAPE '\\'").Scan(&n); err != nil || n != 7 {
+		t.Fatalf("prefixed tables: %d, %v; want 7 (with the revocation feed)", n, err)
 	}
 
 	if _, err := db.ExecContext(ctx, "UPDATE gw_schema_version SET version = 0"); err != nil {
@@ -328,7 +329,7 @@ func TestStartSchemaChecks(t *testing.T) {
 	}
 
 	// A deleted lease row comes back.
-	if _, err := db.ExecContext(ctx, "UPDATE gw_schema_version SET version = 1"); err != nil {
+	if _, err := db.ExecContext(ctx, "UPDATE gw_schema_version SET version = "+strconv.Itoa(SchemaVersion)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.ExecContext(ctx, "DELETE FROM gw_purge_lease"); err != nil {
@@ -340,6 +341,96 @@ func TestStartSchemaChecks(t *testing.T) {
 	if ok, err := e.acquireLease(ctx); err != nil || !ok {
 		t.Fatalf("lease after Start restored its row: %v, %v", ok, err)
 	}
+}
+
+// TestSchemaUpgrade takes a version 1 schema to version 2: without
+// create_schema Start names the statements to run, with it Start runs them,
+// on SQLite and every configured server.
+func TestSchemaUpgrade(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, dialect, dsn string, fresh func(*testing.T, Options) *Engine) {
+		ctx := testCtx(t, time.Minute)
+		e := fresh(t, Options{})
+		downgrade := func() {
+			t.Helper()
+			stmts := []string{"DROP TABLE " + e.tables.revoked}
+			// Version 1 had no subject and client_id indexes either.
+			for _, idx := range [][2]string{{"codes_sub_idx", e.tables.codes}, {"codes_cli_idx", e.tables.codes},
+				{"at_sub_idx", e.tables.access}, {"at_cli_idx", e.tables.access},
+				{"rt_sub_idx", e.tables.refresh}, {"rt_cli_idx", e.tables.refresh}} {
+				drop := "DROP INDEX " + DefaultTablePrefix + idx[0]
+				if dialect == "mysql" || dialect == "sqlserver" {
+					drop += " ON " + idx[1]
+				}
+				stmts = append(stmts, drop)
+			}
+			for i, s := range append(stmts,
+				"DELETE FROM "+e.tables.version,
+				"INSERT INTO "+e.tables.version+" (version) VALUES (1)",
+			) {
+				if i > 0 && i < len(stmts) {
+					// A database created by an earlier build may lack them.
+					_, _ = e.db.ExecContext(ctx, s)
+					continue
+				}
+				if _, err := e.db.ExecContext(ctx, s); err != nil {
+					t.Fatalf("%s: %v", s, err)
+				}
+			}
+		}
+		downgrade()
+		plain, _ := NewEngine(e.db, dialect, Options{})
+		err := plain.Start(ctx)
+		if err == nil || !strings.Contains(err.Error(), "CREATE TABLE oauth_revoked_families") ||
+			!strings.Contains(err.Error(), "CREATE INDEX oauth_at_sub_idx ON oauth_access_tokens (subject)") ||
+			!strings.Contains(err.Error(), "INSERT INTO oauth_schema_version (version) VALUES (2)") {
+			t.Fatalf("Start on a version 1 schema: %v; want the statements to run", err)
+		}
+		t.Logf("%s: %v", dialect, err)
+		up, _ := NewEngine(e.db, dialect, Options{CreateSchema: true})
+		if err := up.Start(ctx); err != nil {
+			t.Fatalf("Start with create_schema on a version 1 schema: %v", err)
+		}
+		if v, _, err := up.schemaVersion(ctx); err != nil || v != SchemaVersion {
+			t.Fatalf("version after upgrade: %d, %v", v, err)
+		}
+		if err := up.RevokeFamily(ctx, "fam-up", time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		tok := &stores.Token{Key: storetest.Key(), Kind: stores.AccessToken, Family: "fam-up", IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
+		if err := up.InsertTokens(ctx, tok); !errors.Is(err, stores.ErrRevoked) {
+			t.Fatalf("insert into a revoked family after upgrade: %v", err)
+		}
+		// A half-done upgrade (table created, version not raised) completes.
+		if _, err := e.db.ExecContext(ctx, "DELETE FROM "+e.tables.version+" WHERE version = 2"); err != nil {
+			t.Fatal(err)
+		}
+		if err := up.Start(ctx); err != nil {
+			t.Fatalf("Start after a half-done upgrade: %v", err)
+		}
+	})
+}
+
+// TestRevokedMarkersPurged checks that purge deletes expired markers,
+// uncounted, and keeps live ones.
+func TestRevokedMarkersPurged(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, dialect, dsn string, fresh func(*testing.T, Options) *Engine) {
+		ctx := testCtx(t, time.Minute)
+		e := fresh(t, Options{})
+		for i := 0; i < 25; i++ {
+			if err := e.RevokeFamily(ctx, "fam-old-"+strconv.Itoa(i), time.Now().Add(-time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := e.RevokeFamily(ctx, "fam-live", time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := e.PurgeExpiredTokens(ctx, 10); err != nil || n != 0 {
+			t.Fatalf("PurgeExpiredTokens = %d, %v; want 0 (markers are not counted)", n, err)
+		}
+		if n := countRows(t, e, e.tables.revoked); n != 1 {
+			t.Fatalf("%d markers left, want the live one", n)
+		}
+	})
 }
 
 // TestOutage points stores at a closed port and at a server that accepts

@@ -76,6 +76,12 @@ type Store struct {
 	// overrides the batch size the purger asks for. Default: the purger's,
 	// else 1000.
 	PurgeBatch int `json:"purge_batch,omitempty"`
+	// LockTimeout bounds how long a Db2 statement waits for a row lock
+	// (set on every connection, in whole seconds rounded up): IBM's
+	// driver does not cancel a statement at the request's deadline. Set
+	// it to the app's store_timeout. Other dialects cancel by the
+	// deadline and ignore it. Default: 2s, the default store_timeout.
+	LockTimeout caddy.Duration `json:"lock_timeout,omitempty"`
 	// PurgeLease is how long a purging gateway holds the purge lease
 	// between renewals, and so how long a gateway that died while purging
 	// keeps the others from purging. Default: 2m.
@@ -126,6 +132,9 @@ func (s *Store) Provision(ctx caddy.Context) error {
 	if s.ConnMaxLifetime == 0 {
 		s.ConnMaxLifetime = caddy.Duration(defaultConnMaxLifetime)
 	}
+	if s.LockTimeout == 0 {
+		s.LockTimeout = caddy.Duration(DefaultLockTimeout)
+	}
 	if err := s.validate(); err != nil {
 		return err
 	}
@@ -134,8 +143,12 @@ func (s *Store) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("sql store: dsn %q is empty after replacing placeholders", s.DSN)
 	}
 	key := s.Dialect + "\x00" + dsn
+	if d, _ := lookupDialect(s.Dialect); d.connInit != nil {
+		// The connections differ by their options: one pool per setting.
+		key += "\x00" + time.Duration(s.LockTimeout).String()
+	}
 	val, _, err := pool.LoadOrNew(key, func() (caddy.Destructor, error) {
-		db, err := Open(s.Dialect, dsn)
+		db, err := OpenWith(s.Dialect, dsn, ConnOptions{LockTimeout: time.Duration(s.LockTimeout)})
 		if err != nil {
 			return nil, err
 		}
@@ -150,9 +163,10 @@ func (s *Store) Provision(ctx caddy.Context) error {
 	db.SetMaxIdleConns(s.MaxIdleConns)
 	db.SetConnMaxLifetime(time.Duration(s.ConnMaxLifetime))
 	s.Engine, err = NewEngine(db, s.Dialect, Options{
-		TablePrefix:   s.TablePrefix,
-		CreateSchema:  s.CreateSchema,
-		PurgeBatch:    s.PurgeBatch,
+		TablePrefix:  s.TablePrefix,
+		CreateSchema: s.CreateSchema,
+		PurgeBatch:   s.PurgeBatch,
+		// Zero means the engine's default (2m).
 		LeaseDuration: time.Duration(s.PurgeLease),
 	})
 	if err != nil {
@@ -177,8 +191,8 @@ func (s *Store) validate() error {
 	if s.TablePrefix != "" && !prefixPattern.MatchString(s.TablePrefix) {
 		return fmt.Errorf("sql store: table_prefix %q: want a letter then up to 29 letters, digits or underscores", s.TablePrefix)
 	}
-	if s.MaxOpenConns < 0 || s.MaxIdleConns < 0 || s.ConnMaxLifetime < 0 || s.PurgeBatch < 0 || s.PurgeLease < 0 {
-		return fmt.Errorf("sql store: max_open_conns, max_idle_conns, conn_max_lifetime, purge_batch and purge_lease must not be negative")
+	if s.MaxOpenConns < 0 || s.MaxIdleConns < 0 || s.ConnMaxLifetime < 0 || s.PurgeBatch < 0 || s.LockTimeout < 0 || s.PurgeLease < 0 {
+		return fmt.Errorf("sql store: max_open_conns, max_idle_conns, conn_max_lifetime, purge_batch, lock_timeout and purge_lease must not be negative")
 	}
 	return nil
 }
@@ -213,6 +227,7 @@ func (s *Store) Cleanup() error {
 //		conn_max_lifetime <duration>
 //		create_schema
 //		purge_batch       <n>
+//		lock_timeout      <duration>
 //		purge_lease       <duration>
 //	}
 func (s *Store) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -269,7 +284,7 @@ func (s *Store) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			case "purge_batch":
 				s.PurgeBatch = n
 			}
-		case "conn_max_lifetime", "purge_lease":
+		case "conn_max_lifetime", "lock_timeout", "purge_lease":
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
@@ -282,6 +297,8 @@ func (s *Store) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			if opt == "purge_lease" {
 				s.PurgeLease = caddy.Duration(dur)
+			} else if opt == "lock_timeout" {
+				s.LockTimeout = caddy.Duration(dur)
 			} else {
 				s.ConnMaxLifetime = caddy.Duration(dur)
 			}

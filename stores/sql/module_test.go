@@ -31,11 +31,12 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 				conn_max_lifetime 10m
 				create_schema
 				purge_batch 500
+				lock_timeout 3s
 				purge_lease 30s
 			}`,
 			want: Store{Dialect: "mysql", DSN: "{env.OAUTH2_DSN}", TablePrefix: "gw_", MaxOpenConns: 20, MaxIdleConns: 5,
 				ConnMaxLifetime: caddy.Duration(10 * time.Minute), CreateSchema: true, PurgeBatch: 500,
-				PurgeLease: caddy.Duration(30 * time.Second)},
+				LockTimeout: caddy.Duration(3 * time.Second), PurgeLease: caddy.Duration(30 * time.Second)},
 		},
 		{name: "minimal", input: "sql {\n dialect sqlite\n dsn /var/lib/caddy/oauth2.db\n}",
 			want: Store{Dialect: "sqlite", DSN: "/var/lib/caddy/oauth2.db"}},
@@ -55,6 +56,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "negative batch", input: "sql {\n dialect mysql\n dsn x\n purge_batch -1\n}", err: "positive integer"},
 		{name: "bad lifetime", input: "sql {\n dialect mysql\n dsn x\n conn_max_lifetime soon\n}", err: "positive duration"},
 		{name: "bad lease", input: "sql {\n dialect mysql\n dsn x\n purge_lease 0s\n}", err: "purge_lease: want a positive duration"},
+		{name: "zero lock timeout", input: "sql {\n dialect db2\n dsn x\n lock_timeout 0s\n}", err: "lock_timeout: want a positive duration"},
 		{name: "create_schema with value", input: "sql {\n dialect mysql\n dsn x\n create_schema yes\n}", err: "wrong argument count"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -79,9 +81,9 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 // TestJSONConfig checks the JSON field names a Caddyfile adapts to.
 func TestJSONConfig(t *testing.T) {
 	s := Store{Dialect: "postgres", DSN: "d", TablePrefix: "p_", MaxOpenConns: 1, MaxIdleConns: 2,
-		ConnMaxLifetime: caddy.Duration(time.Second), CreateSchema: true, PurgeBatch: 3}
+		ConnMaxLifetime: caddy.Duration(time.Second), CreateSchema: true, PurgeBatch: 3, LockTimeout: caddy.Duration(time.Second)}
 	b, _ := json.Marshal(s)
-	want := `{"dialect":"postgres","dsn":"d","table_prefix":"p_","max_open_conns":1,"max_idle_conns":2,"conn_max_lifetime":1000000000,"create_schema":true,"purge_batch":3}`
+	want := `{"dialect":"postgres","dsn":"d","table_prefix":"p_","max_open_conns":1,"max_idle_conns":2,"conn_max_lifetime":1000000000,"create_schema":true,"purge_batch":3,"lock_timeout":1000000000}`
 	if string(b) != want {
 		t.Fatalf("got  %s\nwant %s", b, want)
 	}
@@ -110,6 +112,14 @@ func TestModulePoolSharing(t *testing.T) {
 	provision(t, b)
 	if a.Engine.DB() != b.Engine.DB() {
 		t.Fatal("two stores on one DSN got two pools")
+	}
+	c := &Store{Dialect: "sqlite", DSN: dsn, LockTimeout: caddy.Duration(5 * time.Second)}
+	provision(t, c)
+	if c.Engine.DB() != a.Engine.DB() {
+		t.Fatal("lock_timeout, which sqlite ignores, split the pool")
+	}
+	if err := c.Cleanup(); err != nil {
+		t.Fatal(err)
 	}
 	if a.MaxOpenConns != defaultMaxOpenConns || a.MaxIdleConns != defaultMaxOpenConns || a.TablePrefix != "oauth_" {
 		t.Fatalf("defaults not applied: %+v", a)

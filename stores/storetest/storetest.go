@@ -34,7 +34,11 @@ func Run(t *testing.T, newStore func(t *testing.T) stores.Store, opts Options) {
 	t.Run("RefreshRotationUnderConcurrency", func(t *testing.T) { testRefreshRotation(t, newStore(t)) })
 	t.Run("RevokeToken", func(t *testing.T) { testRevokeToken(t, newStore(t)) })
 	t.Run("RevokeFamily", func(t *testing.T) { testRevokeFamily(t, newStore(t)) })
+	t.Run("RevokedFamilyMarker", func(t *testing.T) { testRevokedFamilyMarker(t, newStore(t)) })
+	t.Run("RevokedFamilyMarkerExpiry", func(t *testing.T) { testRevokedFamilyMarkerExpiry(t, newStore(t)) })
+	t.Run("RevokeFamilyRacesInsert", func(t *testing.T) { testRevokeFamilyRace(t, newStore(t)) })
 	t.Run("PurgeExpired", func(t *testing.T) { testPurge(t, newStore(t), opts) })
+	t.Run("RevokeSubject", func(t *testing.T) { testRevokeSubject(t, newStore(t)) })
 }
 
 // Key returns a random store key shaped like a real one (64 hex digits).
@@ -479,4 +483,167 @@ func testPurge(t *testing.T, s stores.Store, opts Options) {
 	if n, err := s.PurgeExpiredTokens(ctx(t), batch); err != nil || n != 0 {
 		t.Fatalf("second PurgeExpiredTokens = %d, %v; want 0, nil", n, err)
 	}
+}
+
+// wantDead checks that none of toks validates or can be redeemed.
+func wantDead(t *testing.T, what string, s stores.Store, toks ...*stores.Token) {
+	t.Helper()
+	for _, tok := range toks {
+		if _, err := s.LookupToken(ctx(t), tok.Kind, tok.Key); !errors.Is(err, stores.ErrNotFound) {
+			t.Fatalf("%s: lookup of a %s gave %v, want ErrNotFound", what, tok.Kind, err)
+		}
+		if tok.Kind == stores.RefreshToken {
+			if _, err := s.ConsumeRefreshToken(ctx(t), tok.Key); !errors.Is(err, stores.ErrNotFound) {
+				t.Fatalf("%s: refresh of a refresh token gave %v, want ErrNotFound", what, err)
+			}
+		}
+	}
+}
+
+func wantLive(t *testing.T, what string, s stores.Store, toks ...*stores.Token) {
+	t.Helper()
+	for _, tok := range toks {
+		got, err := s.LookupToken(ctx(t), tok.Kind, tok.Key)
+		if err != nil {
+			t.Fatalf("%s: lookup of a %s: %v", what, tok.Kind, err)
+		}
+		checkToken(t, got, tok)
+	}
+}
+
+// A revoked family's marker refuses every later insert into the family
+// (ErrRevoked, nothing validates) and leaves other families, family-less
+// tokens and the empty family alone.
+func testRevokedFamilyMarker(t *testing.T, s stores.Store) {
+	famA, famB := "fam-a-"+Key()[:16], "fam-b-"+Key()[:16]
+	first := []*stores.Token{newToken(stores.AccessToken, famA, time.Hour), newToken(stores.RefreshToken, famA, time.Hour)}
+	if err := s.InsertTokens(ctx(t), first...); err != nil {
+		t.Fatalf("InsertTokens: %v", err)
+	}
+	if err := s.RevokeFamily(ctx(t), famA, now().Add(time.Hour)); err != nil {
+		t.Fatalf("RevokeFamily: %v", err)
+	}
+	wantDead(t, "token of the revoked family", s, first...)
+
+	// A redemption that finishes after the revocation.
+	late := []*stores.Token{newToken(stores.AccessToken, famA, time.Hour), newToken(stores.RefreshToken, famA, 12*time.Hour)}
+	wantErr(t, "InsertTokens into a revoked family", s.InsertTokens(ctx(t), late...), stores.ErrRevoked)
+	wantDead(t, "token inserted into a revoked family", s, late...)
+	lone := newToken(stores.RefreshToken, famA, time.Hour)
+	wantErr(t, "second InsertTokens into a revoked family", s.InsertTokens(ctx(t), lone), stores.ErrRevoked)
+	wantDead(t, "token inserted into a revoked family", s, lone)
+
+	// A family revoked before it had any token is marked all the same.
+	famC := "fam-c-" + Key()[:16]
+	if err := s.RevokeFamily(ctx(t), famC, now().Add(time.Hour)); err != nil {
+		t.Fatalf("RevokeFamily of a family without tokens: %v", err)
+	}
+	early := []*stores.Token{newToken(stores.AccessToken, famC, time.Hour), newToken(stores.RefreshToken, famC, time.Hour)}
+	wantErr(t, "InsertTokens into a family revoked before use", s.InsertTokens(ctx(t), early...), stores.ErrRevoked)
+	wantDead(t, "token of a family revoked before use", s, early...)
+
+	// Other families and family-less tokens are unaffected.
+	other := []*stores.Token{newToken(stores.AccessToken, famB, time.Hour), newToken(stores.RefreshToken, famB, time.Hour)}
+	if err := s.InsertTokens(ctx(t), other...); err != nil {
+		t.Fatalf("InsertTokens into another family: %v", err)
+	}
+	wantLive(t, "token of another family", s, other...)
+
+	// Revoking the empty family records nothing: family-less tokens
+	// (client_credentials) are still issued.
+	if err := s.RevokeFamily(ctx(t), "", now().Add(time.Hour)); err != nil {
+		t.Fatalf("RevokeFamily of the empty family: %v", err)
+	}
+	free := []*stores.Token{newToken(stores.AccessToken, "", time.Hour), newToken(stores.AccessToken, "", time.Hour)}
+	if err := s.InsertTokens(ctx(t), free...); err != nil {
+		t.Fatalf("InsertTokens without family after RevokeFamily(\"\"): %v", err)
+	}
+	wantLive(t, "family-less token", s, free...)
+	wantLive(t, "token of another family", s, other...)
+}
+
+// The marker lives until the time RevokeFamily was given, the greatest of
+// several, and not after.
+func testRevokedFamilyMarkerExpiry(t *testing.T, s stores.Store) {
+	short, long := "fam-short-"+Key()[:16], "fam-long-"+Key()[:16]
+	if err := s.RevokeFamily(ctx(t), short, now().Add(1200*time.Millisecond)); err != nil {
+		t.Fatalf("RevokeFamily: %v", err)
+	}
+	if err := s.RevokeFamily(ctx(t), long, now().Add(time.Hour)); err != nil {
+		t.Fatalf("RevokeFamily: %v", err)
+	}
+	// A second, shorter revocation does not shorten the first.
+	if err := s.RevokeFamily(ctx(t), long, now().Add(1200*time.Millisecond)); err != nil {
+		t.Fatalf("RevokeFamily again: %v", err)
+	}
+	at := newToken(stores.AccessToken, short, time.Hour)
+	wantErr(t, "InsertTokens while the marker lives", s.InsertTokens(ctx(t), at), stores.ErrRevoked)
+	time.Sleep(2 * time.Second)
+
+	after := []*stores.Token{newToken(stores.AccessToken, short, time.Hour), newToken(stores.RefreshToken, short, time.Hour)}
+	if err := s.InsertTokens(ctx(t), after...); err != nil {
+		t.Fatalf("InsertTokens after the marker expired: %v", err)
+	}
+	wantLive(t, "token inserted after the marker expired", s, after...)
+	still := newToken(stores.AccessToken, long, time.Hour)
+	wantErr(t, "InsertTokens into a family re-revoked for less time", s.InsertTokens(ctx(t), still), stores.ErrRevoked)
+	wantDead(t, "token of a family re-revoked for less time", s, still)
+}
+
+// Each family gets an InsertTokens and a RevokeFamily at once. Whichever
+// wins, afterwards no token of any family validates: the insert either
+// returned ErrRevoked or its tokens were deleted by the revocation.
+func testRevokeFamilyRace(t *testing.T, s stores.Store) {
+	const families = 48
+	type grant struct {
+		fam  string
+		toks []*stores.Token
+		err  error
+	}
+	grants := make([]*grant, families)
+	for i := range grants {
+		fam := fmt.Sprintf("fam-race-%d-%s", i, Key()[:12])
+		grants[i] = &grant{fam: fam, toks: []*stores.Token{
+			newToken(stores.AccessToken, fam, time.Hour), newToken(stores.RefreshToken, fam, time.Hour),
+		}}
+	}
+	var (
+		wg        sync.WaitGroup
+		mu        sync.Mutex
+		revokeErr []error
+	)
+	start := make(chan struct{})
+	for _, g := range grants {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			<-start
+			g.err = s.InsertTokens(context.Background(), g.toks...)
+		}()
+		go func() {
+			defer wg.Done()
+			<-start
+			if err := s.RevokeFamily(context.Background(), g.fam, time.Now().Add(time.Hour)); err != nil {
+				mu.Lock()
+				revokeErr = append(revokeErr, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if len(revokeErr) > 0 {
+		t.Fatalf("RevokeFamily failed: %v", revokeErr)
+	}
+	refused := 0
+	for _, g := range grants {
+		switch {
+		case errors.Is(g.err, stores.ErrRevoked):
+			refused++
+		case g.err != nil:
+			t.Fatalf("InsertTokens racing RevokeFamily: %v, want nil or ErrRevoked", g.err)
+		}
+		wantDead(t, "token of a family revoked during its insert", s, g.toks...)
+	}
+	t.Logf("%d of %d inserts lost the race and were refused", refused, families)
 }

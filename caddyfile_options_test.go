@@ -1,0 +1,91 @@
+package oauth2
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+func TestUnmarshalConsentOptions(t *testing.T) {
+	var a App
+	err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser(`oauth2 {
+		scope_description read "Read your data"
+		scope_description write "Change your data"
+		consent_template /etc/caddy/consent.html
+		client app {
+			redirect_uri http://127.0.0.1/cb
+			name "My App"
+			logo_uri https://app.example/logo.png
+		}
+	}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]string{"read": "Read your data", "write": "Change your data"}; !reflect.DeepEqual(a.ScopeDescriptions, want) {
+		t.Errorf("scope descriptions %v", a.ScopeDescriptions)
+	}
+	if a.ConsentTemplate != "/etc/caddy/consent.html" || a.Clients[0].Name != "My App" || a.Clients[0].LogoURI != "https://app.example/logo.png" {
+		t.Errorf("parsed %+v %+v", a, a.Clients[0])
+	}
+	for input, want := range map[string]string{
+		"oauth2 {\n scope_description read\n}":                              "scope_description takes a scope and its description, got 1 arguments, at Testfile:2",
+		"oauth2 {\n scope_description read a\n scope_description read b\n}": `scope_description of "read" given twice, at Testfile:3`,
+		"oauth2 {\n consent_template\n}":                                    "Testfile:2",
+		"oauth2 {\n client a {\n  name\n }\n}":                              "Testfile:3",
+	} {
+		err := new(App).UnmarshalCaddyfile(caddyfile.NewTestDispenser(input))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", input, err, want)
+		}
+	}
+}
+
+func TestPlaceholderSecretHashParses(t *testing.T) {
+	var a App
+	err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser("oauth2 {\n client svc {\n  secret_hash {env.SVC_HASH}\n  grant_types client_credentials\n }\n}"))
+	if err != nil {
+		t.Fatalf("a placeholder secret_hash is checked when Caddy provisions, not while parsing: %v", err)
+	}
+}
+
+// TestConfigErrorIsTheSameEveryRun: Caddy loads its apps in random order;
+// a config whose oauth2 app fails must give the same message every time,
+// not one wrapped by whichever handler happened to load the app first.
+func TestConfigErrorIsTheSameEveryRun(t *testing.T) {
+	conf := `{"apps": {
+		"oauth2": {"token_secret": "short", "clients": [{"id": "svc", "secret_hash": "` + secretHash + `", "grant_types": ["client_credentials"]}]},
+		"http": {"servers": {"s": {"listen": ["127.0.0.1:19680"], "routes": [
+			{"handle": [{"handler": "oauth2_guard"}]},
+			{"handle": [{"handler": "oauth2_server"}]}]}}}}}`
+	path := filepath.Join(t.TempDir(), "caddy.json")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var first string
+	for i := range 8 {
+		_, errs, code := caddyCLI(t, "", "validate", "--config", path)
+		msg := ""
+		for _, l := range strings.Split(errs, "\n") {
+			var entry struct{ Level, Msg string }
+			if json.Unmarshal([]byte(l), &entry) == nil && entry.Level == "error" {
+				msg = entry.Msg
+			} else if strings.HasPrefix(l, "Error:") {
+				msg = l
+			}
+		}
+		if code == 0 || !strings.Contains(msg, "token_secret must be at least 32 bytes") {
+			t.Fatalf("run %d: exit %d, %q", i, code, errs)
+		}
+		if i == 0 {
+			first = msg
+		} else if msg != first {
+			t.Fatalf("run %d said\n%s\nrun 0 said\n%s", i, msg, first)
+		}
+	}
+	t.Log(first)
+}
