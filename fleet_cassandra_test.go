@@ -53,7 +53,6 @@ func TestFleetCassandra(t *testing.T) {
 	// Fifty concurrent Paxos rounds on one partition take several seconds
 	// to settle; the default 2s store_timeout would answer the winner 503.
 	f := startFleet(t, store, "store_timeout 10s")
-	f.contended503 = true
 	runFleetBasics(t, f)
 
 	nodes := &clusterNodes{t: t, hosts: hosts}
