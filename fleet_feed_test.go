@@ -106,6 +106,7 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 }
 
 func runFleetPropagation(t *testing.T, f *fleet) {
+	t.Run("admin revoke by user", func(t *testing.T) { runAdminRevokePropagation(t, f) })
 	ds := measurePropagation(t, f, 20)
 	p50, p99, worst := percentile(ds, 50), percentile(ds, 99), percentile(ds, 100)
 	t.Logf("revocation propagation over %d revocations (cache 60s, feed 500ms): p50 %v, p99 %v, max %v",
@@ -271,5 +272,50 @@ func runReloadReaders(t *testing.T, f *fleet, db *sql.DB) {
 	}
 	if st := f.guard(b, unknownToken); st != 401 {
 		t.Errorf("B after the reloads: %d", st)
+	}
+}
+
+// runAdminRevokePropagation revokes everything of alice through gateway A's
+// admin API and times her token's first 401 on B and C, which cached it.
+func runAdminRevokePropagation(t *testing.T, f *fleet) {
+	a, b, c := f.gws[0], f.gws[1], f.gws[2]
+	code, st := f.code(a)
+	if code == "" {
+		t.Fatalf("authorize: %d", st)
+	}
+	st, at, _ := f.redeem(a, code)
+	if st != 200 {
+		t.Fatalf("redeem: %d", st)
+	}
+	for _, g := range []*gateway{b, c, b, c} {
+		if st := f.guard(g, at); st != 200 {
+			t.Fatalf("alice's token on %s: %d", g.name, st)
+		}
+	}
+	resp, err := f.hc.Post(fmt.Sprintf("http://127.0.0.1:%d/oauth2/revoke", a.admin), "application/json",
+		strings.NewReader(`{"subject": "alice"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("admin revoke on A: %d", resp.StatusCode)
+	}
+	done := time.Now()
+	for _, g := range []*gateway{b, c} {
+		for {
+			st := f.guard(g, at)
+			if st == 401 {
+				break
+			}
+			if st != 200 || time.Since(done) > 5*time.Second {
+				t.Fatalf("alice's token on %s: %d after %v", g.name, st, time.Since(done))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Logf("admin revoke of alice on A: her token refused on %s after %v", g.name, time.Since(done).Round(time.Millisecond))
+		if d := time.Since(done); d > propagationLimit {
+			t.Errorf("the admin revoke reached %s after %v, want at most %v", g.name, d, propagationLimit)
+		}
 	}
 }
