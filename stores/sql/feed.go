@@ -15,8 +15,9 @@ import (
 
 // The revocation feed is one table, <prefix>revocations, written once per
 // revocation and read by created_at (indexed) by every gateway twice a
-// second. Times are the database's clock, so gateways' clocks do not
-// matter. Rows older than stores.RevocationRetention are deleted by
+// second. Events are stamped with the database's clock and read from the
+// reading gateway's last read minus a 2s overlap, so a gateway's clock may
+// be that far off the database's. Rows older than stores.RevocationRetention are deleted by
 // whichever gateway publishes next, at most once a minute per process.
 
 // feedTable names the feed table.
