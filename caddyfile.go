@@ -49,6 +49,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //		require_pkce
 //		store_timeout               <duration>
 //		validation_cache            <duration>
+//		revocation_feed             <interval>|off
 //		max_body_size               <bytes>
 //		scope_description           <scope> <text>
 //		consent_template            <file>
@@ -118,6 +119,18 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneDurationAtLeast(d, &a.StoreTimeout, time.Second)
 		case "validation_cache":
 			err = oneDuration(d, &a.ValidationCache)
+		case "revocation_feed":
+			var v string
+			if err = oneString(d, &v); err != nil {
+				break
+			}
+			if v == "off" {
+				a.RevocationFeedOff = true
+			} else if dur, perr := caddy.ParseDuration(v); perr != nil || dur <= 0 {
+				err = d.Errf("revocation_feed: want a positive interval or off, got %q", v)
+			} else {
+				a.RevocationFeedInterval = caddy.Duration(dur)
+			}
 		case "max_body_size":
 			err = oneInt(d, &a.MaxBodySize)
 		case "scope_description":

@@ -36,6 +36,7 @@ func TestUnmarshalApp(t *testing.T) {
 				require_pkce
 				store_timeout 1500ms
 				validation_cache 5s
+				revocation_feed 250ms
 				max_body_size 1024
 				client svc {
 					secret_hash ` + secretHash + `
@@ -60,6 +61,7 @@ func TestUnmarshalApp(t *testing.T) {
 				RequirePKCE:               true,
 				StoreTimeout:              caddy.Duration(1500 * time.Millisecond),
 				ValidationCache:           caddy.Duration(5 * time.Second),
+				RevocationFeedInterval:    caddy.Duration(250 * time.Millisecond),
 				MaxBodySize:               1024,
 				Clients: []*Client{
 					{ID: "svc", SecretHash: secretHash, RedirectURIs: []string{"https://a.example/cb", "https://b.example/cb"},
@@ -69,6 +71,8 @@ func TestUnmarshalApp(t *testing.T) {
 			},
 		},
 		{name: "argument on the option", input: `oauth2 x`, err: "wrong argument count"},
+		{name: "revocation feed off", input: "oauth2 {\n revocation_feed off\n}", want: &App{RevocationFeedOff: true}},
+		{name: "bad revocation feed", input: "oauth2 {\n revocation_feed never\n}", err: "want a positive interval or off"},
 		{name: "unknown subdirective", input: "oauth2 {\n bogus 1\n}", err: `unrecognized subdirective "bogus"`},
 		{name: "duplicate subdirective", input: "oauth2 {\n purge_every 1s\n purge_every 2s\n}", err: `duplicate subdirective "purge_every"`},
 		{name: "bad duration", input: "oauth2 {\n purge_every soon\n}", err: `purge_every: "soon" is not a duration such as 30s, 10m or 12h, at Testfile:2`},

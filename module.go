@@ -104,6 +104,19 @@ type App struct {
 	// Default: 0 (off).
 	ValidationCache caddy.Duration `json:"validation_cache,omitempty"`
 
+	// RevocationFeedInterval is how often the validation cache reads the
+	// token store's revocation feed (SQL and Cassandra stores), where every
+	// gateway sharing the store publishes what it revokes: a revocation
+	// through any gateway then stops the token on all of them within two
+	// intervals, or their caches stop answering. Only with
+	// validation_cache. Default: 500ms.
+	RevocationFeedInterval caddy.Duration `json:"revocation_feed_interval,omitempty"`
+
+	// RevocationFeedOff leaves the feed alone: one gateway alone, or
+	// revocations through other gateways acceptable after validation_cache.
+	// Default: false.
+	RevocationFeedOff bool `json:"revocation_feed_off,omitempty"`
+
 	// MaxBodySize is the largest request body the endpoints read, in bytes;
 	// a larger one is answered 413. Default: 65536.
 	MaxBodySize int64 `json:"max_body_size,omitempty"`
@@ -148,6 +161,9 @@ type App struct {
 	// derived are the oauth2_server handlers whose issuer comes from their
 	// site's address; Start checks each has one.
 	derived []*Server
+
+	tokenFeed stores.RevocationFeed // the token store's, if it has one
+	follower  *lookupcache.Follower
 }
 
 // Client is a registered OAuth client.
@@ -281,6 +297,10 @@ func (a *App) provision(ctx caddy.Context) error {
 		if err := a.registerValidationCacheMetrics(vc); err != nil {
 			return err
 		}
+		if a.tokenFeed != nil && !a.RevocationFeedOff {
+			a.follower = lookupcache.NewFollower(vc, a.tokenFeed, time.Duration(a.RevocationFeedInterval), a.logger.Named("revocation_feed"))
+			a.tokens = a.follower
+		}
 	}
 	if err := a.registerCacheMetrics(); err != nil {
 		return err
@@ -346,6 +366,9 @@ func (a *App) loadStore(ctx caddy.Context, field string, raw json.RawMessage, la
 	if cs, ok := mod.(*cache.Store); ok && !slices.Contains(a.caches, cs.Engine) {
 		a.caches = append(a.caches, cs.Engine)
 	}
+	if f, ok := mod.(stores.RevocationFeed); ok && field == "AccessTokenStoreRaw" {
+		a.tokenFeed = f
+	}
 	s = a.metrics.observe(s, label)
 	st, ok := mod.(stores.Starter)
 	if !ok {
@@ -372,7 +395,7 @@ func (a *App) validate() error {
 		strings.ContainsAny(a.Issuer, "?#")) {
 		return fmt.Errorf("issuer %q must be an http(s) URL without query or fragment (RFC 8414 §2)", a.Issuer)
 	}
-	if a.PurgeEvery < 0 || a.PurgeBatch < 0 || a.StoreTimeout < 0 || a.ValidationCache < 0 || a.MaxBodySize < 0 ||
+	if a.PurgeEvery < 0 || a.PurgeBatch < 0 || a.StoreTimeout < 0 || a.ValidationCache < 0 || a.MaxBodySize < 0 || a.RevocationFeedInterval < 0 ||
 		a.AuthorizationCodeLifetime < 0 || a.AccessTokenLifetime < 0 || a.RefreshTokenLifetime < 0 {
 		return errors.New("durations, sizes and counts must not be negative")
 	}
@@ -407,13 +430,25 @@ func (a *App) Start() error {
 	for _, g := range a.gates {
 		g.Open()
 	}
+	if a.follower != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := a.follower.Start(ctx)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
 	a.purger.Start()
 	return nil
 }
 
-// Stop stops the purger and waits for it to end.
+// Stop stops the purger and the revocation feed follower and waits for
+// them to end.
 func (a *App) Stop() error {
 	a.purger.Stop()
+	if a.follower != nil {
+		a.follower.Stop()
+	}
 	return nil
 }
 

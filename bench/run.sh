@@ -6,7 +6,7 @@
 #
 #   bench/run.sh                         # every scenario
 #   bench/run.sh guard issuance          # some of them
-#   scenarios: guard issuance introspection purge memory bruteforce micro
+#   scenarios: guard issuance introspection purge memory bruteforce micro fleet
 #
 # It builds Caddy with the plugin and the helpers under bench/, builds Hydra
 # once into $BENCH_CACHE (a throwaway module outside the repository), installs
@@ -26,6 +26,7 @@
 #   BENCH_PURGE_ROWS   expired rows to purge (default 1000000)
 #   BENCH_MEM_TOKENS   live tokens for the memory scenario (default 1000000)
 #   BENCH_FLOOD_CONNS  connections of the wrong-secret flood (default 20)
+#   BENCH_FLEET_TOKENS revocations timed in the fleet scenario (default 100)
 #   BENCH_CACHE     where the Caddy and Hydra binaries are kept (default /var/cache/caddy-oauth2-bench)
 #   BENCH_PIN       1 (default on 2+ CPUs): the server under test (Caddy, Hydra) on
 #                   CPU 0, wrk and the upstream on CPU 1, so the load generator does
@@ -135,6 +136,7 @@ build() {
 		go build -o "$cache_dir/upstream" ./bench/upstream &&
 		go build -o "$cache_dir/sqlexec" ./bench/sqlexec &&
 		go build -o "$cache_dir/mint" ./bench/mint &&
+		go build -o "$cache_dir/propagation" ./bench/propagation &&
 		go build -o "$cache_dir/hashsecret" ./bench/hashsecret) || { say "build failed"; exit 1; }
 	SECRET_HASH=$("$cache_dir/hashsecret" -cost "$COST" -secret "$CLIENT_SECRET")
 }
@@ -768,6 +770,86 @@ scenario_bruteforce() {
 	stop "$CADDY_PID"
 }
 
+# ---- scenario 7: fleet ----------------------------------------------------------
+# Three gateways on one PostgreSQL store with a 60s validation cache: how long a
+# revocation on one takes to stop the token on the others (revocation feed,
+# read every 500ms), what the feed's reads cost the database, and the guard's
+# throughput with the feed on and off (the guarded route answers itself, no
+# upstream). Ports 19760-19768.
+
+FLEET_PREFIX=benchfleet_
+fleet_addr() { echo "127.0.0.1:$((19760 + 3 * $1 + $2))"; } # gateway, 0 auth / 1 guarded / 2 admin
+
+# fleet_caddyfile I FEED: gateway I, revocation_feed FEED (500ms or off).
+fleet_caddyfile() {
+	cat <<EOF
+{
+	admin $(fleet_addr "$1" 2)
+	auto_https off
+	persist_config off
+	log {
+		level WARN
+	}
+	oauth2 {
+		token_secret $TOKEN_SECRET
+		$(store_block postgres "$FLEET_PREFIX")
+		authorization_code_store cache
+		purge_every 1h
+		validation_cache 60s
+		revocation_feed $2
+		client $CLIENT {
+			secret_hash $SECRET_HASH
+			grant_types client_credentials
+			scopes read
+		}
+	}
+}
+
+http://$(fleet_addr "$1" 0) {
+	oauth2_server
+}
+
+http://$(fleet_addr "$1" 1) {
+	oauth2_guard read
+	respond "ok"
+}
+EOF
+}
+
+scenario_fleet() {
+	need_sql || { ratio "fleet: skipped (no PostgreSQL)"; return; }
+	local i pids=() out tok res rates
+	for i in 0 1 2; do
+		start_caddy "fleet-$i" "$(fleet_caddyfile "$i" 500ms)" ||
+			{ ratio "fleet: gateway $i did not start (see $run/fleet-$i.log)"; break; }
+		pids+=("$CADDY_PID")
+	done
+	if ((${#pids[@]} == 3)); then
+		say "fleet: timing ${BENCH_FLEET_TOKENS:-100} revocations over 3 gateways, and the feed's cost"
+		out=$("$cache_dir/propagation" -n "${BENCH_FLEET_TOKENS:-100}" \
+			-auth "http://$(fleet_addr 0 0),http://$(fleet_addr 1 0),http://$(fleet_addr 2 0)" \
+			-guard "http://$(fleet_addr 0 1)/,http://$(fleet_addr 1 1)/,http://$(fleet_addr 2 1)/" \
+			-client "$CLIENT" -secret "$CLIENT_SECRET" \
+			-pg-dsn "$PG_DSN" -table "${FLEET_PREFIX}revocations" 2>"$run/propagation.err")
+		echo "$out" >"$run/propagation.txt"
+		res=$(awk '/^PROPAGATION/{printf "%s revocations seen on 2 other gateways: p50 %s ms, p99 %s ms, max %s ms", $2, $3, $4, $5}' <<<"$out")
+		ratio "fleet postgres: revocation propagation, cache 60s, feed 500ms: ${res:-failed (see $run/propagation.err)} (goal p99 <= 1000 ms: $(verdict "$(awk '/^PROPAGATION/{print $4}' <<<"$out")" 1000 '<='))"
+		ratio "fleet postgres: feed cost with 3 idle gateways: $(awk '/^FEEDLOAD/{printf "%s index scans/s and %s sequential scans/s of the feed table; one read %s µs from a client on loopback; plan %s", $2, $3, $4, $5}' <<<"$out")"
+		# Throughput: gateway 0 (feed on) against gateway 1 restarted with
+		# the feed off, in alternating rounds, with one cached token.
+		for i in "${pids[@]:1}"; do stop "$i"; done
+		pids=("${pids[0]}")
+		if start_caddy "fleet-1-off" "$(fleet_caddyfile 1 off)"; then
+			pids+=("$CADDY_PID")
+			tok=$(curl -sf -u "$CLIENT:$CLIENT_SECRET" -d grant_type=client_credentials -d scope=read "http://$(fleet_addr 0 0)/oauth2/token" | jq -r .access_token)
+			rates=$(BENCH_METHOD=GET BENCH_BODY= BENCH_AUTH="Bearer $tok" \
+				compare fleet "postgres+vcache 60s" "feed 500ms" "http://$(fleet_addr 0 1)/" "feed off" "http://$(fleet_addr 1 1)/")
+			ratio "fleet postgres: guard with the feed on / off = $(div "${rates%% *}" "${rates#* }") (${rates%% *} vs ${rates#* } req/s, cached token, alternating rounds)"
+		fi
+	fi
+	for i in "${pids[@]}"; do stop "$i"; done
+}
+
 # ---- Go microbenchmarks ----------------------------------------------------------
 
 scenario_micro() {
@@ -808,7 +890,7 @@ machine() {
 
 main() {
 	local scenarios=("$@") s
-	((${#scenarios[@]})) || scenarios=(guard issuance introspection purge memory bruteforce micro)
+	((${#scenarios[@]})) || scenarios=(guard issuance introspection purge memory bruteforce micro fleet)
 	for s in "${scenarios[@]}"; do
 		declare -F "scenario_$s" >/dev/null || { say "unknown scenario $s"; exit 2; }
 	done

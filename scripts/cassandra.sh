@@ -24,6 +24,22 @@
 #   CASSANDRA_CLUSTER  cluster name, the same on every node
 #                      (default caddy-oauth2-test)
 # e.g. CASSANDRA_ADDRESS=127.0.0.2 CASSANDRA_DIR=/tmp/c2 CASSANDRA_HEAP=512M scripts/cassandra.sh start
+#
+# A three-node cluster (the multi-gateway and replica-outage tests) in one go:
+#   scripts/cassandra.sh cluster start        # seed first, then the other two;
+#                                             # waits until every node sees 2 peers
+#   scripts/cassandra.sh cluster stop         # stop the nodes this script started
+#   scripts/cassandra.sh cluster status
+#   scripts/cassandra.sh cluster stop-node N  # N = 1..3, by its pid
+#   scripts/cassandra.sh cluster start-node N
+#   scripts/cassandra.sh cluster env          # export OAUTH2_TEST_CASSANDRA_CLUSTER_HOSTS=...
+#   CASSANDRA_CLUSTER_ADDRESSES  the three node addresses, comma separated
+#                                (default 127.0.0.1,127.0.0.2,127.0.0.3; the
+#                                first is the seed)
+#   CASSANDRA_CLUSTER_DIR        one folder per node below it (default
+#                                ${TMPDIR:-/tmp}/caddy-oauth2-cassandra-cluster-<first address>,
+#                                so clusters on other addresses never share data)
+#   CASSANDRA_CLUSTER_HEAP       JVM heap per node (default 640M)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -232,13 +248,74 @@ status() {
 	fi
 }
 
+# cluster runs the single-node commands above once per node, each in a
+# child of this script with its own address, folder and heap.
+cluster() {
+	local addrs cdir cheap
+	IFS=, read -r -a addrs <<<"${CASSANDRA_CLUSTER_ADDRESSES:-127.0.0.1,127.0.0.2,127.0.0.3}"
+	cdir=${CASSANDRA_CLUSTER_DIR:-${TMPDIR:-/tmp}/caddy-oauth2-cassandra-cluster-${addrs[0]}}
+	cheap=${CASSANDRA_CLUSTER_HEAP:-640M}
+	node() { # node N command
+		local i=$(($1 - 1))
+		if ((i < 0 || i >= ${#addrs[@]})); then
+			say "no node $1 (nodes 1..${#addrs[@]})"
+			exit 2
+		fi
+		CASSANDRA_ADDRESS=${addrs[$i]} CASSANDRA_SEEDS=${addrs[0]} CASSANDRA_DIR=$cdir/node$1 \
+			CASSANDRA_HEAP=$cheap CASSANDRA_CLUSTER=${CASSANDRA_CLUSTER:-caddy-oauth2-cluster} \
+			"${BASH_SOURCE[0]}" "$2"
+	}
+	hostlist() {
+		local a out=
+		for a in "${addrs[@]}"; do out+=${out:+,}$a:$port; done
+		echo "$out"
+	}
+	case ${1:-} in
+	start)
+		fetch
+		node 1 start
+		# The others join through the seed; auto_bootstrap is off, so they
+		# can start together.
+		local n pids=()
+		for ((n = 2; n <= ${#addrs[@]}; n++)); do
+			node "$n" start &
+			pids+=($!)
+		done
+		for n in "${pids[@]}"; do wait "$n"; done
+		(cd "$repo" && go run ./scripts/cassandra/cqlping -hosts "$(hostlist)" -peers $((${#addrs[@]} - 1)) -wait "${wait_s}s")
+		;;
+	stop)
+		for ((n = ${#addrs[@]}; n >= 1; n--)); do node "$n" stop; done
+		;;
+	status)
+		local rc=0
+		for ((n = 1; n <= ${#addrs[@]}; n++)); do node "$n" status || rc=$?; done
+		return "$rc"
+		;;
+	stop-node) node "${2:?node number}" stop ;;
+	start-node)
+		node "${2:?node number}" start
+		(cd "$repo" && go run ./scripts/cassandra/cqlping -hosts "$(hostlist)" -peers $((${#addrs[@]} - 1)) -wait "${wait_s}s")
+		;;
+	env) echo "export OAUTH2_TEST_CASSANDRA_CLUSTER_HOSTS=$(hostlist)" ;;
+	*)
+		echo "usage: $0 cluster start|stop|status|env|stop-node N|start-node N" >&2
+		exit 2
+		;;
+	esac
+}
+
 case ${1:-} in
+cluster)
+	shift
+	cluster "$@"
+	;;
 start) start ;;
 stop) stop ;;
 status) status ;;
 env) echo "export OAUTH2_TEST_CASSANDRA_HOSTS=$host:$port" ;;
 *)
-	echo "usage: $0 start|stop|status|env" >&2
+	echo "usage: $0 start|stop|status|env|cluster ..." >&2
 	exit 2
 	;;
 esac

@@ -5,8 +5,12 @@
 # page tests, checks the SQL Server, Oracle and Db2 statements on emulators
 # (scripts/dialects.sh), then runs every Go test under -race with all server
 # variables set, so nothing is skipped. Needs root for apt-get.
+# A three-node Cassandra cluster on 127.0.0.2-127.0.0.4 (CASSANDRA_CLUSTER_ADDRESSES)
+# then runs the multi-gateway and replica-outage tests, which stop and
+# restart its nodes, after the rest, so they never disturb other tests.
 # The servers stay up for the next run; stop them with
-# `scripts/services.sh stop` and `scripts/cassandra.sh stop`.
+# `scripts/services.sh stop`, `scripts/cassandra.sh stop` and
+# `scripts/cassandra.sh cluster stop`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +23,14 @@ eval "$(scripts/services.sh env)"
 step "starting Cassandra"
 scripts/cassandra.sh start
 eval "$(scripts/cassandra.sh env)"
+
+# The cluster tests stop nodes, so they get a cluster of their own beside
+# the single node the other tests keep (4 JVMs, about 5 GB resident).
+step "starting a three-node Cassandra cluster"
+export CASSANDRA_CLUSTER_ADDRESSES=${CASSANDRA_CLUSTER_ADDRESSES:-127.0.0.2,127.0.0.3,127.0.0.4}
+scripts/cassandra.sh cluster start
+cluster_env=$(scripts/cassandra.sh cluster env)
+cluster_tests='^(TestFleetCassandra|TestFleetFeedCassandra|TestReplicaOutage)$'
 
 step "installing Chromium for the consent page tests"
 scripts/chromium.sh
@@ -43,8 +55,23 @@ scripts/dialects.sh
 step "go test -race ./..."
 log=$(mktemp)
 set +e
-go test -race -count=1 -timeout 40m -v ./... >"$log" 2>&1
+go test -race -count=1 -timeout 40m -v -skip "$cluster_tests" ./... >"$log" 2>&1
 status=$?
+
+step "multi-gateway and replica-outage tests on the three-node cluster"
+(
+	eval "$cluster_env"
+	go test -race -count=1 -timeout 20m -v -p 1 -run "$cluster_tests" . ./stores/cassandra || exit
+	# The replica-outage table at every consistency level, one node down,
+	# then two; the nodes come back whatever happens.
+	trap 'scripts/cassandra.sh cluster start-node 3 & scripts/cassandra.sh cluster start-node 2; wait' EXIT
+	scripts/cassandra.sh cluster stop-node 3 &&
+		OAUTH2_TEST_CASSANDRA_NODES_DOWN=1 go test -count=1 -v -run '^TestReplicaOutage$' ./stores/cassandra &&
+		scripts/cassandra.sh cluster stop-node 2 &&
+		OAUTH2_TEST_CASSANDRA_NODES_DOWN=2 go test -count=1 -v -run '^TestReplicaOutage$' ./stores/cassandra
+) >>"$log" 2>&1
+cstatus=$?
+if [ "$status" -eq 0 ]; then status=$cstatus; fi
 set -e
 # The verbose log is long: show each package's result, every failure with its
 # output, and every skip (only servers that cannot be installed here, SQL

@@ -80,3 +80,19 @@ CREATE TABLE oauth_purge_lease (
 INSERT INTO oauth_purge_lease (name, holder, lease_until) VALUES ('purge', 'none', 0);
 INSERT INTO oauth_schema_version (version) VALUES (2);
 COMMIT;
+
+-- Revocation feed (any schema version): what each gateway revoked, for the
+-- others to evict from their validation caches within a second (README,
+-- "Running several gateways"). Gateways poll it by created_at and delete
+-- rows older than ten minutes. event_key is a token's HMAC key, a family or
+-- a subject, never a raw token. create_schema adds it to an existing schema.
+
+CREATE TABLE oauth_revocations (
+  event_id CHAR(32) NOT NULL PRIMARY KEY,
+  event_kind NUMBER(5) NOT NULL,
+  event_key VARCHAR2(255 CHAR),
+  client_id VARCHAR2(255 CHAR),
+  created_at NUMBER(19) NOT NULL
+);
+
+CREATE INDEX oauth_revocations_at_idx ON oauth_revocations (created_at);

@@ -79,3 +79,19 @@ CREATE TABLE oauth_purge_lease (
 
 INSERT INTO oauth_purge_lease (name, holder, lease_until) VALUES ('purge', 'none', 0);
 INSERT INTO oauth_schema_version (version) VALUES (2);
+
+-- Revocation feed (any schema version): what each gateway revoked, for the
+-- others to evict from their validation caches within a second (README,
+-- "Running several gateways"). Gateways poll it by created_at and delete
+-- rows older than ten minutes. event_key is a token's HMAC key, a family or
+-- a subject, never a raw token. create_schema adds it to an existing schema.
+
+CREATE TABLE oauth_revocations (
+  event_id CHAR(32) NOT NULL PRIMARY KEY,
+  event_kind SMALLINT NOT NULL,
+  event_key VARCHAR(255),
+  client_id VARCHAR(255),
+  created_at BIGINT NOT NULL
+);
+
+CREATE INDEX oauth_revocations_at_idx ON oauth_revocations (created_at);

@@ -37,6 +37,11 @@ type Cache struct {
 	shards [shardCount]shard
 
 	hits, misses atomic.Uint64
+
+	// trustUntil, when not zero, is the unix nanosecond past which no
+	// cached entry answers: a Follower moves it forward with every
+	// successful read of the revocation feed (see feed.go).
+	trustUntil atomic.Int64
 }
 
 // Stats returns how many access-token lookups were answered from memory
@@ -103,7 +108,7 @@ func (c *Cache) LookupToken(ctx context.Context, kind stores.Kind, key string) (
 	s.mu.RLock()
 	e, ok := s.entries[key]
 	s.mu.RUnlock()
-	if ok && now.UnixNano() < e.until {
+	if ok && now.UnixNano() < e.until && c.trusted(now) {
 		c.hits.Add(1)
 		t := *e.tok // callers may keep or change what they get
 		return &t, nil

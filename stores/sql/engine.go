@@ -11,6 +11,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -59,8 +60,9 @@ type Options struct {
 	// LeaseDuration is how long one purge may hold the purge lease before
 	// renewing it. Default: 2 minutes.
 	LeaseDuration time.Duration
-	// Holder names this engine in the purge lease. Default: host name and a
-	// random suffix.
+	// Holder names this engine in the purge lease. Default: host name,
+	// process id and a random suffix, so an operator can tell which
+	// gateway holds it.
 	Holder string
 }
 
@@ -344,7 +346,7 @@ func newHolder() string {
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	return host + "-" + hex.EncodeToString(b[:])
+	return host + "-" + strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(b[:])
 }
 
 // DB returns the engine's database handle.

@@ -82,6 +82,10 @@ type Store struct {
 	// it to the app's store_timeout. Other dialects cancel by the
 	// deadline and ignore it. Default: 2s, the default store_timeout.
 	LockTimeout caddy.Duration `json:"lock_timeout,omitempty"`
+	// PurgeLease is how long a purging gateway holds the purge lease
+	// between renewals, and so how long a gateway that died while purging
+	// keeps the others from purging. Default: 2m.
+	PurgeLease caddy.Duration `json:"purge_lease,omitempty"`
 
 	// Engine is the shared store behind this module; its methods make
 	// Store a stores.Store.
@@ -162,6 +166,8 @@ func (s *Store) Provision(ctx caddy.Context) error {
 		TablePrefix:  s.TablePrefix,
 		CreateSchema: s.CreateSchema,
 		PurgeBatch:   s.PurgeBatch,
+		// Zero means the engine's default (2m).
+		LeaseDuration: time.Duration(s.PurgeLease),
 	})
 	if err != nil {
 		return fmt.Errorf("sql store: %w", err)
@@ -185,8 +191,8 @@ func (s *Store) validate() error {
 	if s.TablePrefix != "" && !prefixPattern.MatchString(s.TablePrefix) {
 		return fmt.Errorf("sql store: table_prefix %q: want a letter then up to 29 letters, digits or underscores", s.TablePrefix)
 	}
-	if s.MaxOpenConns < 0 || s.MaxIdleConns < 0 || s.ConnMaxLifetime < 0 || s.PurgeBatch < 0 || s.LockTimeout < 0 {
-		return fmt.Errorf("sql store: max_open_conns, max_idle_conns, conn_max_lifetime, purge_batch and lock_timeout must not be negative")
+	if s.MaxOpenConns < 0 || s.MaxIdleConns < 0 || s.ConnMaxLifetime < 0 || s.PurgeBatch < 0 || s.LockTimeout < 0 || s.PurgeLease < 0 {
+		return fmt.Errorf("sql store: max_open_conns, max_idle_conns, conn_max_lifetime, purge_batch, lock_timeout and purge_lease must not be negative")
 	}
 	return nil
 }
@@ -222,6 +228,7 @@ func (s *Store) Cleanup() error {
 //		create_schema
 //		purge_batch       <n>
 //		lock_timeout      <duration>
+//		purge_lease       <duration>
 //	}
 func (s *Store) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the store name
@@ -277,7 +284,7 @@ func (s *Store) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			case "purge_batch":
 				s.PurgeBatch = n
 			}
-		case "conn_max_lifetime", "lock_timeout":
+		case "conn_max_lifetime", "lock_timeout", "purge_lease":
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
@@ -288,7 +295,9 @@ func (s *Store) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if d.NextArg() {
 				return d.ArgErr()
 			}
-			if opt == "lock_timeout" {
+			if opt == "purge_lease" {
+				s.PurgeLease = caddy.Duration(dur)
+			} else if opt == "lock_timeout" {
 				s.LockTimeout = caddy.Duration(dur)
 			} else {
 				s.ConnMaxLifetime = caddy.Duration(dur)

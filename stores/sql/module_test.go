@@ -32,10 +32,11 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 				create_schema
 				purge_batch 500
 				lock_timeout 3s
+				purge_lease 30s
 			}`,
 			want: Store{Dialect: "mysql", DSN: "{env.OAUTH2_DSN}", TablePrefix: "gw_", MaxOpenConns: 20, MaxIdleConns: 5,
 				ConnMaxLifetime: caddy.Duration(10 * time.Minute), CreateSchema: true, PurgeBatch: 500,
-				LockTimeout: caddy.Duration(3 * time.Second)},
+				LockTimeout: caddy.Duration(3 * time.Second), PurgeLease: caddy.Duration(30 * time.Second)},
 		},
 		{name: "minimal", input: "sql {\n dialect sqlite\n dsn /var/lib/caddy/oauth2.db\n}",
 			want: Store{Dialect: "sqlite", DSN: "/var/lib/caddy/oauth2.db"}},
@@ -54,6 +55,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "word conns", input: "sql {\n dialect mysql\n dsn x\n max_idle_conns many\n}", err: "positive integer"},
 		{name: "negative batch", input: "sql {\n dialect mysql\n dsn x\n purge_batch -1\n}", err: "positive integer"},
 		{name: "bad lifetime", input: "sql {\n dialect mysql\n dsn x\n conn_max_lifetime soon\n}", err: "positive duration"},
+		{name: "bad lease", input: "sql {\n dialect mysql\n dsn x\n purge_lease 0s\n}", err: "purge_lease: want a positive duration"},
 		{name: "zero lock timeout", input: "sql {\n dialect db2\n dsn x\n lock_timeout 0s\n}", err: "lock_timeout: want a positive duration"},
 		{name: "create_schema with value", input: "sql {\n dialect mysql\n dsn x\n create_schema yes\n}", err: "wrong argument count"},
 	} {
