@@ -51,9 +51,18 @@ mariadb_alive() { mariadb-admin --protocol=socket -uroot ping >/dev/null 2>&1; }
 
 start_mariadb() {
 	# Our settings win over 50-server.cnf by sorting last.
+	# The tests run several gateways, each with its own connection pool,
+	# beside the store tests: allow more connections than the default 151.
 	local cnf=/etc/mysql/mariadb.conf.d/99-oauth2-test.cnf
-	if [ ! -f "$cnf" ]; then
-		printf '[mysqld]\nbind-address = 127.0.0.1\nport = %s\n' "$MYSQL_PORT" >"$cnf"
+	local want
+	want=$(printf '[mysqld]\nbind-address = 127.0.0.1\nport = %s\nmax_connections = 500\n' "$MYSQL_PORT")
+	if [ "$(cat "$cnf" 2>/dev/null)" != "$want" ]; then
+		printf '%s\n' "$want" >"$cnf"
+		if mariadb_alive; then
+			log "restarting MariaDB for its new settings"
+			mariadb-admin --protocol=socket -uroot shutdown || true
+			for _ in $(seq 1 30); do mariadb_alive || break; sleep 1; done
+		fi
 	fi
 	if ! mariadb_alive; then
 		log "starting MariaDB"
@@ -90,10 +99,18 @@ start_postgres() {
 		log "creating PostgreSQL $v cluster"
 		pg_createcluster "$v" main -p "$PG_PORT" >/dev/null
 	fi
+	# Several gateways with their own pools run beside the store tests:
+	# allow more connections than the default 100.
 	local conf="/etc/postgresql/$v/main/conf.d/oauth2-test.conf"
-	if [ ! -f "$conf" ]; then
+	local want
+	want=$(printf "listen_addresses = '127.0.0.1'\nport = %s\nmax_connections = 400\n" "$PG_PORT")
+	if [ "$(cat "$conf" 2>/dev/null)" != "$want" ]; then
 		mkdir -p "$(dirname "$conf")"
-		printf "listen_addresses = '127.0.0.1'\nport = %s\n" "$PG_PORT" >"$conf"
+		printf '%s\n' "$want" >"$conf"
+		if pg_alive; then
+			log "restarting PostgreSQL $v for its new settings"
+			pg_ctlcluster "$v" main restart || true
+		fi
 	fi
 	if ! pg_alive; then
 		log "starting PostgreSQL $v"
