@@ -9,6 +9,8 @@
 #
 #   FUZZ_PARALLEL   fuzzing workers per target (default 1: the runs are meant
 #                   to share a machine; raise it on a dedicated one)
+#   FUZZ_MINIMIZE   time spent minimizing each new input (default 10s; Go's
+#                   60s default starves the slow targets of the root package)
 #
 # Targets are found with `go test -list '^Fuzz'`. A crasher is written by Go
 # to <package>/testdata/fuzz/<Target>/ and stays there as a regression seed
@@ -22,6 +24,7 @@ shift || true
 pkgs=("$@")
 [ ${#pkgs[@]} -gt 0 ] || pkgs=(./...)
 parallel=${FUZZ_PARALLEL:-1}
+minimize=${FUZZ_MINIMIZE:-10s}
 
 if ! [[ $secs =~ ^[1-9][0-9]*$ ]]; then
 	echo "usage: scripts/fuzz.sh [seconds] [package...]" >&2
@@ -46,7 +49,8 @@ while read -r pkg name; do
 	log=$(mktemp)
 	rc=0
 	# -timeout 0: the default 10m would cut a long run short.
-	go test -run '^$' -fuzz "^${name}\$" -fuzztime "${secs}s" -parallel "$parallel" -timeout 0 "$pkg" 2>&1 |
+	go test -run '^$' -fuzz "^${name}\$" -fuzztime "${secs}s" -parallel "$parallel" \
+		-fuzzminimizetime "$minimize" -timeout 0 "$pkg" 2>&1 |
 		tee "$log" || rc=$?
 	execs=$(grep -o 'execs: [0-9]*' "$log" | tail -n 1 | cut -d' ' -f2)
 	if [ "$rc" -eq 0 ]; then
