@@ -240,7 +240,8 @@ func TestClientScopes(t *testing.T) {
 		t.Fatalf("registered client: %v", d.Err)
 	}
 	plain, _ := New(Config{Tokens: f, Hasher: token.NewHasher([]byte("test secret")), Scopes: []string{"read"}})
-	if with, without := testing.AllocsPerRun(100, func() { v.Check(r) }), testing.AllocsPerRun(100, func() { plain.Check(r) }); with != without {
+	// The race detector's own allocations make counts wobble by one.
+	if with, without := testing.AllocsPerRun(100, func() { v.Check(r) }), testing.AllocsPerRun(100, func() { plain.Check(r) }); with > without+raceSlack {
 		t.Errorf("Check allocates %v times with the hook, %v without", with, without)
 	}
 	// write is in the token but no longer registered for the client.
