@@ -197,6 +197,9 @@ var tokenErrorCodes = map[int][]string{
 	http.StatusUnauthorized:          {errCodeInvalidClient},
 	http.StatusRequestEntityTooLarge: {errCodeInvalidRequest},
 	http.StatusServiceUnavailable:    {errCodeTemporarilyUnavailable},
+	// A client_id or address locked after repeated failures (the fuzzer
+	// fails a lot against one server).
+	http.StatusTooManyRequests: {errCodeTemporarilyUnavailable},
 }
 
 // FuzzTokenEndpoint posts arbitrary bodies, content types and
@@ -319,6 +322,9 @@ func FuzzTokenEndpoint(f *testing.F) {
 		}
 		if w.Code == http.StatusServiceUnavailable && !failStore {
 			t.Fatalf("%s: 503 with a working store", what())
+		}
+		if w.Code == http.StatusTooManyRequests && w.Header().Get("Retry-After") == "" {
+			t.Fatalf("%s: 429 without Retry-After", what())
 		}
 	})
 }
