@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/tokengate/caddy-oauth2/issuer"
 	"github.com/tokengate/caddy-oauth2/stores"
 )
 
@@ -134,23 +136,12 @@ func (a *adminAPI) handleClients(w http.ResponseWriter, r *http.Request) error {
 		if c.SecretHash != "" {
 			ac.Type = "confidential"
 		}
-		if len(c.GrantTypes) == 0 { // the defaults, as the issuer applies them
-			ac.GrantTypes = []string{"authorization_code", "refresh_token"}
-			if c.SecretHash != "" {
-				ac.GrantTypes = append(ac.GrantTypes, "client_credentials")
-			}
+		if len(c.GrantTypes) == 0 {
+			ac.GrantTypes = issuer.DefaultGrantTypes(c.SecretHash == "")
 		}
 		list = append(list, ac)
 	}
-	slices.SortFunc(list, func(x, y adminClient) int {
-		switch {
-		case x.ID < y.ID:
-			return -1
-		case x.ID > y.ID:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(list, func(x, y adminClient) int { return strings.Compare(x.ID, y.ID) })
 	return writeAdminJSON(w, list)
 }
 

@@ -63,6 +63,17 @@ func runFleetSQL(t *testing.T, dialect, driver, dsn string) {
 // bundled schema.
 func dropPrefixed(t *testing.T, db *sql.DB, driver, prefix string) {
 	t.Helper()
+	for _, n := range prefixedTables(t, db, driver, prefix) {
+		if _, err := db.Exec("DROP TABLE " + n); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// prefixedTables lists the tables of the connected database (MariaDB or
+// PostgreSQL) whose names start with prefix.
+func prefixedTables(t *testing.T, db *sql.DB, driver, prefix string) []string {
+	t.Helper()
 	q := `SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()`
 	if driver == "pgx" {
 		q = `SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()`
@@ -71,6 +82,7 @@ func dropPrefixed(t *testing.T, db *sql.DB, driver, prefix string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer rows.Close()
 	var names []string
 	for rows.Next() {
 		var n string
@@ -81,12 +93,7 @@ func dropPrefixed(t *testing.T, db *sql.DB, driver, prefix string) {
 			names = append(names, n)
 		}
 	}
-	rows.Close()
-	for _, n := range names {
-		if _, err := db.Exec("DROP TABLE " + n); err != nil {
-			t.Fatal(err)
-		}
-	}
+	return names
 }
 
 // runLeaseTakeover loads a backlog of expired tokens that takes the purge

@@ -1,46 +1,12 @@
 package oauth2
 
 import (
-	"bytes"
 	"encoding/json"
-	"reflect"
 	"testing"
 	"unicode/utf8"
 
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/tokengate/caddy-oauth2/stores/storetest"
 )
-
-// fuzzDispenser returns a dispenser over input, or nil when the lexer
-// refuses it. caddyfile.NewTestDispenser would log.Fatal on such input and
-// take the fuzzing worker down with it; it also expands {$ENV} variables,
-// which would make inputs depend on the environment.
-func fuzzDispenser(input string) *caddyfile.Dispenser {
-	tokens, err := caddyfile.Tokenize([]byte(input), "Caddyfile")
-	if err != nil {
-		return nil
-	}
-	return caddyfile.NewDispenser(tokens)
-}
-
-// checkRoundTrip fails unless v, an accepted config, marshals to valid JSON
-// that unmarshals to an equal value and marshals again to the same bytes.
-func checkRoundTrip[T any](t *testing.T, input string, v *T) {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil || !json.Valid(b) {
-		t.Fatalf("%q accepted, but marshals to %s: %v", input, b, err)
-	}
-	back := new(T)
-	if err := json.Unmarshal(b, back); err != nil {
-		t.Fatalf("%q accepted, but its JSON %s does not unmarshal: %v", input, b, err)
-	}
-	if !reflect.DeepEqual(back, v) {
-		t.Fatalf("%q accepted, but its JSON %s reads back as %+v, not %+v", input, b, back, v)
-	}
-	if b2, _ := json.Marshal(back); !bytes.Equal(b, b2) {
-		t.Fatalf("%q accepted, but its JSON %s marshals again as %s", input, b, b2)
-	}
-}
 
 // FuzzUnmarshalApp feeds arbitrary Caddyfile text to the oauth2 global
 // option, store blocks included. It never panics, and an accepted config
@@ -109,7 +75,7 @@ func FuzzUnmarshalApp(f *testing.F) {
 		if !utf8.ValidString(input) {
 			return
 		}
-		d := fuzzDispenser(input)
+		d := storetest.FuzzDispenser(input)
 		if d == nil {
 			return
 		}
@@ -117,7 +83,7 @@ func FuzzUnmarshalApp(f *testing.F) {
 		if err := app.UnmarshalCaddyfile(d); err != nil {
 			return
 		}
-		checkRoundTrip(t, input, app)
+		storetest.CheckRoundTrip(t, input, app)
 		for _, raw := range []json.RawMessage{app.AccessTokenStoreRaw, app.AuthorizationCodeStoreRaw} {
 			if raw == nil {
 				continue
@@ -175,7 +141,7 @@ func FuzzUnmarshalHandlers(f *testing.F) {
 		if !utf8.ValidString(input) {
 			return
 		}
-		d := fuzzDispenser(input)
+		d := storetest.FuzzDispenser(input)
 		if d == nil {
 			return
 		}
@@ -185,9 +151,9 @@ func FuzzUnmarshalHandlers(f *testing.F) {
 			}
 		}
 		g := new(Guard)
-		if err := g.UnmarshalCaddyfile(fuzzDispenser(input)); err != nil {
+		if err := g.UnmarshalCaddyfile(storetest.FuzzDispenser(input)); err != nil {
 			return
 		}
-		checkRoundTrip(t, input, g)
+		storetest.CheckRoundTrip(t, input, g)
 	})
 }

@@ -455,11 +455,8 @@ func (a *App) Stop() error {
 // revokeSubject revokes everything of a resource owner and/or a client in
 // both stores (once when they are the same).
 func (a *App) revokeSubject(ctx context.Context, subject, clientID string) (int64, error) {
-	// Past the life of anything a grant in flight could still issue.
-	lifetime := max(orDefault(time.Duration(a.RefreshTokenLifetime), issuer.DefaultRefreshTokenLifetime),
-		orDefault(time.Duration(a.AccessTokenLifetime), issuer.DefaultAccessTokenLifetime),
-		orDefault(time.Duration(a.AuthorizationCodeLifetime), issuer.DefaultCodeLifetime))
-	until := time.Now().Add(lifetime + 2*time.Duration(a.StoreTimeout))
+	until := time.Now().Add(issuer.FamilyMarkerLifetime(time.Duration(a.AccessTokenLifetime),
+		time.Duration(a.RefreshTokenLifetime), time.Duration(a.StoreTimeout)))
 	var total int64
 	for _, s := range []any{a.tokens, a.codes} {
 		sr, ok := s.(stores.SubjectRevoker)
@@ -473,13 +470,6 @@ func (a *App) revokeSubject(ctx context.Context, subject, clientID string) (int6
 		}
 	}
 	return total, nil
-}
-
-func orDefault(d, def time.Duration) time.Duration {
-	if d <= 0 {
-		return def
-	}
-	return d
 }
 
 // newIssuer builds the authorization server over this app's configuration.

@@ -290,25 +290,7 @@ func dumpSQL(t *testing.T, driver, dsn, prefix string) []byte {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	q := `SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()`
-	if driver == "pgx" {
-		q = `SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()`
-	}
-	rows, err := db.Query(q)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tables []string
-	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
-			t.Fatal(err)
-		}
-		if strings.HasPrefix(strings.ToLower(name), prefix) {
-			tables = append(tables, name)
-		}
-	}
-	rows.Close()
+	tables := prefixedTables(t, db, driver, prefix)
 	if len(tables) == 0 {
 		t.Fatalf("no %s* tables to dump", prefix)
 	}

@@ -75,6 +75,16 @@ type client struct {
 	loopback map[string]bool
 }
 
+// DefaultGrantTypes are the grants of a client that names none:
+// authorization_code and refresh_token, plus client_credentials for a
+// confidential client (RFC 6749 §4.4).
+func DefaultGrantTypes(public bool) []string {
+	if public {
+		return []string{grantAuthorizationCode, grantRefreshToken}
+	}
+	return []string{grantAuthorizationCode, grantRefreshToken, grantClientCredentials}
+}
+
 // ValidateClient checks a client as New does, so that a configuration
 // adapter can report a mistake where it is written.
 func ValidateClient(c *Client) error {
@@ -115,10 +125,7 @@ func newClient(id string, c *Client) (*client, error) {
 	}
 	cl.GrantTypes = slices.Clone(c.GrantTypes)
 	if len(cl.GrantTypes) == 0 {
-		cl.GrantTypes = []string{grantAuthorizationCode, grantRefreshToken}
-		if !cl.Public() {
-			cl.GrantTypes = append(cl.GrantTypes, grantClientCredentials)
-		}
+		cl.GrantTypes = DefaultGrantTypes(cl.Public())
 	}
 	for _, g := range cl.GrantTypes {
 		switch g {

@@ -331,7 +331,16 @@ func (s *Server) revokeFamily(r *http.Request, family string) *oauthError {
 // life of any token a redemption or rotation racing the revocation could
 // still issue into it, plus the store timeout for that insert to end.
 func (s *Server) familyMarkerUntil() time.Time {
-	return s.now().Add(max(s.refreshTTL, s.accessTTL) + 2*s.storeTimeout)
+	return s.now().Add(FamilyMarkerLifetime(s.accessTTL, s.refreshTTL, s.storeTimeout))
+}
+
+// FamilyMarkerLifetime is how long a revoked grant family stays marked:
+// past the life of any token a redemption or rotation racing the
+// revocation could still issue into it, plus the store timeout for that
+// insert to end. Zero durations take their defaults, as in Config.
+func FamilyMarkerLifetime(accessTTL, refreshTTL, storeTimeout time.Duration) time.Duration {
+	return max(orDefault(refreshTTL, DefaultRefreshTokenLifetime), orDefault(accessTTL, DefaultAccessTokenLifetime)) +
+		2*orDefault(storeTimeout, DefaultStoreTimeout)
 }
 
 // parseScope splits a scope parameter into distinct scope-tokens (RFC 6749

@@ -247,17 +247,7 @@ func (c *Cache) RevokeSubject(ctx context.Context, subject, clientID string, unt
 		return 0, stores.ErrUnsupported
 	}
 	n, err := sr.RevokeSubject(ctx, subject, clientID, until)
-	c.epoch.Add(1)
-	for i := range c.shards {
-		s := &c.shards[i]
-		s.mu.Lock()
-		for k, e := range s.entries {
-			if (subject == "" || e.tok.Subject == subject) && (clientID == "" || e.tok.ClientID == clientID) {
-				delete(s.entries, k)
-			}
-		}
-		s.mu.Unlock()
-	}
+	c.evictSubject(subject, clientID)
 	return n, err
 }
 

@@ -1,12 +1,10 @@
 package sql
 
 import (
-	"encoding/json"
-	"reflect"
 	"testing"
 	"unicode/utf8"
 
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/tokengate/caddy-oauth2/stores/storetest"
 )
 
 // FuzzUnmarshalCaddyfile feeds arbitrary Caddyfile text to the SQL store.
@@ -45,7 +43,7 @@ func FuzzUnmarshalCaddyfile(f *testing.F) {
 		if !utf8.ValidString(input) { // JSON cannot carry invalid UTF-8
 			return
 		}
-		d := fuzzDispenser(input)
+		d := storetest.FuzzDispenser(input)
 		if d == nil {
 			return
 		}
@@ -56,34 +54,6 @@ func FuzzUnmarshalCaddyfile(f *testing.F) {
 		if err := s.Validate(); err != nil {
 			t.Fatalf("%q accepted, but Validate says: %v", input, err)
 		}
-		checkRoundTrip(t, input, s)
+		storetest.CheckRoundTrip(t, input, s)
 	})
-}
-
-// fuzzDispenser returns a dispenser over input, or nil when the lexer
-// refuses it: caddyfile.NewTestDispenser would log.Fatal on such input and
-// take the fuzzing worker down, and would expand {$ENV} variables.
-func fuzzDispenser(input string) *caddyfile.Dispenser {
-	tokens, err := caddyfile.Tokenize([]byte(input), "Caddyfile")
-	if err != nil {
-		return nil
-	}
-	return caddyfile.NewDispenser(tokens)
-}
-
-// checkRoundTrip fails unless s, an accepted config, marshals to valid JSON
-// that unmarshals to an equal config.
-func checkRoundTrip(t *testing.T, input string, s *Store) {
-	t.Helper()
-	b, err := json.Marshal(s)
-	if err != nil || !json.Valid(b) {
-		t.Fatalf("%q accepted, but marshals to %s: %v", input, b, err)
-	}
-	back := new(Store)
-	if err := json.Unmarshal(b, back); err != nil {
-		t.Fatalf("%q accepted, but its JSON %s does not unmarshal: %v", input, b, err)
-	}
-	if !reflect.DeepEqual(back, s) {
-		t.Fatalf("%q accepted, but its JSON %s reads back as %+v, not %+v", input, b, back, s)
-	}
 }
