@@ -301,7 +301,7 @@ func (e *Engine) Start(ctx context.Context) (StartInfo, error) {
 		if rerr != nil {
 			return info, rerr
 		}
-		if err := s.Query(createKeyspaceStatement(e.cfg.Keyspace, repl)).Consistency(gocql.One).ExecContext(ctx); err != nil {
+		if err := execDDL(ctx, s, createKeyspaceStatement(e.cfg.Keyspace, repl)); err != nil {
 			return info, stores.Unavailable(fmt.Errorf("creating keyspace %q: %w", e.cfg.Keyspace, err))
 		}
 		err = s.Query("SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?", e.cfg.Keyspace).
@@ -322,7 +322,7 @@ func (e *Engine) Start(ctx context.Context) (StartInfo, error) {
 			stmts = legacyIndexes(stmts)
 		}
 		for _, stmt := range stmts {
-			if err := s.Query(stmt).Consistency(gocql.One).ExecContext(ctx); err != nil {
+			if err := execDDL(ctx, s, stmt); err != nil {
 				return info, stores.Unavailable(fmt.Errorf("creating schema: %w", err))
 			}
 		}
@@ -349,6 +349,33 @@ func (e *Engine) Start(ctx context.Context) (StartInfo, error) {
 			e.cfg.Keyspace, strings.Join(missing, ", ")))
 	}
 	return info, nil
+}
+
+// execDDL runs one schema statement and waits until every node agrees on
+// the schema. On a cluster, the next statement may reach a coordinator that
+// has not yet seen the table the previous one created ("Table 'codes'
+// doesn't exist" for its index), so such errors are retried after waiting
+// for agreement again, until ctx ends.
+func execDDL(ctx context.Context, s *gocql.Session, stmt string) error {
+	for wait := 200 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		err := s.Query(stmt).Consistency(gocql.One).ExecContext(ctx)
+		if err == nil {
+			return s.AwaitSchemaAgreement(ctx)
+		}
+		msg := err.Error()
+		if !strings.Contains(msg, "doesn't exist") && !strings.Contains(msg, "unconfigured table") &&
+			!strings.Contains(msg, "does not exist") {
+			return err
+		}
+		if aerr := s.AwaitSchemaAgreement(ctx); aerr != nil && ctx.Err() == nil {
+			return fmt.Errorf("%w (and the nodes do not agree on the schema: %v)", err, aerr)
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
 }
 
 // replicationFactor reads a keyspace replication map.

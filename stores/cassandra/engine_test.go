@@ -56,6 +56,9 @@ func createKeyspace(t *testing.T, hosts []string, ks string, rf int) {
 		defer s.Close()
 		err = s.Query("CREATE KEYSPACE IF NOT EXISTS " + ks + " WITH replication = " +
 			"{'class': 'SimpleStrategy', 'replication_factor': " + string(rune('0'+rf)) + "}").Exec()
+		if err == nil {
+			err = s.AwaitSchemaAgreement(context.Background())
+		}
 	})
 	if err != nil {
 		t.Fatalf("creating keyspace %s: %v", ks, err)
