@@ -662,7 +662,7 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	if g.v == nil { // never lets a request pass (see errAppNotLoaded)
 		return caddyhttp.Error(http.StatusServiceUnavailable, errAppNotLoaded)
 	}
-	tok, denial := g.v.Check(r)
+	grant, denial := g.v.CheckGrant(r)
 	g.metrics.guardResult(denial)
 	if denial != nil {
 		if denial.Challenge != "" {
@@ -673,6 +673,7 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 		}
 		return caddyhttp.Error(denial.Status, denial.Err)
 	}
+	tok := grant.Token
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	user := tok.Subject
 	if user == "" {

@@ -40,6 +40,41 @@ type Config struct {
 	// lookup) and safe for concurrent use. Default: nil, tokens are judged
 	// on their own.
 	ClientScopes func(clientID string) (scopes map[string]bool, ok bool)
+	// Sources are the other kinds of bearer token accepted besides the
+	// opaque access tokens of Tokens (our own JWTs, other authorization
+	// servers' tokens), asked in order: the first that recognises a token
+	// decides. Default: none.
+	Sources []Source
+}
+
+// Source is a kind of bearer token the guard accepts besides the opaque
+// access tokens of its store: JWTs it verifies locally, or the tokens of
+// another authorization server. Implementations must be safe for
+// concurrent use.
+type Source interface {
+	// Recognize reports, cheaply and without I/O, whether raw is one of
+	// this source's tokens (a JWT with its issuer, say). The first source
+	// that recognises a token decides it.
+	Recognize(raw string) bool
+	// Verify returns the live grant raw stands for. An error wrapping
+	// ErrInvalidToken refuses the token with 401 invalid_token; any other
+	// error is an outage of what the source depends on, answered with 503.
+	// Verify need not check expiry or scopes: the validator does.
+	Verify(ctx context.Context, raw string) (Grant, error)
+}
+
+// Grant is what a valid token stands for.
+type Grant struct {
+	// Token holds the subject, client_id, scope and expiry. For tokens of
+	// our store (opaque or JWT) Key and Family are set too.
+	Token *stores.Token
+	// Claims are a JWT's claims or an introspection response, passed on to
+	// the upstream as {oauth2.claims.<name>}. Nil for opaque tokens of our
+	// store.
+	Claims map[string]any
+	// Foreign marks a token of another authorization server: its client is
+	// not registered here, so Config.ClientScopes does not apply.
+	Foreign bool
 }
 
 // Validator checks bearer tokens. It is safe for concurrent use.
@@ -50,6 +85,7 @@ type Validator struct {
 	timeout time.Duration
 	now     func() time.Time
 	clients func(clientID string) (map[string]bool, bool)
+	sources []Source
 
 	// Precomputed WWW-Authenticate values.
 	missing, malformed, invalid, insufficient string
@@ -106,6 +142,7 @@ func New(cfg Config) (*Validator, error) {
 		timeout: cfg.Timeout,
 		now:     cfg.Now,
 		clients: cfg.ClientScopes,
+		sources: cfg.Sources,
 		// RFC 6750 §3.1: no error code when the request had no credentials.
 		missing:   realm,
 		malformed: realm + `, error="invalid_request", error_description="send exactly one Authorization header"`,
@@ -117,53 +154,83 @@ func New(cfg Config) (*Validator, error) {
 
 // Check returns the request's live access token, or why it is refused.
 func (v *Validator) Check(r *http.Request) (*stores.Token, *Denial) {
+	g, d := v.CheckGrant(r)
+	return g.Token, d
+}
+
+// CheckGrant returns the grant of the request's live access token, or why
+// it is refused.
+func (v *Validator) CheckGrant(r *http.Request) (Grant, *Denial) {
 	values := r.Header.Values("Authorization")
 	if len(values) == 0 {
-		return nil, &Denial{Status: http.StatusUnauthorized, Challenge: v.missing, Err: ErrNoToken}
+		return Grant{}, &Denial{Status: http.StatusUnauthorized, Challenge: v.missing, Err: ErrNoToken}
 	}
 	if len(values) > 1 {
 		// RFC 6750 §3.1: invalid_request is answered with 400.
-		return nil, &Denial{Status: http.StatusBadRequest, Challenge: v.malformed, Err: ErrMalformedRequest}
+		return Grant{}, &Denial{Status: http.StatusBadRequest, Challenge: v.malformed, Err: ErrMalformedRequest}
 	}
 	raw, ok := bearer(values[0])
 	if !ok {
 		// Another scheme (Basic, say) is no bearer credential at all.
-		return nil, &Denial{Status: http.StatusUnauthorized, Challenge: v.missing, Err: ErrNoToken}
+		return Grant{}, &Denial{Status: http.StatusUnauthorized, Challenge: v.missing, Err: ErrNoToken}
 	}
-	if !token.WellFormed(token.AccessPrefix, raw) {
-		return nil, &Denial{Status: http.StatusUnauthorized, Challenge: v.invalid, Err: ErrInvalidToken}
-	}
-
 	ctx := r.Context()
 	if v.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, v.timeout)
 		defer cancel()
 	}
-	tok, err := v.tokens.LookupToken(ctx, stores.AccessToken, v.hasher.Key(raw))
-	switch {
-	case errors.Is(err, stores.ErrNotFound):
-		return nil, &Denial{Status: http.StatusUnauthorized, Challenge: v.invalid, Err: ErrInvalidToken}
-	case err != nil:
-		// A store that cannot answer never lets a request pass.
-		return nil, &Denial{Status: http.StatusServiceUnavailable, Err: err}
-	case !v.now().Before(tok.ExpiresAt):
-		return nil, &Denial{Status: http.StatusUnauthorized, Challenge: v.invalid, Err: ErrInvalidToken}
+	var g Grant
+	if token.WellFormed(token.AccessPrefix, raw) {
+		tok, err := v.tokens.LookupToken(ctx, stores.AccessToken, v.hasher.Key(raw))
+		switch {
+		case errors.Is(err, stores.ErrNotFound):
+			return Grant{}, &Denial{Status: http.StatusUnauthorized, Challenge: v.invalid, Err: ErrInvalidToken}
+		case err != nil:
+			// A store that cannot answer never lets a request pass.
+			return Grant{}, &Denial{Status: http.StatusServiceUnavailable, Err: err}
+		}
+		g.Token = tok
+	} else {
+		var src Source
+		for _, s := range v.sources {
+			if s.Recognize(raw) {
+				src = s
+				break
+			}
+		}
+		if src == nil {
+			return Grant{}, &Denial{Status: http.StatusUnauthorized, Challenge: v.invalid, Err: ErrInvalidToken}
+		}
+		var err error
+		switch g, err = src.Verify(ctx, raw); {
+		case errors.Is(err, ErrInvalidToken):
+			return Grant{}, &Denial{Status: http.StatusUnauthorized, Challenge: v.invalid, Err: err}
+		case err != nil:
+			return Grant{}, &Denial{Status: http.StatusServiceUnavailable, Err: err}
+		case g.Token == nil:
+			return Grant{}, &Denial{Status: http.StatusUnauthorized, Challenge: v.invalid, Err: ErrInvalidToken}
+		}
+	}
+	tok := g.Token
+	if !v.now().Before(tok.ExpiresAt) {
+		return Grant{}, &Denial{Status: http.StatusUnauthorized, Challenge: v.invalid, Err: ErrInvalidToken}
 	}
 	var registered map[string]bool
-	if v.clients != nil {
+	checkClient := v.clients != nil && !g.Foreign
+	if checkClient {
 		var ok bool
 		if registered, ok = v.clients(tok.ClientID); !ok {
 			// The client was removed from the configuration.
-			return nil, &Denial{Status: http.StatusUnauthorized, Challenge: v.invalid, Err: ErrInvalidToken}
+			return Grant{}, &Denial{Status: http.StatusUnauthorized, Challenge: v.invalid, Err: ErrInvalidToken}
 		}
 	}
 	for _, want := range v.scopes {
-		if !HasScope(tok.Scope, want) || v.clients != nil && !registered[want] {
-			return nil, &Denial{Status: http.StatusForbidden, Challenge: v.insufficient, Err: ErrInsufficientScope}
+		if !HasScope(tok.Scope, want) || checkClient && !registered[want] {
+			return Grant{}, &Denial{Status: http.StatusForbidden, Challenge: v.insufficient, Err: ErrInsufficientScope}
 		}
 	}
-	return tok, nil
+	return g, nil
 }
 
 // bearer extracts the token from an Authorization header value. The scheme
