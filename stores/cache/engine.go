@@ -58,6 +58,10 @@ type Engine struct {
 	lastRefuseLog atomic.Int64
 	maxMemory     int
 	closed        atomic.Bool
+
+	// Generated JWT signing keys, see keys.go.
+	keysMu sync.Mutex
+	sk     signingKeys
 }
 
 // warnEvery rate-limits the warnings of a full cache.

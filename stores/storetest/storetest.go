@@ -39,6 +39,7 @@ func Run(t *testing.T, newStore func(t *testing.T) stores.Store, opts Options) {
 	t.Run("RevokeFamilyRacesInsert", func(t *testing.T) { testRevokeFamilyRace(t, newStore(t)) })
 	t.Run("PurgeExpired", func(t *testing.T) { testPurge(t, newStore(t), opts) })
 	t.Run("RevokeSubject", func(t *testing.T) { testRevokeSubject(t, newStore(t)) })
+	t.Run("SigningKeys", func(t *testing.T) { testSigningKeys(t, newStore(t)) })
 }
 
 // Key returns a random store key shaped like a real one (64 hex digits).

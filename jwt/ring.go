@@ -1,0 +1,309 @@
+package jwt
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"go.uber.org/zap"
+
+	"github.com/tokengate/caddy-oauth2/stores"
+)
+
+// Defaults of RingConfig.
+const (
+	DefaultRotation = 720 * time.Hour
+	// DefaultRefresh is how often a stored ring reads the store for keys
+	// other gateways made, and rotates when the signing key is due.
+	DefaultRefresh = time.Minute
+	// unknownKidRefresh rate-limits the reads a token with an unknown key
+	// id causes: at most one per this long.
+	unknownKidRefresh = 5 * time.Second
+)
+
+// RingConfig configures a Ring.
+type RingConfig struct {
+	// Keys are the configured signing keys; the first signs, the others
+	// are published for tokens they signed before a rotation. When empty,
+	// keys are generated and kept in Store.
+	Keys []*Key
+	// Store keeps generated keys, shared by every gateway using it.
+	// Required when Keys is empty.
+	Store stores.KeyStore
+	// Sealer encrypts generated private keys before they reach Store.
+	// Required with Store.
+	Sealer *Sealer
+	// Rotation is how long a generated key signs before a new one is
+	// made. Default: 720h.
+	Rotation time.Duration
+	// TokenLifetime is the longest life of a token the ring signs: a
+	// retired key is published that long after it stopped signing.
+	TokenLifetime time.Duration
+	// Refresh is how often a stored ring rereads the store. Default: 1m.
+	Refresh time.Duration
+	// Logger receives warnings. Default: none.
+	Logger *zap.Logger
+	// Now is the clock. Default: time.Now.
+	Now func() time.Time
+}
+
+// Ring holds the keys JWT access tokens are signed and verified with. It
+// is safe for concurrent use; signing and verification read an immutable
+// snapshot that Refresh replaces.
+type Ring struct {
+	cfg  RingConfig
+	snap atomic.Pointer[snapshot]
+
+	refreshMu   sync.Mutex
+	lastRefresh time.Time
+
+	stopOnce sync.Once
+	cancel   context.CancelFunc
+	done     chan struct{}
+}
+
+type snapshot struct {
+	signing *Key
+	signer  jose.Signer
+	keys    map[string]*Key
+	jwks    []byte
+}
+
+// ErrNoKey reports a stored ring that has not loaded its keys yet (its
+// store could not be read): tokens can be neither signed nor verified.
+var ErrNoKey = errors.New("jwt: no signing key loaded yet")
+
+// NewRing checks cfg and returns a Ring. A ring of configured keys is
+// ready at once; a stored one after its first Refresh (see Start).
+func NewRing(cfg RingConfig) (*Ring, error) {
+	if cfg.Rotation <= 0 {
+		cfg.Rotation = DefaultRotation
+	}
+	if cfg.Refresh <= 0 {
+		cfg.Refresh = DefaultRefresh
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	r := &Ring{cfg: cfg}
+	if len(cfg.Keys) > 0 {
+		seen := map[string]bool{}
+		for _, k := range cfg.Keys {
+			if seen[k.ID] {
+				return nil, fmt.Errorf("jwt: signing key %s is given twice", k.ID)
+			}
+			seen[k.ID] = true
+		}
+		snap, err := newSnapshot(cfg.Keys[0], cfg.Keys)
+		if err != nil {
+			return nil, err
+		}
+		r.snap.Store(snap)
+		return r, nil
+	}
+	if cfg.Store == nil || cfg.Sealer == nil {
+		return nil, errors.New("jwt: without key files, a key store and a sealer are required")
+	}
+	return r, nil
+}
+
+// Stored reports whether the ring's keys are generated and kept in a store.
+func (r *Ring) Stored() bool { return len(r.cfg.Keys) == 0 }
+
+func newSnapshot(signing *Key, keys []*Key) (*snapshot, error) {
+	signer, err := jose.NewSigner(
+		jose.SigningKey{Algorithm: signing.Alg, Key: jose.JSONWebKey{Key: signing.Private, KeyID: signing.ID}},
+		(&jose.SignerOptions{}).WithType(TokenType))
+	if err != nil {
+		return nil, fmt.Errorf("jwt: signer: %v", err)
+	}
+	s := &snapshot{signing: signing, signer: signer, keys: make(map[string]*Key, len(keys))}
+	set := jose.JSONWebKeySet{}
+	for _, k := range keys {
+		s.keys[k.ID] = k
+		set.Keys = append(set.Keys, jose.JSONWebKey{Key: k.Public, KeyID: k.ID, Algorithm: string(k.Alg), Use: "sig"})
+	}
+	if s.jwks, err = json.Marshal(set); err != nil {
+		return nil, fmt.Errorf("jwt: jwks: %v", err)
+	}
+	return s, nil
+}
+
+// JWKS returns the published keys as a JSON Web Key Set (RFC 7517 §5), nil
+// before a stored ring has loaded.
+func (r *Ring) JWKS() []byte {
+	if s := r.snap.Load(); s != nil {
+		return s.jwks
+	}
+	return nil
+}
+
+// SigningKeyID returns the id of the key that signs now, "" before a
+// stored ring has loaded.
+func (r *Ring) SigningKeyID() string {
+	if s := r.snap.Load(); s != nil {
+		return s.signing.ID
+	}
+	return ""
+}
+
+// Refresh reads the store's keys, makes a new one when none is younger
+// than the rotation period, and replaces the snapshot. The newest key
+// signs, so gateways that rotate at once agree after their next refresh;
+// older keys stay published until the tokens they signed have expired.
+// A ring of configured keys has nothing to refresh.
+func (r *Ring) Refresh(ctx context.Context) error {
+	if !r.Stored() {
+		return nil
+	}
+	r.refreshMu.Lock()
+	defer r.refreshMu.Unlock()
+	return r.refresh(ctx)
+}
+
+func (r *Ring) refresh(ctx context.Context) error {
+	now := r.cfg.Now()
+	r.lastRefresh = now
+	recs, err := r.cfg.Store.SigningKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("jwt: reading signing keys: %w", err)
+	}
+	keys := make([]*Key, 0, len(recs)+1)
+	for _, rec := range recs {
+		k, err := r.cfg.Sealer.Open(rec.ID, rec.Sealed, rec.CreatedAt)
+		if err != nil {
+			// Another token_secret sealed it: a gateway misconfigured, or
+			// one without a token_secret. We can neither sign with it nor
+			// publish it; tokens it signs fail here.
+			r.cfg.Logger.Warn("ignoring a stored signing key that does not open with this token_secret",
+				zap.String("kid", rec.ID), zap.Error(err))
+			continue
+		}
+		keys = append(keys, k)
+	}
+	newest := func() *Key {
+		if len(keys) == 0 {
+			return nil
+		}
+		return slices.MaxFunc(keys, func(a, b *Key) int {
+			if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+				return c
+			}
+			// The same instant: the smaller id wins, on every gateway.
+			if a.ID < b.ID {
+				return 1
+			}
+			return -1
+		})
+	}
+	if n := newest(); n == nil || now.Sub(n.CreatedAt) >= r.cfg.Rotation {
+		k, err := Generate(now)
+		if err != nil {
+			return fmt.Errorf("jwt: generating a signing key: %v", err)
+		}
+		sealed, err := r.cfg.Sealer.Seal(k)
+		if err != nil {
+			return fmt.Errorf("jwt: sealing a signing key: %v", err)
+		}
+		// A key signs for one rotation period (and a little more when the
+		// store cannot be read to rotate), then is published until the
+		// tokens it signed have expired; twice the rotation covers both.
+		rec := &stores.SigningKey{ID: k.ID, Sealed: sealed, CreatedAt: now,
+			ExpiresAt: now.Add(2*r.cfg.Rotation + r.cfg.TokenLifetime)}
+		if err := r.cfg.Store.InsertSigningKey(ctx, rec); err != nil {
+			return fmt.Errorf("jwt: storing a signing key: %w", err)
+		}
+		r.cfg.Logger.Info("generated a new JWT signing key", zap.String("kid", k.ID))
+		keys = append(keys, k)
+	}
+	snap, err := newSnapshot(newest(), keys)
+	if err != nil {
+		return err
+	}
+	r.snap.Store(snap)
+	return nil
+}
+
+// Start loads a stored ring's keys and rereads them every Refresh until
+// Stop. A store that cannot be read is not an error here: issuing and
+// verifying JWTs answers 503 until it can.
+func (r *Ring) Start(ctx context.Context) error {
+	if !r.Stored() {
+		return nil
+	}
+	if err := r.cfg.Store.StartKeys(ctx); err != nil && !errors.Is(err, stores.ErrUnavailable) {
+		return err
+	}
+	if err := r.Refresh(ctx); err != nil {
+		r.cfg.Logger.Error("cannot load the JWT signing keys yet; retrying", zap.Error(err))
+	}
+	lctx, cancel := context.WithCancel(context.Background())
+	r.cancel, r.done = cancel, make(chan struct{})
+	go func() {
+		defer close(r.done)
+		t := time.NewTicker(r.cfg.Refresh)
+		defer t.Stop()
+		for {
+			select {
+			case <-lctx.Done():
+				return
+			case <-t.C:
+				ctx, cancel := context.WithTimeout(lctx, 10*time.Second)
+				if err := r.Refresh(ctx); err != nil {
+					r.cfg.Logger.Error("refreshing the JWT signing keys", zap.Error(err))
+				}
+				cancel()
+			}
+		}
+	}()
+	return nil
+}
+
+// Stop ends what Start began and waits for it.
+func (r *Ring) Stop() {
+	r.stopOnce.Do(func() {
+		if r.cancel != nil {
+			r.cancel()
+			<-r.done
+		}
+	})
+}
+
+// key returns the key of an id. A stored ring that does not know it rereads
+// the store, at most once per unknownKidRefresh: another gateway may just
+// have rotated.
+func (r *Ring) key(ctx context.Context, kid string) (*Key, error) {
+	s := r.snap.Load()
+	if s != nil {
+		if k, ok := s.keys[kid]; ok {
+			return k, nil
+		}
+	}
+	if !r.Stored() {
+		return nil, errUnknownKey
+	}
+	r.refreshMu.Lock()
+	if r.cfg.Now().Sub(r.lastRefresh) >= unknownKidRefresh {
+		if err := r.refresh(ctx); err != nil {
+			r.refreshMu.Unlock()
+			return nil, err
+		}
+	}
+	r.refreshMu.Unlock()
+	if s = r.snap.Load(); s == nil {
+		return nil, ErrNoKey
+	}
+	if k, ok := s.keys[kid]; ok {
+		return k, nil
+	}
+	return nil, errUnknownKey
+}

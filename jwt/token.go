@@ -1,0 +1,108 @@
+package jwt
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/go-jose/go-jose/v4"
+	josejwt "github.com/go-jose/go-jose/v4/jwt"
+)
+
+// TokenType is the "typ" header of JWT access tokens (RFC 9068 §2.1).
+const TokenType = "at+jwt"
+
+// Claims are the claims of a JWT access token (RFC 9068 §2.2).
+type Claims struct {
+	Issuer    string           `json:"iss"`
+	Subject   string           `json:"sub"`
+	Audience  josejwt.Audience `json:"aud"`
+	ClientID  string           `json:"client_id"`
+	Scope     string           `json:"scope,omitempty"`
+	IssuedAt  int64            `json:"iat"`
+	NotBefore int64            `json:"nbf,omitempty"`
+	Expiry    int64            `json:"exp"`
+	ID        string           `json:"jti"`
+}
+
+// Sign returns c as a JWT signed with the ring's signing key.
+func (r *Ring) Sign(c *Claims) (string, error) {
+	s := r.snap.Load()
+	if s == nil {
+		return "", ErrNoKey
+	}
+	return josejwt.Signed(s.signer).Claims(c).Serialize()
+}
+
+// Errors of Verify that are the token's fault.
+var (
+	// ErrInvalid reports a token that is not one of ours or is not intact.
+	ErrInvalid    = errors.New("jwt: not a valid access token of ours")
+	errUnknownKey = fmt.Errorf("%w: unknown key id", ErrInvalid)
+)
+
+// algorithms are the ones a token may claim; "none" and HMAC never pass,
+// and each key accepts only its own (checked in Verify).
+var algorithms = []jose.SignatureAlgorithm{jose.EdDSA, jose.ES256, jose.RS256}
+
+// Verify checks a token's header and signature against the ring's keys and
+// returns its claims, both as Claims and as a map of every claim. It does
+// not check iss, aud or times: the caller does. An error wrapping
+// ErrInvalid is the token's fault; any other (ErrNoKey, a store that
+// cannot be read for a new key id) is an outage.
+func (r *Ring) Verify(ctx context.Context, raw string) (*Claims, map[string]any, error) {
+	tok, err := josejwt.ParseSigned(raw, algorithms)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if len(tok.Headers) != 1 {
+		return nil, nil, fmt.Errorf("%w: want one signature", ErrInvalid)
+	}
+	h := tok.Headers[0]
+	// RFC 9068 §4: typ must be at+jwt (or its media type form).
+	if typ, _ := h.ExtraHeaders[jose.HeaderType].(string); !strings.EqualFold(typ, TokenType) && !strings.EqualFold(typ, "application/"+TokenType) {
+		return nil, nil, fmt.Errorf("%w: typ is not at+jwt", ErrInvalid)
+	}
+	k, err := r.key(ctx, h.KeyID)
+	if err != nil {
+		return nil, nil, err
+	}
+	// No algorithm confusion: a key verifies only its own algorithm.
+	if h.Algorithm != string(k.Alg) {
+		return nil, nil, fmt.Errorf("%w: algorithm %s does not match the key's", ErrInvalid, h.Algorithm)
+	}
+	var c Claims
+	var all map[string]any
+	if err := tok.Claims(k.Public, &c, &all); err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return &c, all, nil
+}
+
+// PeekIssuer returns the "iss" claim of what looks like a JWS compact
+// token, without verifying anything: it only tells which source a token is
+// for. ok is false for anything else.
+func PeekIssuer(raw string) (iss string, ok bool) {
+	i := strings.IndexByte(raw, '.')
+	if i <= 0 {
+		return "", false
+	}
+	j := strings.IndexByte(raw[i+1:], '.')
+	if j <= 0 || strings.IndexByte(raw[i+1+j+1:], '.') >= 0 {
+		return "", false
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(raw[i+1 : i+1+j])
+	if err != nil {
+		return "", false
+	}
+	var c struct {
+		Issuer string `json:"iss"`
+	}
+	if json.Unmarshal(payload, &c) != nil || c.Issuer == "" {
+		return "", false
+	}
+	return c.Issuer, true
+}
