@@ -54,6 +54,11 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //		scope_description           <scope> <text>
 //		consent_template            <file>
 //		max_secret_verifications    <n>
+//		access_token_format         opaque|jwt
+//		audience                    <aud>
+//		signing_key                 <pem file>
+//		signing_key_rotation        <duration>
+//		jwt_revocation_check        <duration>
 //		client <client_id> {
 //			secret_hash  <bcrypt hash>
 //			redirect_uri <uri> [<uri>...]
@@ -63,10 +68,12 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //			introspect
 //			name         <display name>
 //			logo_uri     <https url>
+//			resources    <uri> [<uri>...]
 //		}
 //	}
 //
-// scope_description may be given once per scope.
+// scope_description may be given once per scope; signing_key may be
+// repeated, the first signs.
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume option name
 	if d.NextArg() {
@@ -75,7 +82,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	seen := map[string]bool{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
-		if opt != "client" && opt != "scope_description" {
+		if opt != "client" && opt != "scope_description" && opt != "signing_key" {
 			if seen[opt] {
 				return d.Errf("duplicate subdirective %q", opt)
 			}
@@ -147,6 +154,21 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.ScopeDescriptions[args[0]] = args[1]
 		case "consent_template":
 			err = oneString(d, &a.ConsentTemplate)
+		case "access_token_format":
+			if err = oneString(d, &a.AccessTokenFormat); err == nil && a.AccessTokenFormat != formatOpaque && a.AccessTokenFormat != formatJWT {
+				return d.Errf("access_token_format: want opaque or jwt, got %q", a.AccessTokenFormat)
+			}
+		case "audience":
+			err = oneString(d, &a.Audience)
+		case "signing_key":
+			var file string
+			if err = oneString(d, &file); err == nil {
+				a.SigningKeys = append(a.SigningKeys, file)
+			}
+		case "signing_key_rotation":
+			err = oneDurationAtLeast(d, &a.SigningKeyRotation, time.Minute)
+		case "jwt_revocation_check":
+			err = oneDuration(d, &a.JWTRevocationCheck)
 		case "max_secret_verifications":
 			var n int64
 			err = oneInt(d, &n)
@@ -231,6 +253,8 @@ func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
 			err = oneString(d, &c.Name)
 		case "logo_uri":
 			err = oneString(d, &c.LogoURI)
+		case "resources":
+			c.Resources, err = someStrings(d)
 		default:
 			return nil, d.Errf("unrecognized subdirective %q in client %q", opt, c.ID)
 		}
@@ -294,8 +318,9 @@ func parseGuard(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //
 //	oauth2_guard [<scope>...] {
-//		scopes <scope> [<scope>...]
-//		realm  <realm>
+//		scopes   <scope> [<scope>...]
+//		realm    <realm>
+//		audience <aud> [<aud>...]
 //		keep_authorization
 //	}
 func (g *Guard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -319,6 +344,12 @@ func (g *Guard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := oneString(d, &g.Realm); err != nil {
 				return err
 			}
+		case "audience":
+			more, err := someStrings(d)
+			if err != nil {
+				return err
+			}
+			g.Audience = more
 		case "keep_authorization":
 			if d.NextArg() {
 				return d.ArgErr()

@@ -30,6 +30,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tokengate/caddy-oauth2/issuer"
+	"github.com/tokengate/caddy-oauth2/jwt"
 	"github.com/tokengate/caddy-oauth2/purge"
 	"github.com/tokengate/caddy-oauth2/stores"
 	"github.com/tokengate/caddy-oauth2/stores/cache"
@@ -135,6 +136,36 @@ type App struct {
 	// (GOMAXPROCS/2), at least 1.
 	MaxSecretVerifications int `json:"max_secret_verifications,omitempty"`
 
+	// AccessTokenFormat is "opaque" (random tokens looked up in the store)
+	// or "jwt" (RFC 9068 JWTs signed with the signing keys, their jti kept
+	// in the store for revocation). Default: "opaque".
+	AccessTokenFormat string `json:"access_token_format,omitempty"`
+
+	// Audience is the "aud" of JWT access tokens whose request named no
+	// registered resource (RFC 8707), and the audience oauth2_guard
+	// accepts by default. Default: the issuer identifier.
+	Audience string `json:"audience,omitempty"`
+
+	// SigningKeys are PEM files of private keys (Ed25519, ECDSA P-256 or
+	// RSA of 2048 bits or more) for JWT access tokens: the first signs,
+	// the others are published for the tokens they signed. Placeholders
+	// are replaced. Default: keys are generated, kept encrypted in the
+	// access token store and rotated every signing_key_rotation.
+	SigningKeys []string `json:"signing_keys,omitempty"`
+
+	// SigningKeyRotation is how long a generated signing key signs before
+	// a new one is made; retired keys stay published until the tokens they
+	// signed have expired. Default: 720h.
+	SigningKeyRotation caddy.Duration `json:"signing_key_rotation,omitempty"`
+
+	// JWTRevocationCheck bounds how long a revoked JWT access token may
+	// still pass oauth2_guard when the token store has no revocation feed
+	// (or revocation_feed is off) and validation_cache is not set: the
+	// guard rechecks each token's jti in the store this often. With the
+	// feed, a revocation is refused everywhere within two feed intervals;
+	// with the cache store, at once. Default: 30s.
+	JWTRevocationCheck caddy.Duration `json:"jwt_revocation_check,omitempty"`
+
 	// Clients are the registered OAuth clients.
 	Clients []*Client `json:"clients,omitempty"`
 
@@ -164,6 +195,11 @@ type App struct {
 
 	tokenFeed stores.RevocationFeed // the token store's, if it has one
 	follower  *lookupcache.Follower
+
+	// JWT access tokens, see jwt.go.
+	keyStore        stores.KeyStore // the token store's, if it can keep keys
+	tokensInProcess bool
+	ring            *jwt.Ring
 }
 
 // Client is a registered OAuth client.
@@ -195,6 +231,10 @@ type Client struct {
 	// LogoURI is an https URL of the client's logo on the consent page.
 	// Default: none.
 	LogoURI string `json:"logo_uri,omitempty"`
+	// Resources are the resource indicators (RFC 8707) the client may name
+	// in a token request's resource parameter; they become the "aud" of its
+	// JWT access tokens. Default: none.
+	Resources []string `json:"resources,omitempty"`
 }
 
 // issuerClient is the client as package issuer takes it, its secret hash
@@ -209,6 +249,7 @@ func (c *Client) issuerClient(secret func(string) string) *issuer.Client {
 		Introspect:   c.Introspect,
 		Name:         c.Name,
 		LogoURI:      c.LogoURI,
+		Resources:    c.Resources,
 	}
 	if h := secret(c.SecretHash); h != "" {
 		ic.SecretHash = []byte(h)
@@ -291,8 +332,11 @@ func (a *App) provision(ctx caddy.Context) error {
 		return fmt.Errorf("loading access_token_store: %v", err)
 	}
 	a.codes, a.tokens = codes, tokens
-	if a.ValidationCache > 0 {
-		vc := lookupcache.New(tokens, time.Duration(a.ValidationCache), validationCacheEntries)
+	if err := a.provisionJWT(repl, secret); err != nil {
+		return err
+	}
+	if ttl := a.validationCacheTTL(); ttl > 0 {
+		vc := lookupcache.New(tokens, ttl, validationCacheEntries)
 		a.tokens = vc
 		if err := a.registerValidationCacheMetrics(vc); err != nil {
 			return err
@@ -369,6 +413,10 @@ func (a *App) loadStore(ctx caddy.Context, field string, raw json.RawMessage, la
 	if f, ok := mod.(stores.RevocationFeed); ok && field == "AccessTokenStoreRaw" {
 		a.tokenFeed = f
 	}
+	if field == "AccessTokenStoreRaw" {
+		a.keyStore, _ = mod.(stores.KeyStore)
+		_, a.tokensInProcess = mod.(stores.InProcess)
+	}
 	s = a.metrics.observe(s, label)
 	st, ok := mod.(stores.Starter)
 	if !ok {
@@ -396,6 +444,7 @@ func (a *App) validate() error {
 		return fmt.Errorf("issuer %q must be an http(s) URL without query or fragment (RFC 8414 §2)", a.Issuer)
 	}
 	if a.PurgeEvery < 0 || a.PurgeBatch < 0 || a.StoreTimeout < 0 || a.ValidationCache < 0 || a.MaxBodySize < 0 || a.RevocationFeedInterval < 0 ||
+		a.SigningKeyRotation < 0 || a.JWTRevocationCheck < 0 ||
 		a.AuthorizationCodeLifetime < 0 || a.AccessTokenLifetime < 0 || a.RefreshTokenLifetime < 0 {
 		return errors.New("durations, sizes and counts must not be negative")
 	}
@@ -438,6 +487,14 @@ func (a *App) Start() error {
 			return err
 		}
 	}
+	if a.ring != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := a.ring.Start(ctx)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
 	a.purger.Start()
 	return nil
 }
@@ -448,6 +505,9 @@ func (a *App) Stop() error {
 	a.purger.Stop()
 	if a.follower != nil {
 		a.follower.Stop()
+	}
+	if a.ring != nil {
+		a.ring.Stop()
 	}
 	return nil
 }
@@ -493,6 +553,8 @@ func (a *App) newIssuer(subject, issuerFor func(*http.Request) string) (*issuer.
 		Observer:             a.metrics,
 		ScopeDescriptions:    a.ScopeDescriptions,
 		ConsentTemplate:      a.consent,
+		JWT:                  a.issuingRing(),
+		Audience:             a.Audience,
 
 		// Brute-force limits, shared by every handler of this app, and log
 		// redaction.
@@ -621,6 +683,10 @@ type Guard struct {
 	// KeepAuthorization passes the Authorization header upstream. Default:
 	// false, the header is removed so the token goes no further.
 	KeepAuthorization bool `json:"keep_authorization,omitempty"`
+	// Audience lists the audiences accepted in the "aud" of the app's JWT
+	// access tokens (RFC 9068 §4). Default: the app's audience, or its
+	// issuer identifier when that is not set either.
+	Audience []string `json:"audience,omitempty"`
 
 	v       *validator.Validator
 	logger  *zap.Logger
@@ -643,7 +709,12 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 		return err
 	}
 	g.metrics = app.metrics
+	sources, err := g.jwtSources(app)
+	if err != nil {
+		return err
+	}
 	g.v, err = validator.New(validator.Config{
+		Sources: sources,
 		Tokens:  app.tokens,
 		Hasher:  app.hasher,
 		Realm:   g.Realm,
@@ -683,6 +754,9 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	repl.Set("oauth2.client_id", tok.ClientID)
 	repl.Set("oauth2.scope", tok.Scope)
 	repl.Set("oauth2.subject", tok.Subject)
+	if grant.Claims != nil {
+		repl.Map(claimsProvider(grant.Claims))
+	}
 	if !g.KeepAuthorization {
 		r.Header.Del("Authorization")
 	}

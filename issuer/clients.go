@@ -59,6 +59,11 @@ type Client struct {
 	// LogoURI is an https URL of a logo shown on the consent page.
 	// Default: none.
 	LogoURI string
+	// Resources are the resource indicators (RFC 8707) the client may ask
+	// tokens for: absolute URIs without a fragment, which become the "aud"
+	// of its JWT access tokens. Default: none, every token gets the
+	// server's default audience.
+	Resources []string
 }
 
 // Public reports whether the client has no secret (RFC 6749 §2.1).
@@ -112,11 +117,17 @@ func newClient(id string, c *Client) (*client, error) {
 			Introspect:   c.Introspect,
 			Name:         c.Name,
 			LogoURI:      c.LogoURI,
+			Resources:    slices.Clone(c.Resources),
 		},
 		grants:    map[string]bool{},
 		scopes:    map[string]bool{},
 		redirects: map[string]bool{},
 		loopback:  map[string]bool{},
+	}
+	for _, res := range cl.Resources {
+		if !validResource(res) {
+			return nil, fmt.Errorf("resource %q must be an absolute URI without a fragment (RFC 8707 §2)", res)
+		}
 	}
 	if !cl.Public() {
 		if _, err := bcrypt.Cost(cl.SecretHash); err != nil {

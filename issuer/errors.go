@@ -17,6 +17,7 @@ const (
 	errCodeAccessDenied            = "access_denied"
 	errCodeUnsupportedResponseType = "unsupported_response_type"
 	errCodeTemporarilyUnavailable  = "temporarily_unavailable"
+	errCodeInvalidTarget           = "invalid_target" // RFC 8707 §2
 )
 
 // oauthError is an OAuth error response. Descriptions are fixed text: RFC
@@ -45,6 +46,10 @@ func errInvalidGrant(desc string) *oauthError {
 
 func errInvalidScope(desc string) *oauthError {
 	return &oauthError{http.StatusBadRequest, errCodeInvalidScope, desc}
+}
+
+func errInvalidTarget(desc string) *oauthError {
+	return &oauthError{http.StatusBadRequest, errCodeInvalidTarget, desc}
 }
 
 func errUnauthorizedClient(desc string) *oauthError {

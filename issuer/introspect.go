@@ -53,7 +53,10 @@ func (s *Server) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 // ever their own client. Anything else is answered like an unknown token,
 // so the endpoint does not tell which tokens exist.
 func (s *Server) introspect(r *http.Request, c *client, raw string) (*introspection, *oauthError) {
-	kind, ok := tokenKind(raw)
+	kind, key, ok, oerr := s.tokenKey(r, raw)
+	if oerr != nil {
+		return nil, oerr
+	}
 	if !ok {
 		return &introspection{}, nil
 	}
@@ -62,7 +65,7 @@ func (s *Server) introspect(r *http.Request, c *client, raw string) (*introspect
 		tokenType = "refresh_token"
 	}
 	ctx, cancel := s.storeCtx(r)
-	t, err := s.tokens.LookupToken(ctx, kind, s.hasher.Key(raw))
+	t, err := s.tokens.LookupToken(ctx, kind, key)
 	cancel()
 	if s.storeFailed("lookup token", err) {
 		return nil, errUnavailable

@@ -9,6 +9,7 @@ type metadata struct {
 	TokenEndpoint                              string   `json:"token_endpoint"`
 	RevocationEndpoint                         string   `json:"revocation_endpoint"`
 	IntrospectionEndpoint                      string   `json:"introspection_endpoint"`
+	JWKSURI                                    string   `json:"jwks_uri,omitempty"`
 	ScopesSupported                            []string `json:"scopes_supported,omitempty"`
 	ResponseTypesSupported                     []string `json:"response_types_supported"`
 	ResponseModesSupported                     []string `json:"response_modes_supported"`
@@ -26,12 +27,17 @@ func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
 		methodNotAllowed(w, http.MethodGet, http.MethodHead)
 		return
 	}
+	var jwks string
+	if s.ring != nil {
+		jwks = s.endpointURL(r, JWKSPath)
+	}
 	writeJSON(w, http.StatusOK, &metadata{
 		Issuer:                                     s.issuerFor(r),
 		AuthorizationEndpoint:                      s.endpointURL(r, AuthorizePath),
 		TokenEndpoint:                              s.endpointURL(r, TokenPath),
 		RevocationEndpoint:                         s.endpointURL(r, RevokePath),
 		IntrospectionEndpoint:                      s.endpointURL(r, IntrospectPath),
+		JWKSURI:                                    jwks,
 		ScopesSupported:                            s.scopesSupported,
 		ResponseTypesSupported:                     []string{"code"},
 		ResponseModesSupported:                     []string{"query"},

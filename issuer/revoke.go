@@ -44,11 +44,10 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 // the token's prefix, so token_type_hint is not needed (RFC 7009 §2.1
 // allows ignoring it).
 func (s *Server) revoke(r *http.Request, c *client, raw string) *oauthError {
-	kind, ok := tokenKind(raw)
-	if !ok {
-		return nil // RFC 7009 §2.2: an invalid token is no error.
+	kind, key, ok, oerr := s.tokenKey(r, raw)
+	if oerr != nil || !ok {
+		return oerr // RFC 7009 §2.2: an invalid token is no error.
 	}
-	key := s.hasher.Key(raw)
 	ctx, cancel := s.storeCtx(r)
 	t, err := s.tokens.LookupToken(ctx, kind, key)
 	cancel()
@@ -79,6 +78,24 @@ func (s *Server) revoke(r *http.Request, c *client, raw string) *oauthError {
 		ce.Write(zap.String("client_id", c.ID), zap.Stringer("kind", kind), zap.String("family", t.Family))
 	}
 	return nil
+}
+
+// tokenKey returns the kind and store key of a token: an opaque token's
+// kind comes from its prefix and its key is its hash; one of our JWT access
+// tokens, verified, is stored under the hash of its jti. ok is false for
+// anything else.
+func (s *Server) tokenKey(r *http.Request, raw string) (kind stores.Kind, key string, ok bool, oerr *oauthError) {
+	if kind, ok = tokenKind(raw); ok {
+		return kind, s.hasher.Key(raw), true, nil
+	}
+	ctx, cancel := s.storeCtx(r)
+	key, ok, err := s.jwtKey(ctx, raw)
+	cancel()
+	if err != nil {
+		s.storeFailed("load signing keys", err)
+		return 0, "", false, errKeysUnavailable
+	}
+	return stores.AccessToken, key, ok, nil
 }
 
 // tokenKind tells an access from a refresh token by its prefix; ok is false

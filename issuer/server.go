@@ -22,6 +22,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tokengate/caddy-oauth2/jwt"
 	"github.com/tokengate/caddy-oauth2/stores"
 	"github.com/tokengate/caddy-oauth2/token"
 )
@@ -33,6 +34,9 @@ const (
 	RevokePath     = "/oauth2/revoke"
 	IntrospectPath = "/oauth2/introspect"
 	MetadataPath   = "/.well-known/oauth-authorization-server"
+	// JWKSPath serves the public keys of JWT access tokens (RFC 7517), when
+	// Config.JWT is set.
+	JWKSPath = "/.well-known/jwks.json"
 )
 
 // Defaults for the zero values of Config.
@@ -115,6 +119,14 @@ type Config struct {
 	// Observer is told of issued tokens, errors and failed client
 	// authentications, for metrics. Default: none.
 	Observer Observer
+	// JWT, when set, makes access tokens JWTs (RFC 9068) signed by this
+	// ring, and serves its public keys at JWKSPath. Their "jti" is stored
+	// under its Hasher key like an opaque token, so introspection,
+	// revocation and rotation work alike. Default: nil, opaque tokens.
+	JWT *jwt.Ring
+	// Audience is the "aud" of JWT access tokens requested without a
+	// registered resource indicator. Default: the issuer identifier.
+	Audience string
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
 }
@@ -140,6 +152,8 @@ type Server struct {
 	log          *zap.Logger
 	obs          Observer
 	now          func() time.Time
+	ring         *jwt.Ring
+	audience     string
 
 	scopeDescriptions map[string]string
 	consentTemplate   *template.Template
@@ -179,6 +193,8 @@ func New(cfg Config) (*Server, error) {
 		log:          cfg.Logger,
 		obs:          cfg.Observer,
 		now:          cfg.Now,
+		ring:         cfg.JWT,
+		audience:     cfg.Audience,
 
 		scopeDescriptions: cfg.ScopeDescriptions,
 		consentTemplate:   cfg.ConsentTemplate,
@@ -272,6 +288,9 @@ func New(cfg Config) (*Server, error) {
 		RevokePath:     http.HandlerFunc(s.serveRevoke),
 		IntrospectPath: http.HandlerFunc(s.serveIntrospect),
 		MetadataPath:   http.HandlerFunc(s.serveMetadata),
+	}
+	if s.ring != nil {
+		s.handlers[JWKSPath] = http.HandlerFunc(s.serveJWKS)
 	}
 	return s, nil
 }

@@ -48,13 +48,17 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 				oerr = errUnauthorizedClient("the client may not use this grant type")
 				break
 			}
+			var aud []string
+			if aud, oerr = s.tokenAudience(r, c, form); oerr != nil {
+				break
+			}
 			switch grant {
 			case grantAuthorizationCode:
-				resp, oerr = s.grantAuthorizationCode(r, c, form)
+				resp, oerr = s.grantAuthorizationCode(r, c, form, aud)
 			case grantRefreshToken:
-				resp, oerr = s.grantRefreshToken(r, c, form)
+				resp, oerr = s.grantRefreshToken(r, c, form, aud)
 			case grantClientCredentials:
-				resp, oerr = s.grantClientCredentials(r, c, form)
+				resp, oerr = s.grantClientCredentials(r, c, form, aud)
 			}
 			if oerr == nil {
 				if ce := s.log.Check(zapcore.InfoLevel, "issued token"); ce != nil {
@@ -76,7 +80,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 }
 
 // grantAuthorizationCode redeems an authorization code (RFC 6749 §4.1.3).
-func (s *Server) grantAuthorizationCode(r *http.Request, c *client, form url.Values) (*tokenResponse, *oauthError) {
+func (s *Server) grantAuthorizationCode(r *http.Request, c *client, form url.Values, aud []string) (*tokenResponse, *oauthError) {
 	raw := form.Get("code")
 	if raw == "" {
 		return nil, errInvalidRequest("code is required")
@@ -143,11 +147,11 @@ func (s *Server) grantAuthorizationCode(r *http.Request, c *client, form url.Val
 	if !ok {
 		return nil, errInvalidGrant("none of the granted scope is still registered for the client")
 	}
-	return s.issue(r, c, code.Subject, scope, scope, code.Family, c.grants[grantRefreshToken])
+	return s.issue(r, c, code.Subject, scope, scope, code.Family, c.grants[grantRefreshToken], aud)
 }
 
 // grantRefreshToken rotates a refresh token (RFC 6749 §6).
-func (s *Server) grantRefreshToken(r *http.Request, c *client, form url.Values) (*tokenResponse, *oauthError) {
+func (s *Server) grantRefreshToken(r *http.Request, c *client, form url.Values, aud []string) (*tokenResponse, *oauthError) {
 	raw := form.Get("refresh_token")
 	if raw == "" {
 		return nil, errInvalidRequest("refresh_token is required")
@@ -208,7 +212,7 @@ func (s *Server) grantRefreshToken(r *http.Request, c *client, form url.Values) 
 		// token keeps the whole (current) grant.
 		scope = strings.Join(requested, " ")
 	}
-	return s.issue(r, c, old.Subject, scope, grant, old.Family, true)
+	return s.issue(r, c, old.Subject, scope, grant, old.Family, true, aud)
 }
 
 // checkRefresh checks a refresh token against the client refreshing it
@@ -253,7 +257,7 @@ func (c *client) currentScope(granted string) (scope string, ok bool) {
 
 // grantClientCredentials issues an access token to a confidential client
 // for itself (RFC 6749 §4.4).
-func (s *Server) grantClientCredentials(r *http.Request, c *client, form url.Values) (*tokenResponse, *oauthError) {
+func (s *Server) grantClientCredentials(r *http.Request, c *client, form url.Values, aud []string) (*tokenResponse, *oauthError) {
 	if c.Public() { // unreachable: New refuses the grant for public clients
 		return nil, errUnauthorizedClient("public clients cannot use client_credentials")
 	}
@@ -264,16 +268,26 @@ func (s *Server) grantClientCredentials(r *http.Request, c *client, form url.Val
 	// RFC 6749 §4.4.3: no refresh token.
 	// No family: nothing else is ever issued from this grant, so there is
 	// nothing to revoke together, and stores skip the family index.
-	return s.issue(r, c, "", scope, "", "", false)
+	return s.issue(r, c, "", scope, "", "", false, aud)
 }
 
 // issue mints an access token and, when withRefresh, a refresh token of the
-// same family, and stores both with one call.
-func (s *Server) issue(r *http.Request, c *client, subject, scope, refreshScope, family string, withRefresh bool) (*tokenResponse, *oauthError) {
+// same family, and stores both with one call. With a JWT ring the access
+// token is a JWT for aud, stored under its jti.
+func (s *Server) issue(r *http.Request, c *client, subject, scope, refreshScope, family string, withRefresh bool, aud []string) (*tokenResponse, *oauthError) {
 	now := s.now()
-	access, err := token.New(token.AccessPrefix)
-	if err != nil {
-		return nil, errUnavailable
+	var access, stored string
+	var err error
+	if s.ring != nil {
+		var oerr *oauthError
+		if access, stored, oerr = s.newJWT(r, c, subject, scope, aud); oerr != nil {
+			return nil, oerr
+		}
+	} else {
+		if access, err = token.New(token.AccessPrefix); err != nil {
+			return nil, errUnavailable
+		}
+		stored = access
 	}
 	resp := &tokenResponse{
 		AccessToken: access,
@@ -282,7 +296,7 @@ func (s *Server) issue(r *http.Request, c *client, subject, scope, refreshScope,
 		Scope:       scope,
 	}
 	records := []*stores.Token{{
-		Key: s.hasher.Key(access), Kind: stores.AccessToken, ClientID: c.ID, Subject: subject,
+		Key: s.hasher.Key(stored), Kind: stores.AccessToken, ClientID: c.ID, Subject: subject,
 		Scope: scope, Family: family, IssuedAt: now, ExpiresAt: now.Add(s.accessTTL),
 	}}
 	if withRefresh {

@@ -17,15 +17,16 @@ const TokenType = "at+jwt"
 
 // Claims are the claims of a JWT access token (RFC 9068 §2.2).
 type Claims struct {
-	Issuer    string           `json:"iss"`
-	Subject   string           `json:"sub"`
-	Audience  josejwt.Audience `json:"aud"`
-	ClientID  string           `json:"client_id"`
-	Scope     string           `json:"scope,omitempty"`
-	IssuedAt  int64            `json:"iat"`
-	NotBefore int64            `json:"nbf,omitempty"`
-	Expiry    int64            `json:"exp"`
-	ID        string           `json:"jti"`
+	Issuer   string           `json:"iss"`
+	Subject  string           `json:"sub"`
+	Audience josejwt.Audience `json:"aud"`
+	ClientID string           `json:"client_id"`
+	Scope    string           `json:"scope,omitempty"`
+	// Times are NumericDate: whole seconds, though a fraction is read.
+	IssuedAt  josejwt.NumericDate `json:"iat"`
+	NotBefore josejwt.NumericDate `json:"nbf,omitempty"`
+	Expiry    josejwt.NumericDate `json:"exp"`
+	ID        string              `json:"jti"`
 }
 
 // Sign returns c as a JWT signed with the ring's signing key.

@@ -1,0 +1,124 @@
+package issuer
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+
+	josejwt "github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/tokengate/caddy-oauth2/jwt"
+	"github.com/tokengate/caddy-oauth2/token"
+)
+
+// serveJWKS serves the public keys of JWT access tokens (RFC 7517 §5).
+func (s *Server) serveJWKS(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		methodNotAllowed(w, http.MethodGet, http.MethodHead)
+		return
+	}
+	set := s.ring.JWKS()
+	if set == nil {
+		writeError(w, errKeysUnavailable)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/jwk-set+json")
+	// Short, so that resource servers see a rotation soon; retired keys
+	// stay published long after, so a stale copy does no harm.
+	h.Set("Cache-Control", "public, max-age=300")
+	h.Set("X-Content-Type-Options", "nosniff")
+	_, _ = w.Write(set)
+}
+
+// errKeysUnavailable answers while the signing keys cannot be loaded from
+// the store.
+var errKeysUnavailable = &oauthError{http.StatusServiceUnavailable, errCodeTemporarilyUnavailable, "the signing keys are unavailable, try again later"}
+
+// validResource follows RFC 8707 §2: an absolute URI without a fragment.
+func validResource(res string) bool {
+	u, err := url.Parse(res)
+	return err == nil && u.IsAbs() && u.Fragment == "" && len(res) <= 2048 && !strings.Contains(res, "#")
+}
+
+// tokenAudience returns the "aud" of a JWT access token for the request's
+// resource parameters (RFC 8707 §2), each of which must be registered for
+// the client; without any, the default audience. It is nil for opaque
+// tokens, whose requests may name no resource.
+func (s *Server) tokenAudience(r *http.Request, c *client, form url.Values) ([]string, *oauthError) {
+	resources := form["resource"]
+	if s.ring == nil {
+		if len(resources) > 0 {
+			return nil, errInvalidTarget("this server issues no audience-restricted tokens")
+		}
+		return nil, nil
+	}
+	if len(resources) == 0 {
+		if s.audience != "" {
+			return []string{s.audience}, nil
+		}
+		return []string{s.issuerFor(r)}, nil
+	}
+	var aud []string
+	for _, res := range resources {
+		if !validResource(res) {
+			return nil, errInvalidTarget("resource must be an absolute URI without a fragment")
+		}
+		if !slices.Contains(c.Resources, res) {
+			return nil, errInvalidTarget("the resource is not registered for the client")
+		}
+		if !slices.Contains(aud, res) {
+			aud = append(aud, res)
+		}
+	}
+	return aud, nil
+}
+
+// newJWT signs an access token for the given grant. jti is the random
+// value stored (hashed) in place of an opaque token.
+func (s *Server) newJWT(r *http.Request, c *client, subject, scope string, aud []string) (raw, jti string, oerr *oauthError) {
+	jti = token.NewID()
+	now := s.now()
+	sub := subject
+	if sub == "" {
+		sub = c.ID // RFC 9068 §2.2: the client itself for client_credentials
+	}
+	raw, err := s.ring.Sign(&jwt.Claims{
+		Issuer:   s.issuerFor(r),
+		Subject:  sub,
+		Audience: aud,
+		ClientID: c.ID,
+		Scope:    scope,
+		IssuedAt: josejwt.NumericDate(now.Unix()),
+		Expiry:   josejwt.NumericDate(now.Add(s.accessTTL).Unix()),
+		ID:       jti,
+	})
+	if err != nil {
+		s.storeFailed("sign access token", err)
+		return "", "", errKeysUnavailable
+	}
+	return raw, jti, nil
+}
+
+// jwtKey returns the store key of one of our JWT access tokens, verified,
+// expired or not: its hashed jti. ok is false for anything else; err is set
+// when the keys could not be loaded to tell.
+func (s *Server) jwtKey(ctx context.Context, raw string) (key string, ok bool, err error) {
+	if s.ring == nil {
+		return "", false, nil
+	}
+	if _, looks := jwt.PeekIssuer(raw); !looks {
+		return "", false, nil
+	}
+	c, _, err := s.ring.Verify(ctx, raw)
+	if errors.Is(err, jwt.ErrInvalid) || err == nil && c.ID == "" {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	return s.hasher.Key(c.ID), true, nil
+}

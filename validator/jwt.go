@@ -1,0 +1,165 @@
+package validator
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/tokengate/caddy-oauth2/jwt"
+	"github.com/tokengate/caddy-oauth2/stores"
+	"github.com/tokengate/caddy-oauth2/token"
+)
+
+// JWTConfig configures the source of our own JWT access tokens.
+type JWTConfig struct {
+	// Ring holds the keys the tokens are verified with. Required.
+	Ring *jwt.Ring
+	// Issuer reports whether iss is one of our issuer identifiers.
+	// Required.
+	Issuer func(iss string) bool
+	// Audience reports whether an "aud" value is accepted: a token passes
+	// when its "aud" holds one (RFC 9068 §4). Required.
+	Audience func(aud string) bool
+	// Tokens is where the token's jti is looked up, hashed by Hasher, to
+	// tell whether it was revoked. It must answer from memory on the hot
+	// path (an in-process store, or a lookupcache fed by the revocation
+	// feed): the guarantee of how soon a revocation is refused is its own.
+	Tokens stores.TokenStore
+	Hasher *token.Hasher
+	// Leeway tolerates clocks this far apart for exp and nbf. Default: 30s.
+	Leeway time.Duration
+	// MaxEntries bounds the verified tokens kept in memory. Default: 100,000.
+	MaxEntries int
+	// Now is the clock. Default: time.Now.
+	Now func() time.Time
+}
+
+// JWTSource accepts our own JWT access tokens (RFC 9068): it checks the
+// signature, typ, iss, aud, exp and nbf locally, and remembers the result
+// for the token's life, so the signature is checked once per token and
+// process. Revocation still wins: every request asks Tokens whether the
+// jti was revoked, an answer from memory that revocations evict.
+type JWTSource struct {
+	cfg JWTConfig
+
+	mu       sync.RWMutex
+	verified map[[32]byte]verified
+}
+
+// verified is a token whose signature and claims passed.
+type verified struct {
+	key    string // the store key of its jti
+	claims map[string]any
+	exp    time.Time
+}
+
+// NewJWTSource checks cfg and returns a JWTSource.
+func NewJWTSource(cfg JWTConfig) (*JWTSource, error) {
+	if cfg.Ring == nil || cfg.Issuer == nil || cfg.Audience == nil || cfg.Tokens == nil || cfg.Hasher == nil {
+		return nil, errors.New("validator: a JWT source needs a ring, issuer and audience checks, a token store and a hasher")
+	}
+	if cfg.Leeway <= 0 {
+		cfg.Leeway = 30 * time.Second
+	}
+	if cfg.MaxEntries <= 0 {
+		cfg.MaxEntries = 100_000
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &JWTSource{cfg: cfg, verified: make(map[[32]byte]verified)}, nil
+}
+
+// Recognize reports whether raw is a JWT whose iss is ours. A token seen
+// before answers from memory.
+func (s *JWTSource) Recognize(raw string) bool {
+	d := sha256.Sum256([]byte(raw))
+	s.mu.RLock()
+	_, ok := s.verified[d]
+	s.mu.RUnlock()
+	if ok {
+		return true
+	}
+	iss, ok := jwt.PeekIssuer(raw)
+	return ok && s.cfg.Issuer(iss)
+}
+
+// Verify checks raw and whether its jti is still live.
+func (s *JWTSource) Verify(ctx context.Context, raw string) (Grant, error) {
+	d := sha256.Sum256([]byte(raw))
+	s.mu.RLock()
+	v, ok := s.verified[d]
+	s.mu.RUnlock()
+	now := s.cfg.Now()
+	if !ok {
+		var err error
+		if v, err = s.verify(ctx, raw, now); err != nil {
+			return Grant{}, err
+		}
+		s.remember(d, v, now)
+	} else if !now.Before(v.exp.Add(s.cfg.Leeway)) {
+		return Grant{}, fmt.Errorf("%w: expired", ErrInvalidToken)
+	}
+	// Revocation wins over the signature.
+	tok, err := s.cfg.Tokens.LookupToken(ctx, stores.AccessToken, v.key)
+	switch {
+	case errors.Is(err, stores.ErrNotFound):
+		return Grant{}, fmt.Errorf("%w: revoked", ErrInvalidToken)
+	case err != nil:
+		return Grant{}, err
+	}
+	return Grant{Token: tok, Claims: v.claims}, nil
+}
+
+// verify checks what a token says of itself.
+func (s *JWTSource) verify(ctx context.Context, raw string, now time.Time) (verified, error) {
+	c, all, err := s.cfg.Ring.Verify(ctx, raw)
+	if errors.Is(err, jwt.ErrInvalid) {
+		return verified{}, fmt.Errorf("%w: %v", ErrInvalidToken, err)
+	}
+	if err != nil {
+		return verified{}, err // no keys loaded: an outage
+	}
+	switch {
+	case !s.cfg.Issuer(c.Issuer):
+		return verified{}, fmt.Errorf("%w: issuer", ErrInvalidToken)
+	case !slices.ContainsFunc(c.Audience, s.cfg.Audience):
+		return verified{}, fmt.Errorf("%w: audience", ErrInvalidToken)
+	case c.ID == "" || c.Expiry == 0:
+		return verified{}, fmt.Errorf("%w: no jti or exp", ErrInvalidToken)
+	case !now.Before(c.Expiry.Time().Add(s.cfg.Leeway)):
+		return verified{}, fmt.Errorf("%w: expired", ErrInvalidToken)
+	case c.NotBefore != 0 && now.Add(s.cfg.Leeway).Before(c.NotBefore.Time()):
+		return verified{}, fmt.Errorf("%w: not yet valid", ErrInvalidToken)
+	}
+	return verified{key: s.cfg.Hasher.Key(c.ID), claims: all, exp: c.Expiry.Time()}, nil
+}
+
+// remember keeps a verified token until it expires; a full map first drops
+// the expired entries, then, if still full, a few at random.
+func (s *JWTSource) remember(d [32]byte, v verified, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.verified) >= s.cfg.MaxEntries {
+		for k, e := range s.verified {
+			if !now.Before(e.exp.Add(s.cfg.Leeway)) {
+				delete(s.verified, k)
+			}
+		}
+		n := 0
+		for k := range s.verified {
+			if len(s.verified) < s.cfg.MaxEntries || n == 16 {
+				break
+			}
+			delete(s.verified, k)
+			n++
+		}
+	}
+	s.verified[d] = v
+}
+
+var _ Source = (*JWTSource)(nil)
