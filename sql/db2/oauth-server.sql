@@ -1,4 +1,4 @@
--- caddy-oauth2 SQL store schema, version 2, for IBM Db2 for Linux, UNIX and Windows 11.1+.
+-- caddy-oauth2 SQL store schema, version 3, for IBM Db2 for Linux, UNIX and Windows 11.1+.
 --
 -- Apply once:  db2 -tvf oauth-server.sql (after db2 connect to DATABASE)
 -- or let the store do it with the create_schema option. Tables carry the
@@ -77,6 +77,17 @@ CREATE TABLE oauth_revoked_families (
 
 CREATE INDEX oauth_rf_exp_idx ON oauth_revoked_families (expires_at);
 
+-- JWT signing keys the gateways generate (access_token_format jwt without
+-- signing_key files), shared by every gateway. sealed is the private key,
+-- AES-256-GCM encrypted under a key derived from the token_secret, base64
+-- encoded. Added in version 3.
+CREATE TABLE oauth_signing_keys (
+  key_id VARCHAR(64 CODEUNITS32) NOT NULL PRIMARY KEY,
+  sealed VARCHAR(1024 CODEUNITS32) NOT NULL,
+  created_at BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL
+);
+
 CREATE TABLE oauth_purge_lease (
   name VARCHAR(64 CODEUNITS32) NOT NULL PRIMARY KEY,
   holder VARCHAR(128 CODEUNITS32) NOT NULL,
@@ -84,7 +95,7 @@ CREATE TABLE oauth_purge_lease (
 );
 
 INSERT INTO oauth_purge_lease (name, holder, lease_until) VALUES ('purge', 'none', 0);
-INSERT INTO oauth_schema_version (version) VALUES (2);
+INSERT INTO oauth_schema_version (version) VALUES (3);
 
 -- Revocation feed (any schema version): what each gateway revoked, for the
 -- others to evict from their validation caches within a second (README,

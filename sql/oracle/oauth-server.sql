@@ -1,4 +1,4 @@
--- caddy-oauth2 SQL store schema, version 2, for Oracle Database 12.2+.
+-- caddy-oauth2 SQL store schema, version 3, for Oracle Database 12.2+.
 --
 -- Apply once:  sqlplus USER/PASSWORD@SERVICE @oauth-server.sql
 -- or let the store do it with the create_schema option. Tables carry the
@@ -71,6 +71,17 @@ CREATE TABLE oauth_revoked_families (
 
 CREATE INDEX oauth_rf_exp_idx ON oauth_revoked_families (expires_at);
 
+-- JWT signing keys the gateways generate (access_token_format jwt without
+-- signing_key files), shared by every gateway. sealed is the private key,
+-- AES-256-GCM encrypted under a key derived from the token_secret, base64
+-- encoded. Added in version 3.
+CREATE TABLE oauth_signing_keys (
+  key_id VARCHAR2(64 CHAR) NOT NULL PRIMARY KEY,
+  sealed VARCHAR2(1024 CHAR) NOT NULL,
+  created_at NUMBER(19) NOT NULL,
+  expires_at NUMBER(19) NOT NULL
+);
+
 CREATE TABLE oauth_purge_lease (
   name VARCHAR2(64 CHAR) NOT NULL PRIMARY KEY,
   holder VARCHAR2(128 CHAR) NOT NULL,
@@ -78,7 +89,7 @@ CREATE TABLE oauth_purge_lease (
 );
 
 INSERT INTO oauth_purge_lease (name, holder, lease_until) VALUES ('purge', 'none', 0);
-INSERT INTO oauth_schema_version (version) VALUES (2);
+INSERT INTO oauth_schema_version (version) VALUES (3);
 COMMIT;
 
 -- Revocation feed (any schema version): what each gateway revoked, for the

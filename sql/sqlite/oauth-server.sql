@@ -1,4 +1,4 @@
--- caddy-oauth2 SQL store schema, version 2, for SQLite 3.24+.
+-- caddy-oauth2 SQL store schema, version 3, for SQLite 3.24+.
 --
 -- Apply once:  sqlite3 FILE < oauth-server.sql
 -- or let the store do it with the create_schema option. Tables carry the
@@ -71,6 +71,17 @@ CREATE TABLE oauth_revoked_families (
 
 CREATE INDEX oauth_rf_exp_idx ON oauth_revoked_families (expires_at);
 
+-- JWT signing keys the gateways generate (access_token_format jwt without
+-- signing_key files), shared by every gateway. sealed is the private key,
+-- AES-256-GCM encrypted under a key derived from the token_secret, base64
+-- encoded. Added in version 3.
+CREATE TABLE oauth_signing_keys (
+  key_id TEXT NOT NULL PRIMARY KEY,
+  sealed TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL
+);
+
 CREATE TABLE oauth_purge_lease (
   name TEXT NOT NULL PRIMARY KEY,
   holder TEXT NOT NULL,
@@ -78,7 +89,7 @@ CREATE TABLE oauth_purge_lease (
 );
 
 INSERT INTO oauth_purge_lease (name, holder, lease_until) VALUES ('purge', 'none', 0);
-INSERT INTO oauth_schema_version (version) VALUES (2);
+INSERT INTO oauth_schema_version (version) VALUES (3);
 
 -- Revocation feed (any schema version): what each gateway revoked, for the
 -- others to evict from their validation caches within a second (README,

@@ -17,6 +17,7 @@ var statementArgs = map[string]int{
 	"consumeRefresh": 2, "selectRefresh": 1, "revokeAccess": 1, "revokeRefresh": 1,
 	"familyAccess": 1, "familyRefresh": 1,
 	"markRevoked": 2, "checkRevoked": 2,
+	"insertKey": 4, "selectKeys": 1, "deleteKeys": 1,
 	"subjectFamilies": 2, "subjectCodes": 1, "subjectAccess": 1, "subjectRefresh": 1,
 	"clientFamilies": 2, "clientCodes": 1, "clientAccess": 1, "clientRefresh": 1,
 	"bothFamilies": 4, "bothCodes": 2, "bothAccess": 2, "bothRefresh": 2,

@@ -21,7 +21,7 @@ import (
 
 // SchemaVersion is the version of the bundled schema (sql/<dialect>/oauth-server.sql)
 // this store needs.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // DefaultTablePrefix is the prefix of the tables in the bundled schema files.
 const DefaultTablePrefix = "oauth_"
@@ -79,7 +79,7 @@ type Engine struct {
 }
 
 type tables struct {
-	version, codes, access, refresh, revoked, lease string
+	version, codes, access, refresh, revoked, lease, keys string
 }
 
 type statements struct {
@@ -94,6 +94,8 @@ type statements struct {
 	familyAccess, familyRefresh   string
 
 	markRevoked, checkRevoked string
+	// The JWT signing keys (version 3), see keys.go.
+	insertKey, selectKeys, deleteKeys string
 	// RevokeSubject's statements, by what they filter on (subject,
 	// client_id, both): the grant families to mark revoked, then the codes,
 	// access and refresh tokens to delete.
@@ -280,6 +282,7 @@ func NewEngine(db *sql.DB, dialectName string, opts Options) (*Engine, error) {
 		refresh: p + "refresh_tokens",
 		revoked: p + "revoked_families",
 		lease:   p + "purge_lease",
+		keys:    p + "signing_keys",
 	}
 	e.q = buildStatements(d, e.tables, opts.LeaseDuration)
 	return e, nil
@@ -317,6 +320,10 @@ func buildStatements(d *dialect, t tables, lease time.Duration) statements {
 
 		markRevoked:  r(d.markRevoked(t.revoked)),
 		checkRevoked: r("SELECT COUNT(*) FROM " + t.revoked + " WHERE family = ? AND expires_at > ?"),
+
+		insertKey:  r("INSERT INTO " + t.keys + " (key_id, sealed, created_at, expires_at) VALUES (?, ?, ?, ?)"),
+		selectKeys: r("SELECT key_id, sealed, created_at, expires_at FROM " + t.keys + " WHERE expires_at > ?"),
+		deleteKeys: r("DELETE FROM " + t.keys + " WHERE expires_at <= ?"),
 	}
 	st.subjectFamilies, st.subjectCodes, st.subjectAccess, st.subjectRefresh = ownerQueries(r, t, "subject = ?")
 	st.clientFamilies, st.clientCodes, st.clientAccess, st.clientRefresh = ownerQueries(r, t, "client_id = ?")
@@ -389,21 +396,22 @@ func (e *Engine) Start(ctx context.Context) error {
 		return fmt.Errorf("sql store (%s): schema table %s not readable (%v): create the tables by running %s%s, or set create_schema",
 			e.d.name, e.tables.version, err, e.SchemaFile(), e.prefixNote())
 	}
-	if v == 1 && e.opts.CreateSchema {
-		if err := e.upgrade(ctx); err != nil {
+	if (v == 1 || v == 2) && e.opts.CreateSchema {
+		from := v
+		if err := e.upgrade(ctx, from); err != nil {
 			// Another gateway may have upgraded it meanwhile.
 			if v, _, _ = e.schemaVersion(ctx); v != SchemaVersion {
-				return fmt.Errorf("sql store (%s): create_schema: upgrading schema version 1 to %d: %w", e.d.name, SchemaVersion, err)
+				return fmt.Errorf("sql store (%s): create_schema: upgrading schema version %d to %d: %w", e.d.name, from, SchemaVersion, err)
 			}
 		} else {
 			v = SchemaVersion
 		}
 	}
 	switch {
-	case v == 1:
-		stmts, _ := e.upgradeStatements()
-		return fmt.Errorf("sql store (%s): schema version 1 in %s is older than %d: run\n%s;\nor set create_schema",
-			e.d.name, e.tables.version, SchemaVersion, strings.Join(stmts, ";\n"))
+	case v == 1 || v == 2:
+		stmts, _ := e.upgradeStatements(v)
+		return fmt.Errorf("sql store (%s): schema version %d in %s is older than %d: run\n%s;\nor set create_schema",
+			e.d.name, v, e.tables.version, SchemaVersion, strings.Join(stmts, ";\n"))
 	case v < SchemaVersion:
 		return fmt.Errorf("sql store (%s): schema version %d in %s is older than %d: apply %s%s",
 			e.d.name, v, e.tables.version, SchemaVersion, e.SchemaFile(), e.prefixNote())
@@ -529,17 +537,18 @@ func (e *Engine) applySchema(ctx context.Context) error {
 	return nil
 }
 
-// upgradeStatements returns the statements that take a version 1 schema to
-// version 2: the revoked-families table and index of the bundled schema,
-// then the new version row.
-func (e *Engine) upgradeStatements() ([]string, error) {
+// upgradeStatements returns the statements that take a version 1 or 2
+// schema to the current version: from version 1 the revoked-families table
+// and index and the subject and client_id indexes of version 2, from either
+// the signing-keys table of version 3, then the new version row.
+func (e *Engine) upgradeStatements(from int) ([]string, error) {
 	stmts, err := Schema(e.d.name, e.opts.TablePrefix)
 	if err != nil {
 		return nil, err
 	}
 	var out []string
 	for _, s := range stmts {
-		if strings.Contains(s, e.tables.revoked) || ownerIndex(s) {
+		if from < 2 && (strings.Contains(s, e.tables.revoked) || ownerIndex(s)) || strings.Contains(s, e.tables.keys) {
 			out = append(out, s)
 		}
 	}
@@ -554,8 +563,8 @@ func ownerIndex(stmt string) bool {
 
 // upgrade applies upgradeStatements. DDL is not transactional everywhere:
 // a table left by an upgrade that failed half way is kept.
-func (e *Engine) upgrade(ctx context.Context) error {
-	stmts, err := e.upgradeStatements()
+func (e *Engine) upgrade(ctx context.Context, from int) error {
+	stmts, err := e.upgradeStatements(from)
 	if err != nil {
 		return err
 	}
@@ -565,8 +574,9 @@ func (e *Engine) upgrade(ctx context.Context) error {
 	// (without it the admin revoke scans the table, nothing breaks).
 	var probe int64
 	resumed := e.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+e.tables.revoked+" WHERE expires_at < 0").Scan(&probe) == nil
+	keysResumed := e.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+e.tables.keys+" WHERE expires_at < 0").Scan(&probe) == nil
 	for _, s := range stmts {
-		if resumed && strings.Contains(s, e.tables.revoked) {
+		if resumed && strings.Contains(s, e.tables.revoked) || keysResumed && strings.Contains(s, e.tables.keys) {
 			continue
 		}
 		if _, err := e.db.ExecContext(ctx, s); err != nil && !ownerIndex(s) {

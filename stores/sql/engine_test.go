@@ -343,7 +343,7 @@ func TestStartSchemaChecks(t *testing.T) {
 	}
 }
 
-// TestSchemaUpgrade takes a version 1 schema to version 2: without
+// TestSchemaUpgrade takes a version 1 schema to version 3: without
 // create_schema Start names the statements to run, with it Start runs them,
 // on SQLite and every configured server.
 func TestSchemaUpgrade(t *testing.T) {
@@ -352,7 +352,7 @@ func TestSchemaUpgrade(t *testing.T) {
 		e := fresh(t, Options{})
 		downgrade := func() {
 			t.Helper()
-			stmts := []string{"DROP TABLE " + e.tables.revoked}
+			stmts := []string{"DROP TABLE " + e.tables.revoked, "DROP TABLE " + e.tables.keys}
 			// Version 1 had no subject and client_id indexes either.
 			for _, idx := range [][2]string{{"codes_sub_idx", e.tables.codes}, {"codes_cli_idx", e.tables.codes},
 				{"at_sub_idx", e.tables.access}, {"at_cli_idx", e.tables.access},
@@ -367,7 +367,7 @@ func TestSchemaUpgrade(t *testing.T) {
 				"DELETE FROM "+e.tables.version,
 				"INSERT INTO "+e.tables.version+" (version) VALUES (1)",
 			) {
-				if i > 0 && i < len(stmts) {
+				if i > 1 && i < len(stmts) {
 					// A database created by an earlier build may lack them.
 					_, _ = e.db.ExecContext(ctx, s)
 					continue
@@ -382,7 +382,8 @@ func TestSchemaUpgrade(t *testing.T) {
 		err := plain.Start(ctx)
 		if err == nil || !strings.Contains(err.Error(), "CREATE TABLE oauth_revoked_families") ||
 			!strings.Contains(err.Error(), "CREATE INDEX oauth_at_sub_idx ON oauth_access_tokens (subject)") ||
-			!strings.Contains(err.Error(), "INSERT INTO oauth_schema_version (version) VALUES (2)") {
+			!strings.Contains(err.Error(), "CREATE TABLE oauth_signing_keys") ||
+			!strings.Contains(err.Error(), "INSERT INTO oauth_schema_version (version) VALUES (3)") {
 			t.Fatalf("Start on a version 1 schema: %v; want the statements to run", err)
 		}
 		t.Logf("%s: %v", dialect, err)
@@ -401,11 +402,29 @@ func TestSchemaUpgrade(t *testing.T) {
 			t.Fatalf("insert into a revoked family after upgrade: %v", err)
 		}
 		// A half-done upgrade (table created, version not raised) completes.
-		if _, err := e.db.ExecContext(ctx, "DELETE FROM "+e.tables.version+" WHERE version = 2"); err != nil {
+		if _, err := e.db.ExecContext(ctx, "DELETE FROM "+e.tables.version+" WHERE version = 3"); err != nil {
 			t.Fatal(err)
 		}
 		if err := up.Start(ctx); err != nil {
 			t.Fatalf("Start after a half-done upgrade: %v", err)
+		}
+		// Version 2 to 3: only the signing-keys table is added.
+		for _, s := range []string{"DROP TABLE " + e.tables.keys, "DELETE FROM " + e.tables.version,
+			"INSERT INTO " + e.tables.version + " (version) VALUES (2)"} {
+			if _, err := e.db.ExecContext(ctx, s); err != nil {
+				t.Fatalf("%s: %v", s, err)
+			}
+		}
+		err = plain.Start(ctx)
+		if err == nil || !strings.Contains(err.Error(), "schema version 2") || !strings.Contains(err.Error(), "CREATE TABLE oauth_signing_keys") ||
+			strings.Contains(err.Error(), "oauth_revoked_families") {
+			t.Fatalf("Start on a version 2 schema: %v; want the signing-keys statements only", err)
+		}
+		if err := up.Start(ctx); err != nil {
+			t.Fatalf("Start with create_schema on a version 2 schema: %v", err)
+		}
+		if err := up.StartKeys(ctx); err != nil {
+			t.Fatalf("StartKeys after the upgrade to version 3: %v", err)
 		}
 	})
 }
