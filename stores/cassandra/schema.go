@@ -23,10 +23,11 @@ import (
 //   - revoked_families: revoked grant families (partition = family), one
 //     row per revocation clustered by its end, so a later, shorter
 //     revocation never shortens an earlier one.
+//   - signing_keys: the generated JWT signing keys, sealed, see keys.go.
 //
 // The statements are those of sql/cassandra/oauth-server.cql, which names
 // keyspace oauth.
-var schemaTables = []string{"codes", "tokens", "tokens_by_family", "consumed", "revoked_families"}
+var schemaTables = []string{"codes", "tokens", "tokens_by_family", "consumed", "revoked_families", "signing_keys"}
 
 // legacyIndexes turns the storage-attached indexes of the schema into
 // classic secondary indexes, for clusters older than Cassandra 5.0.
