@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/go-jose/go-jose/v4"
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
@@ -32,6 +33,9 @@ import (
 	jwxjwt "github.com/lestrrat-go/jwx/v3/jwt"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/tokengate/caddy-oauth2/stores"
+	"github.com/tokengate/caddy-oauth2/stores/cache"
 )
 
 const (
@@ -434,4 +438,50 @@ func TestJWTKeyFilesAndRotation(t *testing.T) {
 	// Dropping the old key retires its tokens.
 	startJWTCaddy(t, jwtConfig(up.URL, "signing_key "+ecFile))
 	wantGuard(t, "key withdrawn", "/", old, http.StatusUnauthorized)
+}
+
+// keylessStore is a store without the stores.KeyStore capability.
+type keylessStore struct{ stores.Store }
+
+func (keylessStore) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "oauth2.stores.keyless_test", New: func() caddy.Module {
+		e, err := cache.New(cache.Config{MaxMemoryMB: 16, Shards: 16})
+		if err != nil {
+			panic(err)
+		}
+		return keylessStore{e}
+	}}
+}
+
+func init() { caddy.RegisterModule(keylessStore{}) }
+
+// TestJWTNeedsKeyStore: generated keys need a store that can keep them; one
+// that cannot fails the configuration with a clear error.
+func TestJWTNeedsKeyStore(t *testing.T) {
+	cfg := `{"apps":{"oauth2":{"access_token_format":"jwt","access_token_store":{"driver":"keyless_test"},
+		"clients":[{"id":"svc","secret_hash":"` + secretHash + `","grant_types":["client_credentials"],"scopes":["read"]}]}}}`
+	err := caddy.Validate(&caddy.Config{AppsRaw: caddy.ModuleMap{"oauth2": json.RawMessage(mustField(t, cfg))}})
+	if err == nil || !strings.Contains(err.Error(), "cannot keep signing keys") {
+		t.Fatalf("a keyless store with generated keys: %v", err)
+	}
+	// With a key file, the same store is fine.
+	dir := t.TempDir()
+	_, ed, _ := ed25519.GenerateKey(rand.Reader)
+	file := writeKey(t, dir, "k.pem", ed)
+	withFile := strings.Replace(cfg, `"access_token_format":"jwt",`, `"access_token_format":"jwt","signing_keys":["`+file+`"],`, 1)
+	if err := caddy.Validate(&caddy.Config{AppsRaw: caddy.ModuleMap{"oauth2": json.RawMessage(mustField(t, withFile))}}); err != nil {
+		t.Fatalf("a keyless store with a key file: %v", err)
+	}
+}
+
+// mustField returns apps.oauth2 of a JSON config.
+func mustField(t *testing.T, cfg string) []byte {
+	t.Helper()
+	var c struct {
+		Apps map[string]json.RawMessage `json:"apps"`
+	}
+	if err := json.Unmarshal([]byte(cfg), &c); err != nil {
+		t.Fatal(err)
+	}
+	return c.Apps["oauth2"]
 }
