@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,6 +74,9 @@ type snapshot struct {
 	signer  jose.Signer
 	keys    map[string]*Key
 	jwks    []byte
+	// headers are the protected-header segments our signers produce, one
+	// per key: a token starting with one claims to be ours.
+	headers map[string]bool
 }
 
 // ErrNoKey reports a stored ring that has not loaded its keys yet (its
@@ -126,16 +130,48 @@ func newSnapshot(signing *Key, keys []*Key) (*snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jwt: signer: %v", err)
 	}
-	s := &snapshot{signing: signing, signer: signer, keys: make(map[string]*Key, len(keys))}
+	s := &snapshot{signing: signing, signer: signer, keys: make(map[string]*Key, len(keys)), headers: map[string]bool{}}
 	set := jose.JSONWebKeySet{}
 	for _, k := range keys {
 		s.keys[k.ID] = k
+		if k.Private != nil {
+			if h, err := headerSegment(k); err == nil {
+				s.headers[h] = true
+			}
+		}
 		set.Keys = append(set.Keys, jose.JSONWebKey{Key: k.Public, KeyID: k.ID, Algorithm: string(k.Alg), Use: "sig"})
 	}
 	if s.jwks, err = json.Marshal(set); err != nil {
 		return nil, fmt.Errorf("jwt: jwks: %v", err)
 	}
 	return s, nil
+}
+
+// headerSegment is the first segment of the tokens k signs.
+func headerSegment(k *Key) (string, error) {
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: k.Alg, Key: jose.JSONWebKey{Key: k.Private, KeyID: k.ID}},
+		(&jose.SignerOptions{}).WithType(TokenType))
+	if err != nil {
+		return "", err
+	}
+	jws, err := signer.Sign([]byte("{}"))
+	if err != nil {
+		return "", err
+	}
+	compact, err := jws.CompactSerialize()
+	if err != nil {
+		return "", err
+	}
+	h, _, _ := strings.Cut(compact, ".")
+	return h, nil
+}
+
+// OwnsHeader reports, from a map lookup, whether seg is the protected
+// header our keys sign with: a cheap way to recognise our own tokens. A
+// token it does not know may still be ours (PeekIssuer tells).
+func (r *Ring) OwnsHeader(seg string) bool {
+	s := r.snap.Load()
+	return s != nil && s.headers[seg]
 }
 
 // JWKS returns the published keys as a JSON Web Key Set (RFC 7517 §5), nil
