@@ -7,7 +7,9 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
@@ -100,4 +102,53 @@ func sameErrorEveryRun(t *testing.T, app, want string) {
 		}
 	}
 	t.Log(first)
+}
+
+func TestUnmarshalJWTOptions(t *testing.T) {
+	var a App
+	err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser(`oauth2 {
+		access_token_format jwt
+		audience https://api.example
+		signing_key /keys/new.pem
+		signing_key /keys/old.pem
+		signing_key_rotation 240h
+		jwt_revocation_check 10s
+		client svc {
+			secret_hash ` + secretHash + `
+			grant_types client_credentials
+			resources https://orders.example https://billing.example
+		}
+	}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.AccessTokenFormat != "jwt" || a.Audience != "https://api.example" ||
+		!reflect.DeepEqual(a.SigningKeys, []string{"/keys/new.pem", "/keys/old.pem"}) ||
+		a.SigningKeyRotation != caddy.Duration(240*time.Hour) || a.JWTRevocationCheck != caddy.Duration(10*time.Second) ||
+		!reflect.DeepEqual(a.Clients[0].Resources, []string{"https://orders.example", "https://billing.example"}) {
+		t.Errorf("parsed %+v %+v", a, a.Clients[0])
+	}
+	var g Guard
+	if err := g.UnmarshalCaddyfile(caddyfile.NewTestDispenser("oauth2_guard read {\n audience https://a.example https://b.example\n}")); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(g.Audience, []string{"https://a.example", "https://b.example"}) {
+		t.Errorf("guard audience %v", g.Audience)
+	}
+	for input, want := range map[string]string{
+		"oauth2 {\n access_token_format paseto\n}":                         `access_token_format: want opaque or jwt, got "paseto", at Testfile:2`,
+		"oauth2 {\n access_token_format jwt\n access_token_format jwt\n}":  `duplicate subdirective "access_token_format", at Testfile:3`,
+		"oauth2 {\n signing_key\n}":                                        "Testfile:2",
+		"oauth2 {\n signing_key_rotation 10s\n}":                           "signing_key_rotation: 10s must be at least 1m0s, at Testfile:2",
+		"oauth2 {\n client a {\n  resources https://x.example#frag\n }\n}": "must be an absolute URI without a fragment",
+		"oauth2 {\n client a {\n  resources /relative\n }\n}":              "must be an absolute URI without a fragment",
+	} {
+		err := new(App).UnmarshalCaddyfile(caddyfile.NewTestDispenser(input))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", input, err, want)
+		}
+	}
+	if err := new(Guard).UnmarshalCaddyfile(caddyfile.NewTestDispenser("oauth2_guard {\n audience\n}")); err == nil {
+		t.Error("an empty guard audience was accepted")
+	}
 }
