@@ -6,7 +6,7 @@
 #
 #   bench/run.sh                         # every scenario
 #   bench/run.sh guard issuance          # some of them
-#   scenarios: guard issuance introspection purge memory bruteforce micro fleet
+#   scenarios: guard issuance introspection purge memory bruteforce micro fleet jwt
 #
 # It builds Caddy with the plugin and the helpers under bench/, builds Hydra
 # once into $BENCH_CACHE (a throwaway module outside the repository), installs
@@ -216,10 +216,11 @@ need_store() {
 	esac
 }
 
-# caddyfile STORE VC [PURGE_EVERY] [PREFIX] [ADMIN]: the auth server, a plain
-# and a guarded route to the same upstream.
+# caddyfile STORE VC [PURGE_EVERY] [PREFIX] [ADMIN] [FORMAT]: the auth server, a
+# plain and a guarded route to the same upstream; FORMAT is the
+# access_token_format (default opaque).
 caddyfile() {
-	local store=$1 vc=$2 purge=${3:-1h} prefix=${4:-bench_} admin=${5:-$ADMIN}
+	local store=$1 vc=$2 purge=${3:-1h} prefix=${4:-bench_} admin=${5:-$ADMIN} format=${6:-opaque}
 	cat <<EOF
 {
 	admin $admin
@@ -233,6 +234,7 @@ caddyfile() {
 		$(store_block "$store" "$prefix")
 		authorization_code_store cache
 		purge_every $purge
+		access_token_format $format
 		$([[ $vc == 0 ]] || echo "validation_cache 5s")
 		client $CLIENT {
 			secret_hash $SECRET_HASH
@@ -393,6 +395,35 @@ scenario_guard() {
 			fi
 			stop "$CADDY_PID"
 		done
+	done
+}
+
+# ---- scenario: the guard with our own JWT access tokens ---------------------------
+
+# scenario_jwt: plain against guarded with JWT access tokens
+# (access_token_format jwt, generated keys in the store), on each store: the
+# guard checks the signature once per token, then only the jti against the
+# validation cache the JWT format turns on, so no request reads the store.
+scenario_jwt() {
+	start_upstream || { say "upstream did not start"; return 1; }
+	local store tok rates q
+	for store in $STORES; do
+		need_store "$store" || { ratio "guard jwt $store: skipped (backend unavailable)"; continue; }
+		say "guard: jwt $store"
+		start_caddy "jwt-$store" "$(caddyfile "$store" 0 1h bench_ "$ADMIN" jwt)" ||
+			{ ratio "guard jwt $store: Caddy did not start (see $run/jwt-$store.log)"; continue; }
+		tok=$(our_token)
+		if [[ -z $tok || $tok == null || $tok != *.*.* ]] ||
+			[[ $(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $tok" "http://$GUARDED/") != 200 ]]; then
+			ratio "guard jwt $store: no working JWT (see $run/jwt-$store.log)"
+			stop "$CADDY_PID"
+			continue
+		fi
+		rates=$(BENCH_METHOD=GET BENCH_BODY= BENCH_AUTH="Bearer $tok" \
+			compare guard-jwt "$store" plain "http://$PLAIN/" guarded "http://$GUARDED/")
+		q=$(div "${rates#* }" "${rates%% *}")
+		ratio "guard jwt $store: guarded/plain = $q (goal >= 0.97: $(verdict "$q" 0.97 '>='))"
+		stop "$CADDY_PID"
 	done
 }
 
@@ -890,7 +921,7 @@ machine() {
 
 main() {
 	local scenarios=("$@") s
-	((${#scenarios[@]})) || scenarios=(guard issuance introspection purge memory bruteforce micro fleet)
+	((${#scenarios[@]})) || scenarios=(guard issuance introspection purge memory bruteforce micro fleet jwt)
 	for s in "${scenarios[@]}"; do
 		declare -F "scenario_$s" >/dev/null || { say "unknown scenario $s"; exit 2; }
 	done
