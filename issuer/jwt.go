@@ -47,13 +47,12 @@ func validResource(res string) bool {
 // tokenAudience returns the "aud" of a JWT access token for the request's
 // resource parameters (RFC 8707 §2), each of which must be registered for
 // the client; without any, the default audience. It is nil for opaque
-// tokens, whose requests may name no resource.
+// tokens.
 func (s *Server) tokenAudience(r *http.Request, c *client, form url.Values) ([]string, *oauthError) {
 	resources := form["resource"]
 	if s.ring == nil {
-		if len(resources) > 0 {
-			return nil, errInvalidTarget("this server issues no audience-restricted tokens")
-		}
+		// Opaque tokens carry no audience; the parameter is ignored, as it
+		// was before JWTs existed.
 		return nil, nil
 	}
 	if len(resources) == 0 {
