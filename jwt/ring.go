@@ -92,6 +92,8 @@ func NewRing(cfg RingConfig) (*Ring, error) {
 	if cfg.Refresh <= 0 {
 		cfg.Refresh = DefaultRefresh
 	}
+	// Every gateway must read a new key before it signs (see refresh).
+	cfg.Refresh = min(cfg.Refresh, cfg.Rotation/4)
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
@@ -192,10 +194,11 @@ func (r *Ring) SigningKeyID() string {
 	return ""
 }
 
-// Refresh reads the store's keys, makes a new one when none is younger
-// than the rotation period, and replaces the snapshot. The newest key
-// signs, so gateways that rotate at once agree after their next refresh;
-// older keys stay published until the tokens they signed have expired.
+// Refresh reads the store's keys, makes a new one when the newest is about
+// to reach the rotation period, and replaces the snapshot. The newest key
+// that every gateway has had time to read signs (the newest of all when
+// none has), so gateways agree after their next refresh; older keys stay
+// published until the tokens they signed have expired.
 // A ring of configured keys has nothing to refresh.
 func (r *Ring) Refresh(ctx context.Context) error {
 	if !r.Stored() {
@@ -226,7 +229,7 @@ func (r *Ring) refresh(ctx context.Context) error {
 		}
 		keys = append(keys, k)
 	}
-	newest := func() *Key {
+	newest := func(keys []*Key) *Key {
 		if len(keys) == 0 {
 			return nil
 		}
@@ -241,7 +244,11 @@ func (r *Ring) refresh(ctx context.Context) error {
 			return -1
 		})
 	}
-	if n := newest(); n == nil || now.Sub(n.CreatedAt) >= r.cfg.Rotation {
+	// A new key is made a little before the rotation is due and signs only
+	// once it is publishDelay old: by then every gateway has reread the
+	// store (it does every Refresh) and verifies and publishes it.
+	publishDelay := 2 * r.cfg.Refresh
+	if n := newest(keys); n == nil || now.Sub(n.CreatedAt) >= r.cfg.Rotation-publishDelay {
 		k, err := Generate(now)
 		if err != nil {
 			return fmt.Errorf("jwt: generating a signing key: %v", err)
@@ -261,7 +268,19 @@ func (r *Ring) refresh(ctx context.Context) error {
 		r.cfg.Logger.Info("generated a new JWT signing key", zap.String("kid", k.ID))
 		keys = append(keys, k)
 	}
-	snap, err := newSnapshot(newest(), keys)
+	// The newest key every gateway has had time to read signs; the newest
+	// of all when none is that old (a new store: there is no other).
+	var read []*Key
+	for _, k := range keys {
+		if now.Sub(k.CreatedAt) >= publishDelay {
+			read = append(read, k)
+		}
+	}
+	signing := newest(read)
+	if signing == nil {
+		signing = newest(keys)
+	}
+	snap, err := newSnapshot(signing, keys)
 	if err != nil {
 		return err
 	}

@@ -136,23 +136,38 @@ func TestStoredRingSharesAndRotates(t *testing.T) {
 	}
 	first := a.SigningKeyID()
 
-	clk.add(25 * time.Hour)
+	// Shortly before the rotation is due, a new key is made and published,
+	// but the old one signs until every gateway has read the new one.
+	clk.add(24*time.Hour - time.Minute)
+	if err := a.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(store.keys) != 2 || a.SigningKeyID() != first {
+		t.Fatalf("before the rotation: %d keys, signing %s; want a second key published and %s signing", len(store.keys), a.SigningKeyID(), first)
+	}
+	if err := b.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ids := jwksIDs(t, b); len(ids) != 2 || b.SigningKeyID() != first {
+		t.Fatalf("b publishes %v and signs with %s, want both keys and %s", ids, b.SigningKeyID(), first)
+	}
+	clk.add(2 * time.Minute)
 	if err := a.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if a.SigningKeyID() == first || len(store.keys) != 2 {
 		t.Fatalf("no rotation after the period: %s, %d keys", a.SigningKeyID(), len(store.keys))
 	}
-	// b learns the new key from a token signed with it (unknown kid).
 	fresh := sign(t, a, clk)
+	before := store.reads
 	if _, _, err := b.Verify(ctx, fresh); err != nil {
 		t.Fatalf("b verifies a token of the rotated key: %v", err)
 	}
+	if store.reads != before {
+		t.Fatal("b had to read the store for a key it should have known")
+	}
 	if _, _, err := b.Verify(ctx, old); err != nil {
 		t.Fatalf("the retired key no longer verifies: %v", err)
-	}
-	if ids := jwksIDs(t, b); len(ids) != 2 {
-		t.Fatalf("JWKS after rotation = %v, want both keys", ids)
 	}
 	// Past its ExpiresAt (two rotations and a token's life), the store
 	// drops the old key and the rings stop publishing it.
