@@ -485,3 +485,29 @@ func mustField(t *testing.T, cfg string) []byte {
 	}
 	return c.Apps["oauth2"]
 }
+
+// TestJWTDerivedIssuer: without issuer and audience options, the issuer is
+// the site's address, the audience defaults to it, and the guard accepts
+// exactly that.
+func TestJWTDerivedIssuer(t *testing.T) {
+	up := newUpstream(t)
+	cfg := jwtConfig(up.URL, "")
+	cfg = strings.Replace(cfg, "issuer "+jwtAuthBase+"\n", "", 1)
+	cfg = strings.Replace(cfg, "audience "+jwtAudience+"\n", "", 1)
+	if strings.Contains(cfg, "issuer ") || strings.Contains(cfg, "audience "+jwtAudience) {
+		t.Fatal("the config still names an issuer or audience")
+	}
+	startJWTCaddy(t, cfg)
+	tok, err := jwtCC("read").Token(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := decodeSegment(t, tok.AccessToken, 1)
+	if claims["iss"] != jwtAuthBase || claims["aud"] != jwtAuthBase {
+		t.Fatalf("iss %v, aud %v; want both %s", claims["iss"], claims["aud"], jwtAuthBase)
+	}
+	verifyIndependently(t, tok.AccessToken, "svc", jwtAuthBase)
+	wantGuard(t, "derived issuer and audience", "/", tok.AccessToken, http.StatusOK)
+	up.last(t)
+	wantGuard(t, "another audience", "/orders", tok.AccessToken, http.StatusUnauthorized)
+}
