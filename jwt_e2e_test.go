@@ -511,3 +511,43 @@ func TestJWTDerivedIssuer(t *testing.T) {
 	up.last(t)
 	wantGuard(t, "another audience", "/orders", tok.AccessToken, http.StatusUnauthorized)
 }
+
+// TestJWTStoreOutage: with generated keys in a store that is down, the
+// token endpoint and the JWKS answer 503, and so does the guard for a token
+// claiming to be ours: never a pass, never a 500.
+func TestJWTStoreOutage(t *testing.T) {
+	up := newUpstream(t)
+	startJWTCaddy(t, jwtConfig(up.URL, `
+		store_timeout 1s
+		access_token_store sql {
+			dialect mysql
+			dsn "oauth2:oauth2@tcp(127.0.0.1:20497)/nowhere"
+		}`))
+	st, body := jwtPost(t, "/oauth2/token", url.Values{"grant_type": {"client_credentials"}})
+	if st != 503 || body["error"] != "temporarily_unavailable" {
+		t.Fatalf("token endpoint during an outage: %d %v", st, body)
+	}
+	if resp, body := get(t, nil, jwtAuthBase+"/.well-known/jwks.json", ""); resp.StatusCode != 503 {
+		t.Fatalf("JWKS during an outage: %d %s", resp.StatusCode, body)
+	}
+	// A token claiming to be ours, signed by a key the gateway cannot look up.
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: jose.JSONWebKey{Key: priv, KeyID: "some-kid"}},
+		(&jose.SignerOptions{}).WithType("at+jwt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := josejwt.Signed(signer).Claims(map[string]any{"iss": jwtAuthBase, "aud": jwtAudience, "jti": "x",
+		"exp": time.Now().Add(time.Hour).Unix()}).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := get(t, nil, jwtAPIBase+"/", raw); resp.StatusCode != 503 {
+		t.Fatalf("guard during an outage: %d %s, want 503", resp.StatusCode, body)
+	}
+	select {
+	case <-up.seen:
+		t.Fatal("a request reached the upstream during the outage")
+	default:
+	}
+}
