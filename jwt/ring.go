@@ -305,11 +305,16 @@ func (r *Ring) Start(ctx context.Context) error {
 	r.cancel, r.done = cancel, make(chan struct{})
 	go func() {
 		defer close(r.done)
-		t := time.NewTicker(r.cfg.Refresh)
-		defer t.Stop()
 		for {
+			wait := r.cfg.Refresh
+			if r.snap.Load() == nil {
+				// Nothing loaded yet: retry sooner, the endpoints answer 503.
+				wait = unknownKidRefresh
+			}
+			t := time.NewTimer(wait)
 			select {
 			case <-lctx.Done():
+				t.Stop()
 				return
 			case <-t.C:
 				ctx, cancel := context.WithTimeout(lctx, 10*time.Second)
