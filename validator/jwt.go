@@ -51,6 +51,7 @@ type JWTSource struct {
 
 	mu       sync.RWMutex
 	verified map[[32]byte]verified
+	swept    time.Time // the last sweep of expired entries, under mu
 }
 
 // verified is a token whose signature and claims passed.
@@ -139,24 +140,26 @@ func (s *JWTSource) verify(ctx context.Context, raw string, now time.Time) (veri
 	return verified{key: s.cfg.Hasher.Key(c.ID), claims: all, exp: c.Expiry.Time()}, nil
 }
 
-// remember keeps a verified token until it expires; a full map first drops
-// the expired entries, then, if still full, a few at random.
+// remember keeps a verified token until it expires. A full map drops its
+// expired entries (at most once a minute: a sweep is a scan), then random
+// ones (Go randomises map iteration) until there is room.
 func (s *JWTSource) remember(d [32]byte, v verified, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.verified) >= s.cfg.MaxEntries {
-		for k, e := range s.verified {
-			if !now.Before(e.exp.Add(s.cfg.Leeway)) {
-				delete(s.verified, k)
+		if now.Sub(s.swept) >= time.Minute {
+			s.swept = now
+			for k, e := range s.verified {
+				if !now.Before(e.exp.Add(s.cfg.Leeway)) {
+					delete(s.verified, k)
+				}
 			}
 		}
-		n := 0
 		for k := range s.verified {
-			if len(s.verified) < s.cfg.MaxEntries || n == 16 {
+			if len(s.verified) < s.cfg.MaxEntries {
 				break
 			}
 			delete(s.verified, k)
-			n++
 		}
 	}
 	s.verified[d] = v

@@ -81,3 +81,39 @@ func TestJWTSource(t *testing.T) {
 		}
 	}
 }
+
+// TestJWTSourceBounded: past MaxEntries verified tokens, entries are
+// dropped, and a dropped token is simply checked again.
+func TestJWTSourceBounded(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	k, _ := jwt.NewKey(priv)
+	ring, _ := jwt.NewRing(jwt.RingConfig{Keys: []*jwt.Key{k}})
+	h := token.NewHasher([]byte("test secret"))
+	f := &fakeTokens{tokens: map[string]*stores.Token{}}
+	src, err := NewJWTSource(JWTConfig{Ring: ring, Issuer: func(string) bool { return true },
+		Audience: func(string) bool { return true }, Tokens: f, Hasher: h, MaxEntries: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raws []string
+	for i := range 10 {
+		jti := "jti-" + string(rune('a'+i))
+		raw, err := ring.Sign(&jwt.Claims{Issuer: "i", Audience: []string{"a"}, ID: jti,
+			Expiry: josejwt.NumericDate(time.Now().Add(time.Hour).Unix())})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.tokens[h.Key(jti)] = &stores.Token{Kind: stores.AccessToken, ExpiresAt: time.Now().Add(time.Hour)}
+		raws = append(raws, raw)
+	}
+	for round := range 2 {
+		for _, raw := range raws {
+			if _, err := src.Verify(t.Context(), raw); err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+			if n := len(src.verified); n > 3 {
+				t.Fatalf("%d verified tokens kept, want at most 3", n)
+			}
+		}
+	}
+}
