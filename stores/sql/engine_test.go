@@ -311,8 +311,8 @@ func TestStartSchemaChecks(t *testing.T) {
 		t.Fatalf("second Start: %v", err)
 	}
 	var n int
-	if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name LIKE 'gw\\_%' ESCAPE '\\'").Scan(&n); err != nil || n != 7 {
-		t.Fatalf("prefixed tables: %d, %v; want 7 (with the revocation feed)", n, err)
+	if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name LIKE 'gw\\_%' ESCAPE '\\'").Scan(&n); err != nil || n != 8 {
+		t.Fatalf("prefixed tables: %d, %v; want 8 (with the revocation feed and the signing keys)", n, err)
 	}
 
 	if _, err := db.ExecContext(ctx, "UPDATE gw_schema_version SET version = 0"); err != nil {
