@@ -22,8 +22,14 @@ func (s *Server) serveJWKS(w http.ResponseWriter, r *http.Request) {
 	}
 	set := s.ring.JWKS()
 	if set == nil {
-		writeError(w, errKeysUnavailable)
-		return
+		ctx, cancel := s.storeCtx(r)
+		err := s.ring.Load(ctx)
+		cancel()
+		if set = s.ring.JWKS(); set == nil {
+			s.storeFailed("load signing keys", err)
+			writeError(w, errKeysUnavailable)
+			return
+		}
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/jwk-set+json")
@@ -85,7 +91,7 @@ func (s *Server) newJWT(r *http.Request, c *client, subject, scope string, aud [
 	if sub == "" {
 		sub = c.ID // RFC 9068 §2.2: the client itself for client_credentials
 	}
-	raw, err := s.ring.Sign(&jwt.Claims{
+	claims := &jwt.Claims{
 		Issuer:   s.issuerFor(r),
 		Subject:  sub,
 		Audience: aud,
@@ -94,7 +100,16 @@ func (s *Server) newJWT(r *http.Request, c *client, subject, scope string, aud [
 		IssuedAt: josejwt.NumericDate(now.Unix()),
 		Expiry:   josejwt.NumericDate(now.Add(s.accessTTL).Unix()),
 		ID:       jti,
-	})
+	}
+	raw, err := s.ring.Sign(claims)
+	if errors.Is(err, jwt.ErrNoKey) {
+		// The keys are not loaded yet: load them now.
+		ctx, cancel := s.storeCtx(r)
+		if err = s.ring.Load(ctx); err == nil {
+			raw, err = s.ring.Sign(claims)
+		}
+		cancel()
+	}
 	if err != nil {
 		s.storeFailed("sign access token", err)
 		return "", "", errKeysUnavailable

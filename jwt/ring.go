@@ -288,6 +288,25 @@ func (r *Ring) refresh(ctx context.Context) error {
 	return nil
 }
 
+// Load makes sure a stored ring has keys: when none is loaded yet (a
+// request came before Start's first read, or the store was down), it
+// reads the store now, at most once per 5s, and waits for a read under
+// way. ErrNoKey (or the store's error) means there are still none.
+func (r *Ring) Load(ctx context.Context) error {
+	if r.snap.Load() != nil || !r.Stored() {
+		return nil
+	}
+	r.refreshMu.Lock()
+	defer r.refreshMu.Unlock()
+	if r.snap.Load() != nil {
+		return nil
+	}
+	if !r.lastRefresh.IsZero() && r.cfg.Now().Sub(r.lastRefresh) < unknownKidRefresh {
+		return ErrNoKey
+	}
+	return r.refresh(ctx)
+}
+
 // Start loads a stored ring's keys and rereads them every Refresh until
 // Stop. A store that cannot be read is not an error here: issuing and
 // verifying JWTs answers 503 until it can.

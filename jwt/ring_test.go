@@ -313,3 +313,27 @@ func TestParsePEM(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadBeforeStart: a request before Start's first read loads the keys
+// itself; with the store down it gets an error, and reads the store at
+// most once per 5s.
+func TestLoadBeforeStart(t *testing.T) {
+	ctx := context.Background()
+	store := &memKeys{down: true}
+	clk := &clock{t: time.Now()}
+	r := storedRing(t, store, "secret-0123456789-0123456789-0123", clk)
+	if err := r.Load(ctx); err == nil {
+		t.Fatal("Load with the store down succeeded")
+	}
+	store.down = false
+	if err := r.Load(ctx); !errors.Is(err, ErrNoKey) || store.reads != 1 {
+		t.Fatalf("Load right after a failed read: %v, %d reads; want ErrNoKey without a read", err, store.reads)
+	}
+	clk.add(6 * time.Second)
+	if err := r.Load(ctx); err != nil || r.JWKS() == nil {
+		t.Fatalf("Load with the store back: %v", err)
+	}
+	if _, err := r.Sign(&Claims{}); err != nil {
+		t.Fatal(err)
+	}
+}
