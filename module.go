@@ -621,10 +621,14 @@ type Guard struct {
 	// KeepAuthorization passes the Authorization header upstream. Default:
 	// false, the header is removed so the token goes no further.
 	KeepAuthorization bool `json:"keep_authorization,omitempty"`
+	// Issuers are other authorization servers whose tokens are accepted
+	// too (see external.go). Default: none, only this app's tokens.
+	Issuers []*ExternalIssuer `json:"issuers,omitempty"`
 
 	v       *validator.Validator
 	logger  *zap.Logger
 	metrics *metrics
+	clients []*http.Client // of the issuers, closed in Cleanup
 }
 
 // CaddyModule returns the Caddy module information.
@@ -643,6 +647,10 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 		return err
 	}
 	g.metrics = app.metrics
+	sources, err := g.externalSources()
+	if err != nil {
+		return err
+	}
 	g.v, err = validator.New(validator.Config{
 		Tokens:  app.tokens,
 		Hasher:  app.hasher,
@@ -653,6 +661,7 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 		// a client removed or a scope dropped by a reload stops passing at
 		// once, not when its tokens expire.
 		ClientScopes: app.registeredScopes,
+		Sources:      sources,
 	})
 	return err
 }
@@ -683,6 +692,7 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	repl.Set("oauth2.client_id", tok.ClientID)
 	repl.Set("oauth2.scope", tok.Scope)
 	repl.Set("oauth2.subject", tok.Subject)
+	setClaims(repl, grant.Claims)
 	if !g.KeepAuthorization {
 		r.Header.Del("Authorization")
 	}
@@ -729,5 +739,6 @@ var (
 	_ caddy.Provisioner           = (*Server)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Server)(nil)
 	_ caddy.Provisioner           = (*Guard)(nil)
+	_ caddy.CleanerUpper          = (*Guard)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Guard)(nil)
 )
