@@ -68,6 +68,10 @@ func newIDP(t *testing.T) *idp {
 			http.Error(w, `{"error":"invalid_client"}`, http.StatusUnauthorized)
 			return
 		}
+		if r.PostFormValue("token") == "unparsable" {
+			http.Error(w, `{"error":"invalid_request"}`, http.StatusBadRequest)
+			return
+		}
 		p.mu.Lock()
 		answer, ok := p.active[r.PostFormValue("token")]
 		p.mu.Unlock()
@@ -408,6 +412,9 @@ func TestIntrospection(t *testing.T) {
 	if !src.Recognize("opaque-1") || src.Recognize("") || src.Recognize(strings.Repeat("x", maxTokenLen+1)) {
 		t.Fatal("Recognize")
 	}
+	if src.Recognize(p.token(t, map[string]any{"iss": "https://other.example"})) {
+		t.Fatal("another issuer's JWT would be sent to this server's introspection endpoint")
+	}
 	g, err := src.Verify(ctx, "opaque-1")
 	if err != nil {
 		t.Fatal(err)
@@ -449,7 +456,7 @@ func TestIntrospection(t *testing.T) {
 		t.Fatalf("%d introspections around exp, want 1", n)
 	}
 
-	for _, raw := range []string{"unknown", "refresh", "elsewhere", "other-iss"} {
+	for _, raw := range []string{"unknown", "unparsable", "refresh", "elsewhere", "other-iss"} {
 		if _, err := src.Verify(ctx, raw); !errors.Is(err, validator.ErrInvalidToken) {
 			t.Fatalf("%s: got %v, want invalid token", raw, err)
 		}

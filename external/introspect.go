@@ -115,6 +115,12 @@ func (in *Introspector) ask(ctx context.Context, raw string) (map[string]any, er
 		return nil, fmt.Errorf("%w: introspection: %v", ErrUnavailable, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusBadRequest {
+		// Some servers (oidc-provider, for one) refuse with 400 to
+		// introspect what they cannot parse, rather than answer
+		// active:false (RFC 7662 §2.2).
+		return map[string]any{"active": false}, nil
+	}
 	if resp.StatusCode != http.StatusOK {
 		// 401 here means our own client id or secret is refused: a
 		// configuration fault, not the token's.
@@ -152,9 +158,16 @@ func anyAudience(aud any, want []string) bool {
 // until one says the token is active.
 type Introspection []*Introspector
 
-// Recognize accepts any token of plausible length.
+// Recognize accepts any token of plausible length, except a JWT naming an
+// issuer: had that issuer been configured, its JWT source would have
+// recognised it, and sending another server's token to this one's
+// endpoint would hand it over.
 func (Introspection) Recognize(raw string) bool {
-	return raw != "" && len(raw) <= maxTokenLen
+	if raw == "" || len(raw) > maxTokenLen {
+		return false
+	}
+	iss, ok := peekIssuer(raw)
+	return !ok || iss == ""
 }
 
 // Verify returns the first active answer. If none is active and some server
