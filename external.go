@@ -51,6 +51,11 @@ type ExternalIssuer struct {
 	// last good keys stay in use. Default: 10s.
 	JWKSMinRefreshInterval caddy.Duration `json:"jwks_min_refresh_interval,omitempty"`
 
+	// JWKSMaxAge is how long fetched keys are used before they are fetched
+	// again, so that a key the server withdrew stops verifying. One request
+	// fetches while the others go on with the keys held. Default: 1h.
+	JWKSMaxAge caddy.Duration `json:"jwks_max_age,omitempty"`
+
 	// IntrospectionEndpoint is the server's RFC 7662 endpoint, asked about
 	// tokens no other source recognises (opaque tokens). Default: none,
 	// only the server's JWTs are accepted.
@@ -131,7 +136,7 @@ func (iss *ExternalIssuer) config(repl *caddy.Replacer, logger *zap.Logger) (ext
 	if len(iss.Audiences) == 0 {
 		return external.Config{}, fmt.Errorf("audience is required: without it a token the issuer minted for another API would pass")
 	}
-	if iss.Leeway < 0 || iss.JWKSMinRefreshInterval < 0 || iss.IntrospectionCache < 0 || iss.IntrospectionCacheSize < 0 || iss.Timeout < 0 {
+	if iss.Leeway < 0 || iss.JWKSMinRefreshInterval < 0 || iss.JWKSMaxAge < 0 || iss.IntrospectionCache < 0 || iss.IntrospectionCacheSize < 0 || iss.Timeout < 0 {
 		return external.Config{}, fmt.Errorf("durations and sizes must not be negative")
 	}
 	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: iss.TLSInsecureSkipVerify}
@@ -161,6 +166,7 @@ func (iss *ExternalIssuer) config(repl *caddy.Replacer, logger *zap.Logger) (ext
 		Audiences:             iss.Audiences,
 		Leeway:                time.Duration(iss.Leeway),
 		MinRefreshInterval:    time.Duration(iss.JWKSMinRefreshInterval),
+		MaxAge:                time.Duration(iss.JWKSMaxAge),
 		IntrospectionEndpoint: repl.ReplaceAll(iss.IntrospectionEndpoint, ""),
 		ClientID:              repl.ReplaceAll(iss.IntrospectionClientID, ""),
 		ClientSecret:          repl.ReplaceAll(iss.IntrospectionClientSecret, ""),
@@ -216,6 +222,7 @@ func (g *Guard) Cleanup() error {
 //		jwks_uri <url>
 //		leeway <duration>
 //		jwks_min_refresh_interval <duration>
+//		jwks_max_age <duration>
 //		introspection_endpoint <url>
 //		introspection_client <id> <secret>
 //		introspection_cache <duration>
@@ -250,6 +257,8 @@ func unmarshalExternalIssuer(d *caddyfile.Dispenser) (*ExternalIssuer, error) {
 			err = oneDuration(d, &iss.Leeway)
 		case "jwks_min_refresh_interval":
 			err = oneDuration(d, &iss.JWKSMinRefreshInterval)
+		case "jwks_max_age":
+			err = oneDuration(d, &iss.JWKSMaxAge)
 		case "introspection_endpoint":
 			err = oneString(d, &iss.IntrospectionEndpoint)
 		case "introspection_client":

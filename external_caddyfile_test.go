@@ -34,6 +34,7 @@ func TestUnmarshalGuardIssuer(t *testing.T) {
 					audience api://a api://b
 					leeway 10s
 					jwks_min_refresh_interval 1m
+					jwks_max_age 2h
 					introspection_endpoint https://idp.example/introspect
 					introspection_client rs {env.SECRET}
 					introspection_cache 30s
@@ -49,7 +50,7 @@ func TestUnmarshalGuardIssuer(t *testing.T) {
 			}`,
 			want: []*ExternalIssuer{{
 				Issuer: "https://idp.example", JWKSURI: "https://idp.example/jwks", Audiences: []string{"api://a", "api://b"},
-				Leeway: caddy.Duration(10 * time.Second), JWKSMinRefreshInterval: caddy.Duration(time.Minute),
+				Leeway: caddy.Duration(10 * time.Second), JWKSMinRefreshInterval: caddy.Duration(time.Minute), JWKSMaxAge: caddy.Duration(2 * time.Hour),
 				IntrospectionEndpoint: "https://idp.example/introspect", IntrospectionClientID: "rs", IntrospectionClientSecret: "{env.SECRET}",
 				IntrospectionCache: caddy.Duration(30 * time.Second), IntrospectionCacheSize: 500,
 				Timeout: caddy.Duration(3 * time.Second), TLSTrustedCACerts: []string{"/a.pem", "/b.pem"}, TLSInsecureSkipVerify: true,

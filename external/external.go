@@ -39,6 +39,11 @@ type Config struct {
 	// MinRefreshInterval is the shortest time between two fetches of the
 	// keys, however many tokens with unknown key ids arrive. Default: 10s.
 	MinRefreshInterval time.Duration
+	// MaxAge is how long a fetched key set is used before it is fetched
+	// again, so that keys the server withdrew stop verifying. The fetch is
+	// made by one request while the others go on with the set held; a
+	// failed one keeps it. Default: 1h; negative: never.
+	MaxAge time.Duration
 
 	// IntrospectionEndpoint is the RFC 7662 endpoint asked about opaque
 	// tokens. Default: none, opaque tokens of this issuer are not accepted.
@@ -82,6 +87,9 @@ func (c *Config) defaults() error {
 	}
 	if c.MinRefreshInterval == 0 {
 		c.MinRefreshInterval = 10 * time.Second
+	}
+	if c.MaxAge == 0 {
+		c.MaxAge = time.Hour
 	}
 	if c.CacheEntries <= 0 {
 		c.CacheEntries = 10_000

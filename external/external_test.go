@@ -39,6 +39,7 @@ type idp struct {
 	active map[string]map[string]any
 
 	metadataHits, jwksHits, introspectHits atomic.Int32
+	requests                               atomic.Int32 // also while down
 }
 
 func newIDP(t *testing.T) *idp {
@@ -81,6 +82,7 @@ func newIDP(t *testing.T) *idp {
 		json.NewEncoder(w).Encode(answer)
 	})
 	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.requests.Add(1)
 		p.mu.Lock()
 		down := p.down
 		p.mu.Unlock()
@@ -567,5 +569,56 @@ func TestThroughValidator(t *testing.T) {
 	}
 	if got := check(p.token(t, nil)); got != 200 {
 		t.Errorf("JWT with the server down: %d", got)
+	}
+}
+
+func TestJWTKeyWithdrawn(t *testing.T) {
+	p := newIDP(t)
+	cfg := p.config()
+	now := time.Now()
+	var mu sync.Mutex
+	cfg.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	cfg.MinRefreshInterval = 10 * time.Second
+	cfg.MaxAge = time.Hour
+	j := newJWT(t, cfg)
+	ctx := context.Background()
+	exp := map[string]any{"exp": time.Now().Add(3 * time.Hour).Unix()}
+	old := p.token(t, exp)
+	if _, err := j.Verify(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	// The server rotates and withdraws the old key.
+	p.rotate(t)
+	p.mu.Lock()
+	p.keys = p.keys[:1]
+	p.mu.Unlock()
+	advance(59 * time.Minute)
+	if _, err := j.Verify(ctx, old); err != nil {
+		t.Fatalf("within max age: %v", err)
+	}
+	if n := p.jwksHits.Load(); n != 1 {
+		t.Fatalf("keys fetched %d times within max age, want 1", n)
+	}
+	advance(time.Minute)
+	refused(t, j, old)
+	if _, err := j.Verify(ctx, p.token(t, exp)); err != nil {
+		t.Fatal(err)
+	}
+	if n := p.jwksHits.Load(); n != 2 {
+		t.Fatalf("keys fetched %d times, want 2", n)
+	}
+	// Stale again with the server down: the set held stays in use, and the
+	// failed fetch is not retried on every request.
+	p.setDown(true)
+	advance(2 * time.Hour)
+	before := p.requests.Load()
+	for range 5 {
+		if _, err := j.Verify(ctx, p.token(t, exp)); err != nil {
+			t.Fatalf("server down, set stale: %v", err)
+		}
+	}
+	if n := p.requests.Load() - before; n != 1 {
+		t.Fatalf("%d requests to a down server, want 1", n)
 	}
 }

@@ -13,7 +13,9 @@ import (
 // keySet holds the issuer's public signing keys (RFC 7517). It fetches them
 // on first use and again when a token names a key id it does not know, at
 // most once per MinRefreshInterval so that tokens with made-up key ids cannot
-// make it hammer the server. A failed fetch keeps the last good set.
+// make it hammer the server. A failed fetch keeps the last good set. A set
+// older than MaxAge is fetched again by the next request that finds the
+// fetch free, so a key the server withdrew stops verifying.
 type keySet struct {
 	cfg  *Config
 	disc *discovery
@@ -23,6 +25,7 @@ type keySet struct {
 	mu        sync.RWMutex
 	keys      []jose.JSONWebKey // nil until a fetch succeeds
 	version   int               // counts successful fetches
+	fetched   time.Time         // last successful fetch
 	attempted time.Time         // last fetch, successful or not
 	lastErr   error             // of the last fetch
 }
@@ -41,9 +44,18 @@ func (k *keySet) lookup(ctx context.Context, kid string) ([]jose.JSONWebKey, err
 	keys, version := k.keys, k.version
 	k.mu.RUnlock()
 	if found := match(keys, kid); len(found) > 0 {
-		return found, nil
+		if !k.stale() {
+			return found, nil
+		}
+		// Refetch unless another request already is; whatever the
+		// outcome, the key is judged by the set held afterwards.
+		_ = k.refresh(ctx, version, false)
+		k.mu.RLock()
+		keys = k.keys
+		k.mu.RUnlock()
+		return match(keys, kid), nil
 	}
-	if err := k.refresh(ctx, version); err != nil && keys == nil {
+	if err := k.refresh(ctx, version, true); err != nil && keys == nil {
 		return nil, err
 	}
 	k.mu.RLock()
@@ -53,6 +65,17 @@ func (k *keySet) lookup(ctx context.Context, kid string) ([]jose.JSONWebKey, err
 		return nil, fmt.Errorf("%w: no signing keys fetched yet: %w", ErrUnavailable, k.lastError())
 	}
 	return match(keys, kid), nil
+}
+
+// stale reports whether the set is older than MaxAge and may be refetched.
+func (k *keySet) stale() bool {
+	if k.cfg.MaxAge <= 0 {
+		return false
+	}
+	now := k.cfg.Now()
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return now.Sub(k.fetched) >= k.cfg.MaxAge && now.Sub(k.attempted) >= k.cfg.MinRefreshInterval
 }
 
 func (k *keySet) lastError() error {
@@ -78,21 +101,30 @@ func match(keys []jose.JSONWebKey, kid string) []jose.JSONWebKey {
 }
 
 // refresh fetches the set unless another caller did since version was read,
-// or the last fetch is too recent.
-func (k *keySet) refresh(ctx context.Context, version int) error {
-	select {
-	case k.fetching <- struct{}{}:
-		defer func() { <-k.fetching }()
-	case <-ctx.Done():
-		return fmt.Errorf("%w: waiting for the signing keys: %w", ErrUnavailable, ctx.Err())
+// or the last fetch is too recent. With wait false it returns at once when
+// another caller is fetching.
+func (k *keySet) refresh(ctx context.Context, version int, wait bool) error {
+	if wait {
+		select {
+		case k.fetching <- struct{}{}:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: waiting for the signing keys: %w", ErrUnavailable, ctx.Err())
+		}
+	} else {
+		select {
+		case k.fetching <- struct{}{}:
+		default:
+			return nil
+		}
 	}
+	defer func() { <-k.fetching }()
 	k.mu.RLock()
 	changed := k.version != version
-	wait := k.cfg.MinRefreshInterval
+	interval := k.cfg.MinRefreshInterval
 	if k.keys == nil {
-		wait = min(wait, failureRetry)
+		interval = min(interval, failureRetry)
 	}
-	recent := !k.attempted.IsZero() && k.cfg.Now().Sub(k.attempted) < wait
+	recent := !k.attempted.IsZero() && k.cfg.Now().Sub(k.attempted) < interval
 	lastErr := k.lastErr
 	k.mu.RUnlock()
 	if changed {
@@ -112,6 +144,7 @@ func (k *keySet) refresh(ctx context.Context, version int) error {
 	}
 	k.keys = keys
 	k.version++
+	k.fetched = k.attempted
 	return nil
 }
 
