@@ -622,3 +622,24 @@ func TestJWTKeyWithdrawn(t *testing.T) {
 		t.Fatalf("%d requests to a down server, want 1", n)
 	}
 }
+
+func TestJWTVerifiedCacheEndsAtExp(t *testing.T) {
+	p := newIDP(t)
+	cfg := p.config()
+	now := time.Now()
+	var mu sync.Mutex
+	cfg.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	j := newJWT(t, cfg)
+	raw := p.token(t, map[string]any{"exp": now.Add(time.Minute).Unix()})
+	for range 3 {
+		if _, err := j.Verify(context.Background(), raw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(j.verified.m) != 1 {
+		t.Fatalf("%d tokens remembered, want 1", len(j.verified.m))
+	}
+	advance(time.Minute + cfg.Leeway + 5*time.Second)
+	refused(t, j, raw)
+}

@@ -38,7 +38,7 @@ func NewIntrospector(cfg Config) (*Introspector, error) {
 	}
 	in := &Introspector{cfg: cfg}
 	if cfg.CacheTTL > 0 {
-		in.cache = &answerCache{max: cfg.CacheEntries, m: make(map[[sha256.Size]byte]cached)}
+		in.cache = newAnswerCache(cfg.CacheEntries)
 	}
 	return in, nil
 }
@@ -56,8 +56,8 @@ func (in *Introspector) Introspect(ctx context.Context, raw string) (validator.G
 	if in.cache != nil {
 		// The cache is keyed by a hash: a memory dump shows no token.
 		key = sha256.Sum256([]byte(raw))
-		if g, ok := in.cache.get(key, now); ok {
-			return g, nil
+		if e, ok := in.cache.get(key, now); ok {
+			return e.grant, nil
 		}
 	}
 	claims, err := in.ask(ctx, raw)
@@ -195,24 +195,30 @@ func (s Introspection) Verify(ctx context.Context, raw string) (validator.Grant,
 type cached struct {
 	grant validator.Grant
 	until time.Time
+	// version is the key set a JWT verified against.
+	version int
 }
 
-// answerCache holds positive introspection answers by token hash, at most
-// max of them.
+// answerCache holds positive answers (introspection, verified JWTs) by
+// token hash, at most max of them.
 type answerCache struct {
 	max int
 	mu  sync.RWMutex
 	m   map[[sha256.Size]byte]cached
 }
 
-func (c *answerCache) get(key [sha256.Size]byte, now time.Time) (validator.Grant, bool) {
+func newAnswerCache(max int) *answerCache {
+	return &answerCache{max: max, m: make(map[[sha256.Size]byte]cached)}
+}
+
+func (c *answerCache) get(key [sha256.Size]byte, now time.Time) (cached, bool) {
 	c.mu.RLock()
 	e, ok := c.m[key]
 	c.mu.RUnlock()
 	if !ok || !now.Before(e.until) {
-		return validator.Grant{}, false
+		return cached{}, false
 	}
-	return e.grant, true
+	return e, true
 }
 
 func (c *answerCache) put(key [sha256.Size]byte, e cached, now time.Time) {

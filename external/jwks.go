@@ -38,33 +38,35 @@ func newKeySet(cfg *Config, disc *discovery) *keySet {
 const failureRetry = time.Second
 
 // lookup returns the keys a token signed under kid may be verified with
-// (every key when kid is empty). An error means no set could be had at all.
-func (k *keySet) lookup(ctx context.Context, kid string) ([]jose.JSONWebKey, error) {
-	k.mu.RLock()
-	keys, version := k.keys, k.version
-	k.mu.RUnlock()
+// (every key when kid is empty), and the version of the set they are from.
+// An error means no set could be had at all.
+func (k *keySet) lookup(ctx context.Context, kid string) ([]jose.JSONWebKey, int, error) {
+	keys, version := k.current()
 	if found := match(keys, kid); len(found) > 0 {
 		if !k.stale() {
-			return found, nil
+			return found, version, nil
 		}
 		// Refetch unless another request already is; whatever the
 		// outcome, the key is judged by the set held afterwards.
 		_ = k.refresh(ctx, version, false)
-		k.mu.RLock()
-		keys = k.keys
-		k.mu.RUnlock()
-		return match(keys, kid), nil
+		keys, version = k.current()
+		return match(keys, kid), version, nil
 	}
 	if err := k.refresh(ctx, version, true); err != nil && keys == nil {
-		return nil, err
+		return nil, 0, err
 	}
-	k.mu.RLock()
-	keys = k.keys
-	k.mu.RUnlock()
+	keys, version = k.current()
 	if keys == nil {
-		return nil, fmt.Errorf("%w: no signing keys fetched yet: %w", ErrUnavailable, k.lastError())
+		return nil, 0, fmt.Errorf("%w: no signing keys fetched yet: %w", ErrUnavailable, k.lastError())
 	}
-	return match(keys, kid), nil
+	return match(keys, kid), version, nil
+}
+
+// current returns the set held and its version.
+func (k *keySet) current() ([]jose.JSONWebKey, int) {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.keys, k.version
 }
 
 // stale reports whether the set is older than MaxAge and may be refetched.

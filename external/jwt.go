@@ -3,6 +3,7 @@ package external
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -28,11 +29,17 @@ var signatureAlgorithms = []jose.SignatureAlgorithm{
 }
 
 // JWT accepts the JWT access tokens (RFC 9068) of one issuer, verified
-// against its published keys.
+// against its published keys. A token that verified is remembered (by its
+// hash) until it expires or the key set changes, so a client reusing its
+// token costs one signature check, not one per request.
 type JWT struct {
-	cfg  Config
-	keys *keySet
+	cfg      Config
+	keys     *keySet
+	verified *answerCache
 }
+
+// verifiedEntries bounds the tokens remembered as verified.
+const verifiedEntries = 10_000
 
 // NewJWT returns the source of cfg.Issuer's JWTs. It does no I/O: the keys
 // are fetched when the first token needs them.
@@ -45,7 +52,7 @@ func NewJWT(cfg Config) (*JWT, error) {
 		// ID token, would pass.
 		return nil, fmt.Errorf("external: issuer %s: an audience is required", cfg.Issuer)
 	}
-	j := &JWT{cfg: cfg}
+	j := &JWT{cfg: cfg, verified: newAnswerCache(verifiedEntries)}
 	j.keys = newKeySet(&j.cfg, &discovery{cfg: &j.cfg})
 	return j, nil
 }
@@ -79,12 +86,19 @@ func peekIssuer(raw string) (string, bool) {
 // Verify checks the signature against the issuer's keys, then iss, aud, exp
 // and nbf.
 func (j *JWT) Verify(ctx context.Context, raw string) (validator.Grant, error) {
+	hash := sha256.Sum256([]byte(raw))
+	now := j.cfg.Now()
+	if e, ok := j.verified.get(hash, now); ok {
+		if _, version := j.keys.current(); version == e.version && !j.keys.stale() {
+			return e.grant, nil
+		}
+	}
 	tok, err := jwt.ParseSigned(raw, signatureAlgorithms)
 	if err != nil || len(tok.Headers) != 1 {
 		return validator.Grant{}, fmt.Errorf("%w: %v", validator.ErrInvalidToken, err)
 	}
 	h := tok.Headers[0]
-	keys, err := j.keys.lookup(ctx, h.KeyID)
+	keys, version, err := j.keys.lookup(ctx, h.KeyID)
 	if err != nil {
 		return validator.Grant{}, err
 	}
@@ -108,7 +122,6 @@ func (j *JWT) Verify(ctx context.Context, raw string) (validator.Grant, error) {
 	if claims.Expiry == nil {
 		return validator.Grant{}, fmt.Errorf("%w: no exp claim", validator.ErrInvalidToken) // RFC 9068 §2.2
 	}
-	now := j.cfg.Now()
 	err = claims.ValidateWithLeeway(jwt.Expected{
 		Issuer:      j.cfg.Issuer,
 		AnyAudience: jwt.Audience(j.cfg.Audiences),
@@ -123,7 +136,9 @@ func (j *JWT) Verify(ctx context.Context, raw string) (validator.Grant, error) {
 	if claims.IssuedAt != nil {
 		t.IssuedAt = claims.IssuedAt.Time()
 	}
-	return validator.Grant{Token: t, Claims: all, Foreign: true}, nil
+	g := validator.Grant{Token: t, Claims: all, Foreign: true}
+	j.verified.put(hash, cached{grant: g, until: t.ExpiresAt, version: version}, now)
+	return g, nil
 }
 
 // grantToken maps the claims of a JWT or an introspection answer onto a
