@@ -22,7 +22,7 @@ import (
 var srv *caddyhttp.Server
 
 // moreRoutes add routes of other files' benchmarks to the one server.
-var moreRoutes []func(b *testing.B) any
+var moreRoutes []func(b *testing.B) []any
 
 func TestMain(m *testing.M) {
 	code := m.Run()
@@ -70,7 +70,7 @@ func server(b *testing.B) *caddyhttp.Server {
 	}
 	server := cfg["apps"].(map[string]any)["http"].(map[string]any)["servers"].(map[string]any)["bench"].(map[string]any)
 	for _, route := range moreRoutes {
-		server["routes"] = append(server["routes"].([]any), route(b))
+		server["routes"] = append(server["routes"].([]any), route(b)...)
 	}
 	raw, err := json.Marshal(cfg)
 	if err != nil {
