@@ -1,6 +1,11 @@
 package oauth2
 
 import (
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -8,6 +13,9 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
+
+	"github.com/tokengate/caddy-oauth2/external"
 )
 
 func TestUnmarshalGuardIssuer(t *testing.T) {
@@ -84,5 +92,78 @@ func TestUnmarshalGuardIssuer(t *testing.T) {
 				t.Fatalf("got %+v, want %+v", got.Issuers, tc.want)
 			}
 		})
+	}
+}
+
+func TestExternalIssuerProvision(t *testing.T) {
+	g := &Guard{logger: zap.NewNop(), Issuers: []*ExternalIssuer{
+		{Issuer: "https://a.example", Audiences: []string{"x"}, IntrospectionEndpoint: "https://a.example/i", IntrospectionClientID: "rs", IntrospectionClientSecret: "s"},
+		{Issuer: "https://b.example", Audiences: []string{"x"}},
+	}}
+	sources, err := g.externalSources()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One JWT source per issuer, then the introspection source last.
+	if len(sources) != 3 {
+		t.Fatalf("%d sources, want 3", len(sources))
+	}
+	if _, ok := sources[2].(external.Introspection); !ok {
+		t.Fatalf("last source is %T, want the introspection source", sources[2])
+	}
+	for name, iss := range map[string]*ExternalIssuer{
+		"no audience":     {Issuer: "https://a.example"},
+		"not a URL":       {Issuer: "idp", Audiences: []string{"x"}},
+		"query":           {Issuer: "https://a.example/?x=1", Audiences: []string{"x"}},
+		"negative":        {Issuer: "https://a.example", Audiences: []string{"x"}, Timeout: -1},
+		"missing CA file": {Issuer: "https://a.example", Audiences: []string{"x"}, TLSTrustedCACerts: []string{"/nonexistent.pem"}},
+		"bad endpoint":    {Issuer: "https://a.example", Audiences: []string{"x"}, IntrospectionEndpoint: "a.example/i", IntrospectionClientID: "rs"},
+	} {
+		g := &Guard{logger: zap.NewNop(), Issuers: []*ExternalIssuer{iss}}
+		if _, err := g.externalSources(); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+	g = &Guard{logger: zap.NewNop(), Issuers: []*ExternalIssuer{
+		{Issuer: "https://a.example", Audiences: []string{"x"}}, {Issuer: "https://a.example", Audiences: []string{"y"}},
+	}}
+	if _, err := g.externalSources(); err == nil || !strings.Contains(err.Error(), "twice") {
+		t.Errorf("duplicate issuer: %v", err)
+	}
+}
+
+// TestExternalIssuerTLS checks the client the guard talks to an issuer with:
+// the system roots by default, tls_trusted_ca_certs instead, or no check.
+func TestExternalIssuerTLS(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer srv.Close()
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("OAUTH2_TEST_CA_FILE", caFile)
+	for name, tc := range map[string]struct {
+		iss ExternalIssuer
+		ok  bool
+	}{
+		"system roots":             {ExternalIssuer{}, false},
+		"trusted CA (placeholder)": {ExternalIssuer{TLSTrustedCACerts: []string{"{env.OAUTH2_TEST_CA_FILE}"}}, true},
+		"insecure skip verify":     {ExternalIssuer{TLSInsecureSkipVerify: true}, true},
+	} {
+		tc.iss.Issuer, tc.iss.Audiences = srv.URL, []string{"x"}
+		cfg, err := tc.iss.config(caddy.NewReplacer(), zap.NewNop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Client.Timeout != 5*time.Second {
+			t.Errorf("%s: timeout %v, want the 5s default", name, cfg.Client.Timeout)
+		}
+		resp, err := cfg.Client.Get(srv.URL)
+		if err == nil {
+			resp.Body.Close()
+		}
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 }
