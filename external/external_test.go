@@ -42,7 +42,7 @@ type idp struct {
 	requests                               atomic.Int32 // also while down
 }
 
-func newIDP(t *testing.T) *idp {
+func newIDP(t testing.TB) *idp {
 	p := &idp{active: map[string]map[string]any{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/.well-known/oauth-authorization-server", func(w http.ResponseWriter, r *http.Request) {
@@ -99,7 +99,7 @@ func newIDP(t *testing.T) *idp {
 }
 
 // rotate puts a new ECDSA key first.
-func (p *idp) rotate(t *testing.T) {
+func (p *idp) rotate(t testing.TB) {
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +117,7 @@ func (p *idp) setDown(down bool) {
 }
 
 // sign returns a JWT over claims signed with key (default: the current key).
-func sign(t *testing.T, key *jose.JSONWebKey, alg jose.SignatureAlgorithm, claims map[string]any) string {
+func sign(t testing.TB, key *jose.JSONWebKey, alg jose.SignatureAlgorithm, claims map[string]any) string {
 	opts := (&jose.SignerOptions{}).WithType("at+jwt")
 	if key.KeyID != "" {
 		opts = opts.WithHeader("kid", key.KeyID)
@@ -149,7 +149,7 @@ func (p *idp) claims(extra map[string]any) map[string]any {
 	return c
 }
 
-func (p *idp) token(t *testing.T, extra map[string]any) string {
+func (p *idp) token(t testing.TB, extra map[string]any) string {
 	p.mu.Lock()
 	k := p.keys[0]
 	p.mu.Unlock()
