@@ -128,6 +128,9 @@ http://127.0.0.1:%[1]d {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
+		if resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") == "" {
+			t.Error("503 without Retry-After")
+		}
 		return resp.StatusCode, resp.Header.Get("WWW-Authenticate")
 	}
 	want := func(t *testing.T, bearer string, status int, errCode string) {
