@@ -91,6 +91,48 @@ type ExternalIssuer struct {
 	TLSInsecureSkipVerify bool `json:"tls_insecure_skip_verify,omitempty"`
 }
 
+// issuerKeys holds the signing keys of external issuers across configuration
+// reloads, keyed by everything that decides how they are fetched: a reload
+// while an issuer is down keeps the last good keys, and does not refetch.
+var issuerKeys = caddy.NewUsagePool()
+
+// pooledKeys is an issuer's keys in issuerKeys, and the client that fetches
+// them.
+type pooledKeys struct {
+	keys   *external.Keys
+	client *http.Client
+}
+
+// Destruct drops the idle connections of the last configuration using them.
+func (p pooledKeys) Destruct() error {
+	p.client.CloseIdleConnections()
+	return nil
+}
+
+// keysFor returns the shared keys of cfg's issuer, counted in g.keyRefs.
+func (g *Guard) keysFor(iss *ExternalIssuer, cfg external.Config) (*external.Keys, error) {
+	ref := fmt.Sprintf("%q %q %v %v %v %q %v", cfg.Issuer, cfg.JWKSURI, cfg.Client.Timeout, cfg.MinRefreshInterval,
+		cfg.MaxAge, iss.TLSTrustedCACerts, iss.TLSInsecureSkipVerify)
+	// The pooled keys outlive this configuration's logger.
+	cfg.Log = keysLog(cfg.Issuer)
+	v, _, err := issuerKeys.LoadOrNew(ref, func() (caddy.Destructor, error) {
+		keys, err := external.NewKeys(cfg)
+		return pooledKeys{keys: keys, client: cfg.Client}, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	g.keyRefs = append(g.keyRefs, ref)
+	return v.(pooledKeys).keys, nil
+}
+
+// keysLog logs key fetch failures to Caddy's default logger.
+func keysLog(issuer string) func(string, error) {
+	return func(msg string, err error) {
+		caddy.Log().Named("http.handlers.oauth2_guard").Warn(msg, zap.String("issuer", issuer), zap.Error(err))
+	}
+}
+
 // externalSources builds the guard's sources for g.Issuers: each issuer's
 // JWTs first, then one introspection source for all that have an endpoint,
 // which recognises whatever no other source did.
@@ -109,6 +151,9 @@ func (g *Guard) externalSources() ([]validator.Source, error) {
 			return nil, fmt.Errorf("issuer %q: %v", iss.Issuer, err)
 		}
 		g.clients = append(g.clients, cfg.Client)
+		if cfg.Keys, err = g.keysFor(iss, cfg); err != nil {
+			return nil, err
+		}
 		j, err := external.NewJWT(cfg)
 		if err != nil {
 			return nil, err
@@ -207,11 +252,16 @@ func setClaims(repl *caddy.Replacer, claims map[string]any) {
 	})
 }
 
-// Cleanup drops the idle connections to external issuers.
+// Cleanup drops the idle connections to external issuers, and this
+// configuration's hold on their keys.
 func (g *Guard) Cleanup() error {
 	for _, c := range g.clients {
 		c.CloseIdleConnections()
 	}
+	for _, ref := range g.keyRefs {
+		_, _ = issuerKeys.Delete(ref)
+	}
+	g.keyRefs = nil
 	return nil
 }
 

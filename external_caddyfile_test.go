@@ -111,6 +111,28 @@ func TestExternalIssuerProvision(t *testing.T) {
 	if _, ok := sources[2].(external.Introspection); !ok {
 		t.Fatalf("last source is %T, want the introspection source", sources[2])
 	}
+	// A reload: the next configuration shares the keys until the first is
+	// cleaned up, and nothing stays pooled after both are.
+	next := &Guard{logger: zap.NewNop(), Issuers: g.Issuers}
+	if _, err := next.externalSources(); err != nil {
+		t.Fatal(err)
+	}
+	refs := append([]string(nil), g.keyRefs...)
+	if len(refs) != 2 {
+		t.Fatalf("%d pooled keys, want 2", len(refs))
+	}
+	for _, ref := range refs {
+		if n, ok := issuerKeys.References(ref); !ok || n != 2 {
+			t.Fatalf("%s: %d references, want 2", ref, n)
+		}
+	}
+	g.Cleanup()
+	next.Cleanup()
+	for _, ref := range refs {
+		if _, ok := issuerKeys.References(ref); ok {
+			t.Fatalf("%s still pooled", ref)
+		}
+	}
 	for name, iss := range map[string]*ExternalIssuer{
 		"no audience":     {Issuer: "https://a.example"},
 		"not a URL":       {Issuer: "idp", Audiences: []string{"x"}},

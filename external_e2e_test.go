@@ -21,6 +21,7 @@ const oidcProviderEnv = "OAUTH2_TEST_OIDC_PROVIDER"
 const (
 	externalPort      = 20580
 	externalHTTPSPort = 20581
+	externalAdminPort = 20582
 )
 
 // idpToken asks the provider at base for a client_credentials token of
@@ -80,8 +81,9 @@ func TestExternalIssuerOIDCProvider(t *testing.T) {
 	t.Cleanup(func() { idpControl(t, idp, "up") })
 
 	up := newUpstream(t)
-	caddyfile := fmt.Sprintf(`{
-	admin off
+	config := func(realm string) string {
+		return fmt.Sprintf(`{
+	admin 127.0.0.1:%[5]d
 	default_bind 127.0.0.1
 	http_port %[1]d
 	https_port %[2]d
@@ -93,6 +95,7 @@ func TestExternalIssuerOIDCProvider(t *testing.T) {
 }
 http://127.0.0.1:%[1]d {
 	oauth2_guard read {
+		realm %[6]s
 		issuer %[3]s {
 			audience api://orders
 			leeway 1s
@@ -110,9 +113,10 @@ http://127.0.0.1:%[1]d {
 		header_up X-Iss {oauth2.claims.iss}
 	}
 }
-`, externalPort, externalHTTPSPort, idp, up.Listener.Addr().String())
+`, externalPort, externalHTTPSPort, idp, up.Listener.Addr().String(), externalAdminPort, realm)
+	}
 	path := filepath.Join(t.TempDir(), "Caddyfile")
-	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(config("api")), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("OAUTH2_TEST_IDP_SECRET", "guard-secret")
@@ -251,6 +255,23 @@ http://127.0.0.1:%[1]d {
 		if !strings.Contains(caddy.log.String(), "fetching signing keys failed") {
 			t.Errorf("no refetch attempt logged:\n%s", caddy.log)
 		}
+		// A reload while the IdP is down keeps the keys: the new
+		// configuration's guard verifies JWTs it never saw.
+		resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/load", externalAdminPort), "text/caddyfile", strings.NewReader(config("reloaded")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("reload: %s\n%s", resp.Status, caddy.log)
+		}
+		// A JWT of no configured issuer: 401 with the challenge, no IdP asked.
+		noIssuer := "eyJhbGciOiJFUzI1NiJ9." + base64.RawURLEncoding.EncodeToString([]byte(`{"iss":"x"}`)) + ".c2ln"
+		if _, challenge := call(t, noIssuer); !strings.Contains(challenge, `realm="reloaded"`) {
+			t.Fatalf("not reloaded: %q", challenge)
+		}
+		want(t, jwt, http.StatusOK, "")
+		want(t, idpToken(t, otherIdP, "app", "api://orders", "read"), http.StatusUnauthorized, "invalid_token")
 		idpControl(t, idp, "up")
 		want(t, fresh, http.StatusOK, "")
 	})

@@ -634,6 +634,7 @@ type Guard struct {
 	logger  *zap.Logger
 	metrics *metrics
 	clients []*http.Client // of the issuers, closed in Cleanup
+	keyRefs []string       // the issuers' keys held in issuerKeys
 }
 
 // CaddyModule returns the Caddy module information.

@@ -39,6 +39,11 @@ type Config struct {
 	// MinRefreshInterval is the shortest time between two fetches of the
 	// keys, however many tokens with unknown key ids arrive. Default: 10s.
 	MinRefreshInterval time.Duration
+	// Keys, when set, are the issuer's signing keys as NewKeys made them,
+	// shared with other sources; their own fetch settings apply, and
+	// JWKSURI, MinRefreshInterval and MaxAge here are ignored. Default: keys
+	// of this source's own.
+	Keys *Keys
 	// MaxAge is how long a fetched key set is used before it is fetched
 	// again, so that keys the server withdrew stop verifying. The fetch is
 	// made by one request while the others go on with the set held; a

@@ -643,3 +643,30 @@ func TestJWTVerifiedCacheEndsAtExp(t *testing.T) {
 	advance(time.Minute + cfg.Leeway + 5*time.Second)
 	refused(t, j, raw)
 }
+
+func TestSharedKeys(t *testing.T) {
+	p := newIDP(t)
+	keys, err := NewKeys(p.config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := p.config()
+	cfg.Keys = keys
+	a, b := newJWT(t, cfg), newJWT(t, cfg)
+	if _, err := a.Verify(context.Background(), p.token(t, nil)); err != nil {
+		t.Fatal(err)
+	}
+	// The second source, of a reloaded configuration say, needs no fetch:
+	// it verifies with the server down.
+	p.setDown(true)
+	if _, err := b.Verify(context.Background(), p.token(t, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if n := p.jwksHits.Load(); n != 1 {
+		t.Fatalf("keys fetched %d times, want 1", n)
+	}
+	cfg.Issuer = "https://other.example"
+	if _, err := NewJWT(cfg); err == nil {
+		t.Fatal("keys of another issuer accepted")
+	}
+}

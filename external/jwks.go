@@ -10,6 +10,22 @@ import (
 	"github.com/go-jose/go-jose/v4"
 )
 
+// Keys are an issuer's signing keys, fetched and refreshed as keySet
+// describes. Several JWT sources may share them: the adapter keeps them
+// across configuration reloads, so that a reload while the issuer is down
+// does not lose the last good set.
+type Keys struct{ set *keySet }
+
+// NewKeys returns the keys of cfg.Issuer, fetched with cfg's JWKSURI,
+// MinRefreshInterval, MaxAge, Client, Now and Log. It does no I/O.
+func NewKeys(cfg Config) (*Keys, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	c := &cfg
+	return &Keys{set: newKeySet(c, &discovery{cfg: c})}, nil
+}
+
 // keySet holds the issuer's public signing keys (RFC 7517). It fetches them
 // on first use and again when a token names a key id it does not know, at
 // most once per MinRefreshInterval so that tokens with made-up key ids cannot

@@ -53,7 +53,14 @@ func NewJWT(cfg Config) (*JWT, error) {
 		return nil, fmt.Errorf("external: issuer %s: an audience is required", cfg.Issuer)
 	}
 	j := &JWT{cfg: cfg, verified: newAnswerCache(verifiedEntries)}
-	j.keys = newKeySet(&j.cfg, &discovery{cfg: &j.cfg})
+	if cfg.Keys != nil {
+		if cfg.Keys.set.cfg.Issuer != cfg.Issuer {
+			return nil, fmt.Errorf("external: keys of %s given for issuer %s", cfg.Keys.set.cfg.Issuer, cfg.Issuer)
+		}
+		j.keys = cfg.Keys.set
+	} else {
+		j.keys = newKeySet(&j.cfg, &discovery{cfg: &j.cfg})
+	}
 	return j, nil
 }
 
