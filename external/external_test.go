@@ -384,7 +384,7 @@ func TestNewRequiresAudience(t *testing.T) {
 	}
 }
 
-func (p *idp) introspector(t *testing.T, ttl time.Duration, now func() time.Time) *Introspector {
+func (p *idp) introspector(t testing.TB, ttl time.Duration, now func() time.Time) *Introspector {
 	cfg := p.config()
 	cfg.IntrospectionEndpoint = p.iss + "/introspect"
 	cfg.ClientID, cfg.ClientSecret = "rs:1", "sécret"
