@@ -40,6 +40,8 @@ type idp struct {
 
 	metadataHits, jwksHits, introspectHits atomic.Int32
 	requests                               atomic.Int32 // also while down
+	// introspectDelay slows the introspection endpoint down.
+	introspectDelay time.Duration
 }
 
 func newIDP(t testing.TB) *idp {
@@ -64,6 +66,7 @@ func newIDP(t testing.TB) *idp {
 	})
 	mux.HandleFunc("/introspect", func(w http.ResponseWriter, r *http.Request) {
 		p.introspectHits.Add(1)
+		time.Sleep(p.introspectDelay)
 		id, secret, ok := r.BasicAuth()
 		if !ok || id != "rs%3A1" || secret != "s%C3%A9cret" {
 			http.Error(w, `{"error":"invalid_client"}`, http.StatusUnauthorized)
@@ -668,5 +671,48 @@ func TestSharedKeys(t *testing.T) {
 	cfg.Issuer = "https://other.example"
 	if _, err := NewJWT(cfg); err == nil {
 		t.Fatal("keys of another issuer accepted")
+	}
+}
+
+func TestIntrospectionAskedOnceForConcurrentRequests(t *testing.T) {
+	p := newIDP(t)
+	p.introspectDelay = 200 * time.Millisecond
+	p.active["popular"] = map[string]any{"active": true, "sub": "bob"}
+	p.active["left"] = map[string]any{"active": true}
+	in := p.introspector(t, time.Minute, nil)
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for range 20 {
+		wg.Go(func() {
+			g, err := in.Introspect(context.Background(), "popular")
+			if err == nil && g.Token.Subject != "bob" {
+				err = fmt.Errorf("subject %q", g.Token.Subject)
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := p.introspectHits.Load(); n != 1 {
+		t.Fatalf("%d introspections for 20 concurrent requests, want 1", n)
+	}
+
+	// An asker whose client leaves: the one waiting asks again rather than
+	// take the cancellation for an outage.
+	ctx, cancel := context.WithCancel(context.Background())
+	leftErr := make(chan error, 1)
+	go func() { _, err := in.Introspect(ctx, "left"); leftErr <- err }()
+	time.Sleep(20 * time.Millisecond)
+	go func() { time.Sleep(30 * time.Millisecond); cancel() }()
+	if _, err := in.Introspect(context.Background(), "left"); err != nil {
+		t.Errorf("waiter of a cancelled asker: %v", err)
+	}
+	if err := <-leftErr; !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled asker: %v", err)
 	}
 }

@@ -22,6 +22,19 @@ import (
 type Introspector struct {
 	cfg   Config
 	cache *answerCache
+
+	// flights are the questions under way, by token hash: requests with
+	// the same uncached token wait for one answer instead of each asking.
+	mu      sync.Mutex
+	flights map[[sha256.Size]byte]*flight
+}
+
+// flight is one question to the endpoint and, once done is closed, its
+// answer.
+type flight struct {
+	done  chan struct{}
+	grant validator.Grant
+	err   error
 }
 
 // NewIntrospector returns the introspector of cfg.IntrospectionEndpoint.
@@ -36,7 +49,7 @@ func NewIntrospector(cfg Config) (*Introspector, error) {
 	if cfg.ClientID == "" {
 		return nil, fmt.Errorf("external: issuer %s: introspection needs a client id and secret", cfg.Issuer)
 	}
-	in := &Introspector{cfg: cfg}
+	in := &Introspector{cfg: cfg, flights: make(map[[sha256.Size]byte]*flight)}
 	if cfg.CacheTTL > 0 {
 		in.cache = newAnswerCache(cfg.CacheEntries)
 	}
@@ -59,7 +72,47 @@ func (in *Introspector) Introspect(ctx context.Context, raw string) (validator.G
 		if e, ok := in.cache.get(key, now); ok {
 			return e.grant, nil
 		}
+		return in.shared(ctx, raw, key, now)
 	}
+	return in.introspect(ctx, raw, key, now)
+}
+
+// shared asks about an uncached token, or waits for the answer of the
+// request already asking.
+func (in *Introspector) shared(ctx context.Context, raw string, key [sha256.Size]byte, now time.Time) (validator.Grant, error) {
+	for {
+		in.mu.Lock()
+		f, waiting := in.flights[key]
+		if !waiting {
+			f = &flight{done: make(chan struct{})}
+			in.flights[key] = f
+		}
+		in.mu.Unlock()
+		if !waiting {
+			f.grant, f.err = in.introspect(ctx, raw, key, now)
+			in.mu.Lock()
+			delete(in.flights, key)
+			in.mu.Unlock()
+			close(f.done)
+			return f.grant, f.err
+		}
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return validator.Grant{}, fmt.Errorf("%w: waiting for introspection: %w", ErrUnavailable, ctx.Err())
+		}
+		// The asker's own request ended (its client left): ask again
+		// rather than take its cancellation for an outage. A timeout is
+		// an outage for all.
+		if !errors.Is(f.err, context.Canceled) {
+			return f.grant, f.err
+		}
+	}
+}
+
+// introspect asks the endpoint about raw and caches a positive answer under
+// key.
+func (in *Introspector) introspect(ctx context.Context, raw string, key [sha256.Size]byte, now time.Time) (validator.Grant, error) {
 	claims, err := in.ask(ctx, raw)
 	if err != nil {
 		return validator.Grant{}, err
@@ -112,7 +165,7 @@ func (in *Introspector) ask(ctx context.Context, raw string) (map[string]any, er
 	resp, err := in.cfg.Client.Do(req)
 	if err != nil {
 		// The error names the endpoint, never the token (it is in the body).
-		return nil, fmt.Errorf("%w: introspection: %v", ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: introspection: %w", ErrUnavailable, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusBadRequest {
