@@ -322,6 +322,7 @@ func parseGuard(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		realm    <realm>
 //		audience <aud> [<aud>...]
 //		keep_authorization
+//		issuer <url> { ... }   # repeatable, see unmarshalExternalIssuer
 //	}
 func (g *Guard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
@@ -329,6 +330,14 @@ func (g *Guard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	seen := map[string]bool{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
+		if opt == "issuer" { // one block per issuer
+			iss, err := unmarshalExternalIssuer(d)
+			if err != nil {
+				return err
+			}
+			g.Issuers = append(g.Issuers, iss)
+			continue
+		}
 		if seen[opt] {
 			return d.Errf("duplicate subdirective %q", opt)
 		}

@@ -451,6 +451,11 @@ func (a *App) validate() error {
 	if a.MaxSecretVerifications < 0 {
 		return errors.New("max_secret_verifications must not be negative")
 	}
+	if len(a.Clients) == 0 {
+		// Only guards, of other servers' tokens: an oauth2_server still
+		// refuses to provision without clients.
+		return nil
+	}
 	// Building an issuer checks every client the way the server will use it.
 	_, err := a.newIssuer(nil, nil)
 	return err
@@ -687,10 +692,15 @@ type Guard struct {
 	// access tokens (RFC 9068 §4). Default: the app's audience, or its
 	// issuer identifier when that is not set either.
 	Audience []string `json:"audience,omitempty"`
+	// Issuers are other authorization servers whose tokens are accepted
+	// too (see external.go). Default: none, only this app's tokens.
+	Issuers []*ExternalIssuer `json:"issuers,omitempty"`
 
 	v       *validator.Validator
 	logger  *zap.Logger
 	metrics *metrics
+	clients []*http.Client // of the issuers, closed in Cleanup
+	keyRefs []string       // the issuers' keys held in issuerKeys
 }
 
 // CaddyModule returns the Caddy module information.
@@ -709,10 +719,17 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 		return err
 	}
 	g.metrics = app.metrics
+	// Our own JWTs first; the external issuers' introspection, which
+	// recognises any token, stays last.
 	sources, err := g.jwtSources(app)
 	if err != nil {
 		return err
 	}
+	external, err := g.externalSources()
+	if err != nil {
+		return err
+	}
+	sources = append(sources, external...)
 	g.v, err = validator.New(validator.Config{
 		Sources: sources,
 		Tokens:  app.tokens,
@@ -803,5 +820,6 @@ var (
 	_ caddy.Provisioner           = (*Server)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Server)(nil)
 	_ caddy.Provisioner           = (*Guard)(nil)
+	_ caddy.CleanerUpper          = (*Guard)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Guard)(nil)
 )

@@ -24,6 +24,9 @@ var (
 	srvFmt string // the access_token_format srv was loaded with
 )
 
+// moreRoutes add routes of other files' benchmarks to the one server.
+var moreRoutes []func(b *testing.B) []any
+
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if srv != nil {
@@ -68,6 +71,10 @@ func server(b *testing.B, format string) *caddyhttp.Server {
 				},
 			}}},
 		},
+	}
+	server := cfg["apps"].(map[string]any)["http"].(map[string]any)["servers"].(map[string]any)["bench"].(map[string]any)
+	for _, route := range moreRoutes {
+		server["routes"] = append(server["routes"].([]any), route(b)...)
 	}
 	raw, err := json.Marshal(cfg)
 	if err != nil {

@@ -2,15 +2,16 @@
 # Runs the whole test suite against real servers: installs and starts MariaDB
 # and PostgreSQL (Debian packages) and a single-node Cassandra (jars from
 # Maven Central) on 127.0.0.1, installs Debian's Chromium for the consent
-# page tests, checks the SQL Server, Oracle and Db2 statements on emulators
+# page tests, starts panva's oidc-provider from npm as a third-party
+# authorization server (scripts/oidc-provider.sh), checks the SQL Server, Oracle and Db2 statements on emulators
 # (scripts/dialects.sh), then runs every Go test under -race with all server
 # variables set, so nothing is skipped. Needs root for apt-get.
 # A three-node Cassandra cluster on 127.0.0.2-127.0.0.4 (CASSANDRA_CLUSTER_ADDRESSES)
 # then runs the multi-gateway and replica-outage tests, which stop and
 # restart its nodes, after the rest, so they never disturb other tests.
 # The servers stay up for the next run; stop them with
-# `scripts/services.sh stop`, `scripts/cassandra.sh stop` and
-# `scripts/cassandra.sh cluster stop`.
+# `scripts/services.sh stop`, `scripts/cassandra.sh stop`,
+# `scripts/cassandra.sh cluster stop` and `scripts/oidc-provider.sh stop`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +36,10 @@ cluster_tests='^(TestFleetCassandra|TestFleetFeedCassandra|TestReplicaOutage)$'
 step "installing Chromium for the consent page tests"
 scripts/chromium.sh
 eval "$(scripts/chromium.sh env)"
+
+step "starting oidc-provider (the external issuer)"
+scripts/oidc-provider.sh start
+eval "$(scripts/oidc-provider.sh env)"
 
 step "gofmt and go vet"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
