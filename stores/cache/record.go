@@ -80,24 +80,32 @@ func compactKey(b *[internalKeyLen]byte, key string) bool {
 	if len(key) != 64 {
 		return false
 	}
-	for i := 0; i < len(key); i++ {
-		if c := key[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
+	// One pass over the pairs of digits: the first 16 decoded, all checked.
+	var bad byte
+	for i := range 32 {
+		hi, lo := unhex[key[2*i]], unhex[key[2*i+1]]
+		bad |= hi | lo
+		if i < internalKeyLen-1 {
+			b[i+1] = hi<<4 | lo
 		}
 	}
 	b[0] = 0
-	for i := 1; i < internalKeyLen; i++ {
-		b[i] = unhex(key[2*i-2])<<4 | unhex(key[2*i-1])
-	}
-	return true
+	return bad&0xf0 == 0
 }
 
-func unhex(c byte) byte {
-	if c <= '9' {
-		return c - '0'
+// unhex maps a lowercase hex digit to its value and anything else to 0xff.
+var unhex = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
 	}
-	return c - 'a' + 10
-}
+	for c := byte('0'); c <= '9'; c++ {
+		t[c] = c - '0'
+	}
+	for c := byte('a'); c <= 'f'; c++ {
+		t[c] = c - 'a' + 10
+	}
+	return t
+}()
 
 // keyBufs lend LookupToken a buffer for the internal key: bigcache neither
 // keeps the key of a Get nor lets it stay on the stack.
