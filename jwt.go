@@ -144,23 +144,9 @@ func (g *Guard) jwtSources(app *App) ([]validator.Source, error) {
 // claimsPrefix names the placeholders of a JWT's claims.
 const claimsPrefix = "oauth2.claims."
 
-// claimsProvider serves {oauth2.claims.<name>} from a token's claims,
-// converted only when a placeholder asks: strings as they are, whole
-// numbers without exponent, lists joined by commas, objects as JSON.
-func claimsProvider(claims map[string]any) caddy.ReplacerFunc {
-	return func(key string) (any, bool) {
-		name, ok := strings.CutPrefix(key, claimsPrefix)
-		if !ok {
-			return nil, false
-		}
-		v, ok := claims[name]
-		if !ok {
-			return "", true // a claim the token lacks is empty, as Caddy's own are
-		}
-		return claimString(v), true
-	}
-}
-
+// claimString converts a claim for {oauth2.claims.<name>} (see
+// grantPlaceholders), only when a placeholder asks: strings as they are,
+// whole numbers without exponent, lists joined by commas, objects as JSON.
 func claimString(v any) string {
 	switch v := v.(type) {
 	case string:

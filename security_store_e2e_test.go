@@ -118,7 +118,7 @@ func TestFullCacheRevocation(t *testing.T) {
 	// Flood client_credentials tokens until the token endpoint refuses
 	// with 503 temporarily_unavailable, checking now and then that the
 	// grants' tokens are still there.
-	const workers, maxFlood, probeEvery = 4, 20000, 1000
+	const workers, maxFlood, probeEvery = 4, 60000, 1000
 	var (
 		issued, unavailable atomic.Int64
 		other               sync.Map

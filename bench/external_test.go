@@ -86,9 +86,9 @@ func externalJWT(b *testing.B) string {
 // BenchmarkCaddyExternalIntrospectionCached is an opaque token of another
 // server, its introspection answer cached: one hash and one map read.
 func BenchmarkCaddyExternalIntrospectionCached(b *testing.B) {
-	server(b)
+	s := server(b, "opaque")
 	before := externalIdP.introspected.Load()
-	run(b, "/external", "Bearer opaque-external-token")
+	runWith(b, s, "/external", "Bearer opaque-external-token")
 	if n := externalIdP.introspected.Load() - before; n > 1 {
 		b.Fatalf("%d introspections for one token, want at most 1", n)
 	}
@@ -97,15 +97,15 @@ func BenchmarkCaddyExternalIntrospectionCached(b *testing.B) {
 // BenchmarkCaddyExternalIntrospectionUncached asks the endpoint (over
 // loopback HTTP) on every request.
 func BenchmarkCaddyExternalIntrospectionUncached(b *testing.B) {
-	server(b)
-	run(b, "/external-uncached", "Bearer opaque-external-token")
+	s := server(b, "opaque")
+	runWith(b, s, "/external-uncached", "Bearer opaque-external-token")
 }
 
 // BenchmarkCaddyExternalJWT is a JWT of another server, verified against
 // its cached keys (one ES256 verification per request).
 func BenchmarkCaddyExternalJWT(b *testing.B) {
-	server(b)
-	run(b, "/external", "Bearer "+externalJWT(b))
+	s := server(b, "opaque")
+	runWith(b, s, "/external", "Bearer "+externalJWT(b))
 	if n := externalIdP.jwksRequested.Load(); n != 1 {
 		b.Fatalf("keys fetched %d times, want 1", n)
 	}

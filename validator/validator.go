@@ -89,6 +89,9 @@ type Validator struct {
 
 	// Precomputed WWW-Authenticate values.
 	missing, malformed, invalid, insufficient string
+	// The common denials, built once: a flood of bad tokens allocates none.
+	// Callers must not modify a Denial.
+	denyMissing, denyMalformed, denyInvalid, denyScope *Denial
 }
 
 // Denial is a refusal: the status to answer and the WWW-Authenticate
@@ -149,6 +152,11 @@ func New(cfg Config) (*Validator, error) {
 		invalid:   realm + `, error="invalid_token", error_description="the access token is unknown, expired or revoked"`,
 	}
 	v.insufficient = realm + `, error="insufficient_scope", scope="` + strings.Join(cfg.Scopes, " ") + `"`
+	v.denyMissing = &Denial{Status: http.StatusUnauthorized, Challenge: v.missing, Err: ErrNoToken}
+	// RFC 6750 §3.1: invalid_request is answered with 400.
+	v.denyMalformed = &Denial{Status: http.StatusBadRequest, Challenge: v.malformed, Err: ErrMalformedRequest}
+	v.denyInvalid = &Denial{Status: http.StatusUnauthorized, Challenge: v.invalid, Err: ErrInvalidToken}
+	v.denyScope = &Denial{Status: http.StatusForbidden, Challenge: v.insufficient, Err: ErrInsufficientScope}
 	return v, nil
 }
 
@@ -159,20 +167,19 @@ func (v *Validator) Check(r *http.Request) (*stores.Token, *Denial) {
 }
 
 // CheckGrant returns the grant of the request's live access token, or why
-// it is refused.
+// it is refused. The Denial may be shared: callers must not modify it.
 func (v *Validator) CheckGrant(r *http.Request) (Grant, *Denial) {
 	values := r.Header.Values("Authorization")
 	if len(values) == 0 {
-		return Grant{}, &Denial{Status: http.StatusUnauthorized, Challenge: v.missing, Err: ErrNoToken}
+		return Grant{}, v.denyMissing
 	}
 	if len(values) > 1 {
-		// RFC 6750 §3.1: invalid_request is answered with 400.
-		return Grant{}, &Denial{Status: http.StatusBadRequest, Challenge: v.malformed, Err: ErrMalformedRequest}
+		return Grant{}, v.denyMalformed
 	}
 	raw, ok := bearer(values[0])
 	if !ok {
 		// Another scheme (Basic, say) is no bearer credential at all.
-		return Grant{}, &Denial{Status: http.StatusUnauthorized, Challenge: v.missing, Err: ErrNoToken}
+		return Grant{}, v.denyMissing
 	}
 	ctx := r.Context()
 	if v.timeout > 0 {
@@ -185,7 +192,7 @@ func (v *Validator) CheckGrant(r *http.Request) (Grant, *Denial) {
 		tok, err := v.tokens.LookupToken(ctx, stores.AccessToken, v.hasher.Key(raw))
 		switch {
 		case errors.Is(err, stores.ErrNotFound):
-			return Grant{}, &Denial{Status: http.StatusUnauthorized, Challenge: v.invalid, Err: ErrInvalidToken}
+			return Grant{}, v.denyInvalid
 		case err != nil:
 			// A store that cannot answer never lets a request pass.
 			return Grant{}, &Denial{Status: http.StatusServiceUnavailable, Err: err}
@@ -200,7 +207,7 @@ func (v *Validator) CheckGrant(r *http.Request) (Grant, *Denial) {
 			}
 		}
 		if src == nil {
-			return Grant{}, &Denial{Status: http.StatusUnauthorized, Challenge: v.invalid, Err: ErrInvalidToken}
+			return Grant{}, v.denyInvalid
 		}
 		var err error
 		switch g, err = src.Verify(ctx, raw); {
@@ -209,12 +216,12 @@ func (v *Validator) CheckGrant(r *http.Request) (Grant, *Denial) {
 		case err != nil:
 			return Grant{}, &Denial{Status: http.StatusServiceUnavailable, Err: err}
 		case g.Token == nil:
-			return Grant{}, &Denial{Status: http.StatusUnauthorized, Challenge: v.invalid, Err: ErrInvalidToken}
+			return Grant{}, v.denyInvalid
 		}
 	}
 	tok := g.Token
 	if !v.now().Before(tok.ExpiresAt) {
-		return Grant{}, &Denial{Status: http.StatusUnauthorized, Challenge: v.invalid, Err: ErrInvalidToken}
+		return Grant{}, v.denyInvalid
 	}
 	var registered map[string]bool
 	checkClient := v.clients != nil && !g.Foreign
@@ -222,12 +229,12 @@ func (v *Validator) CheckGrant(r *http.Request) (Grant, *Denial) {
 		var ok bool
 		if registered, ok = v.clients(tok.ClientID); !ok {
 			// The client was removed from the configuration.
-			return Grant{}, &Denial{Status: http.StatusUnauthorized, Challenge: v.invalid, Err: ErrInvalidToken}
+			return Grant{}, v.denyInvalid
 		}
 	}
 	for _, want := range v.scopes {
 		if !HasScope(tok.Scope, want) || checkClient && !registered[want] {
-			return Grant{}, &Denial{Status: http.StatusForbidden, Challenge: v.insufficient, Err: ErrInsufficientScope}
+			return Grant{}, v.denyScope
 		}
 	}
 	return g, nil

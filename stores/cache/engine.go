@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/allegro/bigcache/v3"
 	"go.uber.org/zap"
@@ -47,6 +48,7 @@ type Engine struct {
 
 	over   overflow
 	budget int64 // overflow bytes beyond which issuance is refused
+	tab    interned
 
 	compactMu    sync.Mutex
 	compactAfter time.Time // under compactMu
@@ -297,7 +299,8 @@ func (e *Engine) del(key string) error {
 }
 
 func validKey(key string) error {
-	if key == "" || strings.HasPrefix(key, familyPrefix) || strings.HasPrefix(key, revokedPrefix) {
+	// Internal keys start with a zero byte (see internalKey).
+	if key == "" || key[0] == 0 || strings.HasPrefix(key, familyPrefix) || strings.HasPrefix(key, revokedPrefix) {
 		return errors.New("invalid store key")
 	}
 	return nil
@@ -311,14 +314,14 @@ func (e *Engine) InsertCode(ctx context.Context, c *stores.Code) error {
 	if err := validKey(c.Key); err != nil {
 		return err
 	}
-	v, err := encodeCode(c)
+	v, err := encodeCode(c, &e.tab)
 	if err != nil {
 		return err
 	}
 	if err := e.admit(true); err != nil {
 		return err
 	}
-	return e.set(c.Key, v)
+	return e.set(internalKey(c.Key), v)
 }
 
 // ConsumeCode marks the code used and returns it; see stores.CodeStore.
@@ -326,11 +329,11 @@ func (e *Engine) ConsumeCode(ctx context.Context, key string) (*stores.Code, err
 	if err := e.check(ctx); err != nil {
 		return nil, err
 	}
-	v, err := e.consume(key, recCode)
+	v, err := e.consume(internalKey(key), recCode)
 	if err != nil && !errors.Is(err, stores.ErrConsumed) {
 		return nil, err
 	}
-	c, ok := decodeCode(v, key)
+	c, ok := decodeCode(v, key, &e.tab)
 	if !ok {
 		return nil, stores.Unavailable(errors.New("corrupt code record"))
 	}
@@ -343,11 +346,11 @@ func (e *Engine) ConsumeRefreshToken(ctx context.Context, key string) (*stores.T
 	if err := e.check(ctx); err != nil {
 		return nil, err
 	}
-	v, err := e.consume(key, recRefresh)
+	v, err := e.consume(internalKey(key), recRefresh)
 	if err != nil && !errors.Is(err, stores.ErrConsumed) {
 		return nil, err
 	}
-	t, ok := decodeToken(v, key)
+	t, ok := decodeToken(v, key, &e.tab)
 	if !ok {
 		return nil, stores.Unavailable(errors.New("corrupt token record"))
 	}
@@ -390,6 +393,7 @@ func (e *Engine) InsertTokens(ctx context.Context, tokens ...*stores.Token) erro
 		return err
 	}
 	vals := make([][]byte, len(tokens))
+	keys := make([]string, len(tokens))
 	for i, t := range tokens {
 		if err := validKey(t.Key); err != nil {
 			return err
@@ -397,11 +401,11 @@ func (e *Engine) InsertTokens(ctx context.Context, tokens ...*stores.Token) erro
 		if t.Kind != stores.AccessToken && t.Kind != stores.RefreshToken {
 			return fmt.Errorf("invalid token kind %d", t.Kind)
 		}
-		v, err := encodeToken(t)
+		v, err := encodeToken(t, &e.tab)
 		if err != nil {
 			return err
 		}
-		vals[i] = v
+		vals[i], keys[i] = v, internalKey(t.Key)
 	}
 	if err := e.admit(true); err != nil {
 		return err
@@ -412,7 +416,7 @@ func (e *Engine) InsertTokens(ctx context.Context, tokens ...*stores.Token) erro
 			continue
 		}
 		if t.Family == "" {
-			if err := e.set(t.Key, vals[i]); err != nil {
+			if err := e.set(keys[i], vals[i]); err != nil {
 				return err
 			}
 			done[i] = true
@@ -427,14 +431,16 @@ func (e *Engine) InsertTokens(ctx context.Context, tokens ...*stores.Token) erro
 				done[j] = true
 			}
 		}
-		if err := e.insertFamily(t.Family, tokens, vals, group); err != nil {
+		if err := e.insertFamily(t.Family, tokens, keys, vals, group); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (e *Engine) insertFamily(family string, tokens []*stores.Token, vals [][]byte, group []int) error {
+// insertFamily stores the tokens of group, under their internal keys, and
+// lists them in their family's index.
+func (e *Engine) insertFamily(family string, tokens []*stores.Token, ikeys []string, vals [][]byte, group []int) error {
 	mu := e.famLock(family)
 	mu.Lock()
 	defer mu.Unlock()
@@ -462,7 +468,7 @@ func (e *Engine) insertFamily(family string, tokens []*stores.Token, vals [][]by
 		keys = e.prune(keys, now)
 	}
 	for _, i := range group {
-		keys = append(keys, tokens[i].Key)
+		keys = append(keys, ikeys[i])
 		exp = max(exp, tokens[i].ExpiresAt.UnixMilli())
 	}
 	idx, err := encodeFamily(exp, keys)
@@ -470,24 +476,24 @@ func (e *Engine) insertFamily(family string, tokens []*stores.Token, vals [][]by
 		return err
 	}
 	for n, i := range group {
-		if err := e.set(tokens[i].Key, vals[i]); err != nil {
-			e.unset(tokens, group[:n])
+		if err := e.set(ikeys[i], vals[i]); err != nil {
+			e.unset(ikeys, group[:n])
 			return err
 		}
 	}
 	if err := e.set(ikey, idx); err != nil {
 		// Tokens RevokeFamily could not find must not be issued.
-		e.unset(tokens, group)
+		e.unset(ikeys, group)
 		return err
 	}
 	return nil
 }
 
-func (e *Engine) unset(tokens []*stores.Token, group []int) {
+func (e *Engine) unset(ikeys []string, group []int) {
 	for _, i := range group {
-		mu := e.keyLock(tokens[i].Key)
+		mu := e.keyLock(ikeys[i])
 		mu.Lock()
-		_ = e.del(tokens[i].Key)
+		_ = e.del(ikeys[i])
 		mu.Unlock()
 	}
 }
@@ -559,7 +565,15 @@ func (e *Engine) LookupToken(ctx context.Context, kind stores.Kind, key string) 
 	if err := e.check(ctx); err != nil {
 		return nil, err
 	}
-	v, err := e.get(key)
+	// The guard's hot path: the internal key goes in a pooled buffer, so
+	// that the lookup allocates only bigcache's copy and the token.
+	buf := keyBufs.Get().(*[internalKeyLen]byte)
+	ikey := key
+	if compactKey(buf, key) {
+		ikey = unsafe.String(&buf[0], internalKeyLen)
+	}
+	v, err := e.get(ikey)
+	keyBufs.Put(buf)
 	if err != nil {
 		return nil, err
 	}
@@ -568,7 +582,7 @@ func (e *Engine) LookupToken(ctx context.Context, kind stores.Kind, key string) 
 		(kind != stores.AccessToken && kind != stores.RefreshToken) {
 		return nil, stores.ErrNotFound
 	}
-	t, ok := decodeToken(v, key)
+	t, ok := decodeToken(v, key, &e.tab)
 	if !ok {
 		return nil, stores.Unavailable(errors.New("corrupt token record"))
 	}
@@ -580,6 +594,7 @@ func (e *Engine) RevokeToken(ctx context.Context, kind stores.Kind, key string) 
 	if err := e.check(ctx); err != nil {
 		return err
 	}
+	key = internalKey(key)
 	mu := e.keyLock(key)
 	mu.Lock()
 	defer mu.Unlock()

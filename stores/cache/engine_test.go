@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -437,5 +438,60 @@ func TestOverflowDrainsIntoReclaimedSpace(t *testing.T) {
 	}
 	if e.Refusals() != 0 {
 		t.Fatalf("%d refusals in a cache of mostly expired records", e.Refusals())
+	}
+}
+
+// Records keep times outside the compact layout's range (a zero issue
+// time, a lifetime of years) to the millisecond, and client ids and scopes
+// beyond the intern table's room inline, as they were given.
+func TestRecordsKeepUnusualValues(t *testing.T) {
+	e := newEngine(t, Config{MaxMemoryMB: 64, Shards: 64})
+	ctx := context.Background()
+	n := time.Now().Truncate(time.Millisecond)
+	var toks []*stores.Token
+	for i := range internMax + 100 {
+		tok := &stores.Token{Key: storetest.Key(), Kind: stores.AccessToken,
+			ClientID: fmt.Sprintf("client-%d", i), Scope: fmt.Sprintf("read scope-%d", i),
+			Subject: "alice", IssuedAt: n, ExpiresAt: n.Add(time.Hour)}
+		switch i {
+		case 0:
+			tok.IssuedAt = time.UnixMilli(0)
+		case 1:
+			tok.ExpiresAt = n.AddDate(30, 0, 0)
+		case 2:
+			tok.ClientID = strings.Repeat("c", internMaxLen+1)
+		case 3:
+			tok.Kind, tok.Family = stores.RefreshToken, "fam-3"
+		}
+		toks = append(toks, tok)
+	}
+	if err := e.InsertTokens(ctx, toks...); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range toks {
+		got, err := e.LookupToken(ctx, want.Kind, want.Key)
+		if err != nil {
+			t.Fatalf("%s: %v", want.ClientID, err)
+		}
+		if got.Key != want.Key || got.ClientID != want.ClientID || got.Scope != want.Scope || got.Subject != want.Subject ||
+			got.Family != want.Family || !got.IssuedAt.Equal(want.IssuedAt) || !got.ExpiresAt.Equal(want.ExpiresAt) {
+			t.Fatalf("got %+v, want %+v", got, want)
+		}
+	}
+	// Keys that are not 64 lowercase hex digits are kept as they are, and
+	// two that differ only in case are two keys.
+	upper := strings.ToUpper(toks[5].Key)
+	if _, err := e.LookupToken(ctx, stores.AccessToken, upper); !errors.Is(err, stores.ErrNotFound) {
+		t.Fatalf("upper-case key: %v, want ErrNotFound", err)
+	}
+	odd := &stores.Token{Key: "k-" + upper, Kind: stores.AccessToken, ClientID: "c", IssuedAt: n, ExpiresAt: n.Add(time.Hour)}
+	if err := e.InsertTokens(ctx, odd); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := e.LookupToken(ctx, stores.AccessToken, odd.Key); err != nil || got.Key != odd.Key {
+		t.Fatalf("odd key: %v %v", got, err)
+	}
+	if err := e.InsertTokens(ctx, &stores.Token{Key: "\x00" + odd.Key, Kind: stores.AccessToken}); err == nil {
+		t.Fatal("a key starting with a zero byte was accepted")
 	}
 }

@@ -43,7 +43,7 @@ type Store struct {
 	// Name tells caches apart. Default: "default".
 	Name string `json:"name,omitempty"`
 	// MaxMemory bounds the cache's records in megabytes; the maps indexing
-	// them take about 20 bytes per record more, and live records evicted
+	// them take about 40 bytes per record more, and live records evicted
 	// from a full shard are kept in an overflow of up to max_memory/8 (at
 	// least 64 KiB). Once that is used, issuing codes and tokens fails with
 	// 503 temporarily_unavailable and a warning is logged; nothing live is

@@ -3,27 +3,41 @@ package cache
 import (
 	"encoding/binary"
 	"errors"
+	"math"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
 	"github.com/tokengate/caddy-oauth2/stores"
 )
 
-// A record is the bigcache value of one code, token or family index:
+// A record is the bigcache value of one code, token or family index, in a
+// fixed binary layout kept small because a million tokens may be live:
 //
-//	[0]      record type (recCode, recAccess, recRefresh, recFamily)
-//	[1]      flags (flagUsed)
+//	[0]      record type (recCode, recAccess, recRefresh, recFamily, recRevoked)
+//	[1]      flags (flagUsed, flagWide)
+//	[2:8]    expires at, unix milliseconds, 48 bits little endian
+//	[8:12]   lifetime (expires − issued), milliseconds, little endian
+//	[12:]    fields
+//
+// A record whose times do not fit (a lifetime over 49 days, a time before
+// 1970) has flagWide and two full int64 times instead:
+//
 //	[2:10]   issued at, unix milliseconds, little endian
-//	[10:18]  expires at, unix milliseconds, little endian
-//	[18:]    fields, each a little-endian uint16 length and its bytes
+//	[10:18]  expires at
+//	[18:]    fields
 //
-// Codes, access and refresh tokens live under their own key (a 64-hex-digit
-// HMAC, distinct across kinds because the raw values carry distinct
-// prefixes); the type byte keeps the kinds apart, so a hot-path lookup needs
-// no prefixed key to be built. A family index lives under "f:"+family, which
-// no hex key can equal; its fields are the keys of its member tokens. A
-// revoked-family marker lives under "r:"+family, with no fields: its expiry
-// is the end of the revocation.
+// Each field is a uvarint h and, when h is even, h/2 bytes of the string;
+// an odd h stands for the string interned at index h/2 (see interned), for
+// the client ids, scopes and redirect URIs that many records repeat.
+//
+// Codes, access and refresh tokens live under their store key (see
+// internalKey); the type byte keeps the kinds apart. A family index lives
+// under "f:"+family; its fields are the internal keys of its member tokens.
+// A revoked-family marker lives under "r:"+family, with no fields: its
+// expiry is the end of the revocation.
 const (
 	recCode    byte = 'c'
 	recAccess  byte = 'a'
@@ -32,17 +46,70 @@ const (
 	recRevoked byte = 'x'
 
 	flagUsed byte = 1
+	flagWide byte = 2
 
-	offFlags   = 1
-	offIssued  = 2
-	offExpires = 10
-	headerLen  = 18
+	offFlags  = 1
+	headerLen = 12 // the narrow header; wideLen with flagWide
+	wideLen   = 18
+
+	maxNarrowMilli = 1<<48 - 1
 
 	familyPrefix  = "f:"
 	revokedPrefix = "r:"
 )
 
 var errFieldTooLong = errors.New("field longer than 65535 bytes")
+
+// internalKey is the bigcache key of a store key. The store keys the issuer
+// makes are 64 lowercase hex digits (an HMAC-SHA256); their first 16 bytes,
+// behind a zero byte no other key may start with, make a 17-byte key
+// instead of 64. A 128-bit truncation of an HMAC is as unforgeable as the
+// whole without the secret, and a collision among a billion live tokens
+// has odds under 10⁻²¹. Other keys (tests, other callers) stay as they are.
+func internalKey(key string) string {
+	var b [internalKeyLen]byte
+	if !compactKey(&b, key) {
+		return key
+	}
+	return string(b[:])
+}
+
+const internalKeyLen = 17
+
+func compactKey(b *[internalKeyLen]byte, key string) bool {
+	if len(key) != 64 {
+		return false
+	}
+	// One pass over the pairs of digits: the first 16 decoded, all checked.
+	var bad byte
+	for i := range 32 {
+		hi, lo := unhex[key[2*i]], unhex[key[2*i+1]]
+		bad |= hi | lo
+		if i < internalKeyLen-1 {
+			b[i+1] = hi<<4 | lo
+		}
+	}
+	b[0] = 0
+	return bad&0xf0 == 0
+}
+
+// unhex maps a lowercase hex digit to its value and anything else to 0xff.
+var unhex = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
+	}
+	for c := byte('0'); c <= '9'; c++ {
+		t[c] = c - '0'
+	}
+	for c := byte('a'); c <= 'f'; c++ {
+		t[c] = c - 'a' + 10
+	}
+	return t
+}()
+
+// keyBufs lend LookupToken a buffer for the internal key: bigcache neither
+// keeps the key of a Get nor lets it stay on the stack.
+var keyBufs = sync.Pool{New: func() any { return new([internalKeyLen]byte) }}
 
 func recordType(kind stores.Kind) byte {
 	if kind == stores.RefreshToken {
@@ -51,94 +118,144 @@ func recordType(kind stores.Kind) byte {
 	return recAccess
 }
 
+// hdrLen is the length of v's header.
+func hdrLen(v []byte) int {
+	if v[offFlags]&flagWide != 0 {
+		return wideLen
+	}
+	return headerLen
+}
+
 // header checks that v is a record of type typ and returns its flags and
 // expiry.
 func header(v []byte, typ byte) (flags byte, expires int64, ok bool) {
-	if len(v) < headerLen || v[0] != typ {
+	if len(v) < headerLen || v[0] != typ || len(v) < hdrLen(v) {
 		return 0, 0, false
 	}
-	return v[offFlags], int64(binary.LittleEndian.Uint64(v[offExpires:])), true
+	return v[offFlags], expiresAt(v), true
 }
 
+// expiresAt reads the expiry of a record at least headerLen long; a
+// truncated wide one reads as long expired.
 func expiresAt(v []byte) int64 {
-	return int64(binary.LittleEndian.Uint64(v[offExpires:]))
+	if v[offFlags]&flagWide == 0 {
+		_ = v[7]
+		return int64(v[2]) | int64(v[3])<<8 | int64(v[4])<<16 | int64(v[5])<<24 | int64(v[6])<<32 | int64(v[7])<<40
+	}
+	if len(v) < wideLen {
+		return math.MinInt64
+	}
+	return int64(binary.LittleEndian.Uint64(v[10:]))
 }
 
-func putHeader(b []byte, typ, flags byte, issued, expires time.Time) []byte {
-	b = append(b, typ, flags)
-	b = binary.LittleEndian.AppendUint64(b, uint64(issued.UnixMilli()))
-	return binary.LittleEndian.AppendUint64(b, uint64(expires.UnixMilli()))
+func times(v []byte) (issued, expires time.Time) {
+	if v[offFlags]&flagWide != 0 {
+		return time.UnixMilli(int64(binary.LittleEndian.Uint64(v[2:]))),
+			time.UnixMilli(int64(binary.LittleEndian.Uint64(v[10:])))
+	}
+	exp := expiresAt(v)
+	return time.UnixMilli(exp - int64(binary.LittleEndian.Uint32(v[8:]))), time.UnixMilli(exp)
 }
 
-func putField(b []byte, s string) ([]byte, error) {
+func putHeader(b []byte, typ, flags byte, issued, expires int64) []byte {
+	if life := expires - issued; expires < 0 || expires > maxNarrowMilli || life < 0 || life > math.MaxUint32 {
+		b = append(b, typ, flags|flagWide)
+		b = binary.LittleEndian.AppendUint64(b, uint64(issued))
+		return binary.LittleEndian.AppendUint64(b, uint64(expires))
+	}
+	b = append(b, typ, flags,
+		byte(expires), byte(expires>>8), byte(expires>>16), byte(expires>>24), byte(expires>>32), byte(expires>>40))
+	return binary.LittleEndian.AppendUint32(b, uint32(expires-issued))
+}
+
+// putField appends s inline, or its index when tab interns it.
+func putField(b []byte, s string, tab *interned) ([]byte, error) {
+	if tab != nil {
+		if i := tab.id(s); i != 0 {
+			return binary.AppendUvarint(b, uint64(i)<<1|1), nil
+		}
+	}
 	if len(s) > 0xffff {
 		return b, errFieldTooLong
 	}
-	b = binary.LittleEndian.AppendUint16(b, uint16(len(s)))
+	b = binary.AppendUvarint(b, uint64(len(s))<<1)
 	return append(b, s...), nil
 }
 
-func encodeCode(c *stores.Code) ([]byte, error) {
-	n := headerLen + 7*2 + len(c.ClientID) + len(c.Subject) + len(c.RedirectURI) + len(c.Scope) +
-		len(c.CodeChallenge) + len(c.CodeChallengeMethod) + len(c.Family)
-	b := putHeader(make([]byte, 0, n), recCode, 0, c.IssuedAt, c.ExpiresAt)
+func encodeCode(c *stores.Code, tab *interned) ([]byte, error) {
+	n := wideLen + 7*3 + len(c.Subject) + len(c.CodeChallenge) + len(c.Family)
+	b := putHeader(make([]byte, 0, n), recCode, 0, c.IssuedAt.UnixMilli(), c.ExpiresAt.UnixMilli())
 	var err error
-	for _, f := range [...]string{c.ClientID, c.Subject, c.RedirectURI, c.Scope, c.CodeChallenge, c.CodeChallengeMethod, c.Family} {
-		if b, err = putField(b, f); err != nil {
+	for _, f := range [...]struct {
+		s   string
+		tab *interned
+	}{{c.ClientID, tab}, {c.Subject, nil}, {c.RedirectURI, tab}, {c.Scope, tab},
+		{c.CodeChallenge, nil}, {c.CodeChallengeMethod, tab}, {c.Family, nil}} {
+		if b, err = putField(b, f.s, f.tab); err != nil {
 			return nil, err
 		}
 	}
 	return b, nil
 }
 
-func encodeToken(t *stores.Token) ([]byte, error) {
-	n := headerLen + 4*2 + len(t.ClientID) + len(t.Subject) + len(t.Scope) + len(t.Family)
-	b := putHeader(make([]byte, 0, n), recordType(t.Kind), 0, t.IssuedAt, t.ExpiresAt)
+func encodeToken(t *stores.Token, tab *interned) ([]byte, error) {
+	n := wideLen + 4*3 + len(t.Subject) + len(t.Family)
+	b := putHeader(make([]byte, 0, n), recordType(t.Kind), 0, t.IssuedAt.UnixMilli(), t.ExpiresAt.UnixMilli())
 	var err error
-	for _, f := range [...]string{t.ClientID, t.Subject, t.Scope, t.Family} {
-		if b, err = putField(b, f); err != nil {
+	for _, f := range [...]struct {
+		s   string
+		tab *interned
+	}{{t.ClientID, tab}, {t.Subject, nil}, {t.Scope, tab}, {t.Family, nil}} {
+		if b, err = putField(b, f.s, f.tab); err != nil {
 			return nil, err
 		}
 	}
 	return b, nil
 }
 
-// fields reads length-prefixed strings from a record. The strings share v's
-// memory: v must be a private copy (bigcache's Get returns one) that nobody
-// modifies afterwards.
+// fields reads the fields of a record. Inline strings share v's memory: v
+// must be a private copy (bigcache's Get returns one) that nobody modifies
+// afterwards.
 type fields struct {
 	s   string
 	off int
 	bad bool
+	tab *interned
 }
 
-func newFields(v []byte) fields {
-	return fields{s: unsafe.String(unsafe.SliceData(v), len(v)), off: headerLen}
+func newFields(v []byte, tab *interned) fields {
+	return fields{s: unsafe.String(unsafe.SliceData(v), len(v)), off: hdrLen(v), tab: tab}
 }
 
 func (f *fields) next() string {
-	if f.bad || f.off+2 > len(f.s) {
+	if f.bad || f.off >= len(f.s) {
 		f.bad = true
 		return ""
 	}
-	n := int(f.s[f.off]) | int(f.s[f.off+1])<<8
-	start := f.off + 2
-	if start+n > len(f.s) {
+	h, n := binary.Uvarint(unsafe.Slice(unsafe.StringData(f.s[f.off:]), len(f.s)-f.off))
+	if n <= 0 || h > 0xffff<<1|1 {
 		f.bad = true
 		return ""
 	}
-	f.off = start + n
-	return f.s[start:f.off]
-}
-
-func times(v []byte) (issued, expires time.Time) {
-	return time.UnixMilli(int64(binary.LittleEndian.Uint64(v[offIssued:]))),
-		time.UnixMilli(int64(binary.LittleEndian.Uint64(v[offExpires:])))
+	f.off += n
+	if h&1 != 0 {
+		s, ok := f.tab.str(uint32(h >> 1))
+		f.bad = !ok
+		return s
+	}
+	end := f.off + int(h>>1)
+	if end > len(f.s) {
+		f.bad = true
+		return ""
+	}
+	s := f.s[f.off:end]
+	f.off = end
+	return s
 }
 
 // decodeCode decodes a record already checked by header.
-func decodeCode(v []byte, key string) (*stores.Code, bool) {
-	f := newFields(v)
+func decodeCode(v []byte, key string, tab *interned) (*stores.Code, bool) {
+	f := newFields(v, tab)
 	c := &stores.Code{Key: key}
 	c.ClientID = f.next()
 	c.Subject = f.next()
@@ -152,8 +269,8 @@ func decodeCode(v []byte, key string) (*stores.Code, bool) {
 }
 
 // decodeToken decodes a record already checked by header.
-func decodeToken(v []byte, key string) (*stores.Token, bool) {
-	f := newFields(v)
+func decodeToken(v []byte, key string, tab *interned) (*stores.Token, bool) {
+	f := newFields(v, tab)
 	t := &stores.Token{Key: key, Kind: stores.AccessToken}
 	if v[0] == recRefresh {
 		t.Kind = stores.RefreshToken
@@ -166,9 +283,12 @@ func decodeToken(v []byte, key string) (*stores.Token, bool) {
 	return t, !f.bad
 }
 
-// members returns the token keys listed in a family index record.
+// members returns the internal token keys listed in a family index record.
 func members(v []byte) []string {
-	f := newFields(v)
+	if len(v) < headerLen || len(v) < hdrLen(v) {
+		return nil
+	}
+	f := newFields(v, nil)
 	var keys []string
 	for f.off < len(f.s) {
 		k := f.next()
@@ -182,17 +302,14 @@ func members(v []byte) []string {
 
 // encodeFamily builds a family index record.
 func encodeFamily(expires int64, keys []string) ([]byte, error) {
-	n := headerLen
+	n := wideLen
 	for _, k := range keys {
-		n += 2 + len(k)
+		n += 3 + len(k)
 	}
-	b := make([]byte, 0, n)
-	b = append(b, recFamily, 0)
-	b = binary.LittleEndian.AppendUint64(b, 0)
-	b = binary.LittleEndian.AppendUint64(b, uint64(expires))
+	b := putHeader(make([]byte, 0, n), recFamily, 0, expires, expires)
 	var err error
 	for _, k := range keys {
-		if b, err = putField(b, k); err != nil {
+		if b, err = putField(b, k, nil); err != nil {
 			return nil, err
 		}
 	}
@@ -201,8 +318,62 @@ func encodeFamily(expires int64, keys []string) ([]byte, error) {
 
 // encodeRevoked builds a revoked-family marker record.
 func encodeRevoked(expires int64) []byte {
-	b := make([]byte, 0, headerLen)
-	b = append(b, recRevoked, 0)
-	b = binary.LittleEndian.AppendUint64(b, 0)
-	return binary.LittleEndian.AppendUint64(b, uint64(expires))
+	return putHeader(make([]byte, 0, wideLen), recRevoked, 0, expires, expires)
+}
+
+// interned is a bounded table of the strings many records repeat: client
+// ids, scopes, redirect URIs and PKCE methods come from the configuration
+// and are few. A record holds a small index instead of the string, and
+// decoding hands out the table's own string, without allocating. Once the
+// table is full, or for a long string, records hold the string inline.
+// Entries are never removed: an index stays valid for the engine's life.
+type interned struct {
+	mu    sync.RWMutex
+	index map[string]uint32 // under mu
+	n     atomic.Uint32     // entries published in strs
+	strs  [internMax]string
+}
+
+const (
+	internMax    = 1024
+	internMaxLen = 256
+)
+
+// id returns s's 1-based index, interning it if there is room; 0 means
+// inline.
+func (t *interned) id(s string) uint32 {
+	if s == "" || len(s) > internMaxLen {
+		return 0
+	}
+	t.mu.RLock()
+	i := t.index[s]
+	t.mu.RUnlock()
+	if i != 0 {
+		return i
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if i = t.index[s]; i != 0 {
+		return i
+	}
+	n := t.n.Load()
+	if n == internMax {
+		return 0
+	}
+	if t.index == nil {
+		t.index = make(map[string]uint32)
+	}
+	s = strings.Clone(s) // not a substring of a larger record or request
+	t.strs[n] = s
+	t.index[s] = n + 1
+	t.n.Store(n + 1) // publishes strs[n]
+	return n + 1
+}
+
+// str returns the string at the 1-based index i.
+func (t *interned) str(i uint32) (string, bool) {
+	if t == nil || i == 0 || i > t.n.Load() {
+		return "", false
+	}
+	return t.strs[i-1], true
 }

@@ -29,13 +29,13 @@ func (e *Engine) RevokeSubject(ctx context.Context, subject, clientID string, un
 		var cli, sub, fam string
 		switch v[0] {
 		case recCode:
-			c, ok := decodeCode(v, "")
+			c, ok := decodeCode(v, "", &e.tab)
 			if !ok {
 				return
 			}
 			cli, sub, fam = c.ClientID, c.Subject, c.Family
 		case recAccess, recRefresh:
-			t, ok := decodeToken(v, "")
+			t, ok := decodeToken(v, "", &e.tab)
 			if !ok {
 				return
 			}
