@@ -72,9 +72,10 @@ type Store struct {
 	// CreateSchema applies the bundled schema at start when its tables
 	// are missing. Default: false; the tables must exist.
 	CreateSchema bool `json:"create_schema,omitempty"`
-	// PurgeBatch is the most rows one purge statement deletes; it
-	// overrides the batch size the purger asks for. Default: the purger's,
-	// else 1000.
+	// PurgeBatch fixes the rows one purge statement deletes; it overrides
+	// the batch size the purger asks for and stops batches from growing.
+	// Default: the purger's as the first batch, grown while the guard's
+	// lookups stay fast.
 	PurgeBatch int `json:"purge_batch,omitempty"`
 	// LockTimeout bounds how long a Db2 statement waits for a row lock
 	// (set on every connection, in whole seconds rounded up): IBM's
