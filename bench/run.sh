@@ -28,6 +28,10 @@
 #   BENCH_FLOOD_CONNS  connections of the wrong-secret flood (default 20)
 #   BENCH_FLEET_TOKENS revocations timed in the fleet scenario (default 100)
 #   BENCH_CACHE     where the Caddy and Hydra binaries are kept (default /var/cache/caddy-oauth2-bench)
+#   BENCH_PROFILE   1: a CPU profile of Caddy per guard configuration
+#   BENCH_PURGE_DBMS   databases of the purge scenario (default "mariadb postgres")
+#   BENCH_PURGE_IDLE   0 skips the purge without traffic (default 1)
+#   BENCH_PURGE_MAX    seconds the purge under load may take (default 300)
 #   BENCH_PIN       1 (default on 2+ CPUs): the server under test (Caddy, Hydra) on
 #                   CPU 0, wrk and the upstream on CPU 1, so the load generator does
 #                   not steal from what it measures; databases are not pinned
@@ -260,9 +264,10 @@ EOF
 }
 
 # purger_caddyfile DBMS PREFIX [EVERY]: only the app, purging every EVERY
-# (default 5s, each run bounded by that too), and a dummy site.
+# (default 5s, each run bounded by that too), and a dummy site; it logs each
+# purge batch (debug level), summed up by purge_batches.
 purger_caddyfile() {
-	caddyfile "$1" 0 "${3:-5s}" "$2" "$ADMIN2" | sed '/^http:\/\//,/^}/d'
+	caddyfile "$1" 0 "${3:-5s}" "$2" "$ADMIN2" | sed -e '/^http:\/\//,/^}/d' -e 's/^\t\tlevel WARN$/\t\tlevel DEBUG/'
 	printf 'http://%s {\n\trespond ok\n}\n' "$SPARE"
 }
 
@@ -312,22 +317,51 @@ cpu_ticks() {
 }
 HZ=$(getconf CLK_TCK)
 
+# db_pids STORE: the database server processes serving STORE at the address
+# the bench uses (PostgreSQL: the postmaster and its backends).
+db_pids() {
+	local addr pid
+	case $1 in
+	mariadb) addr=127.0.0.1:3306 ;;
+	postgres) addr=127.0.0.1:5432 ;;
+	cassandra) addr=${CASSANDRA_HOSTS%%,*} ;;
+	*) return 0 ;;
+	esac
+	pid=$(ss -Hltnp "sport = :${addr##*:}" 2>/dev/null | grep -F "${addr%:*}:" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
+	[[ -n $pid ]] || return 0
+	echo "$pid"
+	[[ $1 == postgres ]] && pgrep -P "$pid"
+}
+
+# db_ticks STORE: "pid ticks" lines for db_pids.
+db_ticks() {
+	local p
+	for p in $(db_pids "$1"); do echo "$p $(cpu_ticks "$p")"; done
+}
+
 # load URL [SECONDS] runs wrk; the request comes from BENCH_METHOD/BODY/AUTH.
 # Prints "req/s p50µs p99µs non2xx sockerr requests cpuµs/req", or nothing
 # on failure; the last is the CPU time (user + system) the server process
 # LOAD_PID (default: CADDY_PID) spent over the run, per request: on a
-# shared VM it swings less than req/s.
+# shared VM it swings less than req/s. With LOAD_DB set to a store, an
+# eighth field is the CPU µs per request of that store's database server
+# (which other clients of the server may inflate).
 load() {
-	local pid=${LOAD_PID:-${CADDY_PID:-}} c0 c1 out
+	local pid=${LOAD_PID:-${CADDY_PID:-}} c0 c1 out d0 d1=
 	c0=$(cpu_ticks "$pid")
+	[[ -n ${LOAD_DB:-} ]] && d0=$(db_ticks "$LOAD_DB")
 	out=$("${LOAD_CPU[@]}" wrk -t"$THREADS" -c"$CONNS" -d"${2:-$DUR}s" --timeout 10s -s "$here/wrk.lua" "$1" 2>>"$run/wrk.err" |
 		awk '/^RESULT/{print $2, $3, $4, $5, $6, $7}')
 	c1=$(cpu_ticks "$pid")
+	[[ -n ${LOAD_DB:-} ]] && d1=$(db_ticks "$LOAD_DB")
 	[[ -n $out ]] || return 0
-	awk -v o="$out" -v d=$((c1 - c0)) -v hz="$HZ" -v p="$pid" 'BEGIN {
-		n = split(o, v, " ")
+	awk -v o="$out" -v d=$((c1 - c0)) -v hz="$HZ" -v p="$pid" -v d0="$d0" -v d1="$d1" -v db="${LOAD_DB:-}" 'BEGIN {
+		split(o, v, " ")
 		cpu = (p == "" || v[6] == 0) ? 0 : d / hz * 1e6 / v[6]
-		printf "%s %.1f\n", o, cpu
+		if (db == "") { printf "%s %.1f\n", o, cpu; exit }
+		n = split(d0, a, "\n"); for (i = 1; i <= n; i++) { split(a[i], f, " "); t0[f[1]] = f[2] }
+		n = split(d1, a, "\n"); for (i = 1; i <= n; i++) { split(a[i], f, " "); dt += f[2] - t0[f[1]] }
+		printf "%s %.1f %.1f\n", o, cpu, v[6] == 0 ? 0 : dt / hz * 1e6 / v[6]
 	}'
 }
 
@@ -350,12 +384,12 @@ ratio() {
 # over rounds, median CPU µs per request.
 summarize() {
 	sort -k1,1n "$1" | awk '
-	{ rps += $1; p50[NR] = $2; p99[NR] = $3; bad += $4 + $5; cpu[NR] = $7 + 0 }
+	{ rps += $1; p50[NR] = $2; p99[NR] = $3; bad += $4 + $5; cpu[NR] = $7 + 0; db[NR] = $8 + 0 }
 	END {
-		if (NR == 0) { print "0 0 0 0 0"; exit }
-		n = asort(p50); asort(p99); asort(cpu)
+		if (NR == 0) { print "0 0 0 0 0 0"; exit }
+		n = asort(p50); asort(p99); asort(cpu); asort(db)
 		m = int((n + 1) / 2)
-		printf "%.0f %.2f %.2f %d %.1f\n", rps / NR, p50[m] / 1000, p99[m] / 1000, bad, cpu[m]
+		printf "%.0f %.2f %.2f %d %.1f %.1f\n", rps / NR, p50[m] / 1000, p99[m] / 1000, bad, cpu[m], db[m]
 	}'
 }
 
@@ -382,7 +416,7 @@ compare() {
 	sb=$(summarize "$run/b.txt")
 	record "$sc" "$cfg" "$na" "$sa"
 	record "$sc" "$cfg" "$nb" "$sb"
-	echo "$(cut -d' ' -f5 <<<"$sa") $(cut -d' ' -f5 <<<"$sb")" >"$run/cpu.txt"
+	echo "$(cut -d' ' -f5 <<<"$sa") $(cut -d' ' -f5 <<<"$sb") $(cut -d' ' -f6 <<<"$sb")" >"$run/cpu.txt"
 	echo "${sa%% *} ${sb%% *}"
 }
 
@@ -408,13 +442,16 @@ scenario_guard() {
 				stop "$CADDY_PID"
 				continue
 			fi
-			rates=$(BENCH_METHOD=GET BENCH_BODY= BENCH_AUTH="Bearer $tok" \
+			rates=$(BENCH_METHOD=GET BENCH_BODY= BENCH_AUTH="Bearer $tok" LOAD_DB=$store \
 				compare guard "$cfgname" plain "http://$PLAIN/" guarded "http://$GUARDED/")
 			local q goal=0.9 cpu cpuq
 			[[ $store == cache ]] && goal=0.95
 			q=$(div "${rates#* }" "${rates%% *}")
-			cpu=$(<"$run/cpu.txt")
-			cpuq="CPU/request plain ${cpu%% *} µs, guarded ${cpu#* } µs ($(div "${cpu#* }" "${cpu%% *}")x)"
+			local cpu_p cpu_g cpu_db
+			read -r cpu_p cpu_g cpu_db <"$run/cpu.txt"
+			cpuq="Caddy CPU/request plain $cpu_p µs, guarded $cpu_g µs ($(div "$cpu_g" "$cpu_p")x)"
+			[[ $store == cache || $store == sqlite ]] || cpuq+=", $store server CPU/guarded request $cpu_db µs"
+			[[ ${BENCH_PROFILE:-0} == 1 ]] && profile_guard "$cfgname" "$tok"
 			if [[ $vc == 0 && $store != cache ]]; then
 				goal=0.75
 				[[ $store == cassandra ]] && goal=0.5
@@ -426,6 +463,21 @@ scenario_guard() {
 			stop "$CADDY_PID"
 		done
 	done
+}
+
+# profile_guard NAME TOKEN: a CPU profile of Caddy (its admin endpoint's
+# pprof) while wrk loads the guarded route, kept as $run/guard-NAME.pprof,
+# and its top functions in $run/guard-NAME.top.
+profile_guard() {
+	local admin
+	admin=$(awk '/^\tadmin /{print $2; exit}' "$run/guard-$1.Caddyfile")
+	BENCH_METHOD=GET BENCH_BODY= BENCH_AUTH="Bearer $2" load "http://$GUARDED/" $((DUR + 2)) >/dev/null &
+	local lp=$!
+	sleep 1
+	curl -s -o "$run/guard-$1.pprof" "http://$admin/debug/pprof/profile?seconds=$DUR"
+	wait "$lp"
+	go tool pprof -top -nodecount=40 "$CADDY" "$run/guard-$1.pprof" >"$run/guard-$1.top" 2>/dev/null
+	say "  profile: $run/guard-$1.pprof (top: $run/guard-$1.top)"
 }
 
 # ---- Hydra -------------------------------------------------------------------
@@ -683,11 +735,20 @@ scenario_purge() {
 			[[ -z $v ]] && p99q=$q
 			ratio "purge $name: guard p99 during/idle = $q, worst 3s-slice p99 ${worst} ms (goal <= 1.5: $(verdict "$q" 1.5 '<='))"
 		done
-		ratio "purge $dbms: $secs by the store's purger under guard load (adaptive batches from 1000, purge_every 5s) (goal <= 30s: $verdict_t)"
+		ratio "purge $dbms: $secs by the store's purger under guard load (adaptive batches from 1000, purge_every 5s) (goal <= 30s: $verdict_t); $(purge_batches "$run/purger-$dbms.log")"
 		row "purge-load-$dbms" "$secs; guard p99 during/idle $p99q" "$verdict_t, p99 $(verdict "$p99q" 1.5 '<=')"
 		[[ ${BENCH_PURGE_IDLE:-1} == 1 ]] && purge_idle "$dbms" "$prefix"
 	done
 	purge_hydra
+}
+
+# purge_batches LOG: how the purger paced itself, from its debug lines.
+purge_batches() {
+	jq -r 'select(.msg == "purge batch" and (.table | endswith("access_tokens"))) | "\(.batch) \(.took) \(.lookup) \(.rest)"' "$1" 2>/dev/null |
+		awk '{ n++; rows += $1; if ($1 > big) big = $1; took += $2; rest += $4; lk[n] = $3 }
+		END { if (!n) { print "no batch lines"; exit }
+			asort(lk)
+			printf "%d batches, largest %d rows, %.1fs deleting, %.1fs resting, median lookup during a batch %.2f ms", n, big, took, rest, lk[int((n + 1) / 2)] * 1000 }'
 }
 
 # empty_table DBMS TABLE: leftovers of an interrupted run would skew a result.
@@ -716,7 +777,7 @@ purge_idle() {
 	n=$(jq -r .tokens <<<"$out" 2>/dev/null)
 	[[ $n =~ ^[0-9]+$ ]] || { ratio "purge $dbms idle: admin purge failed: $out"; return; }
 	echo "$dbms $secs $n" >>"$run/purge-idle.txt"
-	ratio "purge $dbms, no traffic: $n of $PURGE_ROWS rows in ${secs}s, $(awk -v n="$n" -v s="$secs" 'BEGIN{printf "%.0f", n / s}') rows/s (one admin purge run)"
+	ratio "purge $dbms, no traffic: $n of $PURGE_ROWS rows in ${secs}s, $(awk -v n="$n" -v s="$secs" 'BEGIN{printf "%.0f", n / s}') rows/s (one admin purge run); $(purge_batches "$run/purger-idle-$dbms.log")"
 }
 
 # purge_hydra: the same number of expired access tokens in Hydra's table, then
@@ -967,9 +1028,9 @@ issue_table() {
 
 report() {
 	echo
-	echo "| scenario | store | variant | req/s | p50 ms | p99 ms | errors | CPU µs/req |"
-	echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"
-	awk -F'\t' '{ split($4, v, " "); printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, v[1], v[2], v[3], v[4], v[5] }' "$RESULTS"
+	echo "| scenario | store | variant | req/s | p50 ms | p99 ms | errors | CPU µs/req | DB CPU µs/req |"
+	echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+	awk -F'\t' '{ split($4, v, " "); printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, v[1], v[2], v[3], v[4], v[5], v[6] }' "$RESULTS"
 	echo
 	issue_table
 	echo

@@ -30,7 +30,7 @@ const (
 	// enough.
 	lookupFloor = 500 * time.Microsecond
 	// idleWindow is how many recent idle lookups the baseline is the
-	// median of, so that it follows the load the store has anyway.
+	// median of.
 	idleWindow = 5
 )
 
@@ -87,9 +87,8 @@ func (p *Pacer) init() {
 	p.batch, p.duty = p.MinBatch, startDuty
 }
 
-// Idle records a lookup's latency with no batch running, such as one
-// taken before each batch; the median of the last few is the baseline.
-// Without one, every lookup counts as fast.
+// Idle records a lookup's latency before the purge starts; the median of
+// the last few is the baseline. Without one, every lookup counts as fast.
 func (p *Pacer) Idle(lookup time.Duration) {
 	p.init()
 	if lookup <= 0 {
@@ -109,6 +108,21 @@ func (p *Pacer) Idle(lookup time.Duration) {
 func (p *Pacer) Batch() int {
 	p.init()
 	return p.batch
+}
+
+// Lagging backs off, halving the duty and the batch: lookups were still
+// slow after the rest, as when the store works off a batch in the
+// background (InnoDB purges deleted records after the commit).
+func (p *Pacer) Lagging() {
+	p.init()
+	p.duty = max(p.duty/2, minDuty)
+	p.batch = max(p.batch/2, p.MinBatch)
+}
+
+// Rest is the longest rest after a batch.
+func (p *Pacer) Rest() time.Duration {
+	p.init()
+	return p.MaxRest
 }
 
 // Duty is the share of time the pacer currently spends deleting.
@@ -138,8 +152,7 @@ func (p *Pacer) Next(took, lookup time.Duration) time.Duration {
 			p.batch = min(p.batch*2, p.MaxBatch)
 		}
 	} else {
-		p.duty = max(p.duty/2, minDuty)
-		p.batch = max(p.batch/2, p.MinBatch)
+		p.Lagging()
 	}
 	if took > 2*p.TargetBatch {
 		p.batch = max(p.batch/2, p.MinBatch)

@@ -122,8 +122,8 @@ func TestPacerFixedBatch(t *testing.T) {
 	}
 }
 
-// The baseline is the median of the last few idle lookups: it follows the
-// load the store carries anyway, and one outlier does not move it.
+// The baseline is the median of the last few idle lookups: one outlier does
+// not move it.
 func TestPacerBaselineFollowsLoad(t *testing.T) {
 	p := &Pacer{}
 	for _, d := range []time.Duration{ms, ms, 50 * ms, ms} {
@@ -141,5 +141,23 @@ func TestPacerBaselineFollowsLoad(t *testing.T) {
 	}
 	if p.Fast(20 * ms) {
 		t.Fatal("twice the idle latency counted as fast")
+	}
+}
+
+// Lookups still slow after the rest: the store is working off the batch in
+// the background, so the pacer backs off as after a slow batch.
+func TestPacerLagging(t *testing.T) {
+	p := &Pacer{MinBatch: 1000}
+	p.Idle(ms)
+	for range 3 {
+		p.Next(10*ms, ms)
+	}
+	batch, duty := p.Batch(), p.Duty()
+	p.Lagging()
+	if p.Batch() != batch/2 || p.Duty() != duty/2 {
+		t.Fatalf("after Lagging: batch %d duty %v, want %d and %v", p.Batch(), p.Duty(), batch/2, duty/2)
+	}
+	if p.Rest() != DefaultMaxRest {
+		t.Fatalf("Rest %v, want %v", p.Rest(), DefaultMaxRest)
 	}
 }

@@ -61,6 +61,10 @@ type Options struct {
 	// process id and a random suffix, so an operator can tell which
 	// gateway holds it.
 	Holder string
+	// PurgeBatchDone, when set, is told of every purge batch: the table,
+	// the batch size, how long it took, the guard's lookup latency
+	// meanwhile (0 if none was taken) and the rest after it.
+	PurgeBatchDone func(table string, n int, took, lookup, rest time.Duration)
 }
 
 // Engine is a stores.Store over one database/sql database. It knows
@@ -73,9 +77,6 @@ type Engine struct {
 	q      statements
 	// schemaWait bounds the wait for another gateway's create_schema.
 	schemaWait time.Duration
-	// paced, when set, is told of every purge batch: its size, how long
-	// it took, the lookup latency meanwhile and the rest after it.
-	paced func(n int, took, lookup, rest time.Duration)
 }
 
 type tables struct {

@@ -24,7 +24,11 @@ const probeKey = "purge-probe"
 const probeEvery = 10 * time.Millisecond
 
 // idleProbes is how many lookups time the store before the first batch.
-const idleProbes = 3
+const idleProbes = 5
+
+// recoverEvery spaces the lookups after a rest that wait for the store to
+// answer as fast as before the purge.
+const recoverEvery = 50 * time.Millisecond
 
 // purgeTarget is a table purge deletes from, its key column, and whether
 // its rows count in purge's result.
@@ -50,7 +54,7 @@ func (e *Engine) purge(ctx context.Context, batch int, targets []purgeTarget) (i
 		return 0, nil
 	}
 	defer e.releaseLease(ctx)
-	for range idleProbes - 1 {
+	for range idleProbes {
 		if d, err := e.probe(ctx); err == nil {
 			pacer.Idle(d)
 		}
@@ -58,10 +62,6 @@ func (e *Engine) purge(ctx context.Context, batch int, targets []purgeTarget) (i
 	var total int64
 	for _, t := range targets {
 		for {
-			// The lookup after each rest keeps the baseline current.
-			if d, err := e.probe(ctx); err == nil {
-				pacer.Idle(d)
-			}
 			n := pacer.Batch()
 			started := time.Now()
 			stop := e.probeDuring(ctx)
@@ -75,20 +75,16 @@ func (e *Engine) purge(ctx context.Context, batch int, targets []purgeTarget) (i
 				return total, e.fail("purge "+t.table, err)
 			}
 			if k < int64(n) {
-				if e.paced != nil {
-					e.paced(n, took, lookup, 0)
+				if e.opts.PurgeBatchDone != nil {
+					e.opts.PurgeBatchDone(t.table, n, took, lookup, 0)
 				}
 				break
 			}
 			pause := pacer.Next(took, lookup)
-			if e.paced != nil {
-				e.paced(n, took, lookup, pause)
+			if e.opts.PurgeBatchDone != nil {
+				e.opts.PurgeBatchDone(t.table, n, took, lookup, pause)
 			}
-			rest := time.NewTimer(pause)
-			select {
-			case <-rest.C:
-			case <-ctx.Done():
-				rest.Stop()
+			if !sleep(ctx, pause) || !e.recovered(ctx, pacer) {
 				return total, nil
 			}
 			// Renew, so that a long purge keeps the lease and a lost one
@@ -101,6 +97,36 @@ func (e *Engine) purge(ctx context.Context, batch int, targets []purgeTarget) (i
 		}
 	}
 	return total, nil
+}
+
+// recovered waits, up to the pacer's longest rest, until the guard's
+// lookup answers as fast as before the purge, and backs the pacer off once
+// if it did not at first. It returns false if ctx ends first.
+func (e *Engine) recovered(ctx context.Context, pacer *purge.Pacer) bool {
+	for waited := time.Duration(0); waited < pacer.Rest(); waited += recoverEvery {
+		if d, err := e.probe(ctx); err != nil || pacer.Fast(d) {
+			return ctx.Err() == nil
+		}
+		if waited == 0 {
+			pacer.Lagging()
+		}
+		if !sleep(ctx, recoverEvery) {
+			return false
+		}
+	}
+	return true
+}
+
+// sleep waits for d or for ctx to end, and says whether ctx is still live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // pacer paces one purge run. The sql store's own purge_batch fixes the
