@@ -347,7 +347,7 @@ db_ticks() {
 # eighth field is the CPU µs per request of that store's database server
 # (which other clients of the server may inflate).
 load() {
-	local pid=${LOAD_PID:-${CADDY_PID:-}} c0 c1 out d0 d1=
+	local pid=${LOAD_PID:-${CADDY_PID:-}} c0 c1 out d0= d1=
 	c0=$(cpu_ticks "$pid")
 	[[ -n ${LOAD_DB:-} ]] && d0=$(db_ticks "$LOAD_DB")
 	out=$("${LOAD_CPU[@]}" wrk -t"$THREADS" -c"$CONNS" -d"${2:-$DUR}s" --timeout 10s -s "$here/wrk.lua" "$1" 2>>"$run/wrk.err" |
