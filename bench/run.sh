@@ -32,6 +32,7 @@
 #   BENCH_PURGE_DBMS   databases of the purge scenario (default "mariadb postgres")
 #   BENCH_PURGE_IDLE   0 skips the purge without traffic (default 1)
 #   BENCH_PURGE_MAX    seconds the purge under load may take (default 300)
+#   BENCH_PURGE_HYDRA  0 skips hydra janitor (default 1)
 #   BENCH_PIN       1 (default on 2+ CPUs): the server under test (Caddy, Hydra) on
 #                   CPU 0, wrk and the upstream on CPU 1, so the load generator does
 #                   not steal from what it measures; databases are not pinned
@@ -739,7 +740,7 @@ scenario_purge() {
 		row "purge-load-$dbms" "$secs; guard p99 during/idle $p99q" "$verdict_t, p99 $(verdict "$p99q" 1.5 '<=')"
 		[[ ${BENCH_PURGE_IDLE:-1} == 1 ]] && purge_idle "$dbms" "$prefix"
 	done
-	purge_hydra
+	[[ ${BENCH_PURGE_HYDRA:-1} == 1 ]] && purge_hydra
 }
 
 # purge_batches LOG: how the purger paced itself, from its debug lines.
