@@ -100,20 +100,20 @@ func (e *Engine) purge(ctx context.Context, batch int, targets []purgeTarget) (i
 }
 
 // recovered waits, up to the pacer's longest rest, until the guard's
-// lookup answers as fast as before the purge, and backs the pacer off once
-// if it did not at first. It returns false if ctx ends first.
+// lookup answers as fast as before the purge, and backs the pacer off if
+// it never did: one slow lookup on a busy host is noise, a store still slow
+// after the longest rest is working off the batch in the background. It
+// returns false if ctx ends first.
 func (e *Engine) recovered(ctx context.Context, pacer *purge.Pacer) bool {
 	for waited := time.Duration(0); waited < pacer.Rest(); waited += recoverEvery {
 		if d, err := e.probe(ctx); err != nil || pacer.Fast(d) {
 			return ctx.Err() == nil
 		}
-		if waited == 0 {
-			pacer.Lagging()
-		}
 		if !sleep(ctx, recoverEvery) {
 			return false
 		}
 	}
+	pacer.Lagging()
 	return true
 }
 
