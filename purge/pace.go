@@ -55,6 +55,9 @@ type Pacer struct {
 	TargetBatch time.Duration
 	// MaxRest caps the rest after a batch. Default: DefaultMaxRest.
 	MaxRest time.Duration
+	// MaxDuty caps the share of time spent deleting, for a store whose
+	// lookups do not show what a batch costs. Default: 0.9.
+	MaxDuty float64
 
 	batch    int
 	duty     float64
@@ -84,7 +87,10 @@ func (p *Pacer) init() {
 	if p.MaxRest <= 0 {
 		p.MaxRest = DefaultMaxRest
 	}
-	p.batch, p.duty = p.MinBatch, startDuty
+	if p.MaxDuty <= 0 || p.MaxDuty > maxDuty {
+		p.MaxDuty = maxDuty
+	}
+	p.batch, p.duty = p.MinBatch, min(startDuty, p.MaxDuty)
 }
 
 // Idle records a lookup's latency before the purge starts; the median of
@@ -147,7 +153,7 @@ func (p *Pacer) Fast(lookup time.Duration) bool {
 func (p *Pacer) Next(took, lookup time.Duration) time.Duration {
 	p.init()
 	if p.Fast(lookup) {
-		p.duty = min(p.duty+dutyStep, maxDuty)
+		p.duty = min(p.duty+dutyStep, p.MaxDuty)
 		if took < p.TargetBatch/2 {
 			p.batch = min(p.batch*2, p.MaxBatch)
 		}

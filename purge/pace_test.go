@@ -161,3 +161,16 @@ func TestPacerLagging(t *testing.T) {
 		t.Fatalf("Rest %v, want %v", p.Rest(), DefaultMaxRest)
 	}
 }
+
+// MaxDuty caps the duty cycle however fast the lookups stay.
+func TestPacerMaxDuty(t *testing.T) {
+	p := &Pacer{MinBatch: 1000, MaxDuty: 0.5}
+	p.Idle(ms)
+	var rest time.Duration
+	for range 10 {
+		rest = p.Next(100*ms, ms)
+	}
+	if p.Duty() != 0.5 || rest != 100*ms {
+		t.Fatalf("duty %v rest %v after fast batches with MaxDuty 0.5, want 0.5 and the batch's time", p.Duty(), rest)
+	}
+}

@@ -39,6 +39,14 @@ type dialect struct {
 	// order visits each page once per batch, in order, and locks no gap of
 	// the expiry index.
 	purgeByKey bool
+	// purgeDuty, when positive, caps the share of time a purge spends
+	// deleting: InnoDB's work after each commit (removing delete-marked
+	// index records) and the CPU it takes from a gateway on the same host
+	// do not show in the lookup the pacer watches.
+	purgeDuty float64
+	// purgeGrowth, when positive, caps how many times the first batch a
+	// purge batch grows to (default purge.DefaultGrowth).
+	purgeGrowth int
 	// markRevoked returns a statement that records a revoked family in
 	// table: it inserts (family, expires_at) from parameters 1 and 2, or
 	// raises the expiry of an existing row, never lowers it.
@@ -74,6 +82,10 @@ var dialects = map[string]*dialect{
 			return fmt.Sprintf("DELETE FROM %s WHERE %s ORDER BY expires_at LIMIT %d", table, where, n)
 		},
 		purgeByKey: true,
+		purgeDuty:  0.5,
+		// Batches of thousands of scattered rows stall lookups behind
+		// InnoDB's page reads and writes.
+		purgeGrowth: 1,
 		// VALUES() rather than MySQL 8's row alias, which MariaDB lacks.
 		markRevoked: func(table string) string {
 			return "INSERT INTO " + table + " (family, expires_at) VALUES (?, ?)" +

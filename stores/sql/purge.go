@@ -135,13 +135,17 @@ func sleep(ctx context.Context, d time.Duration) bool {
 func (e *Engine) pacer(batch int) *purge.Pacer {
 	if e.opts.PurgeBatch > 0 {
 		n := e.d.batch(e.opts.PurgeBatch)
-		return &purge.Pacer{MinBatch: n, MaxBatch: n}
+		return &purge.Pacer{MinBatch: n, MaxBatch: n, MaxDuty: e.d.purgeDuty}
 	}
 	if batch <= 0 {
 		batch = DefaultPurgeBatch
 	}
 	n := e.d.batch(batch)
-	return &purge.Pacer{MinBatch: n, MaxBatch: e.d.batch(n * purge.DefaultGrowth)}
+	growth := purge.DefaultGrowth
+	if e.d.purgeGrowth > 0 {
+		growth = e.d.purgeGrowth
+	}
+	return &purge.Pacer{MinBatch: n, MaxBatch: e.d.batch(n * growth), MaxDuty: e.d.purgeDuty}
 }
 
 // purgeBatch deletes up to n expired rows of t and says how many it
