@@ -75,7 +75,9 @@ type App struct {
 	// stores. Default: 60s.
 	PurgeEvery caddy.Duration `json:"purge_every,omitempty"`
 
-	// PurgeBatch is the most rows one purge statement removes. Default: 1000.
+	// PurgeBatch is how many rows the first purge statement of a run
+	// removes; a SQL store other than MariaDB/MySQL grows later batches,
+	// up to 100 times, while the guard's lookups stay fast. Default: 1000.
 	PurgeBatch int `json:"purge_batch,omitempty"`
 
 	// AuthorizationCodeLifetime is how long a code may be redeemed.

@@ -33,6 +33,20 @@ type dialect struct {
 	// deleteBatch returns a statement deleting at most n rows of table
 	// matching where (which uses no parameters).
 	deleteBatch func(table, key, where string, n int) string
+	// purgeByKey makes purge select a batch's keys in expiry order and
+	// delete them by key, in key order, instead of running deleteBatch:
+	// where the table is clustered on its key (InnoDB), deleting in key
+	// order visits each page once per batch, in order, and locks no gap of
+	// the expiry index.
+	purgeByKey bool
+	// purgeDuty, when positive, caps the share of time a purge spends
+	// deleting: InnoDB's work after each commit (removing delete-marked
+	// index records) and the CPU it takes from a gateway on the same host
+	// do not show in the lookup the pacer watches.
+	purgeDuty float64
+	// purgeGrowth, when positive, caps how many times the first batch a
+	// purge batch grows to (default purge.DefaultGrowth).
+	purgeGrowth int
 	// markRevoked returns a statement that records a revoked family in
 	// table: it inserts (family, expires_at) from parameters 1 and 2, or
 	// raises the expiry of an existing row, never lowers it.
@@ -67,6 +81,11 @@ var dialects = map[string]*dialect{
 		deleteBatch: func(table, _, where string, n int) string {
 			return fmt.Sprintf("DELETE FROM %s WHERE %s ORDER BY expires_at LIMIT %d", table, where, n)
 		},
+		purgeByKey: true,
+		purgeDuty:  0.5,
+		// Batches of thousands of scattered rows stall lookups behind
+		// InnoDB's page reads and writes.
+		purgeGrowth: 1,
 		// VALUES() rather than MySQL 8's row alias, which MariaDB lacks.
 		markRevoked: func(table string) string {
 			return "INSERT INTO " + table + " (family, expires_at) VALUES (?, ?)" +

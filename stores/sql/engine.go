@@ -36,9 +36,6 @@ const DefaultPurgeBatch = 1000
 // the others.
 const defaultLease = 2 * time.Minute
 
-// maxPurgeRest caps the pause between two purge batches.
-const maxPurgeRest = time.Second
-
 // schemaWait is how long Start waits for another gateway to finish
 // creating the schema.
 const schemaWait = 10 * time.Second
@@ -65,6 +62,10 @@ type Options struct {
 	// process id and a random suffix, so an operator can tell which
 	// gateway holds it.
 	Holder string
+	// PurgeBatchDone, when set, is told of every purge batch: the table,
+	// the batch size, how long it took, the guard's lookup latency
+	// meanwhile (0 if none was taken) and the rest after it.
+	PurgeBatchDone func(table string, n int, took, lookup, rest time.Duration)
 }
 
 // Engine is a stores.Store over one database/sql database. It knows
@@ -340,11 +341,6 @@ func ownerQueries(r func(string) string, t tables, where string) (families, code
 		r("DELETE FROM " + t.codes + " WHERE " + where),
 		r("DELETE FROM " + t.access + " WHERE " + where),
 		r("DELETE FROM " + t.refresh + " WHERE " + where)
-}
-
-// purgeStatement deletes at most n expired rows of table.
-func (e *Engine) purgeStatement(table, key string, n int) string {
-	return e.d.counted + e.d.rebind(e.d.deleteBatch(table, key, expiredIs, n))
 }
 
 func newHolder() string {
@@ -1000,92 +996,6 @@ func (e *Engine) PurgeExpiredTokens(ctx context.Context, batch int) (int64, erro
 		{e.tables.refresh, "token_key", true},
 		{e.tables.revoked, "family", false},
 	})
-}
-
-// purgeTarget is a table purge deletes from, its key column, and whether
-// its rows count in purge's result.
-type purgeTarget struct {
-	table, key string
-	counted    bool
-}
-
-// purge deletes expired rows of each target, batch rows per statement, each
-// statement its own transaction, by the database's clock. Only the holder
-// of the purge lease works; without it purge returns 0.
-func (e *Engine) purge(ctx context.Context, batch int, targets []purgeTarget) (int64, error) {
-	n := batch
-	if e.opts.PurgeBatch > 0 {
-		n = e.opts.PurgeBatch
-	}
-	if n <= 0 {
-		n = DefaultPurgeBatch
-	}
-	n = e.d.batch(n)
-	ok, err := e.acquireLease(ctx)
-	if err != nil {
-		return 0, e.fail("purge lease", err)
-	}
-	if !ok {
-		return 0, nil
-	}
-	defer e.releaseLease(ctx)
-	var total int64
-	for _, t := range targets {
-		stmt := e.purgeStatement(t.table, t.key, n)
-		for {
-			started := time.Now()
-			res, err := e.db.ExecContext(ctx, stmt)
-			if err != nil {
-				return total, e.fail("purge "+t.table, err)
-			}
-			k, err := res.RowsAffected()
-			if err != nil {
-				return total, e.fail("purge "+t.table, err)
-			}
-			if t.counted {
-				total += k
-			}
-			if k < int64(n) {
-				break
-			}
-			// Rest as long as the batch took: a backlog of millions is
-			// worked off at half the database's pace, and live traffic
-			// keeps the other half.
-			rest := time.NewTimer(min(time.Since(started), maxPurgeRest))
-			select {
-			case <-rest.C:
-			case <-ctx.Done():
-				rest.Stop()
-				return total, nil
-			}
-			// Renew, so that a long purge keeps the lease and a lost one
-			// stops this purger.
-			if ok, err := e.acquireLease(ctx); err != nil {
-				return total, e.fail("purge lease", err)
-			} else if !ok {
-				return total, nil
-			}
-		}
-	}
-	return total, nil
-}
-
-// acquireLease takes or renews the purge lease.
-func (e *Engine) acquireLease(ctx context.Context) (bool, error) {
-	res, err := e.db.ExecContext(ctx, e.q.leaseAcquire, e.opts.Holder, leaseName, e.opts.Holder)
-	if err != nil {
-		return false, err
-	}
-	n, err := res.RowsAffected()
-	return n >= 1, err // as in claim
-}
-
-// releaseLease lets another gateway purge next without waiting for the
-// lease to run out. A failure only delays that.
-func (e *Engine) releaseLease(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	_, _ = e.db.ExecContext(ctx, e.q.leaseRelease, leaseName, e.opts.Holder)
 }
 
 // Interface guards

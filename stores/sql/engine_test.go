@@ -8,12 +8,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/tokengate/caddy-oauth2/purge"
 	"github.com/tokengate/caddy-oauth2/stores"
 	"github.com/tokengate/caddy-oauth2/stores/storetest"
 )
@@ -282,6 +284,62 @@ func TestPurgeBatchOption(t *testing.T) {
 	if n, err := e.PurgeExpiredTokens(testCtx(t, time.Minute), 1000); err != nil || n != 50 {
 		t.Fatalf("purged %d, %v", n, err)
 	}
+}
+
+// TestPurgePacing checks that on an idle database purge batches start at
+// the size asked for and grow (except on MariaDB), that every batch is
+// timed against the guard's lookup, and that the store's purge_batch pins
+// the size.
+func TestPurgePacing(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, dialect, dsn string, fresh func(*testing.T, Options) *Engine) {
+		var sizes []int
+		var measured int
+		done := func(table string, n int, took, lookup, rest time.Duration) {
+			if !strings.HasSuffix(table, "access_tokens") {
+				return
+			}
+			sizes = append(sizes, n)
+			if lookup > 0 {
+				measured++
+			}
+			if rest > purge.DefaultMaxRest {
+				t.Errorf("rest %v over the cap", rest)
+			}
+		}
+		e := fresh(t, Options{PurgeBatchDone: done})
+		rows := 20000
+		if dialect == "sqlite" {
+			rows = 5000
+		}
+		insertExpired(t, e, rows)
+		if n, err := e.PurgeExpiredTokens(testCtx(t, 5*time.Minute), 100); err != nil || n != int64(rows) {
+			t.Fatalf("purged %d, %v; want %d", n, err, rows)
+		}
+		if len(sizes) == 0 || sizes[0] != 100 {
+			t.Fatalf("batches %v: want the first of 100", sizes)
+		}
+		if top := slices.Max(sizes); e.d.purgeGrowth == 1 && top != 100 {
+			t.Fatalf("batches %v: %s batches do not grow", sizes, dialect)
+		} else if e.d.purgeGrowth != 1 && top < 400 {
+			t.Fatalf("batches %v on an idle database: want them grown past 4x", sizes)
+		}
+		if measured < len(sizes)/2 {
+			t.Fatalf("%d of %d batches had a lookup timed during them", measured, len(sizes))
+		}
+		t.Logf("%s: %d rows in batches %v", dialect, rows, sizes)
+
+		f := fresh(t, Options{PurgeBatch: 300, PurgeBatchDone: done})
+		insertExpired(t, f, 2000)
+		sizes = nil
+		if n, err := f.PurgeExpiredTokens(testCtx(t, 5*time.Minute), 100); err != nil || n != 2000 {
+			t.Fatalf("purged %d, %v; want 2000", n, err)
+		}
+		for _, n := range sizes {
+			if n != 300 {
+				t.Fatalf("batches %v with purge_batch 300", sizes)
+			}
+		}
+	})
 }
 
 func TestStartSchemaChecks(t *testing.T) {

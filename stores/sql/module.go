@@ -40,6 +40,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
 
 	"github.com/tokengate/caddy-oauth2/stores"
 )
@@ -72,9 +73,10 @@ type Store struct {
 	// CreateSchema applies the bundled schema at start when its tables
 	// are missing. Default: false; the tables must exist.
 	CreateSchema bool `json:"create_schema,omitempty"`
-	// PurgeBatch is the most rows one purge statement deletes; it
-	// overrides the batch size the purger asks for. Default: the purger's,
-	// else 1000.
+	// PurgeBatch fixes the rows one purge statement deletes; it overrides
+	// the batch size the purger asks for and stops batches from growing.
+	// Default: the purger's as the first batch, grown while the guard's
+	// lookups stay fast.
 	PurgeBatch int `json:"purge_batch,omitempty"`
 	// LockTimeout bounds how long a Db2 statement waits for a row lock
 	// (set on every connection, in whole seconds rounded up): IBM's
@@ -167,7 +169,8 @@ func (s *Store) Provision(ctx caddy.Context) error {
 		CreateSchema: s.CreateSchema,
 		PurgeBatch:   s.PurgeBatch,
 		// Zero means the engine's default (2m).
-		LeaseDuration: time.Duration(s.PurgeLease),
+		LeaseDuration:  time.Duration(s.PurgeLease),
+		PurgeBatchDone: purgeLogger(ctx.Logger()),
 	})
 	if err != nil {
 		return fmt.Errorf("sql store: %w", err)
@@ -177,6 +180,16 @@ func (s *Store) Provision(ctx caddy.Context) error {
 
 // Validate checks the configuration.
 func (s *Store) Validate() error { return s.validate() }
+
+// purgeLogger logs each purge batch at debug level, to watch the pacing.
+func purgeLogger(log *zap.Logger) func(string, int, time.Duration, time.Duration, time.Duration) {
+	return func(table string, n int, took, lookup, rest time.Duration) {
+		if ce := log.Check(zap.DebugLevel, "purge batch"); ce != nil {
+			ce.Write(zap.String("table", table), zap.Int("batch", n), zap.Duration("took", took),
+				zap.Duration("lookup", lookup), zap.Duration("rest", rest))
+		}
+	}
+}
 
 func (s *Store) validate() error {
 	if s.Dialect == "" {
