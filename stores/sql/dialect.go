@@ -33,12 +33,6 @@ type dialect struct {
 	// deleteBatch returns a statement deleting at most n rows of table
 	// matching where (which uses no parameters).
 	deleteBatch func(table, key, where string, n int) string
-	// purgeByKey makes purge select a batch's keys in expiry order and
-	// delete them by key, in key order, instead of running deleteBatch:
-	// where the table is clustered on its key (InnoDB), deleting in key
-	// order visits each page once per batch, in order, and locks no gap of
-	// the expiry index.
-	purgeByKey bool
 	// purgeDuty, when positive, caps the share of time a purge spends
 	// deleting: InnoDB's work after each commit (removing delete-marked
 	// index records) and the CPU it takes from a gateway on the same host
@@ -81,8 +75,7 @@ var dialects = map[string]*dialect{
 		deleteBatch: func(table, _, where string, n int) string {
 			return fmt.Sprintf("DELETE FROM %s WHERE %s ORDER BY expires_at LIMIT %d", table, where, n)
 		},
-		purgeByKey: true,
-		purgeDuty:  0.5,
+		purgeDuty: 0.5,
 		// Batches of thousands of scattered rows stall lookups behind
 		// InnoDB's page reads and writes.
 		purgeGrowth: 1,

@@ -119,25 +119,6 @@ func TestPurgeStatements(t *testing.T) {
 	}
 }
 
-// TestPurgeByKeyStatements pins MariaDB's purge by key: keys in expiry
-// order, deleted by key if still expired.
-func TestPurgeByKeyStatements(t *testing.T) {
-	e, err := NewEngine(nil, "mysql", Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	const now = "(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000)"
-	if got, want := e.deleteKeysStatement("oauth_access_tokens", "token_key", 3),
-		"DELETE FROM oauth_access_tokens WHERE token_key IN (?, ?, ?) AND expires_at < "+now; got != want {
-		t.Errorf("delete by key:\n got  %s\n want %s", got, want)
-	}
-	for _, name := range dialectNames() {
-		if d, _ := lookupDialect(name); d.purgeByKey != (name == "mysql") {
-			t.Errorf("%s: purgeByKey %v", name, d.purgeByKey)
-		}
-	}
-}
-
 // TestConsumeStatements pins the conditional UPDATE that decides the one
 // winner, per placeholder style.
 func TestConsumeStatements(t *testing.T) {

@@ -4,17 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/tokengate/caddy-oauth2/purge"
 )
-
-// purgeChunk is how many keys one DELETE ... IN statement names when a
-// dialect purges by key.
-const purgeChunk = 1000
 
 // probeKey is no token's key (keys are 64 hex digits): looking it up costs
 // the store what the guard's lookup of a live token costs.
@@ -38,9 +32,8 @@ type purgeTarget struct {
 }
 
 // purge deletes expired rows of each target, by the database's clock, a
-// batch per statement (or per selection, for a dialect that purges by key),
-// each statement its own transaction. A purge.Pacer sizes the batches and
-// the rests between them from how long each batch took and how fast the
+// batch per statement, each statement its own transaction. A purge.Pacer
+// sizes the batches and the rests between them from how long each batch took and how fast the
 // guard's lookup answered meanwhile, against the same lookup before the
 // first batch. Only the holder of the purge lease works; without it purge
 // returns 0.
@@ -151,71 +144,16 @@ func (e *Engine) pacer(batch int) *purge.Pacer {
 // purgeBatch deletes up to n expired rows of t and says how many it
 // deleted; fewer than n means none are left.
 func (e *Engine) purgeBatch(ctx context.Context, t purgeTarget, n int) (int64, error) {
-	if !e.d.purgeByKey {
-		res, err := e.db.ExecContext(ctx, e.purgeStatement(t.table, t.key, n))
-		if err != nil {
-			return 0, err
-		}
-		return res.RowsAffected()
-	}
-	keys, err := e.expiredKeys(ctx, t, n)
+	res, err := e.db.ExecContext(ctx, e.purgeStatement(t.table, t.key, n))
 	if err != nil {
 		return 0, err
 	}
-	// The binary collation of the key columns sorts as Go does.
-	slices.Sort(keys)
-	var total int64
-	for chunk := range slices.Chunk(keys, purgeChunk) {
-		args := make([]any, len(chunk))
-		for i, k := range chunk {
-			args[i] = k
-		}
-		res, err := e.db.ExecContext(ctx, e.deleteKeysStatement(t.table, t.key, len(chunk)), args...)
-		if err != nil {
-			return total, err
-		}
-		k, err := res.RowsAffected()
-		if err != nil {
-			return total, err
-		}
-		total += k
-	}
-	// A row deleted meanwhile by a revocation still counts as a full
-	// batch: there may be more.
-	if len(keys) >= n {
-		return max(total, int64(n)), nil
-	}
-	return total, nil
-}
-
-// expiredKeys returns the keys of up to n expired rows of t, walking the
-// expiry index.
-func (e *Engine) expiredKeys(ctx context.Context, t purgeTarget, n int) ([]string, error) {
-	rows, err := e.db.QueryContext(ctx, e.d.rebind(fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY expires_at LIMIT %d", t.key, t.table, expiredIs, n)))
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	keys := make([]string, 0, n)
-	for rows.Next() {
-		var k string
-		if err := rows.Scan(&k); err != nil {
-			return nil, err
-		}
-		keys = append(keys, k)
-	}
-	return keys, rows.Err()
+	return res.RowsAffected()
 }
 
 // purgeStatement deletes at most n expired rows of table.
 func (e *Engine) purgeStatement(table, key string, n int) string {
 	return e.d.counted + e.d.rebind(e.d.deleteBatch(table, key, expiredIs, n))
-}
-
-// deleteKeysStatement deletes the rows of n keys that are still expired: a
-// revoked-family marker may have been raised since its key was selected.
-func (e *Engine) deleteKeysStatement(table, key string, n int) string {
-	return e.d.counted + e.d.rebind("DELETE FROM "+table+" WHERE "+key+" IN (?"+strings.Repeat(", ?", n-1)+") AND "+expiredIs)
 }
 
 // probe times the guard's lookup of an access token.
