@@ -15,7 +15,8 @@
 # not already up, and stops, by pid, everything it started (the database
 # servers too, unless BENCH_KEEP_SERVICES=1). It prints a table and one ratio
 # line per measurement; with BENCH_WRITE_RESULTS=1 it also writes
-# bench/RESULTS.md.
+# bench/RESULTS.md, keeping the sections recorded by hand below its marker
+# line.
 #
 # Knobs (environment):
 #   BENCH_DURATION  seconds per wrk run (default 5)
@@ -1099,6 +1100,10 @@ main() {
 	done
 	report | tee "$run/report.md"
 	if [[ ${BENCH_WRITE_RESULTS:-0} == 1 ]]; then
+		# Sections recorded by hand follow a marker line and are kept.
+		local marker='<!-- Recorded by hand below this line: bench/run.sh keeps it when it writes this file. -->'
+		local kept=
+		[[ -f $here/RESULTS.md ]] && kept=$(awk -v m="$marker" 'f || $0 == m { f = 1; print }' "$here/RESULTS.md")
 		{
 			echo "# Benchmark results"
 			echo
@@ -1106,7 +1111,9 @@ main() {
 			echo
 			machine
 			report
-		} >"$here/RESULTS.md"
+			echo
+			if [[ -n $kept ]]; then echo "$kept"; else echo "$marker"; fi
+		} >"$here/RESULTS.md.new" && mv "$here/RESULTS.md.new" "$here/RESULTS.md"
 		say "wrote bench/RESULTS.md"
 	fi
 }
