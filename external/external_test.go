@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -504,7 +505,7 @@ func TestIntrospectionChain(t *testing.T) {
 func TestAnswerCacheBounded(t *testing.T) {
 	p := newIDP(t)
 	in := p.introspector(t, time.Hour, nil)
-	in.cache.max = 10
+	in.cache = validator.NewMemo[cached](10)
 	for i := range 25 {
 		raw := fmt.Sprintf("tok-%d", i)
 		p.active[raw] = map[string]any{"active": true}
@@ -512,13 +513,12 @@ func TestAnswerCacheBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := len(in.cache.m); n != 10 {
+	if n := in.cache.Len(); n != 10 {
 		t.Fatalf("%d cached answers, want 10", n)
 	}
-	for k := range in.cache.m {
-		if strings.Contains(string(k[:]), "tok-") {
-			t.Fatal("cache keyed by the raw token")
-		}
+	// Keyed by the token's hash, never the raw token.
+	if _, _, ok := in.cache.Get(sha256.Sum256([]byte("tok-24"))); !ok {
+		t.Fatal("the last answer is not cached under the token's SHA-256")
 	}
 }
 
@@ -640,8 +640,8 @@ func TestJWTVerifiedCacheEndsAtExp(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if len(j.verified.m) != 1 {
-		t.Fatalf("%d tokens remembered, want 1", len(j.verified.m))
+	if j.verified.Len() != 1 {
+		t.Fatalf("%d tokens remembered, want 1", j.verified.Len())
 	}
 	advance(time.Minute + cfg.Leeway + 5*time.Second)
 	refused(t, j, raw)

@@ -21,7 +21,7 @@ import (
 // tokens, and keeps its positive answers for a while.
 type Introspector struct {
 	cfg   Config
-	cache *answerCache
+	cache *validator.Memo[cached]
 
 	// flights are the questions under way, by token hash: requests with
 	// the same uncached token wait for one answer instead of each asking.
@@ -51,7 +51,7 @@ func NewIntrospector(cfg Config) (*Introspector, error) {
 	}
 	in := &Introspector{cfg: cfg, flights: make(map[[sha256.Size]byte]*flight)}
 	if cfg.CacheTTL > 0 {
-		in.cache = newAnswerCache(cfg.CacheEntries)
+		in.cache = validator.NewMemo[cached](cfg.CacheEntries)
 	}
 	return in, nil
 }
@@ -69,7 +69,7 @@ func (in *Introspector) Introspect(ctx context.Context, raw string) (validator.G
 	if in.cache != nil {
 		// The cache is keyed by a hash: a memory dump shows no token.
 		key = sha256.Sum256([]byte(raw))
-		if e, ok := in.cache.get(key, now); ok {
+		if e, until, ok := in.cache.Get(key); ok && now.Before(until) {
 			return e.grant, nil
 		}
 		return in.shared(ctx, raw, key, now)
@@ -146,7 +146,7 @@ func (in *Introspector) introspect(ctx context.Context, raw string, key [sha256.
 	}
 	g := validator.Grant{Token: t, Claims: claims, Foreign: true}
 	if in.cache != nil && until.After(now) {
-		in.cache.put(key, cached{grant: g, until: until}, now)
+		in.cache.Put(key, cached{grant: g}, until, now)
 	}
 	return g, nil
 }
@@ -244,55 +244,12 @@ func (s Introspection) Verify(ctx context.Context, raw string) (validator.Grant,
 	return validator.Grant{}, errInactive
 }
 
-// cached is a positive answer and how long it may be reused.
+// cached is a positive answer (an introspection, a verified JWT), kept
+// in a validator.Memo until it may no longer be reused.
 type cached struct {
 	grant validator.Grant
-	until time.Time
 	// version is the key set a JWT verified against.
 	version int
-}
-
-// answerCache holds positive answers (introspection, verified JWTs) by
-// token hash, at most max of them.
-type answerCache struct {
-	max int
-	mu  sync.RWMutex
-	m   map[[sha256.Size]byte]cached
-}
-
-func newAnswerCache(max int) *answerCache {
-	return &answerCache{max: max, m: make(map[[sha256.Size]byte]cached)}
-}
-
-func (c *answerCache) get(key [sha256.Size]byte, now time.Time) (cached, bool) {
-	c.mu.RLock()
-	e, ok := c.m[key]
-	c.mu.RUnlock()
-	if !ok || !now.Before(e.until) {
-		return cached{}, false
-	}
-	return e, true
-}
-
-func (c *answerCache) put(key [sha256.Size]byte, e cached, now time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.m) >= c.max {
-		for k, old := range c.m {
-			if !now.Before(old.until) {
-				delete(c.m, k)
-			}
-		}
-		// Still full of live answers: drop arbitrary ones (Go's map order
-		// is random), which only costs them another introspection.
-		for k := range c.m {
-			if len(c.m) < c.max {
-				break
-			}
-			delete(c.m, k)
-		}
-	}
-	c.m[key] = e
 }
 
 // Interface guards

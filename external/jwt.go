@@ -35,7 +35,7 @@ var signatureAlgorithms = []jose.SignatureAlgorithm{
 type JWT struct {
 	cfg      Config
 	keys     *keySet
-	verified *answerCache
+	verified *validator.Memo[cached]
 }
 
 // verifiedEntries bounds the tokens remembered as verified.
@@ -52,7 +52,7 @@ func NewJWT(cfg Config) (*JWT, error) {
 		// ID token, would pass.
 		return nil, fmt.Errorf("external: issuer %s: an audience is required", cfg.Issuer)
 	}
-	j := &JWT{cfg: cfg, verified: newAnswerCache(verifiedEntries)}
+	j := &JWT{cfg: cfg, verified: validator.NewMemo[cached](verifiedEntries)}
 	if cfg.Keys != nil {
 		if cfg.Keys.set.cfg.Issuer != cfg.Issuer {
 			return nil, fmt.Errorf("external: keys of %s given for issuer %s", cfg.Keys.set.cfg.Issuer, cfg.Issuer)
@@ -95,7 +95,7 @@ func peekIssuer(raw string) (string, bool) {
 func (j *JWT) Verify(ctx context.Context, raw string) (validator.Grant, error) {
 	hash := sha256.Sum256([]byte(raw))
 	now := j.cfg.Now()
-	if e, ok := j.verified.get(hash, now); ok {
+	if e, until, ok := j.verified.Get(hash); ok && now.Before(until) {
 		if _, version := j.keys.current(); version == e.version && !j.keys.stale() {
 			return e.grant, nil
 		}
@@ -144,7 +144,7 @@ func (j *JWT) Verify(ctx context.Context, raw string) (validator.Grant, error) {
 		t.IssuedAt = claims.IssuedAt.Time()
 	}
 	g := validator.Grant{Token: t, Claims: all, Foreign: true}
-	j.verified.put(hash, cached{grant: g, until: t.ExpiresAt, version: version}, now)
+	j.verified.Put(hash, cached{grant: g, version: version}, t.ExpiresAt, now)
 	return g, nil
 }
 

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/tokengate/caddy-oauth2/jwt"
@@ -47,18 +46,14 @@ type JWTConfig struct {
 // process. Revocation still wins: every request asks Tokens whether the
 // jti was revoked, an answer from memory that revocations evict.
 type JWTSource struct {
-	cfg JWTConfig
-
-	mu       sync.RWMutex
-	verified map[[32]byte]verified
-	swept    time.Time // the last sweep of expired entries, under mu
+	cfg      JWTConfig
+	verified *Memo[verified] // until exp plus the leeway
 }
 
 // verified is a token whose signature and claims passed.
 type verified struct {
 	key    string // the store key of its jti
 	claims map[string]any
-	exp    time.Time
 }
 
 // NewJWTSource checks cfg and returns a JWTSource.
@@ -75,7 +70,7 @@ func NewJWTSource(cfg JWTConfig) (*JWTSource, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &JWTSource{cfg: cfg, verified: make(map[[32]byte]verified)}, nil
+	return &JWTSource{cfg: cfg, verified: NewMemo[verified](cfg.MaxEntries)}, nil
 }
 
 // Recognize reports whether raw is a JWT whose iss is ours. The header
@@ -92,17 +87,15 @@ func (s *JWTSource) Recognize(raw string) bool {
 // Verify checks raw and whether its jti is still live.
 func (s *JWTSource) Verify(ctx context.Context, raw string) (Grant, error) {
 	d := sha256.Sum256([]byte(raw))
-	s.mu.RLock()
-	v, ok := s.verified[d]
-	s.mu.RUnlock()
 	now := s.cfg.Now()
+	v, until, ok := s.verified.Get(d)
 	if !ok {
 		var err error
-		if v, err = s.verify(ctx, raw, now); err != nil {
+		if v, until, err = s.verify(ctx, raw, now); err != nil {
 			return Grant{}, err
 		}
-		s.remember(d, v, now)
-	} else if !now.Before(v.exp.Add(s.cfg.Leeway)) {
+		s.verified.Put(d, v, until, now)
+	} else if !now.Before(until) {
 		return Grant{}, fmt.Errorf("%w: expired", ErrInvalidToken)
 	}
 	// Revocation wins over the signature.
@@ -116,53 +109,28 @@ func (s *JWTSource) Verify(ctx context.Context, raw string) (Grant, error) {
 	return Grant{Token: tok, Claims: v.claims}, nil
 }
 
-// verify checks what a token says of itself.
-func (s *JWTSource) verify(ctx context.Context, raw string, now time.Time) (verified, error) {
+// verify checks what a token says of itself, and says until when it passes.
+func (s *JWTSource) verify(ctx context.Context, raw string, now time.Time) (verified, time.Time, error) {
 	c, all, err := s.cfg.Ring.Verify(ctx, raw)
 	if errors.Is(err, jwt.ErrInvalid) {
-		return verified{}, fmt.Errorf("%w: %v", ErrInvalidToken, err)
+		return verified{}, time.Time{}, fmt.Errorf("%w: %v", ErrInvalidToken, err)
 	}
 	if err != nil {
-		return verified{}, err // no keys loaded: an outage
+		return verified{}, time.Time{}, err // no keys loaded: an outage
 	}
 	switch {
 	case !s.cfg.Issuer(c.Issuer):
-		return verified{}, fmt.Errorf("%w: issuer", ErrInvalidToken)
+		return verified{}, time.Time{}, fmt.Errorf("%w: issuer", ErrInvalidToken)
 	case !slices.ContainsFunc(c.Audience, s.cfg.Audience):
-		return verified{}, fmt.Errorf("%w: audience", ErrInvalidToken)
+		return verified{}, time.Time{}, fmt.Errorf("%w: audience", ErrInvalidToken)
 	case c.ID == "" || c.Expiry == 0:
-		return verified{}, fmt.Errorf("%w: no jti or exp", ErrInvalidToken)
+		return verified{}, time.Time{}, fmt.Errorf("%w: no jti or exp", ErrInvalidToken)
 	case !now.Before(c.Expiry.Time().Add(s.cfg.Leeway)):
-		return verified{}, fmt.Errorf("%w: expired", ErrInvalidToken)
+		return verified{}, time.Time{}, fmt.Errorf("%w: expired", ErrInvalidToken)
 	case c.NotBefore != 0 && now.Add(s.cfg.Leeway).Before(c.NotBefore.Time()):
-		return verified{}, fmt.Errorf("%w: not yet valid", ErrInvalidToken)
+		return verified{}, time.Time{}, fmt.Errorf("%w: not yet valid", ErrInvalidToken)
 	}
-	return verified{key: s.cfg.Hasher.Key(c.ID), claims: all, exp: c.Expiry.Time()}, nil
-}
-
-// remember keeps a verified token until it expires. A full map drops its
-// expired entries (at most once a minute: a sweep is a scan), then random
-// ones (Go randomises map iteration) until there is room.
-func (s *JWTSource) remember(d [32]byte, v verified, now time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.verified) >= s.cfg.MaxEntries {
-		if now.Sub(s.swept) >= time.Minute {
-			s.swept = now
-			for k, e := range s.verified {
-				if !now.Before(e.exp.Add(s.cfg.Leeway)) {
-					delete(s.verified, k)
-				}
-			}
-		}
-		for k := range s.verified {
-			if len(s.verified) < s.cfg.MaxEntries {
-				break
-			}
-			delete(s.verified, k)
-		}
-	}
-	s.verified[d] = v
+	return verified{key: s.cfg.Hasher.Key(c.ID), claims: all}, c.Expiry.Time().Add(s.cfg.Leeway), nil
 }
 
 var _ Source = (*JWTSource)(nil)

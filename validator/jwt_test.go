@@ -111,7 +111,7 @@ func TestJWTSourceBounded(t *testing.T) {
 			if _, err := src.Verify(t.Context(), raw); err != nil {
 				t.Fatalf("round %d: %v", round, err)
 			}
-			if n := len(src.verified); n > 3 {
+			if n := src.verified.Len(); n > 3 {
 				t.Fatalf("%d verified tokens kept, want at most 3", n)
 			}
 		}

@@ -181,14 +181,13 @@ func (v *Validator) CheckGrant(r *http.Request) (Grant, *Denial) {
 		// Another scheme (Basic, say) is no bearer credential at all.
 		return Grant{}, v.denyMissing
 	}
+	// The deadline timer is armed only for a token that reaches a lookup:
+	// malformed and unrecognised tokens cost none.
 	ctx := r.Context()
-	if v.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, v.timeout)
-		defer cancel()
-	}
 	var g Grant
 	if token.WellFormed(token.AccessPrefix, raw) {
+		ctx, cancel := v.bound(ctx)
+		defer cancel()
 		tok, err := v.tokens.LookupToken(ctx, stores.AccessToken, v.hasher.Key(raw))
 		switch {
 		case errors.Is(err, stores.ErrNotFound):
@@ -209,6 +208,8 @@ func (v *Validator) CheckGrant(r *http.Request) (Grant, *Denial) {
 		if src == nil {
 			return Grant{}, v.denyInvalid
 		}
+		ctx, cancel := v.bound(ctx)
+		defer cancel()
 		var err error
 		switch g, err = src.Verify(ctx, raw); {
 		case errors.Is(err, ErrInvalidToken):
@@ -239,6 +240,16 @@ func (v *Validator) CheckGrant(r *http.Request) (Grant, *Denial) {
 	}
 	return g, nil
 }
+
+// bound gives ctx the lookup deadline, if the validator has one.
+func (v *Validator) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if v.timeout <= 0 {
+		return ctx, noCancel
+	}
+	return context.WithTimeout(ctx, v.timeout)
+}
+
+func noCancel() {}
 
 // bearer extracts the token from an Authorization header value. The scheme
 // is case-insensitive (RFC 9110 §11.1).
