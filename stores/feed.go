@@ -18,6 +18,11 @@ const (
 	// RevokedSubject names a resource owner and/or a client: every token
 	// of theirs (the admin revoke by user).
 	RevokedSubject
+	// ChangedClient names a registered client (Key is its ID) that was
+	// created, changed or deleted: readers reload it from the
+	// ClientRegistry. Older readers, which know no such kind, flush their
+	// cache, which is safe.
+	ChangedClient
 )
 
 // Revocation is one event of a revocation feed. It carries keys, families,

@@ -92,6 +92,10 @@ type Code struct {
 	// Family identifies the grant: every token issued from this code, and
 	// from refreshing those, carries it.
 	Family string
+	// Audience holds the resource indicators (RFC 8707) the authorization
+	// request named, which the token request may narrow but not widen;
+	// nil for none. Each is an absolute URI without spaces.
+	Audience []string
 	// IssuedAt and ExpiresAt bound the code's life.
 	IssuedAt  time.Time
 	ExpiresAt time.Time
@@ -112,6 +116,12 @@ type Token struct {
 	// that belong to no family (client_credentials), which RevokeFamily
 	// never reaches.
 	Family string
+	// Audience holds the resource indicators (RFC 8707) the token is for:
+	// a guard with an audience admits it only when one of them matches,
+	// introspection returns them as "aud", and a refresh may narrow them
+	// but not widen them. Nil for a token with no audience restriction.
+	// Each is an absolute URI without spaces.
+	Audience []string
 	// IssuedAt and ExpiresAt bound the token's life.
 	IssuedAt  time.Time
 	ExpiresAt time.Time
