@@ -4,9 +4,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -14,6 +14,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tokengate/caddy-oauth2/external"
+	"github.com/tokengate/caddy-oauth2/fetch"
+	"github.com/tokengate/caddy-oauth2/token"
 	"github.com/tokengate/caddy-oauth2/validator"
 )
 
@@ -48,10 +50,27 @@ type ExternalIssuer struct {
 	// last good keys stay in use. Default: 10s.
 	JWKSMinRefreshInterval caddy.Duration `json:"jwks_min_refresh_interval,omitempty"`
 
-	// JWKSMaxAge is how long fetched keys are used before they are fetched
-	// again, so that a key the server withdrew stops verifying. One request
-	// fetches while the others go on with the keys held. Default: 1h.
+	// JWKSMaxAge is the longest fetched keys are used. They are fetched
+	// again once half as old (one request fetches while the others go on
+	// with the keys held), so that a key the server withdrew stops
+	// verifying. When that fetch fails (5xx, unreachable) the keys held stay
+	// in use, but never past this age: then the issuer's JWTs are answered
+	// 503 until a fetch succeeds. A fetch answered 200 with no usable key
+	// withdraws them all: the issuer's JWTs are then refused (401).
+	// Default: 1h.
 	JWKSMaxAge caddy.Duration `json:"jwks_max_age,omitempty"`
+
+	// RequireTyp makes the JWT header typ "at+jwt" (RFC 9068 §2.1)
+	// mandatory. Default: false; a typ naming another kind of JWT
+	// (logout+jwt, secevent+jwt, ...) is refused all the same, as is a JWT
+	// with a nonce or at_hash claim (an ID token), while "JWT" or no typ
+	// passes.
+	RequireTyp bool `json:"require_typ,omitempty"`
+
+	// SubjectPrefix is prepended to {http.auth.user.id} for this issuer's
+	// tokens, so that user alice of that server cannot pass for the local
+	// alice. {oauth2.subject} stays the token's own sub. Default: none.
+	SubjectPrefix string `json:"subject_prefix,omitempty"`
 
 	// IntrospectionEndpoint is the server's RFC 7662 endpoint, asked about
 	// tokens no other source recognises (opaque tokens). Default: none,
@@ -67,15 +86,36 @@ type ExternalIssuer struct {
 
 	// IntrospectionCache is how long a positive introspection answer is
 	// reused, never past the token's exp; a token revoked at the server
-	// passes for up to this long. Negative answers are never cached.
-	// Default: 0, every request asks.
+	// passes for up to this long. Default: 0, every request asks.
 	IntrospectionCache caddy.Duration `json:"introspection_cache,omitempty"`
 
-	// IntrospectionCacheSize bounds the cached answers. Default: 10000.
+	// IntrospectionNegativeCache is how long a negative introspection
+	// answer (not active, not an access token, not for this audience) is
+	// reused. An inactive token never becomes active again (RFC 7662
+	// §2.2), so this only spares the server a token presented again and
+	// again. Default: 10s.
+	IntrospectionNegativeCache caddy.Duration `json:"introspection_negative_cache,omitempty"`
+
+	// IntrospectionCacheSize bounds the cached answers, positive and
+	// negative each. Default: 10000.
 	IntrospectionCacheSize int `json:"introspection_cache_size,omitempty"`
 
+	// IntrospectionMaxConcurrent caps the introspection calls under way to
+	// this server at once. A request that finds every slot taken is
+	// answered 503 with Retry-After (counted as
+	// caddy_oauth2_guard_requests_total{result="overloaded"}), never a
+	// pass. Default: 16.
+	IntrospectionMaxConcurrent int `json:"introspection_max_concurrent,omitempty"`
+
+	// TokenPrefixes claim opaque tokens for this server: a token starting
+	// with one is introspected here only, and this server is asked about
+	// no other token. Default: none, the server is asked about every
+	// opaque token no issuer claims (all such servers at once).
+	TokenPrefixes []string `json:"token_prefixes,omitempty"`
+
 	// Timeout bounds each request to the server (metadata, keys,
-	// introspection), within the guard's own store_timeout. Default: 5s.
+	// introspection). It is the server's own deadline, not the guard's
+	// store_timeout. Default: 5s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
 	// TLSTrustedCACerts are PEM files of the CAs trusted for the server's
@@ -97,7 +137,7 @@ var issuerKeys = caddy.NewUsagePool()
 // them.
 type pooledKeys struct {
 	keys   *external.Keys
-	client *http.Client
+	client *fetch.Client
 }
 
 // Destruct drops the idle connections of the last configuration using them.
@@ -108,7 +148,7 @@ func (p pooledKeys) Destruct() error {
 
 // keysFor returns the shared keys of cfg's issuer, counted in g.keyRefs.
 func (g *Guard) keysFor(iss *ExternalIssuer, cfg external.Config) (*external.Keys, error) {
-	ref := fmt.Sprintf("%q %q %v %v %v %q %v", cfg.Issuer, cfg.JWKSURI, cfg.Client.Timeout, cfg.MinRefreshInterval,
+	ref := fmt.Sprintf("%q %q %v %v %v %q %v", cfg.Issuer, cfg.JWKSURI, cfg.Client.Timeout(), cfg.MinRefreshInterval,
 		cfg.MaxAge, iss.TLSTrustedCACerts, iss.TLSInsecureSkipVerify)
 	// The pooled keys outlive this configuration's logger.
 	cfg.Log = keysLog(cfg.Issuer)
@@ -124,9 +164,19 @@ func (g *Guard) keysFor(iss *ExternalIssuer, cfg external.Config) (*external.Key
 }
 
 // keysLog logs key fetch failures to Caddy's default logger.
-func keysLog(issuer string) func(string, error) {
-	return func(msg string, err error) {
-		caddy.Log().Named("http.handlers.oauth2_guard").Warn(msg, zap.String("issuer", issuer), zap.Error(err))
+func keysLog(issuer string) func(string, error, int) {
+	return issuerLog(caddy.Log().Named("http.handlers.oauth2_guard"), issuer)
+}
+
+// issuerLog logs an issuer's failures, already rate-limited by package
+// external: the errors name URLs and statuses, never a token or secret.
+func issuerLog(logger *zap.Logger, issuer string) func(string, error, int) {
+	return func(msg string, err error, suppressed int) {
+		if suppressed > 0 {
+			logger.Warn(msg, zap.String("issuer", issuer), zap.Error(err), zap.Int("suppressed", suppressed))
+			return
+		}
+		logger.Warn(msg, zap.String("issuer", issuer), zap.Error(err))
 	}
 }
 
@@ -138,11 +188,20 @@ func (g *Guard) externalSources() ([]validator.Source, error) {
 	var sources []validator.Source
 	var intro external.Introspection
 	seen := map[string]bool{}
+	prefixes := map[string]string{}
 	for _, iss := range g.Issuers {
 		if seen[iss.Issuer] {
 			return nil, fmt.Errorf("issuer %q is configured twice", iss.Issuer)
 		}
 		seen[iss.Issuer] = true
+		for _, p := range iss.TokenPrefixes {
+			for q, other := range prefixes {
+				if strings.HasPrefix(p, q) || strings.HasPrefix(q, p) {
+					return nil, fmt.Errorf("issuer %q: token_prefix %q overlaps %q of issuer %q", iss.Issuer, p, q, other)
+				}
+			}
+			prefixes[p] = iss.Issuer
+		}
 		cfg, err := iss.config(repl, g.logger)
 		if err != nil {
 			return nil, fmt.Errorf("issuer %q: %v", iss.Issuer, err)
@@ -178,8 +237,19 @@ func (iss *ExternalIssuer) config(repl *caddy.Replacer, logger *zap.Logger) (ext
 	if len(iss.Audiences) == 0 {
 		return external.Config{}, fmt.Errorf("audience is required: without it a token the issuer minted for another API would pass")
 	}
-	if iss.Leeway < 0 || iss.JWKSMinRefreshInterval < 0 || iss.JWKSMaxAge < 0 || iss.IntrospectionCache < 0 || iss.IntrospectionCacheSize < 0 || iss.Timeout < 0 {
+	if iss.Leeway < 0 || iss.JWKSMinRefreshInterval < 0 || iss.JWKSMaxAge < 0 || iss.IntrospectionCache < 0 || iss.IntrospectionCacheSize < 0 || iss.Timeout < 0 ||
+		iss.IntrospectionNegativeCache < 0 || iss.IntrospectionMaxConcurrent < 0 {
 		return external.Config{}, fmt.Errorf("durations and sizes must not be negative")
+	}
+	if len(iss.TokenPrefixes) > 0 && iss.IntrospectionEndpoint == "" {
+		return external.Config{}, fmt.Errorf("token_prefix needs an introspection endpoint")
+	}
+	for _, p := range iss.TokenPrefixes {
+		if p == "" || strings.HasPrefix(p, token.AccessPrefix) || strings.HasPrefix(p, token.RefreshPrefix) || strings.HasPrefix(p, token.CodePrefix) ||
+			strings.HasPrefix(token.AccessPrefix, p) || strings.HasPrefix(token.RefreshPrefix, p) || strings.HasPrefix(token.CodePrefix, p) {
+			// Our own codes and tokens never leave the gateway.
+			return external.Config{}, fmt.Errorf("token_prefix %q is empty or overlaps this server's own prefixes", p)
+		}
 	}
 	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: iss.TLSInsecureSkipVerify}
 	if len(iss.TLSTrustedCACerts) > 0 {
@@ -195,13 +265,10 @@ func (iss *ExternalIssuer) config(repl *caddy.Replacer, logger *zap.Logger) (ext
 		}
 		tlsConfig.RootCAs = pool
 	}
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.TLSClientConfig = tlsConfig
 	timeout := time.Duration(iss.Timeout)
 	if timeout == 0 {
 		timeout = 5 * time.Second
 	}
-	issuer := iss.Issuer
 	return external.Config{
 		Issuer:                iss.Issuer,
 		JWKSURI:               repl.ReplaceAll(iss.JWKSURI, ""),
@@ -214,11 +281,15 @@ func (iss *ExternalIssuer) config(repl *caddy.Replacer, logger *zap.Logger) (ext
 		ClientSecret:          repl.ReplaceAll(iss.IntrospectionClientSecret, ""),
 		CacheTTL:              time.Duration(iss.IntrospectionCache),
 		CacheEntries:          iss.IntrospectionCacheSize,
-		Client:                &http.Client{Timeout: timeout, Transport: transport},
-		Log: func(msg string, err error) {
-			// The errors name URLs and statuses, never a token or secret.
-			logger.Warn(msg, zap.String("issuer", issuer), zap.Error(err))
-		},
+		NegativeCacheTTL:      time.Duration(iss.IntrospectionNegativeCache),
+		MaxConcurrent:         iss.IntrospectionMaxConcurrent,
+		TokenPrefixes:         iss.TokenPrefixes,
+		RequireTyp:            iss.RequireTyp,
+		SubjectPrefix:         iss.SubjectPrefix,
+		// Metadata and keys may move within their origin; introspection
+		// never follows a redirect (the token and our secret are in it).
+		Client: fetch.New(fetch.Options{Timeout: timeout, MaxRedirects: 3, TLS: tlsConfig}),
+		Log:    issuerLog(logger, iss.Issuer),
 	}, nil
 }
 
@@ -246,7 +317,12 @@ func (g *Guard) Cleanup() error {
 //		introspection_endpoint <url>
 //		introspection_client <id> <secret>
 //		introspection_cache <duration>
+//		introspection_negative_cache <duration>
 //		introspection_cache_size <n>
+//		introspection_max_concurrent <n>
+//		token_prefix <prefix>...
+//		require_typ
+//		subject_prefix <text>
 //		timeout <duration>
 //		tls_trusted_ca_certs <pem_file>...
 //		tls_insecure_skip_verify
@@ -294,6 +370,22 @@ func unmarshalExternalIssuer(d *caddyfile.Dispenser) (*ExternalIssuer, error) {
 			if err = oneInt(d, &n); err == nil {
 				iss.IntrospectionCacheSize = int(n)
 			}
+		case "introspection_negative_cache":
+			err = oneDuration(d, &iss.IntrospectionNegativeCache)
+		case "introspection_max_concurrent":
+			var n int64
+			if err = oneInt(d, &n); err == nil {
+				iss.IntrospectionMaxConcurrent = int(n)
+			}
+		case "token_prefix":
+			iss.TokenPrefixes, err = someStrings(d)
+		case "require_typ":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			iss.RequireTyp = true
+		case "subject_prefix":
+			err = oneString(d, &iss.SubjectPrefix)
 		case "timeout":
 			err = oneDuration(d, &iss.Timeout)
 		case "tls_trusted_ca_certs":
@@ -315,6 +407,9 @@ func unmarshalExternalIssuer(d *caddyfile.Dispenser) (*ExternalIssuer, error) {
 	}
 	if iss.IntrospectionEndpoint != "" && iss.IntrospectionClientID == "" {
 		return nil, d.Errf("issuer %s: introspection_endpoint needs introspection_client", iss.Issuer)
+	}
+	if len(iss.TokenPrefixes) > 0 && iss.IntrospectionEndpoint == "" {
+		return nil, d.Errf("issuer %s: token_prefix needs introspection_endpoint", iss.Issuer)
 	}
 	return iss, nil
 }

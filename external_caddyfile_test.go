@@ -1,6 +1,7 @@
 package oauth2
 
 import (
+	"context"
 	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
@@ -177,13 +178,10 @@ func TestExternalIssuerTLS(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cfg.Client.Timeout != 5*time.Second {
-			t.Errorf("%s: timeout %v, want the 5s default", name, cfg.Client.Timeout)
+		if cfg.Client.Timeout() != 5*time.Second {
+			t.Errorf("%s: timeout %v, want the 5s default", name, cfg.Client.Timeout())
 		}
-		resp, err := cfg.Client.Get(srv.URL)
-		if err == nil {
-			resp.Body.Close()
-		}
+		_, _, err = cfg.Client.Get(context.Background(), srv.URL, "*/*")
 		if (err == nil) != tc.ok {
 			t.Errorf("%s: %v", name, err)
 		}

@@ -32,7 +32,7 @@ type metrics struct {
 
 	// The guard's counters, one per result, resolved once so the hot path
 	// only adds to an atomic.
-	guardAllowed, guardNoToken, guardInvalid, guardScope, guardUnavailable, guardBad prometheus.Counter
+	guardAllowed, guardNoToken, guardInvalid, guardScope, guardUnavailable, guardOverloaded, guardBad prometheus.Counter
 
 	registry *prometheus.Registry
 }
@@ -71,6 +71,7 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 	m.guardInvalid = guard.WithLabelValues("invalid_token")
 	m.guardScope = guard.WithLabelValues("insufficient_scope")
 	m.guardUnavailable = guard.WithLabelValues("unavailable")
+	m.guardOverloaded = guard.WithLabelValues("overloaded")
 	m.guardBad = guard.WithLabelValues("bad_request")
 	for _, c := range []prometheus.Collector{m.issued, m.tokenErrors, m.authFailures, m.storeOps, m.storeErrors,
 		m.purgeRuns, m.purged, m.purgeTime, guard} {
@@ -101,6 +102,9 @@ func (m *metrics) guardResult(d *validator.Denial) {
 		m.guardScope.Inc()
 	case errors.Is(d.Err, validator.ErrMalformedRequest):
 		m.guardBad.Inc()
+	case errors.Is(d.Err, validator.ErrOverloaded):
+		m.guardOverloaded.Inc() // 503 by choice: an issuer's introspection slots were all taken
+
 	default:
 		m.guardUnavailable.Inc()
 	}

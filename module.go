@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/tokengate/caddy-oauth2/fetch"
 	"github.com/tokengate/caddy-oauth2/issuer"
 	"github.com/tokengate/caddy-oauth2/jwt"
 	"github.com/tokengate/caddy-oauth2/purge"
@@ -702,7 +703,10 @@ type Guard struct {
 	v       *validator.Validator
 	logger  *zap.Logger
 	metrics *metrics
-	clients []*http.Client // of the issuers, closed in Cleanup
+	clients []*fetch.Client // of the issuers, closed in Cleanup
+	// ownIssuer is this app's issuer identifier for a request, the value
+	// of {oauth2.issuer} for our own opaque tokens.
+	ownIssuer func(*http.Request) string
 	keyRefs []string       // the issuers' keys held in issuerKeys
 }
 
@@ -722,6 +726,7 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 		return err
 	}
 	g.metrics = app.metrics
+	g.ownIssuer = app.issuerOf
 	// Our own JWTs first; the external issuers' introspection, which
 	// recognises any token, stays last.
 	sources, err := g.jwtSources(app)
@@ -768,7 +773,7 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	// An authentication handler before this one may have set the user as
 	// a static value, which would shadow the provider.
 	repl.Delete("http.auth.user.id")
-	repl.Map(grantPlaceholders(grant))
+	repl.Map(grantPlaceholders(grant, g.ownIssuer, r))
 	if !g.KeepAuthorization {
 		r.Header.Del("Authorization")
 	}
@@ -777,16 +782,26 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 
 // grantPlaceholders provides the guard's placeholders from the grant, at
 // replace time: a request whose placeholders nothing reads costs one
-// closure instead of four boxed values in the replacer's map.
-func grantPlaceholders(g validator.Grant) caddy.ReplacerFunc {
+// closure instead of five boxed values in the replacer's map.
+func grantPlaceholders(g validator.Grant, own func(*http.Request) string, r *http.Request) caddy.ReplacerFunc {
 	return func(key string) (any, bool) {
 		tok := g.Token
 		switch key {
 		case "http.auth.user.id":
+			// Another server's users are told apart by its subject_prefix.
 			if tok.Subject == "" {
-				return tok.ClientID, true
+				return g.SubjectPrefix + tok.ClientID, true
 			}
-			return tok.Subject, true
+			return g.SubjectPrefix + tok.Subject, true
+		case "oauth2.issuer":
+			// Who vouched for the token: the other server, or this one.
+			if g.Issuer != "" {
+				return g.Issuer, true
+			}
+			if iss, ok := g.Claims["iss"].(string); ok {
+				return iss, true // our own JWT, its verified iss
+			}
+			return own(r), true
 		case "oauth2.client_id":
 			return tok.ClientID, true
 		case "oauth2.scope":
@@ -803,6 +818,23 @@ func grantPlaceholders(g validator.Grant) caddy.ReplacerFunc {
 		}
 		return nil, false
 	}
+}
+
+// issuerOf returns this app's issuer identifier for a request: the
+// configured one, or the one derived from the address of the site serving
+// oauth2_server that the request's host names (the first such site when
+// none does).
+func (a *App) issuerOf(r *http.Request) string {
+	if a.Issuer != "" {
+		return a.Issuer
+	}
+	for _, s := range a.derived {
+		if s.ctx.Context == nil || s.resolveOrigins() != nil || len(s.origins) == 0 {
+			continue
+		}
+		return pickOrigin(s.origins, r)
+	}
+	return ""
 }
 
 // registeredScopes returns the scopes a client is registered for in this

@@ -596,12 +596,12 @@ func TestJWTKeyWithdrawn(t *testing.T) {
 	p.mu.Lock()
 	p.keys = p.keys[:1]
 	p.mu.Unlock()
-	advance(59 * time.Minute)
+	advance(29 * time.Minute)
 	if _, err := j.Verify(ctx, old); err != nil {
-		t.Fatalf("within max age: %v", err)
+		t.Fatalf("within half the max age: %v", err)
 	}
 	if n := p.jwksHits.Load(); n != 1 {
-		t.Fatalf("keys fetched %d times within max age, want 1", n)
+		t.Fatalf("keys fetched %d times within half the max age, want 1", n)
 	}
 	advance(time.Minute)
 	refused(t, j, old)
@@ -611,14 +611,14 @@ func TestJWTKeyWithdrawn(t *testing.T) {
 	if n := p.jwksHits.Load(); n != 2 {
 		t.Fatalf("keys fetched %d times, want 2", n)
 	}
-	// Stale again with the server down: the set held stays in use, and the
-	// failed fetch is not retried on every request.
+	// Due again with the server down: the set held stays in use until
+	// the max age, and the failed fetch is not retried on every request.
 	p.setDown(true)
-	advance(2 * time.Hour)
+	advance(40 * time.Minute)
 	before := p.requests.Load()
 	for range 5 {
 		if _, err := j.Verify(ctx, p.token(t, exp)); err != nil {
-			t.Fatalf("server down, set stale: %v", err)
+			t.Fatalf("server down, set due: %v", err)
 		}
 	}
 	if n := p.requests.Load() - before; n != 1 {

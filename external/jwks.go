@@ -29,12 +29,14 @@ func NewKeys(cfg Config) (*Keys, error) {
 // keySet holds the issuer's public signing keys (RFC 7517). It fetches them
 // on first use and again when a token names a key id it does not know, at
 // most once per MinRefreshInterval so that tokens with made-up key ids cannot
-// make it hammer the server. A failed fetch keeps the last good set. A set
-// older than MaxAge is fetched again by the next request that finds the
-// fetch free, so a key the server withdrew stops verifying.
+// make it hammer the server. A set half as old as MaxAge is fetched again by
+// the next request that finds the fetch free, so a key the server withdrew
+// stops verifying. A failed fetch keeps the last good set, but never past
+// MaxAge; a fetch answered 200 with no usable key empties it.
 type keySet struct {
 	cfg  *Config
 	disc *discovery
+	log  *limitedLog
 	// fetching admits one fetch at a time; others wait for its result.
 	fetching chan struct{}
 
@@ -47,7 +49,8 @@ type keySet struct {
 }
 
 func newKeySet(cfg *Config, disc *discovery) *keySet {
-	return &keySet{cfg: cfg, disc: disc, fetching: make(chan struct{}, 1)}
+	return &keySet{cfg: cfg, disc: disc, fetching: make(chan struct{}, 1),
+		log: &limitedLog{cfg: cfg, msg: "fetching signing keys failed; keeping the last good set"}}
 }
 
 // failureRetry is how soon a fetch is retried while no set was ever fetched.
@@ -59,21 +62,22 @@ const failureRetry = time.Second
 func (k *keySet) lookup(ctx context.Context, kid string) ([]jose.JSONWebKey, int, error) {
 	keys, version := k.current()
 	if found := match(keys, kid); len(found) > 0 {
-		if !k.stale() {
+		if !k.due() {
 			return found, version, nil
 		}
-		// Refetch unless another request already is; whatever the
-		// outcome, the key is judged by the set held afterwards.
-		_ = k.refresh(ctx, version, false)
-		keys, version = k.current()
-		return match(keys, kid), version, nil
-	}
-	if err := k.refresh(ctx, version, true); err != nil && keys == nil {
+		// Refetch unless another request already is (or, with a set too
+		// old to use, after it); whatever the outcome, the key is judged
+		// by the set held afterwards.
+		_ = k.refresh(ctx, version, k.expired())
+	} else if err := k.refresh(ctx, version, true); err != nil && keys == nil {
 		return nil, 0, err
 	}
 	keys, version = k.current()
 	if keys == nil {
 		return nil, 0, fmt.Errorf("%w: no signing keys fetched yet: %w", ErrUnavailable, k.lastError())
+	}
+	if k.expired() {
+		return nil, 0, fmt.Errorf("%w: the signing keys are older than their max age and cannot be refetched: %w", ErrUnavailable, k.lastError())
 	}
 	return match(keys, kid), version, nil
 }
@@ -85,15 +89,28 @@ func (k *keySet) current() ([]jose.JSONWebKey, int) {
 	return k.keys, k.version
 }
 
-// stale reports whether the set is older than MaxAge and may be refetched.
-func (k *keySet) stale() bool {
+// due reports whether the set is half as old as MaxAge: it is to be
+// refetched, and a token verified against it is checked again.
+func (k *keySet) due() bool {
 	if k.cfg.MaxAge <= 0 {
 		return false
 	}
 	now := k.cfg.Now()
 	k.mu.RLock()
 	defer k.mu.RUnlock()
-	return now.Sub(k.fetched) >= k.cfg.MaxAge && now.Sub(k.attempted) >= k.cfg.MinRefreshInterval
+	return now.Sub(k.fetched) >= k.cfg.MaxAge/2
+}
+
+// expired reports whether the set held is older than MaxAge: it is no
+// longer used.
+func (k *keySet) expired() bool {
+	if k.cfg.MaxAge <= 0 {
+		return false
+	}
+	now := k.cfg.Now()
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.keys != nil && now.Sub(k.fetched) >= k.cfg.MaxAge
 }
 
 func (k *keySet) lastError() error {
@@ -157,7 +174,7 @@ func (k *keySet) refresh(ctx context.Context, version int, wait bool) error {
 	k.attempted = k.cfg.Now()
 	k.lastErr = err
 	if err != nil {
-		k.cfg.Log("fetching signing keys failed; keeping the last good set", err)
+		k.log.log(err)
 		return err
 	}
 	k.keys = keys
@@ -181,13 +198,19 @@ func (k *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
 		uri = md.JWKSURI
 	}
 	var doc struct {
-		Keys []json.RawMessage `json:"keys"`
+		Keys *[]json.RawMessage `json:"keys"`
 	}
 	if err := getJSON(ctx, k.cfg.Client, uri, &doc); err != nil {
 		return nil, fmt.Errorf("%w: fetching signing keys: %w", ErrUnavailable, err)
 	}
-	keys := make([]jose.JSONWebKey, 0, len(doc.Keys))
-	for _, raw := range doc.Keys {
+	if doc.Keys == nil {
+		// RFC 7517 §5: "keys" is required; without it this is no key set
+		// (an error page served with 200, say), not an empty one.
+		return nil, fmt.Errorf("%w: %s is not a JWK set", ErrUnavailable, uri)
+	}
+	// Never nil: a set without usable keys withdraws them all.
+	keys := make([]jose.JSONWebKey, 0, len(*doc.Keys))
+	for _, raw := range *doc.Keys {
 		var key jose.JSONWebKey
 		if err := key.UnmarshalJSON(raw); err != nil {
 			continue
@@ -198,9 +221,6 @@ func (k *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
 			continue
 		}
 		keys = append(keys, key)
-	}
-	if len(keys) == 0 {
-		return nil, fmt.Errorf("%w: %s holds no usable public signing key", ErrUnavailable, uri)
 	}
 	return keys, nil
 }

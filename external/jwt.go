@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
@@ -96,7 +95,7 @@ func (j *JWT) Verify(ctx context.Context, raw string) (validator.Grant, error) {
 	hash := sha256.Sum256([]byte(raw))
 	now := j.cfg.Now()
 	if e, until, ok := j.verified.Get(hash); ok && now.Before(until) {
-		if _, version := j.keys.current(); version == e.version && !j.keys.stale() {
+		if _, version := j.keys.current(); version == e.version && !j.keys.due() {
 			return e.grant, nil
 		}
 	}
@@ -105,6 +104,9 @@ func (j *JWT) Verify(ctx context.Context, raw string) (validator.Grant, error) {
 		return validator.Grant{}, fmt.Errorf("%w: %v", validator.ErrInvalidToken, err)
 	}
 	h := tok.Headers[0]
+	if err := j.checkTyp(h); err != nil {
+		return validator.Grant{}, err
+	}
 	keys, version, err := j.keys.lookup(ctx, h.KeyID)
 	if err != nil {
 		return validator.Grant{}, err
@@ -137,15 +139,47 @@ func (j *JWT) Verify(ctx context.Context, raw string) (validator.Grant, error) {
 	if err != nil {
 		return validator.Grant{}, fmt.Errorf("%w: %v", validator.ErrInvalidToken, err)
 	}
+	// An ID token (OIDC Core §2, §3.1.3.6) is for the client, not for an
+	// API, even when its aud names one: it has a nonce or an at_hash,
+	// which no access token needs.
+	for _, name := range []string{"nonce", "at_hash"} {
+		if _, ok := all[name]; ok {
+			return validator.Grant{}, fmt.Errorf("%w: an ID token (%s claim)", validator.ErrInvalidToken, name)
+		}
+	}
+	// RFC 9449 §6, RFC 8705 §3: a token bound to a key is no bearer token.
+	if _, ok := all["cnf"]; ok {
+		return validator.Grant{}, fmt.Errorf("%w: a sender-constrained token presented as a bearer token", validator.ErrInvalidToken)
+	}
 	t := grantToken(all)
 	// The validator compares exp with its own clock: give it the leeway.
 	t.ExpiresAt = claims.Expiry.Time().Add(j.cfg.Leeway)
 	if claims.IssuedAt != nil {
 		t.IssuedAt = claims.IssuedAt.Time()
 	}
-	g := validator.Grant{Token: t, Claims: all, Foreign: true}
+	g := validator.Grant{Token: t, Claims: all, Foreign: true, Issuer: j.cfg.Issuer, SubjectPrefix: j.cfg.SubjectPrefix}
 	j.verified.Put(hash, cached{grant: g, version: version}, t.ExpiresAt, now)
 	return g, nil
+}
+
+// checkTyp applies RFC 9068 §4: a resource server checks that typ is
+// at+jwt. Many servers still send "JWT" or none, which pass unless
+// RequireTyp is set; a typ naming another kind of JWT (logout+jwt,
+// secevent+jwt, dpop+jwt) never does. Media types compare
+// case-insensitively, with or without "application/" (RFC 7515 §4.1.9).
+func (j *JWT) checkTyp(h jose.Header) error {
+	typ, _ := h.ExtraHeaders[jose.HeaderType].(string)
+	typ = strings.ToLower(typ)
+	typ = strings.TrimPrefix(typ, "application/")
+	switch {
+	case typ == "at+jwt":
+		return nil
+	case j.cfg.RequireTyp:
+		return fmt.Errorf("%w: typ %q is not at+jwt", validator.ErrInvalidToken, typ)
+	case strings.HasSuffix(typ, "+jwt"):
+		return fmt.Errorf("%w: typ %q names another kind of token", validator.ErrInvalidToken, typ)
+	}
+	return nil
 }
 
 // grantToken maps the claims of a JWT or an introspection answer onto a
@@ -190,17 +224,12 @@ func scopeClaim(claims map[string]any) string {
 	return ""
 }
 
-// numericDate reads a JSON number of seconds since the epoch.
-func numericDate(v any) (time.Time, bool) {
-	switch n := v.(type) {
-	case float64:
-		return time.Unix(int64(n), 0), true
-	case json.Number:
-		i, err := n.Int64()
-		return time.Unix(i, 0), err == nil
-	}
-	return time.Time{}, false
-}
+// SelfTimed implements validator.SelfTimed: a key fetch has the issuer's
+// timeout.
+func (*JWT) SelfTimed() {}
 
 // Interface guards
-var _ validator.Source = (*JWT)(nil)
+var (
+	_ validator.Source    = (*JWT)(nil)
+	_ validator.SelfTimed = (*JWT)(nil)
+)

@@ -63,6 +63,14 @@ type Source interface {
 	Verify(ctx context.Context, raw string) (Grant, error)
 }
 
+// SelfTimed is a Source whose calls each carry their own deadline (an
+// external issuer's timeout): the validator does not bound its Verify by
+// Config.Timeout, the store's, so one slow server cannot spend it for all.
+type SelfTimed interface {
+	Source
+	SelfTimed()
+}
+
 // Grant is what a valid token stands for.
 type Grant struct {
 	// Token holds the subject, client_id, scope and expiry. For tokens of
@@ -75,6 +83,13 @@ type Grant struct {
 	// Foreign marks a token of another authorization server: its client is
 	// not registered here, so Config.ClientScopes does not apply.
 	Foreign bool
+	// Issuer is the other authorization server that vouched for a foreign
+	// token. Empty for our own tokens.
+	Issuer string
+	// SubjectPrefix is put before the subject (or client id) of a foreign
+	// token where the guard reports who the user is, so that another
+	// server's users cannot pass for ours. Empty for our own tokens.
+	SubjectPrefix string
 }
 
 // Validator checks bearer tokens. It is safe for concurrent use.
@@ -109,6 +124,10 @@ var (
 	ErrMalformedRequest  = errors.New("more than one Authorization header")
 	ErrInvalidToken      = errors.New("token unknown, expired, revoked or malformed")
 	ErrInsufficientScope = errors.New("token lacks a required scope")
+	// ErrOverloaded is an outage by choice: a source refused to add one
+	// more call to those under way (an introspection endpoint's cap). The
+	// guard answers 503 with Retry-After.
+	ErrOverloaded = errors.New("too many calls under way to an authorization server")
 )
 
 // New returns a Validator for cfg.
@@ -197,6 +216,11 @@ func (v *Validator) CheckGrant(r *http.Request) (Grant, *Denial) {
 			return Grant{}, &Denial{Status: http.StatusServiceUnavailable, Err: err}
 		}
 		g.Token = tok
+	} else if ours(raw) {
+		// A code, a refresh token or a garbled access token of ours is
+		// refused here: it never goes to another server (an external
+		// issuer's introspection endpoint would receive it).
+		return Grant{}, v.denyInvalid
 	} else {
 		var src Source
 		for _, s := range v.sources {
@@ -208,8 +232,11 @@ func (v *Validator) CheckGrant(r *http.Request) (Grant, *Denial) {
 		if src == nil {
 			return Grant{}, v.denyInvalid
 		}
-		ctx, cancel := v.bound(ctx)
-		defer cancel()
+		if _, ok := src.(SelfTimed); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = v.bound(ctx)
+			defer cancel()
+		}
 		var err error
 		switch g, err = src.Verify(ctx, raw); {
 		case errors.Is(err, ErrInvalidToken):
@@ -239,6 +266,12 @@ func (v *Validator) CheckGrant(r *http.Request) (Grant, *Denial) {
 		}
 	}
 	return g, nil
+}
+
+// ours reports whether raw has the prefix of one of our codes or tokens.
+func ours(raw string) bool {
+	return strings.HasPrefix(raw, token.RefreshPrefix) || strings.HasPrefix(raw, token.CodePrefix) ||
+		strings.HasPrefix(raw, token.AccessPrefix)
 }
 
 // bound gives ctx the lookup deadline, if the validator has one.
