@@ -707,7 +707,7 @@ type Guard struct {
 	// ownIssuer is this app's issuer identifier for a request, the value
 	// of {oauth2.issuer} for our own opaque tokens.
 	ownIssuer func(*http.Request) string
-	keyRefs []string       // the issuers' keys held in issuerKeys
+	keyRefs   []string // the issuers' keys held in issuerKeys
 }
 
 // CaddyModule returns the Caddy module information.

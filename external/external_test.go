@@ -43,6 +43,12 @@ type idp struct {
 	requests                               atomic.Int32 // also while down
 	// introspectDelay slows the introspection endpoint down.
 	introspectDelay time.Duration
+	// received are the tokens the introspection endpoint was asked about.
+	received []string
+	// inflight and maxInflight count the introspection calls under way.
+	inflight, maxInflight atomic.Int32
+	// jwksBody, when set, is served as the key set.
+	jwksBody string
 }
 
 func newIDP(t testing.TB) *idp {
@@ -56,6 +62,10 @@ func newIDP(t testing.TB) *idp {
 		p.jwksHits.Add(1)
 		p.mu.Lock()
 		defer p.mu.Unlock()
+		if p.jwksBody != "" {
+			w.Write([]byte(p.jwksBody))
+			return
+		}
 		set := jose.JSONWebKeySet{}
 		for _, k := range p.keys {
 			set.Keys = append(set.Keys, k.Public())
@@ -65,9 +75,20 @@ func newIDP(t testing.TB) *idp {
 		b = []byte(strings.Replace(string(b), `"keys":[`, `"keys":[{"kty":"XYZ","kid":"odd"},`, 1))
 		w.Write(b)
 	})
+	mux.HandleFunc("/moved", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/jwks", http.StatusMovedPermanently)
+	})
 	mux.HandleFunc("/introspect", func(w http.ResponseWriter, r *http.Request) {
 		p.introspectHits.Add(1)
-		time.Sleep(p.introspectDelay)
+		n := p.inflight.Add(1)
+		defer p.inflight.Add(-1)
+		for m := p.maxInflight.Load(); n > m && !p.maxInflight.CompareAndSwap(m, n); m = p.maxInflight.Load() {
+		}
+		p.mu.Lock()
+		p.received = append(p.received, r.PostFormValue("token"))
+		delay := p.introspectDelay
+		p.mu.Unlock()
+		time.Sleep(delay)
 		id, secret, ok := r.BasicAuth()
 		if !ok || id != "rs%3A1" || secret != "s%C3%A9cret" {
 			http.Error(w, `{"error":"invalid_client"}`, http.StatusUnauthorized)
@@ -122,7 +143,15 @@ func (p *idp) setDown(down bool) {
 
 // sign returns a JWT over claims signed with key (default: the current key).
 func sign(t testing.TB, key *jose.JSONWebKey, alg jose.SignatureAlgorithm, claims map[string]any) string {
-	opts := (&jose.SignerOptions{}).WithType("at+jwt")
+	return signTyp(t, key, alg, "at+jwt", claims)
+}
+
+// signTyp is sign with the given typ header ("" for none).
+func signTyp(t testing.TB, key *jose.JSONWebKey, alg jose.SignatureAlgorithm, typ string, claims map[string]any) string {
+	opts := &jose.SignerOptions{}
+	if typ != "" {
+		opts = opts.WithType(jose.ContentType(typ))
+	}
 	if key.KeyID != "" {
 		opts = opts.WithHeader("kid", key.KeyID)
 	}
