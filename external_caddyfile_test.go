@@ -48,6 +48,11 @@ func TestUnmarshalGuardIssuer(t *testing.T) {
 					introspection_client rs {env.SECRET}
 					introspection_cache 30s
 					introspection_cache_size 500
+					introspection_negative_cache 5s
+					introspection_max_concurrent 4
+					token_prefix idp_ idq_
+					require_typ
+					subject_prefix idp:
 					timeout 3s
 					tls_trusted_ca_certs /a.pem /b.pem
 					tls_insecure_skip_verify
@@ -62,6 +67,8 @@ func TestUnmarshalGuardIssuer(t *testing.T) {
 				Leeway: caddy.Duration(10 * time.Second), JWKSMinRefreshInterval: caddy.Duration(time.Minute), JWKSMaxAge: caddy.Duration(2 * time.Hour),
 				IntrospectionEndpoint: "https://idp.example/introspect", IntrospectionClientID: "rs", IntrospectionClientSecret: "{env.SECRET}",
 				IntrospectionCache: caddy.Duration(30 * time.Second), IntrospectionCacheSize: 500,
+				IntrospectionNegativeCache: caddy.Duration(5 * time.Second), IntrospectionMaxConcurrent: 4,
+				TokenPrefixes: []string{"idp_", "idq_"}, RequireTyp: true, SubjectPrefix: "idp:",
 				Timeout: caddy.Duration(3 * time.Second), TLSTrustedCACerts: []string{"/a.pem", "/b.pem"}, TLSInsecureSkipVerify: true,
 			}, {Issuer: "https://other.example", Audiences: []string{"x"}}},
 		},
@@ -75,6 +82,11 @@ func TestUnmarshalGuardIssuer(t *testing.T) {
 		{name: "endpoint without client", input: "oauth2_guard {\n issuer https://i {\n audience a\n introspection_endpoint https://i/in\n }\n}", err: "needs introspection_client"},
 		{name: "bad duration", input: "oauth2_guard {\n issuer https://i {\n audience a\n introspection_cache soon\n }\n}", err: "not a duration"},
 		{name: "bad size", input: "oauth2_guard {\n issuer https://i {\n audience a\n introspection_cache_size -1\n }\n}", err: "not a positive whole number"},
+		{name: "require_typ with arg", input: "oauth2_guard {\n issuer https://i {\n audience a\n require_typ yes\n }\n}", err: "wrong argument count"},
+		{name: "max concurrent zero", input: "oauth2_guard {\n issuer https://i {\n audience a\n introspection_max_concurrent 0\n }\n}", err: "not a positive whole number"},
+		{name: "token_prefix without endpoint", input: "oauth2_guard {\n issuer https://i {\n audience a\n token_prefix x_\n }\n}", err: "token_prefix needs introspection_endpoint"},
+		{name: "token_prefix without value", input: "oauth2_guard {\n issuer https://i {\n audience a\n token_prefix\n }\n}", err: "wrong argument count"},
+		{name: "subject_prefix twice", input: "oauth2_guard {\n issuer https://i {\n audience a\n subject_prefix a b\n }\n}", err: "wrong argument count"},
 		{name: "skip verify with arg", input: "oauth2_guard {\n issuer https://i {\n audience a\n tls_insecure_skip_verify yes\n }\n}", err: "wrong argument count"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -135,12 +147,18 @@ func TestExternalIssuerProvision(t *testing.T) {
 		}
 	}
 	for name, iss := range map[string]*ExternalIssuer{
-		"no audience":     {Issuer: "https://a.example"},
-		"not a URL":       {Issuer: "idp", Audiences: []string{"x"}},
-		"query":           {Issuer: "https://a.example/?x=1", Audiences: []string{"x"}},
-		"negative":        {Issuer: "https://a.example", Audiences: []string{"x"}, Timeout: -1},
-		"missing CA file": {Issuer: "https://a.example", Audiences: []string{"x"}, TLSTrustedCACerts: []string{"/nonexistent.pem"}},
-		"bad endpoint":    {Issuer: "https://a.example", Audiences: []string{"x"}, IntrospectionEndpoint: "a.example/i", IntrospectionClientID: "rs"},
+		"no audience":         {Issuer: "https://a.example"},
+		"not a URL":           {Issuer: "idp", Audiences: []string{"x"}},
+		"query":               {Issuer: "https://a.example/?x=1", Audiences: []string{"x"}},
+		"negative":            {Issuer: "https://a.example", Audiences: []string{"x"}, Timeout: -1},
+		"missing CA file":     {Issuer: "https://a.example", Audiences: []string{"x"}, TLSTrustedCACerts: []string{"/nonexistent.pem"}},
+		"bad endpoint":        {Issuer: "https://a.example", Audiences: []string{"x"}, IntrospectionEndpoint: "a.example/i", IntrospectionClientID: "rs"},
+		"http endpoint":       {Issuer: "https://a.example", Audiences: []string{"x"}, IntrospectionEndpoint: "http://a.example/i", IntrospectionClientID: "rs"},
+		"http jwks_uri":       {Issuer: "https://a.example", Audiences: []string{"x"}, JWKSURI: "http://a.example/jwks"},
+		"http issuer":         {Issuer: "http://a.example", Audiences: []string{"x"}},
+		"our prefix":          {Issuer: "https://a.example", Audiences: []string{"x"}, IntrospectionEndpoint: "https://a.example/i", IntrospectionClientID: "rs", TokenPrefixes: []string{"crt_"}},
+		"prefix of ours":      {Issuer: "https://a.example", Audiences: []string{"x"}, IntrospectionEndpoint: "https://a.example/i", IntrospectionClientID: "rs", TokenPrefixes: []string{"c"}},
+		"prefix, no endpoint": {Issuer: "https://a.example", Audiences: []string{"x"}, TokenPrefixes: []string{"a_"}},
 	} {
 		g := &Guard{logger: zap.NewNop(), Issuers: []*ExternalIssuer{iss}}
 		if _, err := g.externalSources(); err == nil {
@@ -152,6 +170,13 @@ func TestExternalIssuerProvision(t *testing.T) {
 	}}
 	if _, err := g.externalSources(); err == nil || !strings.Contains(err.Error(), "twice") {
 		t.Errorf("duplicate issuer: %v", err)
+	}
+	g = &Guard{logger: zap.NewNop(), Issuers: []*ExternalIssuer{
+		{Issuer: "https://a.example", Audiences: []string{"x"}, IntrospectionEndpoint: "https://a.example/i", IntrospectionClientID: "rs", TokenPrefixes: []string{"ab_"}},
+		{Issuer: "https://b.example", Audiences: []string{"x"}, IntrospectionEndpoint: "https://b.example/i", IntrospectionClientID: "rs", TokenPrefixes: []string{"ab"}},
+	}}
+	if _, err := g.externalSources(); err == nil || !strings.Contains(err.Error(), "overlaps") {
+		t.Errorf("overlapping token prefixes: %v", err)
 	}
 }
 
