@@ -36,11 +36,11 @@ func TestRedirects(t *testing.T) {
 		path string
 		ok   bool
 	}{
-		"no redirect allowed":            {0, "/hop2", false},
-		"within the limit":               {2, "/hop1", true},
-		"over the limit":                 {1, "/hop1", false},
-		"to another origin":              {3, "/away", false},
-		"no redirect at all":             {0, "/ok", true},
+		"no redirect allowed": {0, "/hop2", false},
+		"within the limit":    {2, "/hop1", true},
+		"over the limit":      {1, "/hop1", false},
+		"to another origin":   {3, "/away", false},
+		"no redirect at all":  {0, "/ok", true},
 	} {
 		_, b, err := New(Options{MaxRedirects: tc.max}).Get(ctx, srv.URL+tc.path, "*/*")
 		if ok := err == nil && string(b) == "ok"; ok != tc.ok {
