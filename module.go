@@ -788,15 +788,19 @@ func grantPlaceholders(g validator.Grant, own func(*http.Request) string, r *htt
 		tok := g.Token
 		switch key {
 		case "http.auth.user.id":
-			// Another server's users are told apart by its subject_prefix.
-			if tok.Subject == "" {
-				return g.SubjectPrefix + tok.ClientID, true
+			user := tok.Subject
+			if user == "" {
+				user = tok.ClientID
 			}
-			return g.SubjectPrefix + tok.Subject, true
+			if g.Issuer != nil {
+				// Another server's users are told apart by its subject_prefix.
+				return g.Issuer.SubjectPrefix + user, true
+			}
+			return user, true
 		case "oauth2.issuer":
 			// Who vouched for the token: the other server, or this one.
-			if g.Issuer != "" {
-				return g.Issuer, true
+			if g.Issuer != nil {
+				return g.Issuer.ID, true
 			}
 			if iss, ok := g.Claims["iss"].(string); ok {
 				return iss, true // our own JWT, its verified iss

@@ -2,11 +2,13 @@
 # Side-by-side benchmarks of caddy-oauth2 (issue 5): guard overhead, token
 # issuance and introspection against Ory Hydra v2.3.0, purging a large backlog,
 # the cache store's resident memory, and the guard under a wrong-secret flood
-# (issue 8). Everything listens on 127.0.0.1.
+# (issue 8), and under a flood of made-up opaque tokens with two introspecting
+# issuers configured (issue 16). Everything listens on 127.0.0.1.
 #
 #   bench/run.sh                         # every scenario
 #   bench/run.sh guard issuance          # some of them
 #   scenarios: guard issuance introspection purge memory bruteforce micro fleet jwt
+#              introspection-flood
 #
 # It builds Caddy with the plugin and the helpers under bench/, builds Hydra
 # once into $BENCH_CACHE (a throwaway module outside the repository), installs
@@ -26,7 +28,8 @@
 #   BENCH_BCRYPT_COST  client-secret bcrypt cost on both sides (default 10)
 #   BENCH_PURGE_ROWS   expired rows to purge (default 1000000)
 #   BENCH_MEM_TOKENS   live tokens for the memory scenario (default 1000000)
-#   BENCH_FLOOD_CONNS  connections of the wrong-secret flood (default 20)
+#   BENCH_FLOOD_CONNS  connections of the wrong-secret and made-up-token floods (default 20)
+#   BENCH_POOL      distinct made-up tokens of the introspection flood (default 1000)
 #   BENCH_FLEET_TOKENS revocations timed in the fleet scenario (default 100)
 #   BENCH_CACHE     where the Caddy and Hydra binaries are kept (default /var/cache/caddy-oauth2-bench)
 #   BENCH_PROFILE   1: a CPU profile of Caddy per guard configuration
@@ -62,6 +65,7 @@ HYDRA_POP=github.com/ory/pop/v6@v6.2.1-0.20241121111754-e5dfc0f3344b
 ADMIN=127.0.0.1:23019 ADMIN2=127.0.0.1:23020
 AUTH=127.0.0.1:23080 PLAIN=127.0.0.1:23081 GUARDED=127.0.0.1:23082 SPARE=127.0.0.1:23083
 UPSTREAM=127.0.0.1:23090
+INTRO_A=127.0.0.1:23091 INTRO_B=127.0.0.1:23092
 HYDRA_PUBLIC=127.0.0.1:23444 HYDRA_ADMIN=127.0.0.1:23445
 TOKEN_SECRET=bench-token-secret-0123456789abcdef0123456789
 CLIENT=bench CLIENT_SECRET=bench-secret
@@ -143,7 +147,8 @@ build() {
 		go build -o "$cache_dir/sqlexec" ./bench/sqlexec &&
 		go build -o "$cache_dir/mint" ./bench/mint &&
 		go build -o "$cache_dir/propagation" ./bench/propagation &&
-		go build -o "$cache_dir/hashsecret" ./bench/hashsecret) || { say "build failed"; exit 1; }
+		go build -o "$cache_dir/hashsecret" ./bench/hashsecret &&
+		go build -o "$cache_dir/introspector" ./bench/introspector) || { say "build failed"; exit 1; }
 	SECRET_HASH=$("$cache_dir/hashsecret" -cost "$COST" -secret "$CLIENT_SECRET")
 }
 
@@ -932,6 +937,67 @@ scenario_bruteforce() {
 	stop "$CADDY_PID"
 }
 
+# ---- scenario: a flood of made-up opaque tokens, two introspecting issuers --------
+# The guarded route accepts our own JWTs and, through introspection, the opaque
+# tokens of two other servers (bench/introspector, each answer 5 ms). A flood
+# draws made-up tokens from a pool of BENCH_POOL; measured: the upstream calls
+# each repeated token still costs (the negative cache should answer it), and
+# the guard's p99 for a valid JWT during the flood against idle.
+scenario_introspection_flood() {
+	start_upstream || { say "upstream did not start"; return 1; }
+	start introspector "${LOAD_CPU[@]}" "$cache_dir/introspector" -addr "$INTRO_A,$INTRO_B"
+	wait_port "$INTRO_B" "$LAST_PID" 10 || { ratio "introspection-flood: the mock issuers did not start"; return; }
+	local cfg issuers tok r res idle during flood q
+	issuers=$(for a in "$INTRO_A" "$INTRO_B"; do
+		printf '\t\tissuer http://%s {\n\t\t\taudience api://bench\n\t\t\tintrospection_endpoint http://%s/introspect\n\t\t\tintrospection_client guard guard-secret\n\t\t}\n' "$a" "$a"
+	done)
+	cfg=$(caddyfile cache 0 1h bench_ "$ADMIN" jwt | awk -v add="$issuers" '{print} /^\t\tscopes read$/ {print add}')
+	start_caddy introspection-flood "$cfg" || { ratio "introspection-flood: Caddy did not start"; return; }
+	tok=$(our_token)
+	if [[ -z $tok || $tok == null ]] || [[ $(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $tok" "http://$GUARDED/") != 200 ]]; then
+		ratio "introspection-flood: no working JWT (see $run/introspection-flood.log)"
+		stop "$CADDY_PID"
+		return
+	fi
+	export BENCH_METHOD=GET BENCH_BODY= BENCH_AUTH="Bearer $tok"
+	load "http://$GUARDED/" 1 >/dev/null
+	: >"$run/if-idle.txt"
+	: >"$run/if-during.txt"
+	: >"$run/if-flood.txt"
+	for ((r = 1; r <= ROUNDS; r++)); do
+		res=$(load "http://$GUARDED/") && [[ -n $res ]] && echo "$res" >>"$run/if-idle.txt"
+		start "if-flood-$r" env BENCH_POOL="${BENCH_POOL:-1000}" "${LOAD_CPU[@]}" wrk -t1 -c"$FLOOD_CONNS" -d"$((DUR + 2))s" --timeout 10s \
+			-s "$here/flood.lua" "http://$GUARDED/"
+		local flood_pid=$LAST_PID
+		sleep 1
+		res=$(load "http://$GUARDED/") && [[ -n $res ]] && echo "$res" >>"$run/if-during.txt"
+		wait "$flood_pid" 2>/dev/null
+		stop "$flood_pid"
+		awk '/^RESULT/{print $2, $3, $4, $5, $6, $7}' "$run/if-flood-$r.log" >>"$run/if-flood.txt"
+	done
+	unset BENCH_METHOD BENCH_BODY BENCH_AUTH
+	idle=$(summarize "$run/if-idle.txt")
+	during=$(summarize "$run/if-during.txt")
+	flood=$(summarize "$run/if-flood.txt")
+	record introspection-flood "cache, jwt" "guard idle (own JWT)" "$idle"
+	record introspection-flood "cache, jwt" "guard during flood (own JWT)" "$during"
+	record introspection-flood "cache, jwt" "flood (made-up opaque tokens)" "$flood"
+	local requests calls distinct per_req per_rep
+	requests=$(awk '{n += $6} END {print n + 0}' "$run/if-flood.txt")
+	read -r calls distinct < <(for a in "$INTRO_A" "$INTRO_B"; do curl -s "http://$a/stats"; echo; done |
+		jq -rs '[(map(.calls) | add), (map(.distinct) | max)] | @tsv')
+	per_req=$(div "$calls" "$requests")
+	# A repeated token is every request past the first of its value; the
+	# first costs one call per issuer.
+	per_rep=$(awk -v c="$calls" -v d="$distinct" -v n="$requests" 'BEGIN { if (n - d <= 0) print "n/a"; else printf "%.4f", (c - 2 * d) / (n - d) }')
+	q=$(div "$(cut -d' ' -f3 <<<"$during")" "$(cut -d' ' -f3 <<<"$idle")")
+	ratio "introspection-flood: $requests made-up tokens ($distinct distinct) cost $calls upstream calls to 2 issuers: $per_req per request, $per_rep per repeated token (goal <= 0.05: $(verdict "$per_rep" 0.05 '<='))"
+	ratio "introspection-flood: guard p99 for a valid JWT during/idle = $q (goal <= 1.5: $(verdict "$q" 1.5 '<=')), p99 $(cut -d' ' -f3 <<<"$idle") -> $(cut -d' ' -f3 <<<"$during") ms, req/s $(cut -d' ' -f1 <<<"$idle") -> $(cut -d' ' -f1 <<<"$during"); flood answered $(cut -d' ' -f1 <<<"$flood") req/s"
+	row introspection-flood-calls "$per_rep upstream calls per repeated token" "$(verdict "$per_rep" 0.05 '<=')"
+	row introspection-flood-p99 "$q× idle p99" "$(verdict "$q" 1.5 '<=')"
+	stop "$CADDY_PID"
+}
+
 # ---- scenario 7: fleet ----------------------------------------------------------
 # Three gateways on one PostgreSQL store with a 60s validation cache: how long a
 # revocation on one takes to stop the token on the others (revocation feed,
@@ -1054,6 +1120,8 @@ issue_table() {
 	remote-mariadb|guard on MariaDB without the validation cache|≥ 0.75× plain|guard
 	remote-postgres|guard on PostgreSQL without the validation cache|≥ 0.75× plain|guard
 	remote-cassandra|guard on Cassandra without the validation cache|≥ 0.5× plain|guard
+	introspection-flood-calls|made-up opaque tokens, two introspecting issuers: upstream calls per repeated token|≤ 0.05|introspection-flood
+	introspection-flood-p99|guard p99 for a valid JWT during that flood|≤ 1.5× idle|introspection-flood
 	ROWS
 }
 
@@ -1089,14 +1157,14 @@ machine() {
 
 main() {
 	local scenarios=("$@") s
-	((${#scenarios[@]})) || scenarios=(guard issuance introspection purge memory bruteforce micro fleet jwt)
+	((${#scenarios[@]})) || scenarios=(guard issuance introspection purge memory bruteforce micro fleet jwt introspection-flood)
 	for s in "${scenarios[@]}"; do
-		declare -F "scenario_$s" >/dev/null || { say "unknown scenario $s"; exit 2; }
+		declare -F "scenario_${s//-/_}" >/dev/null || { say "unknown scenario $s"; exit 2; }
 	done
 	build
 	for s in "${scenarios[@]}"; do
 		say "=== $s"
-		"scenario_$s"
+		"scenario_${s//-/_}"
 	done
 	report | tee "$run/report.md"
 	if [[ ${BENCH_WRITE_RESULTS:-0} == 1 ]]; then

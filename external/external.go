@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/tokengate/caddy-oauth2/fetch"
+	"github.com/tokengate/caddy-oauth2/validator"
 )
 
 // Config describes one external authorization server.
@@ -107,6 +108,9 @@ type Config struct {
 	// LogInterval is the shortest time between two log lines of one kind.
 	// Default: 10s.
 	LogInterval time.Duration
+
+	// foreign is what every grant of this server says of it.
+	foreign *validator.ForeignIssuer
 }
 
 // ErrUnavailable wraps every failure to reach the server or understand its
@@ -151,6 +155,7 @@ func (c *Config) defaults() error {
 	if c.LogInterval <= 0 {
 		c.LogInterval = 10 * time.Second
 	}
+	c.foreign = &validator.ForeignIssuer{ID: c.Issuer, SubjectPrefix: c.SubjectPrefix}
 	iss, err := url.Parse(c.Issuer)
 	if err != nil || iss.Host == "" || iss.Scheme != "https" && !(iss.Scheme == "http" && fetch.Loopback(iss)) {
 		// RFC 8414 §2: https. Plain http only on loopback, for tests and

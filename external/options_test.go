@@ -130,8 +130,8 @@ func TestGrantNamesItsIssuer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if g.Issuer != p.iss || g.SubjectPrefix != "idp:" || g.Token.Subject != "alice" {
-			t.Errorf("%s: issuer %q prefix %q subject %q", name, g.Issuer, g.SubjectPrefix, g.Token.Subject)
+		if g.Issuer == nil || g.Issuer.ID != p.iss || g.Issuer.SubjectPrefix != "idp:" || g.Token.Subject != "alice" {
+			t.Errorf("%s: issuer %+v subject %q", name, g.Issuer, g.Token.Subject)
 		}
 	}
 }

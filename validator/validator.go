@@ -84,11 +84,17 @@ type Grant struct {
 	// not registered here, so Config.ClientScopes does not apply.
 	Foreign bool
 	// Issuer is the other authorization server that vouched for a foreign
-	// token. Empty for our own tokens.
-	Issuer string
-	// SubjectPrefix is put before the subject (or client id) of a foreign
-	// token where the guard reports who the user is, so that another
-	// server's users cannot pass for ours. Empty for our own tokens.
+	// token, shared by all its grants. Nil for our own tokens.
+	Issuer *ForeignIssuer
+}
+
+// ForeignIssuer is another authorization server whose tokens are accepted.
+type ForeignIssuer struct {
+	// ID is its issuer identifier.
+	ID string
+	// SubjectPrefix is put before the subject (or client id) of its tokens
+	// where the guard reports who the user is, so that its users cannot
+	// pass for ours.
 	SubjectPrefix string
 }
 
