@@ -681,8 +681,10 @@ func authenticatedUser(r *http.Request) string {
 // required scope (RFC 6750), issued to a client still registered and for
 // scopes the client is still registered for. On success it provides
 // {http.auth.user.id} (the subject, or the client_id for client_credentials
-// tokens), {oauth2.client_id}, {oauth2.scope}, {oauth2.subject} and, for a
-// token with claims, {oauth2.claims.<name>}, computed only when read.
+// tokens, after the issuer's subject_prefix for another server's tokens),
+// {oauth2.client_id}, {oauth2.scope}, {oauth2.subject}, {oauth2.issuer} (who
+// vouched for the token) and, for a token with claims,
+// {oauth2.claims.<name>}, computed only when read.
 type Guard struct {
 	// Scopes are all required of every token. Default: none.
 	Scopes []string `json:"scopes,omitempty"`
