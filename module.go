@@ -691,9 +691,11 @@ type Guard struct {
 	// KeepAuthorization passes the Authorization header upstream. Default:
 	// false, the header is removed so the token goes no further.
 	KeepAuthorization bool `json:"keep_authorization,omitempty"`
-	// Audience lists the audiences accepted in the "aud" of the app's JWT
-	// access tokens (RFC 9068 §4). Default: the app's audience, or its
-	// issuer identifier when that is not set either.
+	// Audience lists the audiences accepted of the app's access tokens,
+	// opaque or JWT: the "aud" of a JWT (RFC 9068 §4), the resources
+	// (RFC 8707) an opaque token was issued for, where a token requested
+	// without a resource is for the default audience. Default: the app's
+	// audience, or its issuer identifier when that is not set either.
 	Audience []string `json:"audience,omitempty"`
 	// Issuers are other authorization servers whose tokens are accepted
 	// too (see external.go). Default: none, only this app's tokens.
@@ -744,6 +746,8 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 		// a client removed or a scope dropped by a reload stops passing at
 		// once, not when its tokens expire.
 		ClientScopes: app.registeredScopes,
+		// RFC 8707: the same audience rule for opaque tokens as for JWTs.
+		Audience: g.opaqueAudience(app),
 	})
 	return err
 }
