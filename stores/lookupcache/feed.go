@@ -25,6 +25,10 @@ const (
 	// maxApply is the most events applied one by one; past it a read
 	// flushes the cache instead, which is cheaper and as correct.
 	maxApply = 10_000
+	// maxPending bounds the events waiting to be published again; past it
+	// the oldest is dropped (and logged): a gateway that cannot write the
+	// feed for that long has said so many times.
+	maxPending = 10_000
 )
 
 // trusted reports whether cached entries may answer at now.
@@ -89,6 +93,16 @@ func (c *Cache) apply(r stores.Revocation) {
 // answers while the feed was read successfully within the last two
 // intervals (past that, lookups go to the store). A read that fails or
 // times out flushes the cache, and the log says so once per outage.
+//
+// A revocation is published before the store makes it, so one the store
+// has applied is in the feed, and again after, for a gateway that read the
+// first event and cached the token again before the store's delete landed.
+// A token or subject revocation whose first event cannot be written fails
+// with nothing revoked. A family revocation (a replay) is security state
+// that must not wait: it is made in the store all the same, and its event
+// is published again from the reading goroutine every interval until the
+// feed takes it. An event that could not be written leaves this gateway's
+// cache answering nothing until it is published.
 type Follower struct {
 	*Cache
 	feed     stores.RevocationFeed
@@ -99,7 +113,13 @@ type Follower struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	polls, failures, flushes, applied atomic.Uint64
+	// pending are the events to publish again, under pendingMu; npending
+	// is their number, read without the lock.
+	pendingMu sync.Mutex
+	pending   []stores.Revocation
+	npending  atomic.Int64
+
+	polls, failures, flushes, applied, publishFailures atomic.Uint64
 }
 
 // NewFollower returns a Follower of feed for c; interval 0 means
@@ -117,11 +137,16 @@ func NewFollower(c *Cache, feed stores.RevocationFeed, interval time.Duration, l
 // FeedStats counts a Follower's work since it started.
 type FeedStats struct {
 	Polls, Failures, Flushes, Applied uint64
+	// PublishFailures counts events the feed refused; Pending is how many
+	// wait to be published again.
+	PublishFailures uint64
+	Pending         int64
 }
 
 // FeedStats returns the counters (Stats, of the embedded Cache, counts hits).
 func (f *Follower) FeedStats() FeedStats {
-	return FeedStats{Polls: f.polls.Load(), Failures: f.failures.Load(), Flushes: f.flushes.Load(), Applied: f.applied.Load()}
+	return FeedStats{Polls: f.polls.Load(), Failures: f.failures.Load(), Flushes: f.flushes.Load(), Applied: f.applied.Load(),
+		PublishFailures: f.publishFailures.Load(), Pending: f.npending.Load()}
 }
 
 // Start checks the feed and starts reading it. A configuration error
@@ -172,6 +197,7 @@ func (f *Follower) loop(ctx context.Context, done chan<- struct{}) {
 	t := time.NewTicker(f.interval)
 	defer t.Stop()
 	for {
+		f.republish(ctx)
 		start := time.Now()
 		rctx, cancel := context.WithTimeout(ctx, f.interval)
 		evs, err := f.feed.RevocationsSince(rctx, since.Add(-feedOverlap))
@@ -229,8 +255,12 @@ func (f *Follower) loop(ctx context.Context, done chan<- struct{}) {
 			}
 			// Entries cached before this read started are checked
 			// against every event up to then; trust them for two
-			// intervals, so one late read does not empty the cache.
-			f.trustUntil.Store(start.Add(2 * f.interval).UnixNano())
+			// intervals, so one late read does not empty the cache. Not
+			// while one of our events waits: the others may still serve
+			// what it names, and so we do not either.
+			if f.npending.Load() == 0 {
+				f.trustUntil.Store(start.Add(2 * f.interval).UnixNano())
+			}
 			since, lastRead = start, start
 		}
 		select {
@@ -246,44 +276,123 @@ func (f *Follower) flush() {
 	f.Cache.Flush()
 }
 
-// publish records a revocation that the store has made. The caller's
-// revocation fails if the other gateways cannot be told: it is retried,
-// and revoking again is harmless.
+// publish records a revocation in the feed.
 func (f *Follower) publish(ctx context.Context, r stores.Revocation) error {
 	if err := f.feed.PublishRevocation(ctx, r); err != nil {
+		f.publishFailures.Add(1)
 		return fmt.Errorf("publishing the revocation to the other gateways: %w", stores.Unavailable(err))
 	}
 	return nil
 }
 
-// RevokeToken revokes in the store, evicts here, and tells the others.
-func (f *Follower) RevokeToken(ctx context.Context, kind stores.Kind, key string) error {
-	if err := f.Cache.RevokeToken(ctx, kind, key); err != nil {
-		return err
+// later queues r to be published again by the reading goroutine, and
+// stops this gateway's cache answering until it is.
+func (f *Follower) later(r stores.Revocation, err error) {
+	f.pendingMu.Lock()
+	if len(f.pending) >= maxPending {
+		f.logger.Error("revocation feed: too many events waiting to be published, dropping the oldest",
+			zap.Uint8("kind", uint8(r.Kind)))
+		f.pending = f.pending[1:]
 	}
-	return f.publish(ctx, stores.Revocation{Kind: stores.RevokedToken, Key: key})
+	f.pending = append(f.pending, r)
+	n := len(f.pending)
+	f.npending.Store(int64(n))
+	f.pendingMu.Unlock()
+	f.distrust()
+	if n == 1 {
+		f.logger.Error("revocation feed refuses writes: the revocation is published again every interval, and this gateway's "+
+			"validation cache answers nothing until it is", zap.Error(err))
+	}
 }
 
-// RevokeFamily revokes in the store, evicts here, and tells the others;
-// a refresh-token or code replay comes here too.
-func (f *Follower) RevokeFamily(ctx context.Context, family string, until time.Time) error {
-	if err := f.Cache.RevokeFamily(ctx, family, until); err != nil {
-		return err
+// distrust makes the cache answer nothing until the next read that finds
+// no event pending.
+func (f *Follower) distrust() {
+	f.trustUntil.Store(time.Now().UnixNano())
+	f.Cache.Flush()
+}
+
+// republish publishes the pending events, oldest first, until one fails.
+func (f *Follower) republish(ctx context.Context) {
+	if f.npending.Load() == 0 {
+		return
 	}
-	if family == "" {
+	f.pendingMu.Lock()
+	defer f.pendingMu.Unlock()
+	done := 0
+	for _, r := range f.pending {
+		pctx, cancel := context.WithTimeout(ctx, f.interval)
+		err := f.publish(pctx, r)
+		cancel()
+		if err != nil {
+			break
+		}
+		done++
+	}
+	f.pending = f.pending[done:]
+	f.npending.Store(int64(len(f.pending)))
+	if done > 0 && len(f.pending) == 0 {
+		f.pending = nil
+		f.logger.Warn("revocation feed takes writes again: the waiting revocations are published", zap.Int("published", done))
+	}
+}
+
+// revoke publishes r, lets the store revoke, and publishes r again. When
+// the first publish fails, mustRevoke says whether the store revokes all
+// the same (the event then waits to be published) or nothing happens.
+func (f *Follower) revoke(ctx context.Context, r stores.Revocation, mustRevoke bool, inStore func() error) error {
+	before := f.publish(ctx, r)
+	if before != nil && !mustRevoke {
+		return before // nothing revoked, nothing to tell
+	}
+	if err := inStore(); err != nil {
+		return err // an event without a revocation only costs an eviction
+	}
+	if before != nil {
+		f.later(r, before)
 		return nil
 	}
-	return f.publish(ctx, stores.Revocation{Kind: stores.RevokedFamily, Key: family})
+	// The second event is for a gateway that cached the token again
+	// between the first event and the store's delete; if it cannot be
+	// written, it waits.
+	if err := f.publish(ctx, r); err != nil {
+		f.later(r, err)
+	}
+	return nil
+}
+
+// RevokeToken revokes in the store, evicts here, and tells the others. When
+// the feed cannot be written, nothing is revoked and it fails.
+func (f *Follower) RevokeToken(ctx context.Context, kind stores.Kind, key string) error {
+	return f.revoke(ctx, stores.Revocation{Kind: stores.RevokedToken, Key: key}, false, func() error {
+		return f.Cache.RevokeToken(ctx, kind, key)
+	})
+}
+
+// RevokeFamily revokes in the store, evicts here, and tells the others; a
+// refresh-token or code replay comes here too. The store revokes even when
+// the feed cannot be written (RFC 6749 §10.4: a replay must end the grant
+// at once); the event then waits to be published.
+func (f *Follower) RevokeFamily(ctx context.Context, family string, until time.Time) error {
+	if family == "" {
+		return f.Cache.RevokeFamily(ctx, family, until)
+	}
+	return f.revoke(ctx, stores.Revocation{Kind: stores.RevokedFamily, Key: family}, true, func() error {
+		return f.Cache.RevokeFamily(ctx, family, until)
+	})
 }
 
 // RevokeSubject revokes everything of a resource owner and/or client in the
-// store (the admin revoke), evicts it here, and tells the others.
+// store (the admin revoke), evicts it here, and tells the others. When the
+// feed cannot be written, nothing is revoked and it fails.
 func (f *Follower) RevokeSubject(ctx context.Context, subject, clientID string, until time.Time) (int64, error) {
-	n, err := f.Cache.RevokeSubject(ctx, subject, clientID, until)
-	if err != nil {
-		return n, err
-	}
-	return n, f.publish(ctx, stores.Revocation{Kind: stores.RevokedSubject, Key: subject, ClientID: clientID})
+	var n int64
+	err := f.revoke(ctx, stores.Revocation{Kind: stores.RevokedSubject, Key: subject, ClientID: clientID}, false, func() error {
+		var err error
+		n, err = f.Cache.RevokeSubject(ctx, subject, clientID, until)
+		return err
+	})
+	return n, err
 }
 
 // Interface guards

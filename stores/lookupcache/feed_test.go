@@ -16,7 +16,9 @@ type memFeed struct {
 	mu   sync.Mutex
 	evs  []stores.Revocation
 	fail error
-	n    int
+	// failWrites refuses publishing only, as a trigger refusing inserts does.
+	failWrites error
+	n          int
 }
 
 func (m *memFeed) StartFeed(context.Context) error { return nil }
@@ -26,6 +28,9 @@ func (m *memFeed) PublishRevocation(_ context.Context, r stores.Revocation) erro
 	defer m.mu.Unlock()
 	if m.fail != nil {
 		return m.fail
+	}
+	if m.failWrites != nil {
+		return m.failWrites
 	}
 	m.n++
 	r.ID, r.At = fmt.Sprint(m.n), time.Now()
@@ -183,6 +188,67 @@ func TestFollowerRevocationFailsWhenUnpublished(t *testing.T) {
 	if !errors.Is(err, stores.ErrUnavailable) {
 		t.Fatalf("RevokeToken with the feed down: %v, want ErrUnavailable (the caller retries)", err)
 	}
+}
+
+func (m *memFeed) setFailWrites(err error) {
+	m.mu.Lock()
+	m.failWrites = err
+	m.mu.Unlock()
+}
+
+func TestFollowerWriteOnlyFeedFailure(t *testing.T) {
+	const interval = 50 * time.Millisecond
+	store, feed, a, b := twoGateways(t, interval)
+	warm := func(f *Follower, tok *stores.Token) {
+		t.Helper()
+		deadline := time.Now().Add(time.Second)
+		for !cachedOn(t, store, f, tok) {
+			if time.Now().After(deadline) {
+				t.Fatal("the token never answered from the cache")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	tok := token(stores.AccessToken, "f1", time.Hour)
+	fam := token(stores.AccessToken, "f2", time.Hour)
+	_ = store.InsertTokens(ctx, tok, fam)
+	warm(b, tok)
+	warm(b, fam)
+	feed.setFailWrites(errors.New("feed refuses inserts"))
+
+	// A token revocation that cannot be told is not made.
+	if err := a.RevokeToken(ctx, stores.AccessToken, tok.Key); !errors.Is(err, stores.ErrUnavailable) {
+		t.Fatalf("RevokeToken with the feed refusing writes: %v, want ErrUnavailable", err)
+	}
+	if _, err := store.LookupToken(ctx, stores.AccessToken, tok.Key); err != nil {
+		t.Fatalf("the store revoked a token the feed was not told of: %v", err)
+	}
+
+	// A family revocation (a replay) is made, waits, and reaches b once
+	// the feed takes writes again; meanwhile a answers nothing from its
+	// cache.
+	if err := a.RevokeFamily(ctx, "f2", time.Now().Add(time.Hour)); err != nil {
+		t.Fatalf("RevokeFamily with the feed refusing writes: %v, want it made in the store", err)
+	}
+	if _, err := store.LookupToken(ctx, stores.AccessToken, fam.Key); !errors.Is(err, stores.ErrNotFound) {
+		t.Fatalf("the family is not revoked in the store: %v", err)
+	}
+	if s := a.FeedStats(); s.Pending != 1 || s.PublishFailures == 0 {
+		t.Fatalf("stats %+v: want one pending event", s)
+	}
+	time.Sleep(3 * interval)
+	if cachedOn(t, store, a, tok) {
+		t.Fatal("a answered from its cache while one of its events waited")
+	}
+	feed.setFailWrites(nil)
+	if d := waitGone(t, b, fam, 20*interval); d > 3*interval+20*time.Millisecond {
+		t.Errorf("the waiting family revocation reached b after %v, want within three intervals", d)
+	}
+	if s := a.FeedStats(); s.Pending != 0 {
+		t.Fatalf("stats %+v: the event is still pending", s)
+	}
+	time.Sleep(3 * interval)
+	warm(a, tok) // a trusts its cache again
 }
 
 func TestFollowerStopEndsGoroutine(t *testing.T) {
