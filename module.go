@@ -10,8 +10,6 @@ package oauth2
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -312,9 +310,7 @@ func (a *App) provision(ctx caddy.Context) error {
 		return errors.New("token_secret must be at least 32 bytes")
 	}
 	a.hasher = token.NewHasher(secret)
-	mac := hmac.New(sha256.New, secret)
-	mac.Write([]byte("consent csrf"))
-	a.csrfKey = mac.Sum(nil)
+	a.csrfKey = token.DeriveKey(secret, token.PurposeCSRF)
 
 	reg := ctx.GetMetricsRegistry()
 	if reg == nil {

@@ -44,7 +44,7 @@ var errKeysUnavailable = &oauthError{http.StatusServiceUnavailable, errCodeTempo
 // newJWT signs an access token for the given grant. jti is the random
 // value stored (hashed) in place of an opaque token.
 func (s *Server) newJWT(r *http.Request, c *client, subject, scope string, aud []string) (raw, jti string, oerr *oauthError) {
-	jti = token.NewID()
+	jti = token.NewJTI()
 	now := s.now()
 	sub := subject
 	if sub == "" {
