@@ -52,7 +52,7 @@ func (c *Cache) evictSubject(subject, clientID string) {
 		s := &c.shards[i]
 		s.mu.Lock()
 		for k, e := range s.entries {
-			if (subject == "" || e.tok.Subject == subject) && (clientID == "" || e.tok.ClientID == clientID) {
+			if stores.RevokedBySubject(e.tok.Subject, e.tok.ClientID, subject, clientID) {
 				delete(s.entries, k)
 			}
 		}
