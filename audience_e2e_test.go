@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -30,7 +31,7 @@ const (
 
 // audienceConfig issues opaque tokens; /a and /b are guarded for the two
 // APIs, / by a guard without an audience.
-func audienceConfig(upstreamAddr string) string {
+func audienceConfig(upstreamAddr, store string) string {
 	return fmt.Sprintf(`{
 	admin localhost:%d
 	default_bind 127.0.0.1
@@ -42,6 +43,8 @@ func audienceConfig(upstreamAddr string) string {
 		issuer %s
 		access_token_format opaque
 		audience %s
+		access_token_store %s
+		authorization_code_store %s
 		client svc {
 			secret_hash %s
 			redirect_uri http://127.0.0.1:9999/cb
@@ -80,7 +83,7 @@ func audienceConfig(upstreamAddr string) string {
 		reverse_proxy %s
 	}
 }
-`, audAdminPort, audAuthBase, audDefault, secretHash, audA, audB, audAuthBase, aliceHash,
+`, audAdminPort, audAuthBase, audDefault, store, store, secretHash, audA, audB, audAuthBase, aliceHash,
 		audAPIBase, audA, upstreamAddr, audB, upstreamAddr, upstreamAddr)
 }
 
@@ -122,10 +125,21 @@ func wantAud(t *testing.T, what, raw, aud string) {
 	}
 }
 
+// TestOpaqueTokenAudience runs on the cache store and on SQLite, where the
+// audiences are columns of the schema.
 func TestOpaqueTokenAudience(t *testing.T) {
+	for name, store := range map[string]string{
+		"cache":  "cache",
+		"sqlite": fmt.Sprintf("sql {\n\t\t\tdialect sqlite\n\t\t\tdsn %q\n\t\t\tcreate_schema\n\t\t}", filepath.Join(t.TempDir(), "aud.db")),
+	} {
+		t.Run(name, func(t *testing.T) { runOpaqueTokenAudience(t, store) })
+	}
+}
+
+func runOpaqueTokenAudience(t *testing.T, store string) {
 	up := newUpstream(t)
 	tester := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: audAdminPort})
-	tester.InitServer(audienceConfig(up.URL), "caddyfile")
+	tester.InitServer(audienceConfig(up.URL, store), "caddyfile")
 	if t.Failed() {
 		t.FailNow()
 	}
