@@ -156,8 +156,11 @@ func runFleetFeedSQL(t *testing.T, dialect, driver, dsn string) {
 	t.Run("a gateway that loses the feed stops answering from its cache", func(t *testing.T) {
 		a, b := f.gws[0], f.gws[1]
 		tok, _ := f.clientToken(a)
-		for i := 0; i < 2; i++ {
-			if st := f.guard(b, tok); st != 200 {
+		code, _ := f.code(a)
+		_, _, rt1 := f.redeem(a, code)
+		_, at2, _ := f.refresh(b, rt1)
+		for _, x := range []string{tok, tok, at2, at2} {
+			if st := f.guard(b, x); st != 200 {
 				t.Fatalf("fresh token on B: %d", st)
 			}
 		}
@@ -174,19 +177,27 @@ func runFleetFeedSQL(t *testing.T, dialect, driver, dsn string) {
 			}
 		}
 		defer restore()
-		// Revoking cannot tell the others: it answers 503 (retry), after
-		// the store has revoked the token.
+		// Revoking cannot tell the others: it answers 503 (retry) and
+		// revokes nothing.
 		if st := f.revoke(a, tok); st != 503 {
 			t.Errorf("revoke with the feed gone: %d, want 503", st)
 		}
+		// A replay revokes its family in the store all the same; B, which
+		// cannot read the feed, stops answering it from its cache.
+		if st, _, _ := f.refresh(a, rt1); st != 400 {
+			t.Errorf("replay with the feed gone: %d, want 400", st)
+		}
 		start := time.Now()
-		for f.guard(b, tok) != 401 {
+		for f.guard(b, at2) != 401 {
 			if time.Since(start) > 5*time.Second {
 				t.Fatal("B kept answering 200 from its cache without the feed")
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
 		t.Logf("without the feed, B stopped answering from its cache after %v", time.Since(start).Round(time.Millisecond))
+		if st := f.guard(b, tok); st != 200 {
+			t.Errorf("the token whose revocation answered 503 on B: %d, want 200 (nothing was revoked)", st)
+		}
 		if !strings.Contains(b.proc.log.String(), "revocation feed unreadable") {
 			t.Error("B's log does not say the feed was lost")
 		}
@@ -200,6 +211,13 @@ func runFleetFeedSQL(t *testing.T, dialect, driver, dsn string) {
 		}
 		if st := f.revoke(a, tok); st != 200 {
 			t.Errorf("revoke again once the feed is back: %d", st)
+		}
+		start = time.Now()
+		for f.guard(b, tok) != 401 {
+			if time.Since(start) > propagationLimit {
+				t.Fatal("the revocation did not reach B once the feed was back")
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 	})
 }

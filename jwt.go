@@ -141,6 +141,33 @@ func (g *Guard) jwtSources(app *App) ([]validator.Source, error) {
 	return []validator.Source{src}, nil
 }
 
+// opaqueAudience returns the guard's audience check of the app's opaque
+// access tokens, the same rule its JWT source applies to "aud": a token
+// passes when it is for one of the guard's audiences or, for a guard
+// without any, for the app's default audience. A token stored without an
+// audience is for the default audience (see issuer/resource.go).
+func (g *Guard) opaqueAudience(app *App) func([]string) bool {
+	isDefault := app.ownIssuer // the issuer is the default audience
+	if app.Audience != "" {
+		isDefault = func(aud string) bool { return aud == app.Audience }
+	}
+	if len(g.Audience) == 0 {
+		return func(aud []string) bool { return aud == nil || slices.ContainsFunc(aud, isDefault) }
+	}
+	accepted := slices.Clone(g.Audience)
+	return func(aud []string) bool {
+		if aud == nil {
+			return slices.ContainsFunc(accepted, isDefault)
+		}
+		for _, a := range aud {
+			if slices.Contains(accepted, a) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
 // claimsPrefix names the placeholders of a JWT's claims.
 const claimsPrefix = "oauth2.claims."
 

@@ -10,8 +10,6 @@ package oauth2
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -313,9 +311,7 @@ func (a *App) provision(ctx caddy.Context) error {
 		return errors.New("token_secret must be at least 32 bytes")
 	}
 	a.hasher = token.NewHasher(secret)
-	mac := hmac.New(sha256.New, secret)
-	mac.Write([]byte("consent csrf"))
-	a.csrfKey = mac.Sum(nil)
+	a.csrfKey = token.DeriveKey(secret, token.PurposeCSRF)
 
 	reg := ctx.GetMetricsRegistry()
 	if reg == nil {
@@ -694,9 +690,11 @@ type Guard struct {
 	// KeepAuthorization passes the Authorization header upstream. Default:
 	// false, the header is removed so the token goes no further.
 	KeepAuthorization bool `json:"keep_authorization,omitempty"`
-	// Audience lists the audiences accepted in the "aud" of the app's JWT
-	// access tokens (RFC 9068 §4). Default: the app's audience, or its
-	// issuer identifier when that is not set either.
+	// Audience lists the audiences accepted of the app's access tokens,
+	// opaque or JWT: the "aud" of a JWT (RFC 9068 §4), the resources
+	// (RFC 8707) an opaque token was issued for, where a token requested
+	// without a resource is for the default audience. Default: the app's
+	// audience, or its issuer identifier when that is not set either.
 	Audience []string `json:"audience,omitempty"`
 	// Issuers are other authorization servers whose tokens are accepted
 	// too (see external.go). Default: none, only this app's tokens.
@@ -751,6 +749,8 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 		// a client removed or a scope dropped by a reload stops passing at
 		// once, not when its tokens expire.
 		ClientScopes: app.registeredScopes,
+		// RFC 8707: the same audience rule for opaque tokens as for JWTs.
+		Audience: g.opaqueAudience(app),
 	})
 	return err
 }

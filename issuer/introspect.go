@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"encoding/json"
 	"net/http"
 
 	"github.com/tokengate/caddy-oauth2/stores"
@@ -16,6 +17,19 @@ type introspection struct {
 	IssuedAt  int64  `json:"iat,omitempty"`
 	TokenType string `json:"token_type,omitempty"`
 	Issuer    string `json:"iss,omitempty"`
+	// Audience is the token's audience (RFC 7662 §2.2, RFC 8707).
+	Audience audience `json:"aud,omitempty"`
+}
+
+// audience is encoded like a JWT's "aud" (RFC 7519 §4.1.3): a string when
+// there is one, else a list.
+type audience []string
+
+func (a audience) MarshalJSON() ([]byte, error) {
+	if len(a) == 1 {
+		return json.Marshal(a[0])
+	}
+	return json.Marshal([]string(a))
 }
 
 // serveIntrospect is the introspection endpoint (RFC 7662).
@@ -87,6 +101,13 @@ func (s *Server) introspect(r *http.Request, c *client, raw string) (*introspect
 	if !ok {
 		return &introspection{}, nil
 	}
+	iss := s.issuerFor(r)
+	aud := t.Audience
+	if aud == nil && kind == stores.AccessToken {
+		// A refresh token without one is not bound to resources (see
+		// resource.go); an access token is for the default audience.
+		aud = []string{s.defaultAudience(iss)}
+	}
 	return &introspection{
 		Active:    true,
 		Scope:     scope,
@@ -95,6 +116,7 @@ func (s *Server) introspect(r *http.Request, c *client, raw string) (*introspect
 		ExpiresAt: t.ExpiresAt.Unix(),
 		IssuedAt:  t.IssuedAt.Unix(),
 		TokenType: tokenType,
-		Issuer:    s.issuerFor(r),
+		Issuer:    iss,
+		Audience:  aud,
 	}, nil
 }

@@ -20,7 +20,7 @@ func TestIntrospect(t *testing.T) {
 	want := map[string]any{
 		"active": true, "scope": "read", "client_id": "pub", "sub": testUser, "token_type": "Bearer",
 		"exp": float64(e.clock.Now().Add(DefaultAccessTokenLifetime).Unix()), "iat": float64(e.clock.Now().Unix()),
-		"iss": "https://auth.example",
+		"iss": "https://auth.example", "aud": "https://auth.example", // the default audience (RFC 8707)
 	}
 	if len(got) != len(want) {
 		t.Errorf("introspection %v, want %v", got, want)

@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/url"
-	"slices"
-	"strings"
 
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
 
@@ -44,55 +41,21 @@ func (s *Server) serveJWKS(w http.ResponseWriter, r *http.Request) {
 // the store.
 var errKeysUnavailable = &oauthError{http.StatusServiceUnavailable, errCodeTemporarilyUnavailable, "the signing keys are unavailable, try again later"}
 
-// validResource follows RFC 8707 §2: an absolute URI without a fragment.
-func validResource(res string) bool {
-	u, err := url.Parse(res)
-	return err == nil && u.IsAbs() && u.Fragment == "" && len(res) <= 2048 && !strings.Contains(res, "#")
-}
-
-// tokenAudience returns the "aud" of a JWT access token for the request's
-// resource parameters (RFC 8707 §2), each of which must be registered for
-// the client; without any, the default audience. It is nil for opaque
-// tokens.
-func (s *Server) tokenAudience(r *http.Request, c *client, form url.Values) ([]string, *oauthError) {
-	resources := form["resource"]
-	if s.ring == nil {
-		// Opaque tokens carry no audience; the parameter is ignored, as it
-		// was before JWTs existed.
-		return nil, nil
-	}
-	if len(resources) == 0 {
-		if s.audience != "" {
-			return []string{s.audience}, nil
-		}
-		return []string{s.issuerFor(r)}, nil
-	}
-	var aud []string
-	for _, res := range resources {
-		if !validResource(res) {
-			return nil, errInvalidTarget("resource must be an absolute URI without a fragment")
-		}
-		if !slices.Contains(c.Resources, res) {
-			return nil, errInvalidTarget("the resource is not registered for the client")
-		}
-		if !slices.Contains(aud, res) {
-			aud = append(aud, res)
-		}
-	}
-	return aud, nil
-}
-
 // newJWT signs an access token for the given grant. jti is the random
 // value stored (hashed) in place of an opaque token.
 func (s *Server) newJWT(r *http.Request, c *client, subject, scope string, aud []string) (raw, jti string, oerr *oauthError) {
-	jti = token.NewID()
+	jti = token.NewJTI()
 	now := s.now()
 	sub := subject
 	if sub == "" {
 		sub = c.ID // RFC 9068 §2.2: the client itself for client_credentials
 	}
+	iss := s.issuerFor(r)
+	if aud == nil {
+		aud = []string{s.defaultAudience(iss)}
+	}
 	claims := &jwt.Claims{
-		Issuer:   s.issuerFor(r),
+		Issuer:   iss,
 		Subject:  sub,
 		Audience: aud,
 		ClientID: c.ID,

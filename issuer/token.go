@@ -48,8 +48,9 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 				oerr = errUnauthorizedClient("the client may not use this grant type")
 				break
 			}
+			// RFC 8707 §2: the same rules for opaque and JWT access tokens.
 			var aud []string
-			if aud, oerr = s.tokenAudience(r, c, form); oerr != nil {
+			if aud, oerr = requestedResources(c, form["resource"]); oerr != nil {
 				break
 			}
 			switch grant {
@@ -147,7 +148,13 @@ func (s *Server) grantAuthorizationCode(r *http.Request, c *client, form url.Val
 	if !ok {
 		return nil, errInvalidGrant("none of the granted scope is still registered for the client")
 	}
-	return s.issue(r, c, code.Subject, scope, scope, code.Family, c.grants[grantRefreshToken], aud)
+	// RFC 8707 §2.2: the resources of the authorization request bound the
+	// grant; the refresh token keeps the whole grant.
+	access, grant, oerr := narrowAudience(c, code.Audience, aud)
+	if oerr != nil {
+		return nil, oerr
+	}
+	return s.issue(r, c, code.Subject, scope, scope, code.Family, c.grants[grantRefreshToken], access, grant)
 }
 
 // grantRefreshToken rotates a refresh token (RFC 6749 §6).
@@ -174,7 +181,7 @@ func (s *Server) grantRefreshToken(r *http.Request, c *client, form url.Values, 
 		return nil, errUnavailable
 	}
 	if err == nil {
-		if oerr := checkRefresh(c, live, requested); oerr != nil {
+		if oerr := checkRefresh(c, live, requested, aud); oerr != nil {
 			return nil, oerr
 		}
 	}
@@ -197,7 +204,7 @@ func (s *Server) grantRefreshToken(r *http.Request, c *client, form url.Values, 
 	case err != nil:
 		return nil, errInvalidGrant("invalid refresh token")
 	}
-	if oerr := checkRefresh(c, old, requested); oerr != nil {
+	if oerr := checkRefresh(c, old, requested, aud); oerr != nil {
 		return nil, oerr
 	}
 	if !s.now().Before(old.ExpiresAt) {
@@ -212,13 +219,17 @@ func (s *Server) grantRefreshToken(r *http.Request, c *client, form url.Values, 
 		// token keeps the whole (current) grant.
 		scope = strings.Join(requested, " ")
 	}
-	return s.issue(r, c, old.Subject, scope, grant, old.Family, true, aud)
+	// RFC 8707 §2.2: the same for the audience (checkRefresh made sure the
+	// request stays within the grant).
+	access, grantAud, _ := narrowAudience(c, old.Audience, aud)
+	return s.issue(r, c, old.Subject, scope, grant, old.Family, true, access, grantAud)
 }
 
 // checkRefresh checks a refresh token against the client refreshing it
-// (RFC 6749 §6) and the requested scope, which must not exceed the
-// original grant nor the client's current registration.
-func checkRefresh(c *client, t *stores.Token, requested []string) *oauthError {
+// (RFC 6749 §6) and the requested scope and resources, which must not
+// exceed the original grant nor the client's current registration
+// (RFC 8707 §2.2).
+func checkRefresh(c *client, t *stores.Token, requested, resources []string) *oauthError {
 	if t.ClientID != c.ID {
 		return errInvalidGrant("invalid refresh token")
 	}
@@ -234,7 +245,8 @@ func checkRefresh(c *client, t *stores.Token, requested []string) *oauthError {
 			return errInvalidScope("the requested scope is no longer registered for the client")
 		}
 	}
-	return nil
+	_, _, oerr := narrowAudience(c, t.Audience, resources)
+	return oerr
 }
 
 // currentScope intersects a granted scope with the client's scopes as they
@@ -268,13 +280,14 @@ func (s *Server) grantClientCredentials(r *http.Request, c *client, form url.Val
 	// RFC 6749 §4.4.3: no refresh token.
 	// No family: nothing else is ever issued from this grant, so there is
 	// nothing to revoke together, and stores skip the family index.
-	return s.issue(r, c, "", scope, "", "", false, aud)
+	return s.issue(r, c, "", scope, "", "", false, aud, nil)
 }
 
-// issue mints an access token and, when withRefresh, a refresh token of the
-// same family, and stores both with one call. With a JWT ring the access
-// token is a JWT for aud, stored under its jti.
-func (s *Server) issue(r *http.Request, c *client, subject, scope, refreshScope, family string, withRefresh bool, aud []string) (*tokenResponse, *oauthError) {
+// issue mints an access token for aud and, when withRefresh, a refresh
+// token of the same family for the grant's audience refreshAud, and stores
+// both with one call. A nil audience is the default one (see resource.go).
+// With a JWT ring the access token is a JWT, stored under its jti.
+func (s *Server) issue(r *http.Request, c *client, subject, scope, refreshScope, family string, withRefresh bool, aud, refreshAud []string) (*tokenResponse, *oauthError) {
 	now := s.now()
 	var access, stored string
 	var err error
@@ -297,7 +310,7 @@ func (s *Server) issue(r *http.Request, c *client, subject, scope, refreshScope,
 	}
 	records := []*stores.Token{{
 		Key: s.hasher.Key(stored), Kind: stores.AccessToken, ClientID: c.ID, Subject: subject,
-		Scope: scope, Family: family, IssuedAt: now, ExpiresAt: now.Add(s.accessTTL),
+		Scope: scope, Family: family, Audience: aud, IssuedAt: now, ExpiresAt: now.Add(s.accessTTL),
 	}}
 	if withRefresh {
 		refresh, err := token.New(token.RefreshPrefix)
@@ -307,7 +320,7 @@ func (s *Server) issue(r *http.Request, c *client, subject, scope, refreshScope,
 		resp.RefreshToken = refresh
 		records = append(records, &stores.Token{
 			Key: s.hasher.Key(refresh), Kind: stores.RefreshToken, ClientID: c.ID, Subject: subject,
-			Scope: refreshScope, Family: family, IssuedAt: now, ExpiresAt: now.Add(s.refreshTTL),
+			Scope: refreshScope, Family: family, Audience: refreshAud, IssuedAt: now, ExpiresAt: now.Add(s.refreshTTL),
 		})
 	}
 	ctx, cancel := s.storeCtx(r)

@@ -21,12 +21,15 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"github.com/tokengate/caddy-oauth2/token"
 )
 
 // Key is one signing key: its private half when we sign with it, its
@@ -42,6 +45,9 @@ type Key struct {
 	Public crypto.PublicKey
 	// CreatedAt is when a generated key was made; zero for key files.
 	CreatedAt time.Time
+	// Legacy marks a stored key sealed in the format before its dates were
+	// authenticated: it verifies, it never signs.
+	Legacy bool
 }
 
 // NewKey wraps a private key, checking it is one we accept: Ed25519, ECDSA
@@ -117,16 +123,31 @@ func Generate(now time.Time) (*Key, error) {
 }
 
 // Sealer encrypts private keys at rest with AES-256-GCM under a key
-// derived from the app's token secret, so that a store dump alone does not
-// give away the signing keys. The key id is the associated data: a sealed
-// key cannot be passed off under another id.
-type Sealer struct{ aead cipher.AEAD }
+// derived from the app's token secret with HKDF-SHA256 for this purpose
+// alone (token.PurposeKeySealing), so that a store dump alone does not give
+// away the signing keys. The associated data is the key id and the key's
+// created_at and expires_at: a sealed key can be passed off neither under
+// another id nor with other dates.
+//
+// Keys sealed before (format 1: under an HMAC of the secret, the id alone
+// authenticated) still open, marked Legacy: their dates are as the store
+// says, so the ring only verifies with them, never signs.
+type Sealer struct{ aead, legacy cipher.AEAD }
 
-// NewSealer derives the sealing key from secret.
+// sealVersion starts a sealed key of the current format. A legacy sealed
+// key starts with its random nonce instead, so a first byte of 2 is tried
+// as both.
+const sealVersion = 2
+
+// NewSealer derives the sealing keys from secret.
 func NewSealer(secret []byte) *Sealer {
 	mac := hmac.New(sha256.New, secret)
 	mac.Write([]byte("oauth2 jwt signing key sealing"))
-	block, err := aes.NewCipher(mac.Sum(nil))
+	return &Sealer{aead: newGCM(token.DeriveKey(secret, token.PurposeKeySealing)), legacy: newGCM(mac.Sum(nil))}
+}
+
+func newGCM(key []byte) cipher.AEAD {
+	block, err := aes.NewCipher(key)
 	if err != nil {
 		panic(err) // a 32-byte key is always valid
 	}
@@ -134,34 +155,58 @@ func NewSealer(secret []byte) *Sealer {
 	if err != nil {
 		panic(err)
 	}
-	return &Sealer{aead: aead}
+	return aead
 }
 
-// Seal returns the key's private half, PKCS#8 encoded and encrypted.
-func (s *Sealer) Seal(k *Key) ([]byte, error) {
+// sealedData is the associated data of a sealed key: its id and its dates
+// to the millisecond, which every store keeps exactly.
+func sealedData(id string, createdAt, expiresAt time.Time) []byte {
+	b := make([]byte, 0, len(id)+32)
+	b = append(b, "caddy-oauth2 signing key v2\x00"...)
+	b = append(b, id...)
+	b = append(b, 0)
+	b = binary.BigEndian.AppendUint64(b, uint64(createdAt.UnixMilli()))
+	b = binary.BigEndian.AppendUint64(b, uint64(expiresAt.UnixMilli()))
+	return b
+}
+
+// Seal returns the key's private half, PKCS#8 encoded and encrypted, bound
+// to its id and dates. The dates must be those the store keeps: whole
+// milliseconds.
+func (s *Sealer) Seal(k *Key, createdAt, expiresAt time.Time) ([]byte, error) {
 	der, err := x509.MarshalPKCS8PrivateKey(k.Private)
 	if err != nil {
 		return nil, err
 	}
-	nonce := make([]byte, s.aead.NonceSize())
-	if _, err := rand.Read(nonce); err != nil {
+	out := make([]byte, 1+s.aead.NonceSize(), 1+s.aead.NonceSize()+len(der)+s.aead.Overhead())
+	out[0] = sealVersion
+	if _, err := rand.Read(out[1:]); err != nil {
 		return nil, err
 	}
-	return s.aead.Seal(nonce, nonce, der, []byte(k.ID)), nil
+	return s.aead.Seal(out, out[1:], der, sealedData(k.ID, createdAt, expiresAt)), nil
 }
 
 // ErrSealedElsewhere reports a sealed key that does not open with this
-// secret: another token_secret sealed it.
-var ErrSealedElsewhere = errors.New("jwt: the signing key was sealed under another token secret")
+// secret: another token_secret sealed it, or its id or dates were changed.
+var ErrSealedElsewhere = errors.New("jwt: the signing key was sealed under another token secret, or its id or dates were altered")
 
-// Open decrypts a sealed key and checks it is the key id says.
-func (s *Sealer) Open(id string, sealed []byte, createdAt time.Time) (*Key, error) {
+// Open decrypts a sealed key and checks it is the key its id says, with
+// the dates it was sealed with. A key of the legacy format opens with
+// Legacy set.
+func (s *Sealer) Open(id string, sealed []byte, createdAt, expiresAt time.Time) (*Key, error) {
 	n := s.aead.NonceSize()
-	if len(sealed) < n {
-		return nil, ErrSealedElsewhere
+	var der []byte
+	legacy := false
+	if len(sealed) > 1+n && sealed[0] == sealVersion {
+		der, _ = s.aead.Open(nil, sealed[1:1+n], sealed[1+n:], sealedData(id, createdAt, expiresAt))
 	}
-	der, err := s.aead.Open(nil, sealed[:n], sealed[n:], []byte(id))
-	if err != nil {
+	if der == nil && len(sealed) >= n {
+		var err error
+		if der, err = s.legacy.Open(nil, sealed[:n], sealed[n:], []byte(id)); err == nil {
+			legacy = true
+		}
+	}
+	if der == nil {
 		return nil, ErrSealedElsewhere
 	}
 	priv, err := x509.ParsePKCS8PrivateKey(der)
@@ -179,6 +224,6 @@ func (s *Sealer) Open(id string, sealed []byte, createdAt time.Time) (*Key, erro
 	if k.ID != id {
 		return nil, fmt.Errorf("jwt: sealed key %s has thumbprint %s", id, k.ID)
 	}
-	k.CreatedAt = createdAt
+	k.CreatedAt, k.Legacy = createdAt, legacy
 	return k, nil
 }

@@ -218,7 +218,7 @@ func (r *Ring) refresh(ctx context.Context) error {
 	}
 	keys := make([]*Key, 0, len(recs)+1)
 	for _, rec := range recs {
-		k, err := r.cfg.Sealer.Open(rec.ID, rec.Sealed, rec.CreatedAt)
+		k, err := r.cfg.Sealer.Open(rec.ID, rec.Sealed, rec.CreatedAt, rec.ExpiresAt)
 		if err != nil {
 			// Another token_secret sealed it: a gateway misconfigured, or
 			// one without a token_secret. We can neither sign with it nor
@@ -229,6 +229,10 @@ func (r *Ring) refresh(ctx context.Context) error {
 		}
 		keys = append(keys, k)
 	}
+	// Keys sealed before their dates were authenticated verify the tokens
+	// they signed until they expire, but neither sign nor count for the
+	// rotation: a new key takes over at once.
+	signable := slices.DeleteFunc(slices.Clone(keys), func(k *Key) bool { return k.Legacy })
 	newest := func(keys []*Key) *Key {
 		if len(keys) == 0 {
 			return nil
@@ -248,37 +252,40 @@ func (r *Ring) refresh(ctx context.Context) error {
 	// once it is publishDelay old: by then every gateway has reread the
 	// store (it does every Refresh) and verifies and publishes it.
 	publishDelay := 2 * r.cfg.Refresh
-	if n := newest(keys); n == nil || now.Sub(n.CreatedAt) >= r.cfg.Rotation-publishDelay {
-		k, err := Generate(now)
+	if n := newest(signable); n == nil || now.Sub(n.CreatedAt) >= r.cfg.Rotation-publishDelay {
+		// Whole milliseconds, which every store keeps: the dates are
+		// sealed with the key.
+		created := now.Truncate(time.Millisecond)
+		k, err := Generate(created)
 		if err != nil {
 			return fmt.Errorf("jwt: generating a signing key: %v", err)
 		}
-		sealed, err := r.cfg.Sealer.Seal(k)
+		expires := created.Add(2*r.cfg.Rotation + r.cfg.TokenLifetime).Truncate(time.Millisecond)
+		sealed, err := r.cfg.Sealer.Seal(k, created, expires)
 		if err != nil {
 			return fmt.Errorf("jwt: sealing a signing key: %v", err)
 		}
 		// A key signs for one rotation period (and a little more when the
 		// store cannot be read to rotate), then is published until the
 		// tokens it signed have expired; twice the rotation covers both.
-		rec := &stores.SigningKey{ID: k.ID, Sealed: sealed, CreatedAt: now,
-			ExpiresAt: now.Add(2*r.cfg.Rotation + r.cfg.TokenLifetime)}
+		rec := &stores.SigningKey{ID: k.ID, Sealed: sealed, CreatedAt: created, ExpiresAt: expires}
 		if err := r.cfg.Store.InsertSigningKey(ctx, rec); err != nil {
 			return fmt.Errorf("jwt: storing a signing key: %w", err)
 		}
 		r.cfg.Logger.Info("generated a new JWT signing key", zap.String("kid", k.ID))
-		keys = append(keys, k)
+		keys, signable = append(keys, k), append(signable, k)
 	}
 	// The newest key every gateway has had time to read signs; the newest
 	// of all when none is that old (a new store: there is no other).
 	var read []*Key
-	for _, k := range keys {
+	for _, k := range signable {
 		if now.Sub(k.CreatedAt) >= publishDelay {
 			read = append(read, k)
 		}
 	}
 	signing := newest(read)
 	if signing == nil {
-		signing = newest(keys)
+		signing = newest(signable)
 	}
 	snap, err := newSnapshot(signing, keys)
 	if err != nil {

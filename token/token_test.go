@@ -1,6 +1,10 @@
 package token
 
 import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"strings"
 	"testing"
 )
@@ -32,7 +36,9 @@ func TestWellFormed(t *testing.T) {
 	}{
 		{good, true},
 		{"crt_" + good[4:], false},           // other kind
-		{good[:len(good)-1], false},          // short
+		{good[:len(good)-2], false},          // short
+		{"cat_" + good[5:], true},            // issued before the format version
+		{"cat_3" + good[5:], false},          // an unknown version
 		{good + "A", false},                  // long
 		{good[:10] + "+" + good[11:], false}, // not base64url
 		{"", false},
@@ -56,6 +62,56 @@ func TestHasherKeys(t *testing.T) {
 	k := a.Key(raw)
 	if len(k) != 64 || strings.Contains(k, raw) {
 		t.Fatalf("Key = %q", k)
+	}
+}
+
+// oldKey is how store keys were computed before the format version: the
+// HMAC-SHA256 under the token secret itself.
+func oldKey(secret []byte, raw string) string {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(raw))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+func TestHasherKeepsLegacyKeys(t *testing.T) {
+	secret := []byte("a token secret of at least 32 bytes!")
+	h := NewHasher(secret)
+	// A token and a jti issued before the change keep their store keys.
+	legacy := "cat_" + strings.Repeat("A", 43)
+	jti := NewID()
+	for _, raw := range []string{legacy, jti} {
+		if !Legacy(raw) || h.Key(raw) != oldKey(secret, raw) {
+			t.Errorf("Key(%q) changed: legacy values must keep the key they were stored under", raw)
+		}
+	}
+	// New values are hashed under the derived key, not the secret.
+	raw, _ := New(AccessPrefix)
+	newJTI := NewJTI()
+	for _, v := range []string{raw, newJTI} {
+		m := hmac.New(sha256.New, DeriveKey(secret, PurposeStoreHMAC))
+		m.Write([]byte(v))
+		if Legacy(v) || h.Key(v) != hex.EncodeToString(m.Sum(nil)) || h.Key(v) == oldKey(secret, v) {
+			t.Errorf("Key(%q) is not the HMAC under the derived key", v)
+		}
+	}
+}
+
+func TestDerivedKeysDiffer(t *testing.T) {
+	secret := []byte("a token secret of at least 32 bytes!")
+	store, seal, csrf := DeriveKey(secret, PurposeStoreHMAC), DeriveKey(secret, PurposeKeySealing), DeriveKey(secret, PurposeCSRF)
+	if bytes.Equal(store, seal) || bytes.Equal(store, csrf) || bytes.Equal(seal, csrf) || bytes.Equal(store, secret) {
+		t.Fatal("the derived keys are not distinct")
+	}
+	// RFC 5869 is deterministic, and a key differs with its secret.
+	if !bytes.Equal(seal, DeriveKey(secret, PurposeKeySealing)) || bytes.Equal(seal, DeriveKey([]byte("another secret of at least 32 bytes"), PurposeKeySealing)) {
+		t.Fatal("DeriveKey is not a function of the secret and purpose")
+	}
+	// No store key is the sealing key: not of a value of any shape naming it.
+	h := NewHasher(secret)
+	for _, in := range []string{PurposeKeySealing, "oauth2 jwt signing key sealing"} {
+		if h.Key(in) == hex.EncodeToString(seal) {
+			t.Fatal("a store key equals the sealing key")
+		}
 	}
 }
 

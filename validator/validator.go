@@ -40,6 +40,13 @@ type Config struct {
 	// lookup) and safe for concurrent use. Default: nil, tokens are judged
 	// on their own.
 	ClientScopes func(clientID string) (scopes map[string]bool, ok bool)
+	// Audience, when set, is asked whether an opaque access token of
+	// Tokens is for this resource server, with the token's audience (RFC
+	// 8707; nil for a token issued for the default audience); false refuses
+	// it as invalid_token, as a JWT for another audience is (RFC 9068 §4).
+	// It runs on every such request: it must be cheap and safe for
+	// concurrent use. Default: nil, no audience is checked.
+	Audience func(aud []string) bool
 	// Sources are the other kinds of bearer token accepted besides the
 	// opaque access tokens of Tokens (our own JWTs, other authorization
 	// servers' tokens), asked in order: the first that recognises a token
@@ -106,6 +113,7 @@ type Validator struct {
 	timeout time.Duration
 	now     func() time.Time
 	clients func(clientID string) (map[string]bool, bool)
+	aud     func([]string) bool
 	sources []Source
 
 	// Precomputed WWW-Authenticate values.
@@ -170,6 +178,7 @@ func New(cfg Config) (*Validator, error) {
 		timeout: cfg.Timeout,
 		now:     cfg.Now,
 		clients: cfg.ClientScopes,
+		aud:     cfg.Audience,
 		sources: cfg.Sources,
 		// RFC 6750 §3.1: no error code when the request had no credentials.
 		missing:   realm,
@@ -220,6 +229,9 @@ func (v *Validator) CheckGrant(r *http.Request) (Grant, *Denial) {
 		case err != nil:
 			// A store that cannot answer never lets a request pass.
 			return Grant{}, &Denial{Status: http.StatusServiceUnavailable, Err: err}
+		}
+		if v.aud != nil && !v.aud(tok.Audience) {
+			return Grant{}, v.denyInvalid // a token for another API
 		}
 		g.Token = tok
 	} else if ours(raw) {

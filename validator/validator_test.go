@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -275,4 +276,43 @@ func BenchmarkCheckInProcessClientScopes(b *testing.B) {
 			}
 		}
 	})
+}
+
+func TestCheckAudience(t *testing.T) {
+	h := token.NewHasher([]byte("test secret"))
+	f := &fakeTokens{tokens: map[string]*stores.Token{}}
+	// A guard for api-a, whose default audience is not among its own.
+	v, err := New(Config{Tokens: f, Hasher: h, Audience: func(aud []string) bool {
+		return aud != nil && slices.Contains(aud, "https://api-a.example")
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	issue := func(aud ...string) string {
+		raw, _ := token.New(token.AccessPrefix)
+		f.tokens[h.Key(raw)] = &stores.Token{Kind: stores.AccessToken, ClientID: "c", Audience: aud, ExpiresAt: time.Now().Add(time.Hour)}
+		return raw
+	}
+	for _, tc := range []struct {
+		name   string
+		raw    string
+		status int
+	}{
+		{"for api-a", issue("https://api-a.example"), 0},
+		{"for api-a and api-b", issue("https://api-b.example", "https://api-a.example"), 0},
+		{"for api-b", issue("https://api-b.example"), 401},
+		{"for the default audience", issue(), 401},
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Header.Set("Authorization", "Bearer "+tc.raw)
+		_, d := v.Check(r)
+		if got := 0; d != nil {
+			got = d.Status
+			if got != tc.status {
+				t.Errorf("%s: %d, want %d", tc.name, got, tc.status)
+			}
+		} else if tc.status != 0 {
+			t.Errorf("%s: admitted, want %d", tc.name, tc.status)
+		}
+	}
 }

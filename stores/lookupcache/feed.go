@@ -25,6 +25,10 @@ const (
 	// maxApply is the most events applied one by one; past it a read
 	// flushes the cache instead, which is cheaper and as correct.
 	maxApply = 10_000
+	// maxPending bounds the events waiting to be published again; past it
+	// the oldest is dropped (and logged): a gateway that cannot write the
+	// feed for that long has said so many times.
+	maxPending = 10_000
 )
 
 // trusted reports whether cached entries may answer at now.
@@ -52,7 +56,7 @@ func (c *Cache) evictSubject(subject, clientID string) {
 		s := &c.shards[i]
 		s.mu.Lock()
 		for k, e := range s.entries {
-			if (subject == "" || e.tok.Subject == subject) && (clientID == "" || e.tok.ClientID == clientID) {
+			if stores.RevokedBySubject(e.tok.Subject, e.tok.ClientID, subject, clientID) {
 				delete(s.entries, k)
 			}
 		}
@@ -73,6 +77,10 @@ func (c *Cache) apply(r stores.Revocation) {
 		} else {
 			c.evictSubject(r.Key, r.ClientID)
 		}
+	case stores.ChangedClient:
+		// A registered client changed: no cached token is revoked by it
+		// (deleting a client publishes a RevokedSubject of its own); the
+		// Follower tells OnClientChange.
 	default:
 		c.Flush() // a kind from a newer version: assume the worst
 	}
@@ -89,8 +97,27 @@ func (c *Cache) apply(r stores.Revocation) {
 // answers while the feed was read successfully within the last two
 // intervals (past that, lookups go to the store). A read that fails or
 // times out flushes the cache, and the log says so once per outage.
+//
+// A revocation is published before the store makes it, so one the store
+// has applied is in the feed, and again after, for a gateway that read the
+// first event and cached the token again before the store's delete landed.
+// A token or subject revocation whose first event cannot be written fails
+// with nothing revoked. A family revocation (a replay) is security state
+// that must not wait: it is made in the store all the same, and its event
+// is published again from the reading goroutine every interval until the
+// feed takes it. An event that could not be written leaves this gateway's
+// cache answering nothing until it is published.
 type Follower struct {
 	*Cache
+	// OnClientChange, when set before Start, is called from the reading
+	// goroutine with the ID of every registered client that a gateway
+	// (this one included) created, changed or deleted (a ChangedClient
+	// event), so that the gateway reloads it from the ClientRegistry; it
+	// must return quickly. It is called with "" when events may have been
+	// missed (the feed was unreadable, fell behind or burst): then every
+	// client must be reloaded.
+	OnClientChange func(id string)
+
 	feed     stores.RevocationFeed
 	interval time.Duration
 	logger   *zap.Logger
@@ -99,7 +126,13 @@ type Follower struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	polls, failures, flushes, applied atomic.Uint64
+	// pending are the events to publish again, under pendingMu; npending
+	// is their number, read without the lock.
+	pendingMu sync.Mutex
+	pending   []stores.Revocation
+	npending  atomic.Int64
+
+	polls, failures, flushes, applied, publishFailures atomic.Uint64
 }
 
 // NewFollower returns a Follower of feed for c; interval 0 means
@@ -117,11 +150,16 @@ func NewFollower(c *Cache, feed stores.RevocationFeed, interval time.Duration, l
 // FeedStats counts a Follower's work since it started.
 type FeedStats struct {
 	Polls, Failures, Flushes, Applied uint64
+	// PublishFailures counts events the feed refused; Pending is how many
+	// wait to be published again.
+	PublishFailures uint64
+	Pending         int64
 }
 
 // FeedStats returns the counters (Stats, of the embedded Cache, counts hits).
 func (f *Follower) FeedStats() FeedStats {
-	return FeedStats{Polls: f.polls.Load(), Failures: f.failures.Load(), Flushes: f.flushes.Load(), Applied: f.applied.Load()}
+	return FeedStats{Polls: f.polls.Load(), Failures: f.failures.Load(), Flushes: f.flushes.Load(), Applied: f.applied.Load(),
+		PublishFailures: f.publishFailures.Load(), Pending: f.npending.Load()}
 }
 
 // Start checks the feed and starts reading it. A configuration error
@@ -172,6 +210,7 @@ func (f *Follower) loop(ctx context.Context, done chan<- struct{}) {
 	t := time.NewTicker(f.interval)
 	defer t.Stop()
 	for {
+		f.republish(ctx)
 		start := time.Now()
 		rctx, cancel := context.WithTimeout(ctx, f.interval)
 		evs, err := f.feed.RevocationsSince(rctx, since.Add(-feedOverlap))
@@ -195,9 +234,11 @@ func (f *Follower) loop(ctx context.Context, done chan<- struct{}) {
 				f.logger.Warn("revocation feed readable again", zap.Int("failed_reads", failed),
 					zap.Duration("outage", time.Since(lastRead)), zap.NamedError("first_error", firstFail))
 				failed = 0
+				f.clientChanged("") // the unread reads may have held changes
 			}
 			if time.Since(lastRead) > stores.RevocationRetention-feedOverlap {
 				// Events may have been dropped unread.
+				f.clientChanged("")
 				f.flush()
 				f.logger.Warn("revocation feed fell behind its retention: validation cache flushed",
 					zap.Duration("since_last_read", time.Since(lastRead)))
@@ -209,6 +250,7 @@ func (f *Follower) loop(ctx context.Context, done chan<- struct{}) {
 				}
 			}
 			if fresh > maxApply {
+				f.clientChanged("")
 				f.flush()
 				f.logger.Warn("revocation feed burst: validation cache flushed", zap.Int("events", fresh))
 			}
@@ -219,6 +261,9 @@ func (f *Follower) loop(ctx context.Context, done chan<- struct{}) {
 				seen[r.ID] = r.At
 				if fresh <= maxApply {
 					f.Cache.apply(r)
+					if r.Kind == stores.ChangedClient && r.Key != "" {
+						f.clientChanged(r.Key)
+					}
 				}
 				f.applied.Add(1)
 			}
@@ -229,8 +274,12 @@ func (f *Follower) loop(ctx context.Context, done chan<- struct{}) {
 			}
 			// Entries cached before this read started are checked
 			// against every event up to then; trust them for two
-			// intervals, so one late read does not empty the cache.
-			f.trustUntil.Store(start.Add(2 * f.interval).UnixNano())
+			// intervals, so one late read does not empty the cache. Not
+			// while one of our events waits: the others may still serve
+			// what it names, and so we do not either.
+			if f.npending.Load() == 0 {
+				f.trustUntil.Store(start.Add(2 * f.interval).UnixNano())
+			}
 			since, lastRead = start, start
 		}
 		select {
@@ -241,49 +290,135 @@ func (f *Follower) loop(ctx context.Context, done chan<- struct{}) {
 	}
 }
 
+// clientChanged calls OnClientChange, if set.
+func (f *Follower) clientChanged(id string) {
+	if f.OnClientChange != nil {
+		f.OnClientChange(id)
+	}
+}
+
 func (f *Follower) flush() {
 	f.flushes.Add(1)
 	f.Cache.Flush()
 }
 
-// publish records a revocation that the store has made. The caller's
-// revocation fails if the other gateways cannot be told: it is retried,
-// and revoking again is harmless.
+// publish records a revocation in the feed.
 func (f *Follower) publish(ctx context.Context, r stores.Revocation) error {
 	if err := f.feed.PublishRevocation(ctx, r); err != nil {
+		f.publishFailures.Add(1)
 		return fmt.Errorf("publishing the revocation to the other gateways: %w", stores.Unavailable(err))
 	}
 	return nil
 }
 
-// RevokeToken revokes in the store, evicts here, and tells the others.
-func (f *Follower) RevokeToken(ctx context.Context, kind stores.Kind, key string) error {
-	if err := f.Cache.RevokeToken(ctx, kind, key); err != nil {
-		return err
+// later queues r to be published again by the reading goroutine, and
+// stops this gateway's cache answering until it is.
+func (f *Follower) later(r stores.Revocation, err error) {
+	f.pendingMu.Lock()
+	if len(f.pending) >= maxPending {
+		f.logger.Error("revocation feed: too many events waiting to be published, dropping the oldest",
+			zap.Uint8("kind", uint8(r.Kind)))
+		f.pending = f.pending[1:]
 	}
-	return f.publish(ctx, stores.Revocation{Kind: stores.RevokedToken, Key: key})
+	f.pending = append(f.pending, r)
+	n := len(f.pending)
+	f.npending.Store(int64(n))
+	f.pendingMu.Unlock()
+	f.distrust()
+	if n == 1 {
+		f.logger.Error("revocation feed refuses writes: the revocation is published again every interval, and this gateway's "+
+			"validation cache answers nothing until it is", zap.Error(err))
+	}
 }
 
-// RevokeFamily revokes in the store, evicts here, and tells the others;
-// a refresh-token or code replay comes here too.
-func (f *Follower) RevokeFamily(ctx context.Context, family string, until time.Time) error {
-	if err := f.Cache.RevokeFamily(ctx, family, until); err != nil {
-		return err
+// distrust makes the cache answer nothing until the next read that finds
+// no event pending.
+func (f *Follower) distrust() {
+	f.trustUntil.Store(time.Now().UnixNano())
+	f.Cache.Flush()
+}
+
+// republish publishes the pending events, oldest first, until one fails.
+func (f *Follower) republish(ctx context.Context) {
+	if f.npending.Load() == 0 {
+		return
 	}
-	if family == "" {
+	f.pendingMu.Lock()
+	defer f.pendingMu.Unlock()
+	done := 0
+	for _, r := range f.pending {
+		pctx, cancel := context.WithTimeout(ctx, f.interval)
+		err := f.publish(pctx, r)
+		cancel()
+		if err != nil {
+			break
+		}
+		done++
+	}
+	f.pending = f.pending[done:]
+	f.npending.Store(int64(len(f.pending)))
+	if done > 0 && len(f.pending) == 0 {
+		f.pending = nil
+		f.logger.Warn("revocation feed takes writes again: the waiting revocations are published", zap.Int("published", done))
+	}
+}
+
+// revoke publishes r, lets the store revoke, and publishes r again. When
+// the first publish fails, mustRevoke says whether the store revokes all
+// the same (the event then waits to be published) or nothing happens.
+func (f *Follower) revoke(ctx context.Context, r stores.Revocation, mustRevoke bool, inStore func() error) error {
+	before := f.publish(ctx, r)
+	if before != nil && !mustRevoke {
+		return before // nothing revoked, nothing to tell
+	}
+	if err := inStore(); err != nil {
+		return err // an event without a revocation only costs an eviction
+	}
+	if before != nil {
+		f.later(r, before)
 		return nil
 	}
-	return f.publish(ctx, stores.Revocation{Kind: stores.RevokedFamily, Key: family})
+	// The second event is for a gateway that cached the token again
+	// between the first event and the store's delete; if it cannot be
+	// written, it waits.
+	if err := f.publish(ctx, r); err != nil {
+		f.later(r, err)
+	}
+	return nil
+}
+
+// RevokeToken revokes in the store, evicts here, and tells the others. When
+// the feed cannot be written, nothing is revoked and it fails.
+func (f *Follower) RevokeToken(ctx context.Context, kind stores.Kind, key string) error {
+	return f.revoke(ctx, stores.Revocation{Kind: stores.RevokedToken, Key: key}, false, func() error {
+		return f.Cache.RevokeToken(ctx, kind, key)
+	})
+}
+
+// RevokeFamily revokes in the store, evicts here, and tells the others; a
+// refresh-token or code replay comes here too. The store revokes even when
+// the feed cannot be written (RFC 6749 §10.4: a replay must end the grant
+// at once); the event then waits to be published.
+func (f *Follower) RevokeFamily(ctx context.Context, family string, until time.Time) error {
+	if family == "" {
+		return f.Cache.RevokeFamily(ctx, family, until)
+	}
+	return f.revoke(ctx, stores.Revocation{Kind: stores.RevokedFamily, Key: family}, true, func() error {
+		return f.Cache.RevokeFamily(ctx, family, until)
+	})
 }
 
 // RevokeSubject revokes everything of a resource owner and/or client in the
-// store (the admin revoke), evicts it here, and tells the others.
+// store (the admin revoke), evicts it here, and tells the others. When the
+// feed cannot be written, nothing is revoked and it fails.
 func (f *Follower) RevokeSubject(ctx context.Context, subject, clientID string, until time.Time) (int64, error) {
-	n, err := f.Cache.RevokeSubject(ctx, subject, clientID, until)
-	if err != nil {
-		return n, err
-	}
-	return n, f.publish(ctx, stores.Revocation{Kind: stores.RevokedSubject, Key: subject, ClientID: clientID})
+	var n int64
+	err := f.revoke(ctx, stores.Revocation{Kind: stores.RevokedSubject, Key: subject, ClientID: clientID}, false, func() error {
+		var err error
+		n, err = f.Cache.RevokeSubject(ctx, subject, clientID, until)
+		return err
+	})
+	return n, err
 }
 
 // Interface guards

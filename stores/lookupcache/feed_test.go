@@ -16,7 +16,9 @@ type memFeed struct {
 	mu   sync.Mutex
 	evs  []stores.Revocation
 	fail error
-	n    int
+	// failWrites refuses publishing only, as a trigger refusing inserts does.
+	failWrites error
+	n          int
 }
 
 func (m *memFeed) StartFeed(context.Context) error { return nil }
@@ -26,6 +28,9 @@ func (m *memFeed) PublishRevocation(_ context.Context, r stores.Revocation) erro
 	defer m.mu.Unlock()
 	if m.fail != nil {
 		return m.fail
+	}
+	if m.failWrites != nil {
+		return m.failWrites
 	}
 	m.n++
 	r.ID, r.At = fmt.Sprint(m.n), time.Now()
@@ -185,6 +190,67 @@ func TestFollowerRevocationFailsWhenUnpublished(t *testing.T) {
 	}
 }
 
+func (m *memFeed) setFailWrites(err error) {
+	m.mu.Lock()
+	m.failWrites = err
+	m.mu.Unlock()
+}
+
+func TestFollowerWriteOnlyFeedFailure(t *testing.T) {
+	const interval = 50 * time.Millisecond
+	store, feed, a, b := twoGateways(t, interval)
+	warm := func(f *Follower, tok *stores.Token) {
+		t.Helper()
+		deadline := time.Now().Add(time.Second)
+		for !cachedOn(t, store, f, tok) {
+			if time.Now().After(deadline) {
+				t.Fatal("the token never answered from the cache")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	tok := token(stores.AccessToken, "f1", time.Hour)
+	fam := token(stores.AccessToken, "f2", time.Hour)
+	_ = store.InsertTokens(ctx, tok, fam)
+	warm(b, tok)
+	warm(b, fam)
+	feed.setFailWrites(errors.New("feed refuses inserts"))
+
+	// A token revocation that cannot be told is not made.
+	if err := a.RevokeToken(ctx, stores.AccessToken, tok.Key); !errors.Is(err, stores.ErrUnavailable) {
+		t.Fatalf("RevokeToken with the feed refusing writes: %v, want ErrUnavailable", err)
+	}
+	if _, err := store.LookupToken(ctx, stores.AccessToken, tok.Key); err != nil {
+		t.Fatalf("the store revoked a token the feed was not told of: %v", err)
+	}
+
+	// A family revocation (a replay) is made, waits, and reaches b once
+	// the feed takes writes again; meanwhile a answers nothing from its
+	// cache.
+	if err := a.RevokeFamily(ctx, "f2", time.Now().Add(time.Hour)); err != nil {
+		t.Fatalf("RevokeFamily with the feed refusing writes: %v, want it made in the store", err)
+	}
+	if _, err := store.LookupToken(ctx, stores.AccessToken, fam.Key); !errors.Is(err, stores.ErrNotFound) {
+		t.Fatalf("the family is not revoked in the store: %v", err)
+	}
+	if s := a.FeedStats(); s.Pending != 1 || s.PublishFailures == 0 {
+		t.Fatalf("stats %+v: want one pending event", s)
+	}
+	time.Sleep(3 * interval)
+	if cachedOn(t, store, a, tok) {
+		t.Fatal("a answered from its cache while one of its events waited")
+	}
+	feed.setFailWrites(nil)
+	if d := waitGone(t, b, fam, 20*interval); d > 3*interval+20*time.Millisecond {
+		t.Errorf("the waiting family revocation reached b after %v, want within three intervals", d)
+	}
+	if s := a.FeedStats(); s.Pending != 0 {
+		t.Fatalf("stats %+v: the event is still pending", s)
+	}
+	time.Sleep(3 * interval)
+	warm(a, tok) // a trusts its cache again
+}
+
 func TestFollowerStopEndsGoroutine(t *testing.T) {
 	f := NewFollower(New(newFake(), time.Minute, 10), &memFeed{}, time.Millisecond, nil)
 	for i := 0; i < 3; i++ {
@@ -217,4 +283,82 @@ func BenchmarkHitFollowed(b *testing.B) {
 			_, _ = fl.LookupToken(ctx, stores.AccessToken, at.Key)
 		}
 	})
+}
+
+// A ChangedClient event reaches OnClientChange and flushes nothing; after
+// an outage of the feed the hook is told to reload every client.
+func TestFollowerClientChange(t *testing.T) {
+	const interval = 50 * time.Millisecond
+	store, feed := newFake(), &memFeed{}
+	changed := make(chan string, 16)
+	b := NewFollower(New(store, time.Minute, 1000), feed, interval, nil)
+	b.OnClientChange = func(id string) { changed <- id }
+	if err := b.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Stop)
+	tok := token(stores.AccessToken, "f", time.Hour)
+	_ = store.InsertTokens(ctx, tok)
+	deadline := time.Now().Add(time.Second)
+	for !cachedOn(t, store, b, tok) {
+		if time.Now().After(deadline) {
+			t.Fatal("never cached")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := feed.PublishRevocation(ctx, stores.Revocation{Kind: stores.ChangedClient, Key: "app-x"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case id := <-changed:
+		if id != "app-x" {
+			t.Fatalf("OnClientChange(%q), want app-x", id)
+		}
+	case <-time.After(20 * interval):
+		t.Fatal("OnClientChange was not called")
+	}
+	time.Sleep(2 * interval)
+	if !cachedOn(t, store, b, tok) || b.FeedStats().Flushes != 0 {
+		t.Fatalf("a client change flushed the validation cache (stats %+v)", b.FeedStats())
+	}
+	select {
+	case id := <-changed:
+		t.Fatalf("OnClientChange(%q) called again for one event", id)
+	default:
+	}
+	feed.setFail(errors.New("feed down"))
+	time.Sleep(3 * interval)
+	feed.setFail(nil)
+	select {
+	case id := <-changed:
+		if id != "" {
+			t.Fatalf("after an outage OnClientChange(%q), want \"\" (reload all)", id)
+		}
+	case <-time.After(20 * interval):
+		t.Fatal("OnClientChange was not told to reload all after an outage")
+	}
+}
+
+// A revoke by subject evicts the client_credentials tokens of a client of
+// that id, as the stores revoke them (stores.RevokedBySubject).
+func TestFollowerSubjectEvictsClientCredentials(t *testing.T) {
+	const interval = 50 * time.Millisecond
+	store, feed, _, b := twoGateways(t, interval)
+	tok := token(stores.AccessToken, "", time.Hour)
+	tok.Subject, tok.ClientID = "", "svc"
+	_ = store.InsertTokens(ctx, tok)
+	deadline := time.Now().Add(time.Second)
+	for !cachedOn(t, store, b, tok) {
+		if time.Now().After(deadline) {
+			t.Fatal("never cached")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	store.mu.Lock()
+	delete(store.tokens, tok.Key)
+	store.mu.Unlock()
+	if err := feed.PublishRevocation(ctx, stores.Revocation{Kind: stores.RevokedSubject, Key: "svc"}); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, b, tok, 10*interval)
 }
