@@ -3,6 +3,9 @@ package stores
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -81,4 +84,55 @@ type ClientRegistry interface {
 	GetClient(ctx context.Context, id string) (*RegisteredClient, error)
 	// ListClients returns every live client, in no particular order.
 	ListClients(ctx context.Context) ([]*RegisteredClient, error)
+}
+
+// Limits every store enforces on a RegisteredClient, so that one client
+// fits in any backend alike.
+const (
+	// MaxClientID is the longest client ID, in bytes, as the client_id
+	// columns of the SQL schema hold.
+	MaxClientID = 255
+	// MaxClientMetadata is the most Metadata a client may carry, in bytes.
+	MaxClientMetadata = 16 << 10
+)
+
+// Check reports a client no store keeps: no ID, one too long, metadata
+// over MaxClientMetadata, or a list entry that is empty or holds
+// whitespace (lists are kept space-separated or as JSON, and none of their
+// values, URIs, scopes or grant types, may contain a space).
+func (c *RegisteredClient) Check() error {
+	switch {
+	case c.ID == "":
+		return errors.New("registered client without an id")
+	case len(c.ID) > MaxClientID:
+		return fmt.Errorf("client id longer than %d bytes", MaxClientID)
+	case len(c.Metadata) > MaxClientMetadata:
+		return fmt.Errorf("client metadata longer than %d bytes", MaxClientMetadata)
+	}
+	for _, l := range [][]string{c.RedirectURIs, c.GrantTypes, c.Scopes, c.Resources} {
+		for _, v := range l {
+			if v == "" || strings.ContainsAny(v, " \t\r\n") {
+				return fmt.Errorf("client %q: list entry %q is empty or holds whitespace", c.ID, v)
+			}
+		}
+	}
+	return nil
+}
+
+// Clone returns a deep copy of c; nil lists stay nil and empty ones empty.
+func (c *RegisteredClient) Clone() *RegisteredClient {
+	d := *c
+	d.SecretHash = slices.Clone(c.SecretHash)
+	d.PreviousSecretHash = slices.Clone(c.PreviousSecretHash)
+	d.RedirectURIs = slices.Clone(c.RedirectURIs)
+	d.GrantTypes = slices.Clone(c.GrantTypes)
+	d.Scopes = slices.Clone(c.Scopes)
+	d.Resources = slices.Clone(c.Resources)
+	d.Metadata = slices.Clone(c.Metadata)
+	return &d
+}
+
+// Lapsed reports whether the registration has lapsed at now.
+func (c *RegisteredClient) Lapsed(now time.Time) bool {
+	return !c.ExpiresAt.IsZero() && !now.Before(c.ExpiresAt)
 }

@@ -64,6 +64,10 @@ type Engine struct {
 	// Generated JWT signing keys, see keys.go.
 	keysMu sync.Mutex
 	sk     signingKeys
+
+	// Registered clients, see clients.go.
+	clientsMu sync.RWMutex
+	reg       registry
 }
 
 // warnEvery rate-limits the warnings of a full cache.
@@ -667,9 +671,12 @@ func (e *Engine) PurgeExpiredCodes(ctx context.Context, batch int) (int64, error
 }
 
 // PurgeExpiredTokens deletes expired access and refresh tokens, used or not,
-// and returns how many; expired family indexes and revoked-family markers go
-// too, uncounted.
+// and returns how many; expired family indexes, revoked-family markers and
+// lapsed registered clients go too, uncounted.
 func (e *Engine) PurgeExpiredTokens(ctx context.Context, batch int) (int64, error) {
+	if e.check(ctx) == nil {
+		e.purgeClients()
+	}
 	return e.purge(ctx, batch, false)
 }
 

@@ -495,3 +495,51 @@ func TestRecordsKeepUnusualValues(t *testing.T) {
 		t.Fatal("a key starting with a zero byte was accepted")
 	}
 }
+
+// The purge drops lapsed registered clients and keeps the others.
+func TestPurgeDropsLapsedClients(t *testing.T) {
+	e := newEngine(t, Config{MaxMemoryMB: 4, Shards: 4})
+	ctx := context.Background()
+	n := time.Now()
+	for i, exp := range []time.Time{{}, n.Add(time.Hour), n.Add(-time.Second), n.Add(-time.Hour)} {
+		c := &stores.RegisteredClient{ID: fmt.Sprint("c", i), RegisteredBy: stores.RegisteredByAdmin, CreatedAt: n, UpdatedAt: n, ExpiresAt: exp}
+		if err := e.CreateClient(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.PurgeExpiredTokens(ctx, 10); err != nil {
+		t.Fatal(err)
+	}
+	e.clientsMu.RLock()
+	kept := len(e.reg.clients)
+	e.clientsMu.RUnlock()
+	if kept != 2 {
+		t.Fatalf("after the purge the cache holds %d clients, want the 2 live ones", kept)
+	}
+}
+
+// Audiences round-trip in the compact records, interned or inline, and a
+// bad entry is refused rather than stored garbled.
+func TestAudienceRecords(t *testing.T) {
+	e := newEngine(t, Config{MaxMemoryMB: 4, Shards: 4})
+	ctx := context.Background()
+	long := "https://api.example/" + strings.Repeat("x", 300) // past the interning bound
+	for _, aud := range [][]string{nil, {"https://a.example"}, {"https://a.example", long, "urn:x"}} {
+		tok := token(stores.AccessToken, "", time.Hour)
+		tok.Audience = aud
+		if err := e.InsertTokens(ctx, tok); err != nil {
+			t.Fatal(err)
+		}
+		got, err := e.LookupToken(ctx, stores.AccessToken, tok.Key)
+		if err != nil || fmt.Sprint(got.Audience) != fmt.Sprint(aud) || len(got.Audience) != len(aud) {
+			t.Fatalf("audience %q came back as %q, %v", aud, got.Audience, err)
+		}
+	}
+	for _, bad := range [][]string{{""}, {"https://a.example b"}} {
+		tok := token(stores.AccessToken, "", time.Hour)
+		tok.Audience = bad
+		if err := e.InsertTokens(ctx, tok); err == nil {
+			t.Fatalf("audience %q was accepted", bad)
+		}
+	}
+}

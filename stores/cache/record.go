@@ -33,6 +33,10 @@ import (
 // an odd h stands for the string interned at index h/2 (see interned), for
 // the client ids, scopes and redirect URIs that many records repeat.
 //
+// A code or token with an audience (RFC 8707) has one more field at the
+// end, its resource URIs joined by spaces; one without has none, so the
+// guard's common case reads nothing more.
+//
 // Codes, access and refresh tokens live under their store key (see
 // internalKey); the type byte keeps the kinds apart. A family index lives
 // under "f:"+family; its fields are the internal keys of its member tokens.
@@ -58,7 +62,31 @@ const (
 	revokedPrefix = "r:"
 )
 
-var errFieldTooLong = errors.New("field longer than 65535 bytes")
+var (
+	errFieldTooLong = errors.New("field longer than 65535 bytes")
+	errBadAudience  = errors.New("an audience entry is empty or holds a space")
+)
+
+// putAudience appends the optional audience field.
+func putAudience(b []byte, aud []string, tab *interned) ([]byte, error) {
+	if len(aud) == 0 {
+		return b, nil
+	}
+	for _, a := range aud {
+		if a == "" || strings.IndexByte(a, ' ') >= 0 {
+			return nil, errBadAudience
+		}
+	}
+	return putField(b, strings.Join(aud, " "), tab)
+}
+
+// audience reads the optional audience field, the last one.
+func (f *fields) audience() []string {
+	if f.bad || f.off >= len(f.s) {
+		return nil
+	}
+	return strings.Split(f.next(), " ")
+}
 
 // internalKey is the bigcache key of a store key. The store keys the issuer
 // makes are 64 lowercase hex digits (an HMAC-SHA256); their first 16 bytes,
@@ -195,7 +223,7 @@ func encodeCode(c *stores.Code, tab *interned) ([]byte, error) {
 			return nil, err
 		}
 	}
-	return b, nil
+	return putAudience(b, c.Audience, tab)
 }
 
 func encodeToken(t *stores.Token, tab *interned) ([]byte, error) {
@@ -210,7 +238,7 @@ func encodeToken(t *stores.Token, tab *interned) ([]byte, error) {
 			return nil, err
 		}
 	}
-	return b, nil
+	return putAudience(b, t.Audience, tab)
 }
 
 // fields reads the fields of a record. Inline strings share v's memory: v
@@ -264,6 +292,7 @@ func decodeCode(v []byte, key string, tab *interned) (*stores.Code, bool) {
 	c.CodeChallenge = f.next()
 	c.CodeChallengeMethod = f.next()
 	c.Family = f.next()
+	c.Audience = f.audience()
 	c.IssuedAt, c.ExpiresAt = times(v)
 	return c, !f.bad
 }
@@ -279,6 +308,7 @@ func decodeToken(v []byte, key string, tab *interned) (*stores.Token, bool) {
 	t.Subject = f.next()
 	t.Scope = f.next()
 	t.Family = f.next()
+	t.Audience = f.audience()
 	t.IssuedAt, t.ExpiresAt = times(v)
 	return t, !f.bad
 }

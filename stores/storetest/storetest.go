@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -40,6 +41,7 @@ func Run(t *testing.T, newStore func(t *testing.T) stores.Store, opts Options) {
 	t.Run("PurgeExpired", func(t *testing.T) { testPurge(t, newStore(t), opts) })
 	t.Run("RevokeSubject", func(t *testing.T) { testRevokeSubject(t, newStore(t)) })
 	t.Run("SigningKeys", func(t *testing.T) { testSigningKeys(t, newStore(t)) })
+	t.Run("Clients", func(t *testing.T) { testClients(t, newStore(t)) })
 }
 
 // Key returns a random store key shaped like a real one (64 hex digits).
@@ -101,7 +103,7 @@ func checkCode(t *testing.T, got, want *stores.Code) {
 	if got.Key != want.Key || got.ClientID != want.ClientID || got.Subject != want.Subject ||
 		got.RedirectURI != want.RedirectURI || got.Scope != want.Scope ||
 		got.CodeChallenge != want.CodeChallenge || got.CodeChallengeMethod != want.CodeChallengeMethod ||
-		got.Family != want.Family {
+		got.Family != want.Family || !slices.Equal(got.Audience, want.Audience) {
 		t.Fatalf("code fields differ:\n got  %+v\n want %+v", got, want)
 	}
 	if !sameTime(got.IssuedAt, want.IssuedAt) || !sameTime(got.ExpiresAt, want.ExpiresAt) {
@@ -115,7 +117,8 @@ func checkToken(t *testing.T, got, want *stores.Token) {
 		t.Fatal("got nil token")
 	}
 	if got.Key != want.Key || got.Kind != want.Kind || got.ClientID != want.ClientID ||
-		got.Subject != want.Subject || got.Scope != want.Scope || got.Family != want.Family {
+		got.Subject != want.Subject || got.Scope != want.Scope || got.Family != want.Family ||
+		!slices.Equal(got.Audience, want.Audience) {
 		t.Fatalf("token fields differ:\n got  %+v\n want %+v", got, want)
 	}
 	if !sameTime(got.IssuedAt, want.IssuedAt) || !sameTime(got.ExpiresAt, want.ExpiresAt) {
@@ -133,6 +136,7 @@ func wantErr(t *testing.T, what string, err, target error) {
 func testCodeRoundTrip(t *testing.T, s stores.Store) {
 	c := newCode(time.Minute)
 	c.Subject = "ünïcode üser"
+	c.Audience = []string{"https://api.example/v1", "urn:example:other"}
 	if err := s.InsertCode(ctx(t), c); err != nil {
 		t.Fatalf("InsertCode: %v", err)
 	}
@@ -225,6 +229,10 @@ func testTokenRoundTrip(t *testing.T, s stores.Store) {
 	fam := "fam-" + Key()[:16]
 	at := newToken(stores.AccessToken, fam, time.Hour)
 	rt := newToken(stores.RefreshToken, fam, 12*time.Hour)
+	// RFC 8707: the access token is for one resource, its refresh token
+	// keeps the grant's two.
+	at.Audience = []string{"https://api.example/v1"}
+	rt.Audience = []string{"https://api.example/v1", "urn:example:other"}
 	if err := s.InsertTokens(ctx(t), at, rt); err != nil {
 		t.Fatalf("InsertTokens: %v", err)
 	}
