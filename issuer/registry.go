@@ -139,6 +139,11 @@ func (g *Registry) Start(ctx context.Context) error {
 	if g.cancel != nil {
 		return errors.New("issuer: registry already started")
 	}
+	if g.feed != nil && !g.followed {
+		if err := g.feed.StartFeed(ctx); err != nil && !errors.Is(err, stores.ErrUnavailable) {
+			return err
+		}
+	}
 	if err := g.store.StartClients(ctx); err != nil {
 		if !errors.Is(err, stores.ErrUnavailable) {
 			return err
@@ -328,17 +333,7 @@ func clientOf(rc *stores.RegisteredClient) (*client, error) {
 	return c, nil
 }
 
-func cloneRecord(rc *stores.RegisteredClient) *stores.RegisteredClient {
-	c := *rc
-	c.SecretHash = slices.Clone(rc.SecretHash)
-	c.PreviousSecretHash = slices.Clone(rc.PreviousSecretHash)
-	c.RedirectURIs = slices.Clone(rc.RedirectURIs)
-	c.GrantTypes = slices.Clone(rc.GrantTypes)
-	c.Scopes = slices.Clone(rc.Scopes)
-	c.Resources = slices.Clone(rc.Resources)
-	c.Metadata = slices.Clone(rc.Metadata)
-	return &c
-}
+func cloneRecord(rc *stores.RegisteredClient) *stores.RegisteredClient { return rc.Clone() }
 
 func (g *Registry) put(rc *stores.RegisteredClient) {
 	c := g.build(rc)
@@ -444,6 +439,9 @@ func (g *Registry) Configured(id string) bool { return g.configured[id] }
 // Validate checks a client before it is stored, with the rules and
 // messages of a configured client; the error is a *MetadataError.
 func (g *Registry) Validate(rc *stores.RegisteredClient) error {
+	if err := rc.Check(); err != nil {
+		return badField("", err) // what no store keeps
+	}
 	if _, err := clientOf(rc); err != nil {
 		var me *MetadataError
 		if errors.As(err, &me) {
