@@ -208,7 +208,7 @@ type App struct {
 	clientStore  stores.ClientRegistry
 	registry     *issuer.Registry
 	registration *issuer.Registration
-	follower  *lookupcache.Follower
+	follower     *lookupcache.Follower
 
 	// JWT access tokens, see jwt.go.
 	keyStore        stores.KeyStore // the token store's, if it can keep keys
