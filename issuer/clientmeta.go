@@ -65,7 +65,7 @@ var (
 	operatorFields = []string{"client_id", "client_secret", "skip_consent", "introspect", "resources"}
 	// serverFields are response fields a client cannot set.
 	serverFields = []string{"client_id_issued_at", "client_secret_expires_at", "registration_access_token",
-		"registration_client_uri", "registered_by", "created_at", "updated_at", "expires_at", "previous_secret_expires_at", "type", "source"}
+		"registration_client_uri", "registered_by", "created_at", "updated_at", "expires_at", "previous_secret_expires_at", "type", "source", "id", "scopes"}
 )
 
 // ParseClientMetadata reads a client metadata JSON object. operator says
