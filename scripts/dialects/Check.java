@@ -42,6 +42,11 @@ public class Check {
     }
 
     record Col(int type, int size) {
+        // A flag (SMALLINT, NUMBER(1)) cannot hold a time: it gets 1.
+        boolean flag() {
+            return numeric() && (type == Types.SMALLINT || type == Types.TINYINT || (size > 0 && size < 10));
+        }
+
         boolean numeric() {
             return switch (type) {
                 case Types.BIGINT, Types.INTEGER, Types.SMALLINT, Types.TINYINT, Types.NUMERIC, Types.DECIMAL -> true;
@@ -141,6 +146,7 @@ public class Check {
             System.out.println("----  " + id + " (" + dialect + " statements on " + main.getMetaData().getDatabaseProductName()
                     + " " + main.getMetaData().getDatabaseProductVersion() + ", " + url + ")");
             schema();
+            upgrade();
             loadColumns();
             clock();
             for (Line l : lines) {
@@ -257,6 +263,24 @@ public class Check {
             }
         }
 
+        // upgrade drops each column a schema upgrade adds and adds it back
+        // with the upgrade's own ALTER TABLE statement.
+        void upgrade() {
+            for (Line l : lines) {
+                if (!l.kind.equals("upgrade")) continue;
+                String check = "upgrade statement " + l.name;
+                String column = l.name.substring(l.name.indexOf('.') + 1);
+                try (Statement st = main.createStatement()) {
+                    st.execute("ALTER TABLE " + l.table + " DROP COLUMN " + column);
+                    String s = sql(l);
+                    st.execute(s);
+                    pass(id, check, s.equals(l.sql) ? "" : "rewritten");
+                } catch (SQLException e) {
+                    fail(id, check, firstLine(e) + " in: " + l.sql);
+                }
+            }
+        }
+
         void loadColumns() throws SQLException {
             Set<String> tables = new LinkedHashSet<>();
             for (Line l : lines) if (l.kind.equals("schema") && !l.table.isEmpty()) tables.add(l.table.toLowerCase());
@@ -314,7 +338,7 @@ public class Check {
                 String c = l.cols.get(i);
                 Col col = cols.get(c.toLowerCase());
                 if (col == null) throw new SQLException("no column " + c + " in the schema");
-                Object v = values.containsKey(c) ? values.get(c) : (col.numeric() ? (Object) now : key().substring(0, Math.min(64, col.size)));
+                Object v = values.containsKey(c) ? values.get(c) : (col.flag() ? (Object) 1L : col.numeric() ? (Object) now : key().substring(0, Math.min(64, col.size)));
                 if (v == null) ps.setNull(i + 1, col.type);
                 else if (v instanceof Long n) ps.setLong(i + 1, n);
                 else ps.setString(i + 1, (String) v);
@@ -356,7 +380,7 @@ public class Check {
             Map<String, Object> v = new HashMap<>();
             for (String c : insert.cols) {
                 Col col = cols.get(c.toLowerCase());
-                v.put(c, col != null && col.numeric() ? (Object) (now - 60000) : "x");
+                v.put(c, col != null && col.flag() ? (Object) 1L : col != null && col.numeric() ? (Object) (now - 60000) : "x");
             }
             v.put(insert.cols.get(0), key);
             if (v.containsKey("expires_at")) v.put("expires_at", expires);

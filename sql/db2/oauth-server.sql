@@ -1,4 +1,4 @@
--- caddy-oauth2 SQL store schema, version 3, for IBM Db2 for Linux, UNIX and Windows 11.1+.
+-- caddy-oauth2 SQL store schema, version 4, for IBM Db2 for Linux, UNIX and Windows 11.1+.
 --
 -- Apply once:  db2 -tvf oauth-server.sql (after db2 connect to DATABASE)
 -- or let the store do it with the create_schema option. Tables carry the
@@ -10,7 +10,7 @@
 --
 -- Lengths are in characters (CODEUNITS32), as on the other systems, so the
 -- database must be a Unicode one (the default since Db2 9.7). A code row may
--- then reach about 15.5 KB (4 bytes a character), past a 4 KB page: this
+-- then reach about 31.5 KB (4 bytes a character), past a 4 KB page: this
 -- needs extended row size (EXTENDED_ROW_SZ, on by default since 10.5) or a
 -- tablespace with 16 KB pages.
 
@@ -27,6 +27,7 @@ CREATE TABLE oauth_codes (
   code_challenge VARCHAR(128 CODEUNITS32),
   code_challenge_method VARCHAR(16 CODEUNITS32),
   family VARCHAR(128 CODEUNITS32),
+  audience VARCHAR(4000 CODEUNITS32),
   issued_at BIGINT NOT NULL,
   expires_at BIGINT NOT NULL,
   used SMALLINT DEFAULT 0 NOT NULL
@@ -42,6 +43,7 @@ CREATE TABLE oauth_access_tokens (
   subject VARCHAR(255 CODEUNITS32),
   scope VARCHAR(1024 CODEUNITS32),
   family VARCHAR(128 CODEUNITS32),
+  audience VARCHAR(4000 CODEUNITS32),
   issued_at BIGINT NOT NULL,
   expires_at BIGINT NOT NULL
 );
@@ -57,6 +59,7 @@ CREATE TABLE oauth_refresh_tokens (
   subject VARCHAR(255 CODEUNITS32),
   scope VARCHAR(1024 CODEUNITS32),
   family VARCHAR(128 CODEUNITS32),
+  audience VARCHAR(4000 CODEUNITS32),
   issued_at BIGINT NOT NULL,
   expires_at BIGINT NOT NULL,
   used SMALLINT DEFAULT 0 NOT NULL
@@ -88,6 +91,36 @@ CREATE TABLE oauth_signing_keys (
   expires_at BIGINT NOT NULL
 );
 
+-- Clients registered at runtime (the admin API, RFC 7591 dynamic
+-- registration), shared by every gateway. Secrets and the registration
+-- access token are kept only as hashes (bcrypt, and the token's HMAC key).
+-- Lists are JSON arrays of strings (NULL for none); metadata is the rest of
+-- the client's RFC 7591 metadata, a JSON object. expires_at is NULL for a
+-- client that never lapses; lapsed ones are purged. Added in version 4.
+CREATE TABLE oauth_clients (
+  client_id VARCHAR(255 CODEUNITS32) NOT NULL PRIMARY KEY,
+  registered_by VARCHAR(16 CODEUNITS32) NOT NULL,
+  secret_hash VARCHAR(255 CODEUNITS32),
+  previous_secret_hash VARCHAR(255 CODEUNITS32),
+  previous_secret_expires_at BIGINT,
+  redirect_uris CLOB(1M),
+  grant_types CLOB(1M),
+  scopes CLOB(1M),
+  resources CLOB(1M),
+  skip_consent SMALLINT DEFAULT 0 NOT NULL,
+  introspect SMALLINT DEFAULT 0 NOT NULL,
+  client_name VARCHAR(1024 CODEUNITS32),
+  logo_uri VARCHAR(2048 CODEUNITS32),
+  registration_token_key VARCHAR(128 CODEUNITS32),
+  metadata CLOB(1M),
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL,
+  expires_at BIGINT
+);
+
+CREATE INDEX oauth_clients_exp_idx ON oauth_clients (expires_at);
+CREATE INDEX oauth_clients_rat_idx ON oauth_clients (registration_token_key);
+
 CREATE TABLE oauth_purge_lease (
   name VARCHAR(64 CODEUNITS32) NOT NULL PRIMARY KEY,
   holder VARCHAR(128 CODEUNITS32) NOT NULL,
@@ -95,7 +128,7 @@ CREATE TABLE oauth_purge_lease (
 );
 
 INSERT INTO oauth_purge_lease (name, holder, lease_until) VALUES ('purge', 'none', 0);
-INSERT INTO oauth_schema_version (version) VALUES (3);
+INSERT INTO oauth_schema_version (version) VALUES (4);
 
 -- Revocation feed (any schema version): what each gateway revoked, for the
 -- others to evict from their validation caches within a second (README,

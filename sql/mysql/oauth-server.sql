@@ -1,4 +1,4 @@
--- caddy-oauth2 SQL store schema, version 3, for MySQL 8 and MariaDB 10.5+.
+-- caddy-oauth2 SQL store schema, version 4, for MySQL 8 and MariaDB 10.5+.
 --
 -- Apply once:  mysql -u USER -p DATABASE < oauth-server.sql
 -- or let the store do it with the create_schema option. Tables carry the
@@ -21,6 +21,7 @@ CREATE TABLE oauth_codes (
   code_challenge VARCHAR(128) NULL,
   code_challenge_method VARCHAR(16) NULL,
   family VARCHAR(128) NULL,
+  audience VARCHAR(4000) NULL,
   issued_at BIGINT NOT NULL,
   expires_at BIGINT NOT NULL,
   used SMALLINT NOT NULL DEFAULT 0
@@ -36,6 +37,7 @@ CREATE TABLE oauth_access_tokens (
   subject VARCHAR(255) NULL,
   scope VARCHAR(1024) NULL,
   family VARCHAR(128) NULL,
+  audience VARCHAR(4000) NULL,
   issued_at BIGINT NOT NULL,
   expires_at BIGINT NOT NULL
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
@@ -51,6 +53,7 @@ CREATE TABLE oauth_refresh_tokens (
   subject VARCHAR(255) NULL,
   scope VARCHAR(1024) NULL,
   family VARCHAR(128) NULL,
+  audience VARCHAR(4000) NULL,
   issued_at BIGINT NOT NULL,
   expires_at BIGINT NOT NULL,
   used SMALLINT NOT NULL DEFAULT 0
@@ -82,6 +85,36 @@ CREATE TABLE oauth_signing_keys (
   expires_at BIGINT NOT NULL
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
+-- Clients registered at runtime (the admin API, RFC 7591 dynamic
+-- registration), shared by every gateway. Secrets and the registration
+-- access token are kept only as hashes (bcrypt, and the token's HMAC key).
+-- Lists are JSON arrays of strings (NULL for none); metadata is the rest of
+-- the client's RFC 7591 metadata, a JSON object. expires_at is NULL for a
+-- client that never lapses; lapsed ones are purged. Added in version 4.
+CREATE TABLE oauth_clients (
+  client_id VARCHAR(255) NOT NULL PRIMARY KEY,
+  registered_by VARCHAR(16) NOT NULL,
+  secret_hash VARCHAR(255) NULL,
+  previous_secret_hash VARCHAR(255) NULL,
+  previous_secret_expires_at BIGINT NULL,
+  redirect_uris TEXT NULL,
+  grant_types TEXT NULL,
+  scopes TEXT NULL,
+  resources TEXT NULL,
+  skip_consent SMALLINT NOT NULL DEFAULT 0,
+  introspect SMALLINT NOT NULL DEFAULT 0,
+  client_name VARCHAR(1024) NULL,
+  logo_uri VARCHAR(2048) NULL,
+  registration_token_key VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NULL,
+  metadata TEXT NULL,
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL,
+  expires_at BIGINT NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+CREATE INDEX oauth_clients_exp_idx ON oauth_clients (expires_at);
+CREATE INDEX oauth_clients_rat_idx ON oauth_clients (registration_token_key);
+
 CREATE TABLE oauth_purge_lease (
   name VARCHAR(64) NOT NULL PRIMARY KEY,
   holder VARCHAR(128) NOT NULL,
@@ -89,7 +122,7 @@ CREATE TABLE oauth_purge_lease (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 INSERT INTO oauth_purge_lease (name, holder, lease_until) VALUES ('purge', 'none', 0);
-INSERT INTO oauth_schema_version (version) VALUES (3);
+INSERT INTO oauth_schema_version (version) VALUES (4);
 
 -- Revocation feed (any schema version): what each gateway revoked, for the
 -- others to evict from their validation caches within a second (README,

@@ -1,4 +1,4 @@
--- caddy-oauth2 SQL store schema, version 3, for Oracle Database 12.2+.
+-- caddy-oauth2 SQL store schema, version 4, for Oracle Database 12.2+.
 --
 -- Apply once:  sqlplus USER/PASSWORD@SERVICE @oauth-server.sql
 -- or let the store do it with the create_schema option. Tables carry the
@@ -21,6 +21,7 @@ CREATE TABLE oauth_codes (
   code_challenge VARCHAR2(128 CHAR),
   code_challenge_method VARCHAR2(16 CHAR),
   family VARCHAR2(128 CHAR),
+  audience VARCHAR2(4000 CHAR),
   issued_at NUMBER(19) NOT NULL,
   expires_at NUMBER(19) NOT NULL,
   used NUMBER(1) DEFAULT 0 NOT NULL
@@ -36,6 +37,7 @@ CREATE TABLE oauth_access_tokens (
   subject VARCHAR2(255 CHAR),
   scope VARCHAR2(1024 CHAR),
   family VARCHAR2(128 CHAR),
+  audience VARCHAR2(4000 CHAR),
   issued_at NUMBER(19) NOT NULL,
   expires_at NUMBER(19) NOT NULL
 );
@@ -51,6 +53,7 @@ CREATE TABLE oauth_refresh_tokens (
   subject VARCHAR2(255 CHAR),
   scope VARCHAR2(1024 CHAR),
   family VARCHAR2(128 CHAR),
+  audience VARCHAR2(4000 CHAR),
   issued_at NUMBER(19) NOT NULL,
   expires_at NUMBER(19) NOT NULL,
   used NUMBER(1) DEFAULT 0 NOT NULL
@@ -82,6 +85,36 @@ CREATE TABLE oauth_signing_keys (
   expires_at NUMBER(19) NOT NULL
 );
 
+-- Clients registered at runtime (the admin API, RFC 7591 dynamic
+-- registration), shared by every gateway. Secrets and the registration
+-- access token are kept only as hashes (bcrypt, and the token's HMAC key).
+-- Lists are JSON arrays of strings (NULL for none); metadata is the rest of
+-- the client's RFC 7591 metadata, a JSON object. expires_at is NULL for a
+-- client that never lapses; lapsed ones are purged. Added in version 4.
+CREATE TABLE oauth_clients (
+  client_id VARCHAR2(255 CHAR) NOT NULL PRIMARY KEY,
+  registered_by VARCHAR2(16 CHAR) NOT NULL,
+  secret_hash VARCHAR2(255 CHAR),
+  previous_secret_hash VARCHAR2(255 CHAR),
+  previous_secret_expires_at NUMBER(19),
+  redirect_uris CLOB,
+  grant_types CLOB,
+  scopes CLOB,
+  resources CLOB,
+  skip_consent NUMBER(1) DEFAULT 0 NOT NULL,
+  introspect NUMBER(1) DEFAULT 0 NOT NULL,
+  client_name VARCHAR2(1024 CHAR),
+  logo_uri VARCHAR2(2048 CHAR),
+  registration_token_key VARCHAR2(128 CHAR),
+  metadata CLOB,
+  created_at NUMBER(19) NOT NULL,
+  updated_at NUMBER(19) NOT NULL,
+  expires_at NUMBER(19)
+);
+
+CREATE INDEX oauth_clients_exp_idx ON oauth_clients (expires_at);
+CREATE INDEX oauth_clients_rat_idx ON oauth_clients (registration_token_key);
+
 CREATE TABLE oauth_purge_lease (
   name VARCHAR2(64 CHAR) NOT NULL PRIMARY KEY,
   holder VARCHAR2(128 CHAR) NOT NULL,
@@ -89,7 +122,7 @@ CREATE TABLE oauth_purge_lease (
 );
 
 INSERT INTO oauth_purge_lease (name, holder, lease_until) VALUES ('purge', 'none', 0);
-INSERT INTO oauth_schema_version (version) VALUES (3);
+INSERT INTO oauth_schema_version (version) VALUES (4);
 COMMIT;
 
 -- Revocation feed (any schema version): what each gateway revoked, for the

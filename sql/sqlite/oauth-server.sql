@@ -1,4 +1,4 @@
--- caddy-oauth2 SQL store schema, version 3, for SQLite 3.24+.
+-- caddy-oauth2 SQL store schema, version 4, for SQLite 3.24+.
 --
 -- Apply once:  sqlite3 FILE < oauth-server.sql
 -- or let the store do it with the create_schema option. Tables carry the
@@ -21,6 +21,7 @@ CREATE TABLE oauth_codes (
   code_challenge TEXT,
   code_challenge_method TEXT,
   family TEXT,
+  audience TEXT,
   issued_at INTEGER NOT NULL,
   expires_at INTEGER NOT NULL,
   used INTEGER DEFAULT 0 NOT NULL
@@ -36,6 +37,7 @@ CREATE TABLE oauth_access_tokens (
   subject TEXT,
   scope TEXT,
   family TEXT,
+  audience TEXT,
   issued_at INTEGER NOT NULL,
   expires_at INTEGER NOT NULL
 );
@@ -51,6 +53,7 @@ CREATE TABLE oauth_refresh_tokens (
   subject TEXT,
   scope TEXT,
   family TEXT,
+  audience TEXT,
   issued_at INTEGER NOT NULL,
   expires_at INTEGER NOT NULL,
   used INTEGER DEFAULT 0 NOT NULL
@@ -82,6 +85,36 @@ CREATE TABLE oauth_signing_keys (
   expires_at INTEGER NOT NULL
 );
 
+-- Clients registered at runtime (the admin API, RFC 7591 dynamic
+-- registration), shared by every gateway. Secrets and the registration
+-- access token are kept only as hashes (bcrypt, and the token's HMAC key).
+-- Lists are JSON arrays of strings (NULL for none); metadata is the rest of
+-- the client's RFC 7591 metadata, a JSON object. expires_at is NULL for a
+-- client that never lapses; lapsed ones are purged. Added in version 4.
+CREATE TABLE oauth_clients (
+  client_id TEXT NOT NULL PRIMARY KEY,
+  registered_by TEXT NOT NULL,
+  secret_hash TEXT,
+  previous_secret_hash TEXT,
+  previous_secret_expires_at INTEGER,
+  redirect_uris TEXT,
+  grant_types TEXT,
+  scopes TEXT,
+  resources TEXT,
+  skip_consent INTEGER NOT NULL DEFAULT 0,
+  introspect INTEGER NOT NULL DEFAULT 0,
+  client_name TEXT,
+  logo_uri TEXT,
+  registration_token_key TEXT,
+  metadata TEXT,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  expires_at INTEGER
+);
+
+CREATE INDEX oauth_clients_exp_idx ON oauth_clients (expires_at);
+CREATE INDEX oauth_clients_rat_idx ON oauth_clients (registration_token_key);
+
 CREATE TABLE oauth_purge_lease (
   name TEXT NOT NULL PRIMARY KEY,
   holder TEXT NOT NULL,
@@ -89,7 +122,7 @@ CREATE TABLE oauth_purge_lease (
 );
 
 INSERT INTO oauth_purge_lease (name, holder, lease_until) VALUES ('purge', 'none', 0);
-INSERT INTO oauth_schema_version (version) VALUES (3);
+INSERT INTO oauth_schema_version (version) VALUES (4);
 
 -- Revocation feed (any schema version): what each gateway revoked, for the
 -- others to evict from their validation caches within a second (README,

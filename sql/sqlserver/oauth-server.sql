@@ -1,4 +1,4 @@
--- caddy-oauth2 SQL store schema, version 3, for Microsoft SQL Server 2016+ and Azure SQL.
+-- caddy-oauth2 SQL store schema, version 4, for Microsoft SQL Server 2016+ and Azure SQL.
 --
 -- Apply once:  sqlcmd -d DATABASE -i oauth-server.sql
 -- or let the store do it with the create_schema option. Tables carry the
@@ -25,6 +25,7 @@ CREATE TABLE oauth_codes (
   code_challenge NVARCHAR(128),
   code_challenge_method NVARCHAR(16),
   family NVARCHAR(128),
+  audience NVARCHAR(4000),
   issued_at BIGINT NOT NULL,
   expires_at BIGINT NOT NULL,
   used SMALLINT DEFAULT 0 NOT NULL
@@ -40,6 +41,7 @@ CREATE TABLE oauth_access_tokens (
   subject NVARCHAR(255),
   scope NVARCHAR(1024),
   family NVARCHAR(128),
+  audience NVARCHAR(4000),
   issued_at BIGINT NOT NULL,
   expires_at BIGINT NOT NULL
 );
@@ -55,6 +57,7 @@ CREATE TABLE oauth_refresh_tokens (
   subject NVARCHAR(255),
   scope NVARCHAR(1024),
   family NVARCHAR(128),
+  audience NVARCHAR(4000),
   issued_at BIGINT NOT NULL,
   expires_at BIGINT NOT NULL,
   used SMALLINT DEFAULT 0 NOT NULL
@@ -86,6 +89,36 @@ CREATE TABLE oauth_signing_keys (
   expires_at BIGINT NOT NULL
 );
 
+-- Clients registered at runtime (the admin API, RFC 7591 dynamic
+-- registration), shared by every gateway. Secrets and the registration
+-- access token are kept only as hashes (bcrypt, and the token's HMAC key).
+-- Lists are JSON arrays of strings (NULL for none); metadata is the rest of
+-- the client's RFC 7591 metadata, a JSON object. expires_at is NULL for a
+-- client that never lapses; lapsed ones are purged. Added in version 4.
+CREATE TABLE oauth_clients (
+  client_id NVARCHAR(255) NOT NULL PRIMARY KEY,
+  registered_by NVARCHAR(16) NOT NULL,
+  secret_hash NVARCHAR(255),
+  previous_secret_hash NVARCHAR(255),
+  previous_secret_expires_at BIGINT,
+  redirect_uris NVARCHAR(MAX),
+  grant_types NVARCHAR(MAX),
+  scopes NVARCHAR(MAX),
+  resources NVARCHAR(MAX),
+  skip_consent SMALLINT DEFAULT 0 NOT NULL,
+  introspect SMALLINT DEFAULT 0 NOT NULL,
+  client_name NVARCHAR(1024),
+  logo_uri NVARCHAR(2048),
+  registration_token_key NVARCHAR(128),
+  metadata NVARCHAR(MAX),
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL,
+  expires_at BIGINT
+);
+
+CREATE INDEX oauth_clients_exp_idx ON oauth_clients (expires_at);
+CREATE INDEX oauth_clients_rat_idx ON oauth_clients (registration_token_key);
+
 CREATE TABLE oauth_purge_lease (
   name NVARCHAR(64) NOT NULL PRIMARY KEY,
   holder NVARCHAR(128) NOT NULL,
@@ -93,7 +126,7 @@ CREATE TABLE oauth_purge_lease (
 );
 
 INSERT INTO oauth_purge_lease (name, holder, lease_until) VALUES ('purge', 'none', 0);
-INSERT INTO oauth_schema_version (version) VALUES (3);
+INSERT INTO oauth_schema_version (version) VALUES (4);
 
 -- Revocation feed (any schema version): what each gateway revoked, for the
 -- others to evict from their validation caches within a second (README,

@@ -57,6 +57,9 @@ type dialect struct {
 	connInit func(c ConnOptions) []string
 	// prepareDSN adjusts a user's DSN to what the engine relies on.
 	prepareDSN func(dsn string) (string, error)
+	// addColumn is the ALTER TABLE statement adding a column, with the
+	// table and the column's definition for %s and %s.
+	addColumn string
 	// buildHint explains a missing driver.
 	buildHint string
 }
@@ -65,6 +68,7 @@ func questionMark(int) string { return "?" }
 
 var dialects = map[string]*dialect{
 	"mysql": {
+		addColumn:   "ALTER TABLE %s ADD COLUMN %s",
 		name:        "mysql",
 		driver:      "mysql",
 		placeholder: questionMark,
@@ -87,6 +91,7 @@ var dialects = map[string]*dialect{
 		prepareDSN: prepareMySQLDSN,
 	},
 	"postgres": {
+		addColumn:        "ALTER TABLE %s ADD COLUMN %s",
 		name:             "postgres",
 		driver:           "pgx",
 		placeholder:      func(n int) string { return "$" + strconv.Itoa(n) },
@@ -105,6 +110,7 @@ var dialects = map[string]*dialect{
 		},
 	},
 	"sqlite": {
+		addColumn:        "ALTER TABLE %s ADD COLUMN %s",
 		name:             "sqlite",
 		driver:           "sqlite",
 		placeholder:      questionMark,
@@ -122,6 +128,7 @@ var dialects = map[string]*dialect{
 		prepareDSN: prepareSQLiteDSN,
 	},
 	"sqlserver": {
+		addColumn:        "ALTER TABLE %s ADD %s",
 		name:             "sqlserver",
 		driver:           "sqlserver",
 		placeholder:      func(n int) string { return "@p" + strconv.Itoa(n) },
@@ -147,6 +154,7 @@ var dialects = map[string]*dialect{
 		counted: "SET NOCOUNT OFF; ",
 	},
 	"oracle": {
+		addColumn:   "ALTER TABLE %s ADD (%s)",
 		name:        "oracle",
 		driver:      "oracle",
 		placeholder: func(n int) string { return ":" + strconv.Itoa(n) },
@@ -167,6 +175,7 @@ var dialects = map[string]*dialect{
 		},
 	},
 	"db2": {
+		addColumn:        "ALTER TABLE %s ADD COLUMN %s",
 		name:             "db2",
 		driver:           "go_ibm_db",
 		placeholder:      questionMark,

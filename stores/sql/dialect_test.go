@@ -12,12 +12,13 @@ import (
 // statementArgs is how many parameters each statement takes.
 var statementArgs = map[string]int{
 	"version": 0, "leaseCount": 1, "leaseInsert": 1, "leaseAcquire": 3, "leaseRelease": 2,
-	"insertCode": 10, "consumeCode": 2, "selectCode": 1,
-	"insertAccess": 7, "insertRefresh": 7, "lookupAccess": 2, "lookupRefresh": 2,
+	"insertCode": 11, "consumeCode": 2, "selectCode": 1,
+	"insertAccess": 8, "insertRefresh": 8, "lookupAccess": 2, "lookupRefresh": 2,
 	"consumeRefresh": 2, "selectRefresh": 1, "revokeAccess": 1, "revokeRefresh": 1,
 	"familyAccess": 1, "familyRefresh": 1,
 	"markRevoked": 2, "checkRevoked": 2,
 	"insertKey": 4, "selectKeys": 1, "deleteKeys": 1,
+	"insertClient": 18, "selectClient": 2, "listClients": 1, "updateClient": 19, "deleteClient": 2, "deleteLapsedClient": 2,
 	"subjectFamilies": 2, "subjectCodes": 1, "subjectAccess": 1, "subjectRefresh": 1,
 	"clientFamilies": 2, "clientCodes": 1, "clientAccess": 1, "clientRefresh": 1,
 	"bothFamilies": 4, "bothCodes": 2, "bothAccess": 2, "bothRefresh": 2,

@@ -26,7 +26,8 @@ const dumpBatch = 3
 //
 //	kind <TAB> name <TAB> table <TAB> bound columns <TAB> SQL
 //
-// with kind schema, clock, stmt or purge. The bound columns name, in
+// with kind schema, upgrade (a column version 4 added), clock, stmt or
+// purge. The bound columns name, in
 // order, the column each parameter is compared with or inserted into, so
 // that the checker can bind values of the right type to statements it has
 // never seen.
@@ -65,6 +66,17 @@ func TestDumpStatements(t *testing.T) {
 		}
 		for i, s := range schema {
 			line("schema", fmt.Sprint(i+1), createdTable(s), "", s)
+		}
+		// The statements create_schema adds to a version 3 schema that the
+		// schema file does not hold.
+		up, err := e.upgradeStatements(3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range up {
+			if table, ok := addsAudience(s); ok {
+				line("upgrade", table+".audience", table, "", s)
+			}
 		}
 		line("clock", "now", "", "", e.d.nowMillis)
 		v := reflect.ValueOf(e.q)

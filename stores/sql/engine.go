@@ -22,7 +22,7 @@ import (
 
 // SchemaVersion is the version of the bundled schema (sql/<dialect>/oauth-server.sql)
 // this store needs.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // DefaultTablePrefix is the prefix of the tables in the bundled schema files.
 const DefaultTablePrefix = "oauth_"
@@ -81,7 +81,7 @@ type Engine struct {
 }
 
 type tables struct {
-	version, codes, access, refresh, revoked, lease, keys string
+	version, codes, access, refresh, revoked, lease, keys, clients string
 }
 
 type statements struct {
@@ -98,6 +98,8 @@ type statements struct {
 	markRevoked, checkRevoked string
 	// The JWT signing keys (version 3), see keys.go.
 	insertKey, selectKeys, deleteKeys string
+	// The registered clients (version 4), see clients.go.
+	insertClient, selectClient, listClients, updateClient, deleteClient, deleteLapsedClient string
 	// RevokeSubject's statements, by what they filter on (subject,
 	// client_id, both): the grant families to mark revoked, then the codes,
 	// access and refresh tokens to delete.
@@ -113,8 +115,8 @@ type ownerStatements struct {
 }
 
 const (
-	codeCols  = "client_id, subject, redirect_uri, scope, code_challenge, code_challenge_method, family, issued_at, expires_at"
-	tokenCols = "client_id, subject, scope, family, issued_at, expires_at"
+	codeCols  = "client_id, subject, redirect_uri, scope, code_challenge, code_challenge_method, family, audience, issued_at, expires_at"
+	tokenCols = "client_id, subject, scope, family, audience, issued_at, expires_at"
 	expiredIs = "expires_at < {now}"
 )
 
@@ -285,6 +287,7 @@ func NewEngine(db *sql.DB, dialectName string, opts Options) (*Engine, error) {
 		revoked: p + "revoked_families",
 		lease:   p + "purge_lease",
 		keys:    p + "signing_keys",
+		clients: p + "clients",
 	}
 	e.q = buildStatements(d, e.tables, opts.LeaseDuration)
 	return e, nil
@@ -305,12 +308,12 @@ func buildStatements(d *dialect, t tables, lease time.Duration) statements {
 			t.lease, lease.Milliseconds())),
 		leaseRelease: r("UPDATE " + t.lease + " SET lease_until = 0 WHERE name = ? AND holder = ?"),
 
-		insertCode:  r("INSERT INTO " + t.codes + " (code_key, " + codeCols + ", used) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)"),
+		insertCode:  r("INSERT INTO " + t.codes + " (code_key, " + codeCols + ", used) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)"),
 		consumeCode: c("UPDATE " + t.codes + " SET used = 1 WHERE code_key = ? AND used = 0 AND expires_at > ?"),
 		selectCode:  r("SELECT " + codeCols + ", used FROM " + t.codes + " WHERE code_key = ?"),
 
-		insertAccess:   r("INSERT INTO " + t.access + " (token_key, " + tokenCols + ") VALUES (?, ?, ?, ?, ?, ?, ?)"),
-		insertRefresh:  r("INSERT INTO " + t.refresh + " (token_key, " + tokenCols + ", used) VALUES (?, ?, ?, ?, ?, ?, ?, 0)"),
+		insertAccess:   r("INSERT INTO " + t.access + " (token_key, " + tokenCols + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+		insertRefresh:  r("INSERT INTO " + t.refresh + " (token_key, " + tokenCols + ", used) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)"),
 		lookupAccess:   r("SELECT " + tokenCols + " FROM " + t.access + " WHERE token_key = ? AND expires_at > ?"),
 		lookupRefresh:  r("SELECT " + tokenCols + " FROM " + t.refresh + " WHERE token_key = ? AND expires_at > ? AND used = 0"),
 		consumeRefresh: c("UPDATE " + t.refresh + " SET used = 1 WHERE token_key = ? AND used = 0 AND expires_at > ?"),
@@ -327,6 +330,7 @@ func buildStatements(d *dialect, t tables, lease time.Duration) statements {
 		selectKeys: r("SELECT key_id, sealed, created_at, expires_at FROM " + t.keys + " WHERE expires_at > ?"),
 		deleteKeys: r("DELETE FROM " + t.keys + " WHERE expires_at <= ?"),
 	}
+	clientStatements(&st, d, t)
 	st.subjectFamilies, st.subjectCodes, st.subjectAccess, st.subjectRefresh = ownerQueries(r, t, "subject = ?")
 	st.clientFamilies, st.clientCodes, st.clientAccess, st.clientRefresh = ownerQueries(r, t, "client_id = ?")
 	st.bothFamilies, st.bothCodes, st.bothAccess, st.bothRefresh = ownerQueries(r, t, "subject = ? AND client_id = ?")
@@ -393,7 +397,7 @@ func (e *Engine) Start(ctx context.Context) error {
 		return fmt.Errorf("sql store (%s): schema table %s not readable (%v): create the tables by running %s%s, or set create_schema",
 			e.d.name, e.tables.version, err, e.SchemaFile(), e.prefixNote())
 	}
-	if (v == 1 || v == 2) && e.opts.CreateSchema {
+	if v >= 1 && v < SchemaVersion && e.opts.CreateSchema {
 		from := v
 		if err := e.upgrade(ctx, from); err != nil {
 			// Another gateway may have upgraded it meanwhile.
@@ -405,7 +409,7 @@ func (e *Engine) Start(ctx context.Context) error {
 		}
 	}
 	switch {
-	case v == 1 || v == 2:
+	case v >= 1 && v < SchemaVersion:
 		stmts, _ := e.upgradeStatements(v)
 		return fmt.Errorf("sql store (%s): schema version %d in %s is older than %d: run\n%s;\nor set create_schema",
 			e.d.name, v, e.tables.version, SchemaVersion, strings.Join(stmts, ";\n"))
@@ -534,10 +538,12 @@ func (e *Engine) applySchema(ctx context.Context) error {
 	return nil
 }
 
-// upgradeStatements returns the statements that take a version 1 or 2
+// upgradeStatements returns the statements that take a version 1, 2 or 3
 // schema to the current version: from version 1 the revoked-families table
-// and index and the subject and client_id indexes of version 2, from either
-// the signing-keys table of version 3, then the new version row.
+// and index and the subject and client_id indexes of version 2, from 1 or 2
+// the signing-keys table of version 3, from any of them the audience
+// columns of codes and tokens and the clients table of version 4, then the
+// new version row.
 func (e *Engine) upgradeStatements(from int) ([]string, error) {
 	stmts, err := Schema(e.d.name, e.opts.TablePrefix)
 	if err != nil {
@@ -545,11 +551,48 @@ func (e *Engine) upgradeStatements(from int) ([]string, error) {
 	}
 	var out []string
 	for _, s := range stmts {
-		if from < 2 && (strings.Contains(s, e.tables.revoked) || ownerIndex(s)) || strings.Contains(s, e.tables.keys) {
+		if from < 2 && (strings.Contains(s, e.tables.revoked) || ownerIndex(s)) || from < 3 && strings.Contains(s, e.tables.keys) {
 			out = append(out, s)
 		}
 	}
+	if from < 4 {
+		add, err := e.audienceColumns(stmts)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, add...)
+		for _, s := range stmts {
+			if strings.Contains(s, e.tables.clients) {
+				out = append(out, s)
+			}
+		}
+	}
 	return append(out, fmt.Sprintf("INSERT INTO %s (version) VALUES (%d)", e.tables.version, SchemaVersion)), nil
+}
+
+// audienceColumns returns the ALTER TABLE statements adding version 4's
+// audience column to the codes and token tables, with the column's type as
+// the schema file declares it.
+func (e *Engine) audienceColumns(schema []string) ([]string, error) {
+	var out []string
+	for _, table := range []string{e.tables.codes, e.tables.access, e.tables.refresh} {
+		def := ""
+		for _, s := range schema {
+			if createdTable(s) != table {
+				continue
+			}
+			for _, line := range strings.Split(s, "\n") {
+				if l := strings.TrimSpace(line); strings.HasPrefix(l, "audience ") {
+					def = strings.TrimSuffix(l, ",")
+				}
+			}
+		}
+		if def == "" {
+			return nil, fmt.Errorf("%s declares no audience column in %s", e.SchemaFile(), table)
+		}
+		out = append(out, fmt.Sprintf(e.d.addColumn, table, def))
+	}
+	return out, nil
 }
 
 // ownerIndex reports a statement creating one of the subject and client_id
@@ -569,11 +612,19 @@ func (e *Engine) upgrade(ctx context.Context, from int) error {
 	// now) left the revoked-families table: keep it. A subject or client_id
 	// index that cannot be created is taken as one created by hand already
 	// (without it the admin revoke scans the table, nothing breaks).
-	var probe int64
-	resumed := e.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+e.tables.revoked+" WHERE expires_at < 0").Scan(&probe) == nil
-	keysResumed := e.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+e.tables.keys+" WHERE expires_at < 0").Scan(&probe) == nil
+	exists := func(table, column string) bool {
+		var probe int64
+		return e.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+table+" WHERE "+column+" IS NULL AND expires_at < 0").Scan(&probe) == nil
+	}
+	resumed := exists(e.tables.revoked, "family")
+	keysResumed := exists(e.tables.keys, "key_id")
+	clientsResumed := exists(e.tables.clients, "client_id")
 	for _, s := range stmts {
-		if resumed && strings.Contains(s, e.tables.revoked) || keysResumed && strings.Contains(s, e.tables.keys) {
+		if resumed && strings.Contains(s, e.tables.revoked) || keysResumed && strings.Contains(s, e.tables.keys) ||
+			clientsResumed && strings.Contains(s, e.tables.clients) {
+			continue
+		}
+		if table, ok := addsAudience(s); ok && exists(table, "audience") {
 			continue
 		}
 		if _, err := e.db.ExecContext(ctx, s); err != nil && !ownerIndex(s) {
@@ -608,6 +659,16 @@ func (e *Engine) applySchemaTx(ctx context.Context, stmts []string) error {
 func (e *Engine) schemaFailed(i int, stmt string, err error, undone string) error {
 	return fmt.Errorf("statement %d of %s%s failed (%s): %s: %w; fix the cause and restart, or run the file by hand",
 		i+1, e.SchemaFile(), e.prefixNote(), undone, firstLine(stmt), err)
+}
+
+var addColumnPattern = regexp.MustCompile(`^ALTER TABLE (\w+) ADD (?:COLUMN )?audience `)
+
+// addsAudience reports a statement of audienceColumns and its table.
+func addsAudience(stmt string) (string, bool) {
+	if m := addColumnPattern.FindStringSubmatch(stmt); m != nil {
+		return m[1], true
+	}
+	return "", false
 }
 
 var createTablePattern = regexp.MustCompile(`(?i)^\s*CREATE\s+TABLE\s+(\w+)`)
@@ -673,6 +734,28 @@ func nullable(s string) any {
 	return s
 }
 
+// audience joins resource URIs for the audience column (NULL for none).
+// RFC 8707 resource indicators are absolute URIs, which hold no spaces.
+func audience(aud []string) (any, error) {
+	if len(aud) == 0 {
+		return nil, nil
+	}
+	for _, a := range aud {
+		if a == "" || strings.IndexByte(a, ' ') >= 0 {
+			return nil, errors.New("sql store: an audience entry is empty or holds a space")
+		}
+	}
+	return strings.Join(aud, " "), nil
+}
+
+// splitAudience reads the audience column.
+func splitAudience(s sql.NullString) []string {
+	if !s.Valid || s.String == "" {
+		return nil
+	}
+	return strings.Split(s.String, " ")
+}
+
 func millis(t time.Time) int64 { return t.UnixMilli() }
 
 func fromMillis(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
@@ -681,9 +764,13 @@ func nowMillis() int64 { return time.Now().UnixMilli() }
 
 // InsertCode stores a new code.
 func (e *Engine) InsertCode(ctx context.Context, c *stores.Code) error {
-	_, err := e.db.ExecContext(ctx, e.q.insertCode, c.Key, nullable(c.ClientID), nullable(c.Subject),
+	aud, err := audience(c.Audience)
+	if err != nil {
+		return err
+	}
+	_, err = e.db.ExecContext(ctx, e.q.insertCode, c.Key, nullable(c.ClientID), nullable(c.Subject),
 		nullable(c.RedirectURI), nullable(c.Scope), nullable(c.CodeChallenge), nullable(c.CodeChallengeMethod),
-		nullable(c.Family), millis(c.IssuedAt), millis(c.ExpiresAt))
+		nullable(c.Family), aud, millis(c.IssuedAt), millis(c.ExpiresAt))
 	if err != nil {
 		return e.fail("insert code", err)
 	}
@@ -733,11 +820,11 @@ func (e *Engine) claim(ctx context.Context, stmt, key string, now int64) (bool, 
 
 func (e *Engine) selectCode(ctx context.Context, key string) (*stores.Code, bool, error) {
 	var (
-		client, subject, redirect, scope, challenge, method, family sql.NullString
-		issued, expires, used                                       int64
+		client, subject, redirect, scope, challenge, method, family, aud sql.NullString
+		issued, expires, used                                            int64
 	)
 	err := e.db.QueryRowContext(ctx, e.q.selectCode, key).Scan(&client, &subject, &redirect, &scope,
-		&challenge, &method, &family, &issued, &expires, &used)
+		&challenge, &method, &family, &aud, &issued, &expires, &used)
 	if err != nil {
 		return nil, false, err
 	}
@@ -750,6 +837,7 @@ func (e *Engine) selectCode(ctx context.Context, key string) (*stores.Code, bool
 		CodeChallenge:       challenge.String,
 		CodeChallengeMethod: method.String,
 		Family:              family.String,
+		Audience:            splitAudience(aud),
 		IssuedAt:            fromMillis(issued),
 		ExpiresAt:           fromMillis(expires),
 	}, used != 0, nil
@@ -806,7 +894,12 @@ func (e *Engine) refuse(ctx context.Context, tokens []*stores.Token, family stri
 		if t.Kind == stores.RefreshToken {
 			stmt = e.q.revokeRefresh
 		}
-		if _, err := e.db.ExecContext(ctx, stmt, t.Key); err != nil {
+		// InnoDB may pick this delete as the victim of a deadlock with the
+		// revocation's own delete of the family.
+		if err := retryDeadlock(ctx, func() error {
+			_, err := e.db.ExecContext(ctx, stmt, t.Key)
+			return err
+		}); err != nil {
 			return e.fail("delete tokens of a revoked family", err)
 		}
 	}
@@ -866,8 +959,12 @@ func (e *Engine) insertToken(ctx context.Context, x execer, t *stores.Token) err
 	if t.Kind == stores.RefreshToken {
 		stmt = e.q.insertRefresh
 	}
-	_, err := x.ExecContext(ctx, stmt, t.Key, nullable(t.ClientID), nullable(t.Subject), nullable(t.Scope),
-		nullable(t.Family), millis(t.IssuedAt), millis(t.ExpiresAt))
+	aud, err := audience(t.Audience)
+	if err != nil {
+		return err
+	}
+	_, err = x.ExecContext(ctx, stmt, t.Key, nullable(t.ClientID), nullable(t.Subject), nullable(t.Scope),
+		nullable(t.Family), aud, millis(t.IssuedAt), millis(t.ExpiresAt))
 	return err
 }
 
@@ -883,10 +980,10 @@ func (e *Engine) LookupToken(ctx context.Context, kind stores.Kind, key string) 
 		return nil, stores.ErrNotFound
 	}
 	var (
-		client, subject, scope, family sql.NullString
-		issued, expires                int64
+		client, subject, scope, family, aud sql.NullString
+		issued, expires                     int64
 	)
-	err := e.db.QueryRowContext(ctx, stmt, key, nowMillis()).Scan(&client, &subject, &scope, &family, &issued, &expires)
+	err := e.db.QueryRowContext(ctx, stmt, key, nowMillis()).Scan(&client, &subject, &scope, &family, &aud, &issued, &expires)
 	if err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil, stores.ErrNotFound
@@ -896,7 +993,7 @@ func (e *Engine) LookupToken(ctx context.Context, kind stores.Kind, key string) 
 	return &stores.Token{
 		Key: key, Kind: kind,
 		ClientID: client.String, Subject: subject.String, Scope: scope.String, Family: family.String,
-		IssuedAt: fromMillis(issued), ExpiresAt: fromMillis(expires),
+		Audience: splitAudience(aud), IssuedAt: fromMillis(issued), ExpiresAt: fromMillis(expires),
 	}, nil
 }
 
@@ -909,10 +1006,10 @@ func (e *Engine) ConsumeRefreshToken(ctx context.Context, key string) (*stores.T
 		return nil, e.fail("consume refresh token", err)
 	}
 	var (
-		client, subject, scope, family sql.NullString
-		issued, expires, used          int64
+		client, subject, scope, family, aud sql.NullString
+		issued, expires, used               int64
 	)
-	err = e.db.QueryRowContext(ctx, e.q.selectRefresh, key).Scan(&client, &subject, &scope, &family, &issued, &expires, &used)
+	err = e.db.QueryRowContext(ctx, e.q.selectRefresh, key).Scan(&client, &subject, &scope, &family, &aud, &issued, &expires, &used)
 	if err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil, stores.ErrNotFound
@@ -922,7 +1019,7 @@ func (e *Engine) ConsumeRefreshToken(ctx context.Context, key string) (*stores.T
 	t := &stores.Token{
 		Key: key, Kind: stores.RefreshToken,
 		ClientID: client.String, Subject: subject.String, Scope: scope.String, Family: family.String,
-		IssuedAt: fromMillis(issued), ExpiresAt: fromMillis(expires),
+		Audience: splitAudience(aud), IssuedAt: fromMillis(issued), ExpiresAt: fromMillis(expires),
 	}
 	switch {
 	case won:
@@ -989,12 +1086,14 @@ func (e *Engine) RevokeFamily(ctx context.Context, family string, until time.Tim
 }
 
 // PurgeExpiredTokens deletes expired access and refresh tokens in batches,
-// and expired revoked-family markers, uncounted.
+// and expired revoked-family markers and lapsed registered clients,
+// uncounted.
 func (e *Engine) PurgeExpiredTokens(ctx context.Context, batch int) (int64, error) {
 	return e.purge(ctx, batch, []purgeTarget{
 		{e.tables.access, "token_key", true},
 		{e.tables.refresh, "token_key", true},
 		{e.tables.revoked, "family", false},
+		{e.tables.clients, "client_id", false},
 	})
 }
 

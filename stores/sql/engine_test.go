@@ -75,17 +75,44 @@ func serverDSN(t *testing.T, dialect, env string) string {
 	return dsn
 }
 
-// emptyTables deletes every row and frees the purge lease.
+// emptyTables deletes every row and frees the purge lease. It names every
+// table of the schema but the version and lease ones (a test checks it), so
+// the contract suite passes on a second run against the same server.
 func emptyTables(t *testing.T, e *Engine) {
 	t.Helper()
 	ctx := testCtx(t, time.Minute)
-	for _, tbl := range []string{e.tables.codes, e.tables.access, e.tables.refresh, e.tables.revoked} {
+	for _, tbl := range emptied(e) {
 		if _, err := e.db.ExecContext(ctx, "DELETE FROM "+tbl); err != nil {
 			t.Fatalf("emptying %s: %v", tbl, err)
 		}
 	}
 	if _, err := e.db.ExecContext(ctx, "UPDATE "+e.tables.lease+" SET lease_until = 0"); err != nil {
 		t.Fatalf("freeing lease: %v", err)
+	}
+}
+
+// emptied are the tables emptyTables empties.
+func emptied(e *Engine) []string {
+	return []string{e.tables.codes, e.tables.access, e.tables.refresh, e.tables.revoked, e.tables.keys, e.tables.clients}
+}
+
+// TestEmptyTablesCoversSchema keeps emptyTables in step with the schema: a
+// table it forgot (the signing keys, once) made the contract suite fail on
+// its second run against a server.
+func TestEmptyTablesCoversSchema(t *testing.T) {
+	e, err := NewEngine(nil, "sqlite", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stmts, err := Schema("sqlite", DefaultTablePrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := []string{e.tables.version, e.tables.lease, DefaultTablePrefix + "revocations"}
+	for _, s := range stmts {
+		if tbl := createdTable(s); tbl != "" && !slices.Contains(kept, tbl) && !slices.Contains(emptied(e), tbl) {
+			t.Errorf("emptyTables does not empty %s", tbl)
+		}
 	}
 }
 
@@ -369,8 +396,8 @@ func TestStartSchemaChecks(t *testing.T) {
 		t.Fatalf("second Start: %v", err)
 	}
 	var n int
-	if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name LIKE 'gw\\_%' ESCAPE '\\'").Scan(&n); err != nil || n != 8 {
-		t.Fatalf("prefixed tables: %d, %v; want 8 (with the revocation feed and the signing keys)", n, err)
+	if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name LIKE 'gw\\_%' ESCAPE '\\'").Scan(&n); err != nil || n != 9 {
+		t.Fatalf("prefixed tables: %d, %v; want 9 (with the revocation feed, the signing keys and the clients)", n, err)
 	}
 
 	if _, err := db.ExecContext(ctx, "UPDATE gw_schema_version SET version = 0"); err != nil {
@@ -441,7 +468,7 @@ func TestSchemaUpgrade(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "CREATE TABLE oauth_revoked_families") ||
 			!strings.Contains(err.Error(), "CREATE INDEX oauth_at_sub_idx ON oauth_access_tokens (subject)") ||
 			!strings.Contains(err.Error(), "CREATE TABLE oauth_signing_keys") ||
-			!strings.Contains(err.Error(), "INSERT INTO oauth_schema_version (version) VALUES (3)") {
+			!strings.Contains(err.Error(), "INSERT INTO oauth_schema_version (version) VALUES (4)") {
 			t.Fatalf("Start on a version 1 schema: %v; want the statements to run", err)
 		}
 		t.Logf("%s: %v", dialect, err)
@@ -483,6 +510,48 @@ func TestSchemaUpgrade(t *testing.T) {
 		}
 		if err := up.StartKeys(ctx); err != nil {
 			t.Fatalf("StartKeys after the upgrade to version 3: %v", err)
+		}
+
+		// Version 3 to 4: the audience columns and the clients table.
+		stmts := []string{"DROP TABLE " + e.tables.clients}
+		for _, tbl := range []string{e.tables.codes, e.tables.access, e.tables.refresh} {
+			stmts = append(stmts, "ALTER TABLE "+tbl+" DROP COLUMN audience")
+		}
+		for _, s := range append(stmts, "DELETE FROM "+e.tables.version, "INSERT INTO "+e.tables.version+" (version) VALUES (3)") {
+			if _, err := e.db.ExecContext(ctx, s); err != nil {
+				t.Fatalf("%s: %v", s, err)
+			}
+		}
+		err = plain.Start(ctx)
+		add := map[string]string{"mysql": "ADD COLUMN", "postgres": "ADD COLUMN", "sqlite": "ADD COLUMN", "sqlserver": "ADD", "oracle": "ADD", "db2": "ADD COLUMN"}[dialect]
+		for _, want := range []string{"schema version 3", "ALTER TABLE oauth_codes " + add + " audience", "ALTER TABLE oauth_access_tokens " + add,
+			"ALTER TABLE oauth_refresh_tokens " + add, "CREATE TABLE oauth_clients", "CREATE INDEX oauth_clients_rat_idx", "VALUES (4)"} {
+			if err == nil || !strings.Contains(err.Error(), strings.Replace(want, "( ", "(", 1)) {
+				t.Fatalf("Start on a version 3 schema: %v; want %q", err, want)
+			}
+		}
+		if strings.Contains(err.Error(), "oauth_signing_keys") {
+			t.Fatalf("Start on a version 3 schema names the signing keys: %v", err)
+		}
+		if err := up.Start(ctx); err != nil {
+			t.Fatalf("Start with create_schema on a version 3 schema: %v", err)
+		}
+		if err := up.StartClients(ctx); err != nil {
+			t.Fatalf("StartClients after the upgrade to version 4: %v", err)
+		}
+		aud := &stores.Token{Key: storetest.Key(), Kind: stores.AccessToken, Audience: []string{"https://api.example/"}, IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
+		if err := up.InsertTokens(ctx, aud); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := up.LookupToken(ctx, stores.AccessToken, aud.Key); err != nil || len(got.Audience) != 1 {
+			t.Fatalf("a token's audience after the upgrade: %+v, %v", got, err)
+		}
+		// Half done: a column added, the version not raised.
+		if _, err := e.db.ExecContext(ctx, "DELETE FROM "+e.tables.version+" WHERE version = 4"); err != nil {
+			t.Fatal(err)
+		}
+		if err := up.Start(ctx); err != nil {
+			t.Fatalf("Start after a half-done upgrade to version 4: %v", err)
 		}
 	})
 }
