@@ -321,6 +321,13 @@ func runRegister(t *testing.T, store string) {
 func TestRegisterCache(t *testing.T) { runRegister(t, "cache") }
 
 func TestRegisterSQLite(t *testing.T) {
-	t.Skip("needs the SQL store's client registry (h-stores)")
 	runRegister(t, fmt.Sprintf("sql {\n\t\t\tdialect sqlite\n\t\t\tdsn %s\n\t\t\tcreate_schema\n\t\t}", filepath.Join(t.TempDir(), "oauth2.db")))
+}
+
+func TestRegisterPostgres(t *testing.T) {
+	dsn := os.Getenv("OAUTH2_TEST_POSTGRES_DSN")
+	if dsn == "" {
+		t.Skip("OAUTH2_TEST_POSTGRES_DSN is not set: run scripts/services.sh start and eval \"$(scripts/services.sh env)\"")
+	}
+	runRegister(t, fmt.Sprintf("sql {\n\t\t\tdialect postgres\n\t\t\tdsn %q\n\t\t\ttable_prefix dcr_\n\t\t\tcreate_schema\n\t\t}", dsn))
 }
