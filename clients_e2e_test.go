@@ -322,10 +322,10 @@ func runClientsAdmin(t *testing.T, store string, twoGateways bool) {
 	}
 	// Bad input: 400 with the RFC 7591 error and the field; nothing stored.
 	for body, want := range map[string]string{
-		`{"redirect_uris":["http://example.com/cb"]}`:                                   `"error":"invalid_redirect_uri"`,
-		`{"redirect_uris":"https://x.example/cb"}`:                                      `"field":"redirect_uris"`,
-		`{"redirect_uris":["https://x.example/cb"],"grant_types":["password"]}`:         `"field":"grant_types"`,
-		`{"redirect_uris":["https://x.example/cb"],"token_endpoint_auth_method":"jwt"}`: `"field":"token_endpoint_auth_method"`,
+		`{"redirect_uris":["http://example.com/cb"]}`:                                                                 `"error":"invalid_redirect_uri"`,
+		`{"redirect_uris":"https://x.example/cb"}`:                                                                    `"field":"redirect_uris"`,
+		`{"redirect_uris":["https://x.example/cb"],"grant_types":["password"]}`:                                       `"field":"grant_types"`,
+		`{"redirect_uris":["https://x.example/cb"],"token_endpoint_auth_method":"jwt"}`:                               `"field":"token_endpoint_auth_method"`,
 		`{"client_id":"bad` + sfx + `","redirect_uris":["https://x.example/cb"],"logo_uri":"http://x.example/l.png"}`: `"field":"logo_uri"`,
 		`[1]`: `"error":"invalid_client_metadata"`,
 	} {
