@@ -169,6 +169,21 @@ func runAdminRevoke(t *testing.T, store string) {
 	if code := guardStatus(t, svc.AccessToken); code != 401 {
 		t.Errorf("svc's token after revoking the client: %d", code)
 	}
+	// A client_credentials token's user is its client ({http.auth.user.id}
+	// is the client_id), so revoking that subject revokes it (issue 16).
+	svc2, err := cc.Token(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := guardStatus(t, svc2.AccessToken); code != 200 {
+		t.Fatalf("a new svc token: %d", code)
+	}
+	if n := revoke("--subject", "svc"+sfx); n != 1 {
+		t.Errorf("revoked %d for subject svc (its client_credentials token), want 1", n)
+	}
+	if code := guardStatus(t, svc2.AccessToken); code != 401 {
+		t.Errorf("svc's client_credentials token after revoking the subject svc: %d, want 401", code)
+	}
 	if code := refreshStatus(t, bob.RefreshToken); code != 200 {
 		t.Errorf("bob's refresh: %d, want 200", code)
 	}

@@ -34,7 +34,8 @@
 #   scripts/cassandra.sh cluster start-node N
 #   scripts/cassandra.sh cluster env          # export OAUTH2_TEST_CASSANDRA_CLUSTER_HOSTS=...
 #   CASSANDRA_CLUSTER_ADDRESSES  the three node addresses, comma separated
-#                                (default 127.0.0.1,127.0.0.2,127.0.0.3; the
+#                                (default 127.0.0.2,127.0.0.3,127.0.0.4, as scripts/test.sh
+#                                uses, beside the single node on 127.0.0.1; the
 #                                first is the seed)
 #   CASSANDRA_CLUSTER_DIR        one folder per node below it (default
 #                                ${TMPDIR:-/tmp}/caddy-oauth2-cassandra-cluster-<first address>,
@@ -252,7 +253,7 @@ status() {
 # child of this script with its own address, folder and heap.
 cluster() {
 	local addrs cdir cheap
-	IFS=, read -r -a addrs <<<"${CASSANDRA_CLUSTER_ADDRESSES:-127.0.0.1,127.0.0.2,127.0.0.3}"
+	IFS=, read -r -a addrs <<<"${CASSANDRA_CLUSTER_ADDRESSES:-127.0.0.2,127.0.0.3,127.0.0.4}"
 	cdir=${CASSANDRA_CLUSTER_DIR:-${TMPDIR:-/tmp}/caddy-oauth2-cassandra-cluster-${addrs[0]}}
 	cheap=${CASSANDRA_CLUSTER_HEAP:-640M}
 	node() { # node N command

@@ -194,12 +194,27 @@ type Starter interface {
 type SubjectRevoker interface {
 	// RevokeSubject deletes every code, access token and refresh token
 	// whose subject is subject (when not empty) and whose client is
-	// clientID (when not empty); one of them is required. It also marks
+	// clientID (when not empty); one of them is required. A token without
+	// a subject (client_credentials) has its client as subject, as the
+	// guard shows it: see RevokedBySubject, which says what matches. It also marks
 	// the grant families of the deleted codes and refresh tokens revoked
 	// until the given time, as RevokeFamily does, so a redemption or
 	// refresh in flight cannot bring a token back. It returns how many
 	// codes and tokens it deleted.
 	RevokeSubject(ctx context.Context, subject, clientID string, until time.Time) (int64, error)
+}
+
+// RevokedBySubject reports whether a code or token of subject tokSubject
+// and client tokClient is one RevokeSubject(subject, clientID) removes.
+// Every store and every cache in front of one decide by it. A token with
+// no subject, issued by client_credentials, has the client itself as
+// subject (RFC 9068 §2.2; the guard sets {http.auth.user.id} to the
+// client_id), so revoking that subject revokes it.
+func RevokedBySubject(tokSubject, tokClient, subject, clientID string) bool {
+	if tokSubject == "" {
+		tokSubject = tokClient
+	}
+	return (subject == "" || tokSubject == subject) && (clientID == "" || tokClient == clientID)
 }
 
 // ErrUnsupported reports an optional capability a store does not have.

@@ -12,7 +12,7 @@
 -- database must be a Unicode one (the default since Db2 9.7). A code row may
 -- then reach about 31.5 KB (4 bytes a character), past a 4 KB page: this
 -- needs extended row size (EXTENDED_ROW_SZ, on by default since 10.5) or a
--- tablespace with 16 KB pages.
+-- tablespace with 32 KB pages.
 
 CREATE TABLE oauth_schema_version (
   version INTEGER NOT NULL PRIMARY KEY

@@ -46,7 +46,7 @@ func (e *Engine) RevokeSubject(ctx context.Context, subject, clientID string, un
 		default:
 			return
 		}
-		if (subject != "" && sub != subject) || (clientID != "" && cli != clientID) {
+		if !stores.RevokedBySubject(sub, cli, subject, clientID) {
 			return
 		}
 		keys = append(keys, key)

@@ -17,7 +17,7 @@ import (
 // keyspace with three replicas, and prints which succeed. It needs a
 // three-node cluster (see scripts/cassandra.sh for CASSANDRA_ADDRESS):
 //
-//	OAUTH2_TEST_CASSANDRA_CLUSTER_HOSTS=127.0.0.1,127.0.0.2,127.0.0.3
+//	OAUTH2_TEST_CASSANDRA_CLUSTER_HOSTS=127.0.0.2,127.0.0.3,127.0.0.4
 //	OAUTH2_TEST_CASSANDRA_NODES_DOWN=1   # after stopping one node
 //
 // With no node down everything must succeed; with one down, everything but

@@ -122,13 +122,13 @@ func NewEngine(cfg Config) (*Engine, error) {
 		commit: cfg.Consistency.Commit(),
 		q: statements{
 			insertCode: "INSERT INTO " + ks + ".codes (key, client_id, subject, redirect_uri, scope, code_challenge, " +
-				"code_challenge_method, family, issued_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?",
+				"code_challenge_method, family, audience, issued_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?",
 			selectCode: "SELECT client_id, subject, redirect_uri, scope, code_challenge, code_challenge_method, family, " +
-				"issued_at, expires_at FROM " + ks + ".codes WHERE key = ?",
-			insertToken: "INSERT INTO " + ks + ".tokens (kind, key, client_id, subject, scope, family, issued_at, expires_at) " +
-				"VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?",
+				"audience, issued_at, expires_at FROM " + ks + ".codes WHERE key = ?",
+			insertToken: "INSERT INTO " + ks + ".tokens (kind, key, client_id, subject, scope, family, audience, issued_at, expires_at) " +
+				"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?",
 			insertFamily: "INSERT INTO " + ks + ".tokens_by_family (family, kind, key) VALUES (?, ?, ?) USING TTL ?",
-			selectToken: "SELECT client_id, subject, scope, family, issued_at, expires_at FROM " + ks +
+			selectToken: "SELECT client_id, subject, scope, family, audience, issued_at, expires_at FROM " + ks +
 				".tokens WHERE kind = ? AND key = ?",
 			deleteToken:    "DELETE FROM " + ks + ".tokens WHERE kind = ? AND key = ?",
 			selectFamily:   "SELECT kind, key FROM " + ks + ".tokens_by_family WHERE family = ?",
@@ -326,6 +326,15 @@ func (e *Engine) Start(ctx context.Context) (StartInfo, error) {
 				return info, stores.Unavailable(fmt.Errorf("creating schema: %w", err))
 			}
 		}
+		missing, err := e.missingColumns(ctx, s)
+		if err != nil {
+			return info, err
+		}
+		for _, stmt := range missing {
+			if err := execDDL(ctx, s, stmt); err != nil && !strings.Contains(err.Error(), "already exist") {
+				return info, stores.Unavailable(fmt.Errorf("upgrading schema: %w", err))
+			}
+		}
 		return info, nil
 	}
 	have := map[string]bool{}
@@ -348,7 +357,33 @@ func (e *Engine) Start(ctx context.Context) (StartInfo, error) {
 		return info, stores.Unavailable(fmt.Errorf("keyspace %q lacks tables %s; load sql/cassandra/oauth-server.cql or set create_schema",
 			e.cfg.Keyspace, strings.Join(missing, ", ")))
 	}
+	alter, err := e.missingColumns(ctx, s)
+	if err != nil {
+		return info, err
+	}
+	if len(alter) > 0 {
+		return info, stores.Unavailable(fmt.Errorf("keyspace %q predates caddy-oauth2's schema version 4: run %s; or set create_schema",
+			e.cfg.Keyspace, strings.Join(alter, "; ")))
+	}
 	return info, nil
+}
+
+// missingColumns returns the ALTER TABLE statements adding the columns of
+// addedColumns that the keyspace's tables lack.
+func (e *Engine) missingColumns(ctx context.Context, s *gocql.Session) ([]string, error) {
+	var out []string
+	for _, c := range addedColumns {
+		var name string
+		err := s.Query("SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ? AND column_name = ?",
+			e.cfg.Keyspace, c.table, c.column).Consistency(gocql.One).ScanContext(ctx, &name)
+		switch {
+		case errors.Is(err, gocql.ErrNotFound):
+			out = append(out, "ALTER TABLE "+e.cfg.Keyspace+"."+c.table+" ADD "+c.column+" "+c.typ)
+		case err != nil:
+			return nil, stores.Unavailable(fmt.Errorf("reading the columns of %s.%s: %w", e.cfg.Keyspace, c.table, err))
+		}
+	}
+	return out, nil
 }
 
 // execDDL runs one schema statement and waits until every node agrees on
@@ -410,6 +445,24 @@ func ttl(exp time.Time) (int, bool) {
 	return int(s), true
 }
 
+// joinAudience joins resource URIs for the audience column; "" for none,
+// not null, which would write a tombstone.
+func joinAudience(aud []string) (string, error) {
+	for _, a := range aud {
+		if a == "" || strings.IndexByte(a, ' ') >= 0 {
+			return "", errors.New("cassandra store: an audience entry is empty or holds a space")
+		}
+	}
+	return strings.Join(aud, " "), nil
+}
+
+func splitAudience(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, " ")
+}
+
 // live reports whether a record read back is still valid. Cassandra's TTL
 // has a one-second granularity, and a row whose cells expired unevenly may
 // come back without expires_at: both count as expired.
@@ -440,8 +493,12 @@ func (e *Engine) InsertCode(ctx context.Context, c *stores.Code) error {
 	if err != nil {
 		return err
 	}
+	aud, err := joinAudience(c.Audience)
+	if err != nil {
+		return err
+	}
 	err = s.Query(e.q.insertCode, c.Key, c.ClientID, c.Subject, c.RedirectURI, c.Scope, c.CodeChallenge,
-		c.CodeChallengeMethod, c.Family, c.IssuedAt, c.ExpiresAt, secs).
+		c.CodeChallengeMethod, c.Family, aud, c.IssuedAt, c.ExpiresAt, secs).
 		Consistency(e.cfg.Consistency.Write).Idempotent(true).ExecContext(ctx)
 	return stores.Unavailable(err)
 }
@@ -454,12 +511,14 @@ func (e *Engine) ConsumeCode(ctx context.Context, key string) (*stores.Code, err
 		return nil, err
 	}
 	c := &stores.Code{Key: key}
+	var aud string
 	err = s.Query(e.q.selectCode, key).Consistency(e.cfg.Consistency.Read).Idempotent(true).
 		ScanContext(ctx, &c.ClientID, &c.Subject, &c.RedirectURI, &c.Scope, &c.CodeChallenge,
-			&c.CodeChallengeMethod, &c.Family, &c.IssuedAt, &c.ExpiresAt)
+			&c.CodeChallengeMethod, &c.Family, &aud, &c.IssuedAt, &c.ExpiresAt)
 	if err != nil {
 		return nil, fail(err)
 	}
+	c.Audience = splitAudience(aud)
 	if !live(c.ExpiresAt) {
 		return nil, stores.ErrNotFound
 	}
@@ -587,7 +646,13 @@ func (e *Engine) insertTokens(ctx context.Context, tokens []*stores.Token) (*goc
 	var rows []row
 	byFamily := map[string][]row{}
 	var families []string
+	auds := make(map[*stores.Token]string, len(tokens))
 	for _, t := range tokens {
+		aud, err := joinAudience(t.Audience)
+		if err != nil {
+			return nil, err
+		}
+		auds[t] = aud
 		secs, ok := ttl(t.ExpiresAt)
 		if !ok {
 			continue
@@ -624,7 +689,7 @@ func (e *Engine) insertTokens(ctx context.Context, tokens []*stores.Token) (*goc
 		b := s.Batch(gocql.UnloggedBatch).Consistency(e.cfg.Consistency.Write)
 		for _, r := range rows[:n] {
 			t := r.t
-			b.Query(e.q.insertToken, t.Kind.String(), t.Key, t.ClientID, t.Subject, t.Scope, t.Family, t.IssuedAt, t.ExpiresAt, r.secs)
+			b.Query(e.q.insertToken, t.Kind.String(), t.Key, t.ClientID, t.Subject, t.Scope, t.Family, auds[t], t.IssuedAt, t.ExpiresAt, r.secs)
 		}
 		if err := b.ExecContext(ctx); err != nil {
 			return nil, stores.Unavailable(err)
@@ -637,11 +702,13 @@ func (e *Engine) insertTokens(ctx context.Context, tokens []*stores.Token) (*goc
 // readToken reads a token of the given kind, live or not.
 func (e *Engine) readToken(ctx context.Context, s *gocql.Session, kind stores.Kind, key string) (*stores.Token, error) {
 	t := &stores.Token{Key: key, Kind: kind}
+	var aud string
 	err := s.Query(e.q.selectToken, kind.String(), key).Consistency(e.cfg.Consistency.Read).Idempotent(true).
-		ScanContext(ctx, &t.ClientID, &t.Subject, &t.Scope, &t.Family, &t.IssuedAt, &t.ExpiresAt)
+		ScanContext(ctx, &t.ClientID, &t.Subject, &t.Scope, &t.Family, &aud, &t.IssuedAt, &t.ExpiresAt)
 	if err != nil {
 		return nil, fail(err)
 	}
+	t.Audience = splitAudience(aud)
 	if !live(t.ExpiresAt) {
 		return nil, stores.ErrNotFound
 	}

@@ -453,16 +453,16 @@ func TestSchemaFile(t *testing.T) {
 			t.Errorf("statement %d is not in keyspace ks1: %q", i, st)
 		}
 	}
-	// The subject and client_id indexes: storage-attached on Cassandra 5,
-	// classic on 4.
+	// The subject and client_id indexes and the registration token's:
+	// storage-attached on Cassandra 5, classic on 4.
 	var indexes []string
 	for _, st := range stmts {
 		if strings.HasPrefix(st, "CREATE INDEX") {
 			indexes = append(indexes, st)
 		}
 	}
-	if len(indexes) != 4 {
-		t.Fatalf("%d index statements, want 4: %q", len(indexes), indexes)
+	if len(indexes) != 5 {
+		t.Fatalf("%d index statements, want 5: %q", len(indexes), indexes)
 	}
 	for i, st := range legacyIndexes(indexes) {
 		if !strings.HasSuffix(indexes[i], " USING 'sai'") || strings.Contains(st, "USING") {
@@ -483,5 +483,45 @@ func TestTTL(t *testing.T) {
 	}
 	if s, _ := ttl(time.Now().Add(100 * 365 * 24 * time.Hour)); s != maxTTL {
 		t.Fatalf("TTL %d, want the 20-year cap", s)
+	}
+}
+
+// TestSchemaUpgrade takes a keyspace without version 4's audience columns
+// forward: without create_schema Start names the ALTER statements, with it
+// Start runs them and audiences round-trip.
+func TestSchemaUpgrade(t *testing.T) {
+	e := newTestEngine(t, defaults(t), nil)
+	ctx := testCtx(t, 2*time.Minute)
+	s, err := e.sess(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, table := range []string{"codes", "tokens"} {
+		if err := execDDL(ctx, s, "ALTER TABLE "+testKeyspace+"."+table+" DROP audience"); err != nil {
+			t.Fatalf("dropping %s.audience: %v", table, err)
+		}
+	}
+	plain, err := NewEngine(Config{Hosts: testHosts(t), Keyspace: testKeyspace, Consistency: defaults(t), Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(plain.Close)
+	_, err = plain.Start(ctx)
+	for _, want := range []string{"schema version 4", "ALTER TABLE " + testKeyspace + ".codes ADD audience text", "ALTER TABLE " + testKeyspace + ".tokens ADD audience text"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("Start on a keyspace without audiences: %v; want %q", err, want)
+		}
+	}
+	up := newTestEngine(t, defaults(t), nil)
+	now := time.Now().Truncate(time.Millisecond)
+	tok := &stores.Token{Key: storetest.Key(), Kind: stores.AccessToken, ClientID: "c", Audience: []string{"https://api.example/", "urn:x"}, IssuedAt: now, ExpiresAt: now.Add(time.Minute)}
+	if err := up.InsertTokens(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := up.LookupToken(ctx, stores.AccessToken, tok.Key); err != nil || len(got.Audience) != 2 {
+		t.Fatalf("audience after the upgrade: %+v, %v", got, err)
+	}
+	if _, err := plain.Start(ctx); err != nil {
+		t.Fatalf("Start after the upgrade: %v", err)
 	}
 }

@@ -24,10 +24,18 @@ import (
 //     row per revocation clustered by its end, so a later, shorter
 //     revocation never shortens an earlier one.
 //   - signing_keys: the generated JWT signing keys, sealed, see keys.go.
+//   - clients: the registered clients, see clients.go.
 //
 // The statements are those of sql/cassandra/oauth-server.cql, which names
 // keyspace oauth.
-var schemaTables = []string{"codes", "tokens", "tokens_by_family", "consumed", "revoked_families", "signing_keys"}
+var schemaTables = []string{"codes", "tokens", "tokens_by_family", "consumed", "revoked_families", "signing_keys", "clients"}
+
+// addedColumns are the columns added to tables of an earlier schema
+// (version 4's audiences), which CREATE TABLE IF NOT EXISTS leaves out.
+var addedColumns = []struct{ table, column, typ string }{
+	{"codes", "audience", "text"},
+	{"tokens", "audience", "text"},
+}
 
 // legacyIndexes turns the storage-attached indexes of the schema into
 // classic secondary indexes, for clusters older than Cassandra 5.0.

@@ -29,9 +29,7 @@ func (e *Engine) RevokeSubject(ctx context.Context, subject, clientID string, un
 	if subject == "" {
 		col, val = "client_id", clientID
 	}
-	match := func(sub, cli string) bool {
-		return (subject == "" || sub == subject) && (clientID == "" || cli == clientID)
-	}
+	match := func(sub, cli string) bool { return stores.RevokedBySubject(sub, cli, subject, clientID) }
 	ks := e.cfg.Keyspace
 	families := map[string]bool{}
 	var n int64
@@ -66,6 +64,20 @@ func (e *Engine) RevokeSubject(ctx context.Context, subject, clientID string, un
 	}
 	if err := iter.Close(); err != nil {
 		return 0, stores.Unavailable(err)
+	}
+	if subject != "" && (clientID == "" || clientID == subject) {
+		// client_credentials tokens have no subject: the client is theirs
+		// (stores.RevokedBySubject), found by the client_id index.
+		iter = s.Query("SELECT kind, key, subject, client_id, family FROM "+ks+".tokens WHERE client_id = ?", subject).
+			Consistency(e.cfg.Consistency.Read).Idempotent(true).PageSize(1000).IterContext(ctx)
+		for iter.Scan(&kind, &key, &sub, &cli, &fam) {
+			if sub == "" && match(sub, cli) {
+				refs = append(refs, ref{kind, key, fam})
+			}
+		}
+		if err := iter.Close(); err != nil {
+			return 0, stores.Unavailable(err)
+		}
 	}
 
 	for i := 0; i < len(codeKeys); i += tokenBatch {

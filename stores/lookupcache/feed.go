@@ -52,7 +52,7 @@ func (c *Cache) evictSubject(subject, clientID string) {
 		s := &c.shards[i]
 		s.mu.Lock()
 		for k, e := range s.entries {
-			if (subject == "" || e.tok.Subject == subject) && (clientID == "" || e.tok.ClientID == clientID) {
+			if stores.RevokedBySubject(e.tok.Subject, e.tok.ClientID, subject, clientID) {
 				delete(s.entries, k)
 			}
 		}
@@ -73,6 +73,10 @@ func (c *Cache) apply(r stores.Revocation) {
 		} else {
 			c.evictSubject(r.Key, r.ClientID)
 		}
+	case stores.ChangedClient:
+		// A registered client changed: no cached token is revoked by it
+		// (deleting a client publishes a RevokedSubject of its own); the
+		// Follower tells OnClientChange.
 	default:
 		c.Flush() // a kind from a newer version: assume the worst
 	}
@@ -91,6 +95,15 @@ func (c *Cache) apply(r stores.Revocation) {
 // times out flushes the cache, and the log says so once per outage.
 type Follower struct {
 	*Cache
+	// OnClientChange, when set before Start, is called from the reading
+	// goroutine with the ID of every registered client that a gateway
+	// (this one included) created, changed or deleted (a ChangedClient
+	// event), so that the gateway reloads it from the ClientRegistry; it
+	// must return quickly. It is called with "" when events may have been
+	// missed (the feed was unreadable, fell behind or burst): then every
+	// client must be reloaded.
+	OnClientChange func(id string)
+
 	feed     stores.RevocationFeed
 	interval time.Duration
 	logger   *zap.Logger
@@ -195,9 +208,11 @@ func (f *Follower) loop(ctx context.Context, done chan<- struct{}) {
 				f.logger.Warn("revocation feed readable again", zap.Int("failed_reads", failed),
 					zap.Duration("outage", time.Since(lastRead)), zap.NamedError("first_error", firstFail))
 				failed = 0
+				f.clientChanged("") // the unread reads may have held changes
 			}
 			if time.Since(lastRead) > stores.RevocationRetention-feedOverlap {
 				// Events may have been dropped unread.
+				f.clientChanged("")
 				f.flush()
 				f.logger.Warn("revocation feed fell behind its retention: validation cache flushed",
 					zap.Duration("since_last_read", time.Since(lastRead)))
@@ -209,6 +224,7 @@ func (f *Follower) loop(ctx context.Context, done chan<- struct{}) {
 				}
 			}
 			if fresh > maxApply {
+				f.clientChanged("")
 				f.flush()
 				f.logger.Warn("revocation feed burst: validation cache flushed", zap.Int("events", fresh))
 			}
@@ -219,6 +235,9 @@ func (f *Follower) loop(ctx context.Context, done chan<- struct{}) {
 				seen[r.ID] = r.At
 				if fresh <= maxApply {
 					f.Cache.apply(r)
+					if r.Kind == stores.ChangedClient && r.Key != "" {
+						f.clientChanged(r.Key)
+					}
 				}
 				f.applied.Add(1)
 			}
@@ -238,6 +257,13 @@ func (f *Follower) loop(ctx context.Context, done chan<- struct{}) {
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// clientChanged calls OnClientChange, if set.
+func (f *Follower) clientChanged(id string) {
+	if f.OnClientChange != nil {
+		f.OnClientChange(id)
 	}
 }
 

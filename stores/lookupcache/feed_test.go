@@ -218,3 +218,81 @@ func BenchmarkHitFollowed(b *testing.B) {
 		}
 	})
 }
+
+// A ChangedClient event reaches OnClientChange and flushes nothing; after
+// an outage of the feed the hook is told to reload every client.
+func TestFollowerClientChange(t *testing.T) {
+	const interval = 50 * time.Millisecond
+	store, feed := newFake(), &memFeed{}
+	changed := make(chan string, 16)
+	b := NewFollower(New(store, time.Minute, 1000), feed, interval, nil)
+	b.OnClientChange = func(id string) { changed <- id }
+	if err := b.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Stop)
+	tok := token(stores.AccessToken, "f", time.Hour)
+	_ = store.InsertTokens(ctx, tok)
+	deadline := time.Now().Add(time.Second)
+	for !cachedOn(t, store, b, tok) {
+		if time.Now().After(deadline) {
+			t.Fatal("never cached")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := feed.PublishRevocation(ctx, stores.Revocation{Kind: stores.ChangedClient, Key: "app-x"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case id := <-changed:
+		if id != "app-x" {
+			t.Fatalf("OnClientChange(%q), want app-x", id)
+		}
+	case <-time.After(20 * interval):
+		t.Fatal("OnClientChange was not called")
+	}
+	time.Sleep(2 * interval)
+	if !cachedOn(t, store, b, tok) || b.FeedStats().Flushes != 0 {
+		t.Fatalf("a client change flushed the validation cache (stats %+v)", b.FeedStats())
+	}
+	select {
+	case id := <-changed:
+		t.Fatalf("OnClientChange(%q) called again for one event", id)
+	default:
+	}
+	feed.setFail(errors.New("feed down"))
+	time.Sleep(3 * interval)
+	feed.setFail(nil)
+	select {
+	case id := <-changed:
+		if id != "" {
+			t.Fatalf("after an outage OnClientChange(%q), want \"\" (reload all)", id)
+		}
+	case <-time.After(20 * interval):
+		t.Fatal("OnClientChange was not told to reload all after an outage")
+	}
+}
+
+// A revoke by subject evicts the client_credentials tokens of a client of
+// that id, as the stores revoke them (stores.RevokedBySubject).
+func TestFollowerSubjectEvictsClientCredentials(t *testing.T) {
+	const interval = 50 * time.Millisecond
+	store, feed, _, b := twoGateways(t, interval)
+	tok := token(stores.AccessToken, "", time.Hour)
+	tok.Subject, tok.ClientID = "", "svc"
+	_ = store.InsertTokens(ctx, tok)
+	deadline := time.Now().Add(time.Second)
+	for !cachedOn(t, store, b, tok) {
+		if time.Now().After(deadline) {
+			t.Fatal("never cached")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	store.mu.Lock()
+	delete(store.tokens, tok.Key)
+	store.mu.Unlock()
+	if err := feed.PublishRevocation(ctx, stores.Revocation{Kind: stores.RevokedSubject, Key: "svc"}); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, b, tok, 10*interval)
+}

@@ -22,6 +22,7 @@ var statementArgs = map[string]int{
 	"subjectFamilies": 2, "subjectCodes": 1, "subjectAccess": 1, "subjectRefresh": 1,
 	"clientFamilies": 2, "clientCodes": 1, "clientAccess": 1, "clientRefresh": 1,
 	"bothFamilies": 4, "bothCodes": 2, "bothAccess": 2, "bothRefresh": 2,
+	"serviceAccess": 1, "serviceRefresh": 1,
 }
 
 var placeholderPatterns = map[string]*regexp.Regexp{

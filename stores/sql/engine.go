@@ -106,6 +106,9 @@ type statements struct {
 	subjectFamilies, subjectCodes, subjectAccess, subjectRefresh string
 	clientFamilies, clientCodes, clientAccess, clientRefresh     string
 	bothFamilies, bothCodes, bothAccess, bothRefresh             string
+	// The tokens without a subject (client_credentials) of a client, whose
+	// subject is the client (stores.RevokedBySubject).
+	serviceAccess, serviceRefresh string
 }
 
 // ownerStatements find and delete the codes and tokens of a resource owner
@@ -334,6 +337,8 @@ func buildStatements(d *dialect, t tables, lease time.Duration) statements {
 	st.subjectFamilies, st.subjectCodes, st.subjectAccess, st.subjectRefresh = ownerQueries(r, t, "subject = ?")
 	st.clientFamilies, st.clientCodes, st.clientAccess, st.clientRefresh = ownerQueries(r, t, "client_id = ?")
 	st.bothFamilies, st.bothCodes, st.bothAccess, st.bothRefresh = ownerQueries(r, t, "subject = ? AND client_id = ?")
+	st.serviceAccess = r("DELETE FROM " + t.access + " WHERE subject IS NULL AND client_id = ?")
+	st.serviceRefresh = r("DELETE FROM " + t.refresh + " WHERE subject IS NULL AND client_id = ?")
 	return st
 }
 

@@ -44,9 +44,18 @@ func (e *Engine) RevokeSubject(ctx context.Context, subject, clientID string, un
 	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 		return 0, e.fail("revoke subject", err)
 	}
+	type del struct {
+		stmt string
+		args []any
+	}
+	dels := []del{{q.codes, args}, {q.access, args}, {q.refresh, args}}
+	if subject != "" && (clientID == "" || clientID == subject) {
+		// Tokens without a subject (client_credentials) are their client's.
+		dels = append(dels, del{e.q.serviceAccess, []any{subject}}, del{e.q.serviceRefresh, []any{subject}})
+	}
 	var n int64
-	for _, stmt := range []string{q.codes, q.access, q.refresh} {
-		res, err := e.db.ExecContext(ctx, stmt, args...)
+	for _, d := range dels {
+		res, err := e.db.ExecContext(ctx, d.stmt, d.args...)
 		if err != nil {
 			return n, e.fail("revoke subject", err)
 		}

@@ -34,6 +34,7 @@ func RunFeed(t *testing.T, newFeed func(t *testing.T) stores.RevocationFeed) {
 			{Kind: stores.RevokedFamily, Key: "fam-" + Key()[:16]},
 			{Kind: stores.RevokedSubject, Key: "alice-" + Key()[:8], ClientID: "app"},
 			{Kind: stores.RevokedSubject, ClientID: "client-" + Key()[:8]},
+			{Kind: stores.ChangedClient, Key: "registered-" + Key()[:8]},
 		}
 		for _, r := range want {
 			if err := pub.PublishRevocation(ctx(t), r); err != nil {

@@ -95,6 +95,36 @@ func testRevokeSubject(t *testing.T, s stores.Store) {
 	if live(bobWeb) != 2 {
 		t.Fatal("bob's web tokens were touched by revoking the cli client")
 	}
+	// A client_credentials token has no subject: the client is its own
+	// (the guard shows the client_id as the user), so revoking that
+	// subject revokes it, and revoking another user's does not.
+	svcID := "svc-" + sfx
+	mkSvc := func() *stores.Token {
+		tok := newToken(stores.AccessToken, "", time.Hour)
+		tok.Subject, tok.ClientID = "", svcID
+		if err := s.InsertTokens(ctx(t), tok); err != nil {
+			t.Fatalf("InsertTokens: %v", err)
+		}
+		return tok
+	}
+	svcA, svcB, svcC := mkSvc(), mkSvc(), mkSvc()
+	if n, err := sr.RevokeSubject(ctx(t), bob, "", until); err != nil || n != 3 {
+		t.Fatalf("RevokeSubject(bob) = %d, %v; want 3 (his redeemed code and two tokens)", n, err)
+	}
+	if n, err := sr.RevokeSubject(ctx(t), svcID, web, until); err != nil || n != 0 {
+		t.Fatalf("RevokeSubject(%s on another client) = %d, %v; want 0", svcID, n, err)
+	}
+	wantLive(t, "client_credentials tokens after revoking other subjects", s, svcA, svcB, svcC)
+	if n, err := sr.RevokeSubject(ctx(t), svcID, "", until); err != nil || n != 3 {
+		t.Fatalf("RevokeSubject(%s), the subject of its client_credentials tokens = %d, %v; want 3", svcID, n, err)
+	}
+	wantDead(t, "client_credentials tokens after revoking their client as subject", s, svcA, svcB, svcC)
+	svcD := mkSvc()
+	if n, err := sr.RevokeSubject(ctx(t), svcID, svcID, until); err != nil || n != 1 {
+		t.Fatalf("RevokeSubject(%s, %s) = %d, %v; want 1", svcID, svcID, n, err)
+	}
+	wantDead(t, "a client_credentials token after revoking its client as subject and client", s, svcD)
+
 	if n, err := sr.RevokeSubject(ctx(t), "nobody-"+sfx, "", until); err != nil || n != 0 {
 		t.Fatalf("revoking an unknown user = %d, %v", n, err)
 	}
