@@ -61,7 +61,9 @@ func (a *App) provisionRegistry(repl *caddy.Replacer) error {
 		Store:        a.clientStore,
 		Feed:         a.tokenFeed,
 		FeedInterval: interval,
-		Configured:   a.clients,
+		// The validation cache's follower reads the feed already.
+		Followed:   a.follower != nil,
+		Configured: a.clients,
 		Revoke: func(ctx context.Context, clientID string) error {
 			_, err := a.revokeSubject(ctx, "", clientID)
 			if errors.Is(err, stores.ErrUnsupported) {
@@ -73,6 +75,9 @@ func (a *App) provisionRegistry(repl *caddy.Replacer) error {
 		Logger:   a.logger.Named("clients"),
 	}); err != nil {
 		return err
+	}
+	if a.follower != nil {
+		a.follower.OnClientChange = a.registry.Changed
 	}
 	if r := a.Registration; r != nil {
 		a.registration = &issuer.Registration{

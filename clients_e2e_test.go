@@ -30,7 +30,10 @@ type clientsGateway struct {
 	p                    *caddyProcess
 }
 
+// clientsConfig uses store for both tokens and codes; what follows a
+// newline and two tabs in it are more app options, after the token store.
 func clientsConfig(store, sfx string, n int) string {
+	codes, _, _ := strings.Cut(store, "\n\t\tvalidation_cache")
 	return fmt.Sprintf(`{
 	admin 127.0.0.1:%d
 	default_bind 127.0.0.1
@@ -62,7 +65,7 @@ http://127.0.0.1:%d {
 	oauth2_guard read
 	respond "ok {http.auth.user.id}"
 }
-`, 2395+n, 19850+2*n, 19854+n, store, store, sfx, 19850+2*n, sfx, aliceHash, 19851+2*n)
+`, 2395+n, 19850+2*n, 19854+n, store, codes, sfx, 19850+2*n, sfx, aliceHash, 19851+2*n)
 }
 
 func startClientsGateway(t *testing.T, store, sfx string, n int) *clientsGateway {
@@ -382,4 +385,19 @@ func TestClientsAdminPostgres(t *testing.T) {
 		t.Skip("OAUTH2_TEST_POSTGRES_DSN is not set: run scripts/services.sh start and eval \"$(scripts/services.sh env)\"")
 	}
 	runClientsAdmin(t, fmt.Sprintf("sql {\n\t\t\tdialect postgres\n\t\t\tdsn %q\n\t\t\ttable_prefix cli_\n\t\t\tcreate_schema\n\t\t}", dsn), true)
+}
+
+func TestClientsAdminCassandra(t *testing.T) {
+	hosts := os.Getenv("OAUTH2_TEST_CASSANDRA_HOSTS")
+	if hosts == "" {
+		t.Skip("OAUTH2_TEST_CASSANDRA_HOSTS is not set: run scripts/cassandra.sh start and eval \"$(scripts/cassandra.sh env)\"")
+	}
+	runClientsAdmin(t, fmt.Sprintf("cassandra {\n\t\t\thosts %s\n\t\t\tkeyspace oauth2_clients_test\n\t\t\tcreate_schema\n\t\t\treplication SimpleStrategy 1\n\t\t}",
+		strings.ReplaceAll(hosts, ",", " ")), true)
+}
+
+// With the validation cache, its feed follower tells the registry.
+func TestClientsAdminSQLiteValidationCache(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "oauth2.db")
+	runClientsAdmin(t, fmt.Sprintf("sql {\n\t\t\tdialect sqlite\n\t\t\tdsn %s\n\t\t\tcreate_schema\n\t\t}\n\t\tvalidation_cache 30s", db), true)
 }
