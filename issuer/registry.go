@@ -92,7 +92,6 @@ type Registry struct {
 
 	mu      sync.RWMutex
 	clients map[string]*client
-	dynamic int // how many of clients registered themselves
 
 	runMu  sync.Mutex
 	cancel context.CancelFunc
@@ -262,7 +261,6 @@ func (g *Registry) reloadAll(ctx context.Context) error {
 		return err
 	}
 	next := make(map[string]*client, len(list))
-	dynamic := 0
 	g.mu.RLock()
 	for _, rc := range list {
 		if len(next) >= g.max {
@@ -274,16 +272,11 @@ func (g *Registry) reloadAll(ctx context.Context) error {
 			next[rc.ID] = old // keeps its secret memo
 		} else if c := g.build(rc); c != nil {
 			next[rc.ID] = c
-		} else {
-			continue
-		}
-		if rc.RegisteredBy == stores.RegisteredDynamically {
-			dynamic++
 		}
 	}
 	g.mu.RUnlock()
 	g.mu.Lock()
-	g.clients, g.dynamic = next, dynamic
+	g.clients = next
 	g.mu.Unlock()
 	return nil
 }
@@ -352,24 +345,13 @@ func (g *Registry) put(rc *stores.RegisteredClient) {
 			zap.Int("max", g.max), zap.String("client_id", rc.ID))
 		return
 	}
-	if old != nil && old.dynamic() {
-		g.dynamic--
-	}
-	if c.dynamic() {
-		g.dynamic++
-	}
 	g.clients[rc.ID] = c
 }
 
 func (g *Registry) remove(id string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if old := g.clients[id]; old != nil {
-		if old.dynamic() {
-			g.dynamic--
-		}
-		delete(g.clients, id)
-	}
+	delete(g.clients, id)
 }
 
 // lookup returns a live registered client, nil for none. It is on every
@@ -428,9 +410,16 @@ func (g *Registry) List() []*stores.RegisteredClient {
 
 // Dynamic returns how many live clients registered themselves.
 func (g *Registry) Dynamic() int {
+	now := g.now()
 	g.mu.RLock()
 	defer g.mu.RUnlock()
-	return g.dynamic
+	n := 0
+	for _, c := range g.clients {
+		if c.dynamic() && (c.expires.IsZero() || now.Before(c.expires)) {
+			n++
+		}
+	}
+	return n
 }
 
 // Configured reports whether id is a client of the configuration.
