@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -330,4 +331,60 @@ func TestRegisterPostgres(t *testing.T) {
 		t.Skip("OAUTH2_TEST_POSTGRES_DSN is not set: run scripts/services.sh start and eval \"$(scripts/services.sh env)\"")
 	}
 	runRegister(t, fmt.Sprintf("sql {\n\t\t\tdialect postgres\n\t\t\tdsn %q\n\t\t\ttable_prefix dcr_\n\t\t\tcreate_schema\n\t\t}", dsn))
+}
+
+// TestRegisterOAuth4WebAPI registers a confidential and a public client
+// with plain HTTP, then runs the code flow and a refresh for each with
+// panva's oauth4webapi (scripts/oauth4webapi.sh), which checks the
+// metadata, the RFC 9207 iss and the token responses as a strict client.
+func TestRegisterOAuth4WebAPI(t *testing.T) {
+	flow := os.Getenv("OAUTH2_TEST_OAUTH4WEBAPI")
+	if flow == "" {
+		t.Skip("OAUTH2_TEST_OAUTH4WEBAPI is not set: run scripts/oauth4webapi.sh install and eval \"$(scripts/oauth4webapi.sh env)\"")
+	}
+	http.DefaultClient.CloseIdleConnections()
+	t.Cleanup(http.DefaultClient.CloseIdleConnections)
+	sfx := fmt.Sprintf("%x", time.Now().UnixNano()&0xffffff)
+	path := filepath.Join(t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(path, []byte(registerConfig("cache", sfx)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startCaddyProcess(t, path, 19858, 19859)
+	for _, body := range []string{
+		`{"client_name":"oauth4webapi","redirect_uris":["http://127.0.0.1:9999/cb"],"scope":"read"}`,
+		`{"client_name":"oauth4webapi SPA","redirect_uris":["http://127.0.0.1:9999/cb"],"scope":"read","token_endpoint_auth_method":"none"}`,
+	} {
+		status, _, c := dcrCall(t, http.MethodPost, dcrServer+"/oauth2/register", dcrToken, body)
+		if status != 201 {
+			t.Fatalf("register: %d %v", status, c)
+		}
+		secret, _ := c["client_secret"].(string)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		cmd := exec.CommandContext(ctx, "node", flow)
+		cmd.Env = append(os.Environ(), "FLOW_ISSUER="+dcrServer, "FLOW_CLIENT_ID="+c["client_id"].(string),
+			"FLOW_CLIENT_SECRET="+secret, "FLOW_REDIRECT_URI=http://127.0.0.1:9999/cb", "FLOW_SCOPE=read",
+			"FLOW_USER=alice"+sfx, "FLOW_PASSWORD=alice-password")
+		out, err := cmd.Output()
+		cancel()
+		if err != nil {
+			var stderr []byte
+			if ee, ok := err.(*exec.ExitError); ok {
+				stderr = ee.Stderr
+			}
+			t.Fatalf("oauth4webapi flow (%s): %v\n%s\n%s", body, err, stderr, p.log)
+		}
+		var res struct {
+			AccessToken string `json:"access_token"`
+			Refreshed   string `json:"refreshed"`
+		}
+		if err := json.Unmarshal(out, &res); err != nil || res.Refreshed == "" || res.AccessToken == "" {
+			t.Fatalf("oauth4webapi printed %q", out)
+		}
+		if code := dcrGuardStatus(t, res.Refreshed); code != 200 {
+			t.Errorf("guard, oauth4webapi's refreshed token: %d", code)
+		}
+		if code := dcrGuardStatus(t, res.AccessToken); code != 200 {
+			t.Errorf("guard, oauth4webapi's first token: %d", code)
+		}
+	}
 }
