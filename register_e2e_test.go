@@ -156,7 +156,9 @@ func runRegister(t *testing.T, store string) {
 	p := startCaddyProcess(t, path, 19858, 19859)
 	// Leftovers of an earlier run against the same database would count
 	// against max_clients.
-	status, body := adminDo(t, dcrAdmin, http.MethodGet, "/oauth2/clients", "")
+	var status int
+	var body string
+	within(30*time.Second, func() bool { status, body = adminDo(t, dcrAdmin, http.MethodGet, "/oauth2/clients", ""); return status == 200 })
 	var existing []map[string]any
 	if status != 200 || json.Unmarshal([]byte(body), &existing) != nil {
 		t.Fatalf("admin list: %d %s", status, body)
@@ -387,4 +389,21 @@ func TestRegisterOAuth4WebAPI(t *testing.T) {
 			t.Errorf("guard, oauth4webapi's first token: %d", code)
 		}
 	}
+}
+
+func TestRegisterMariaDB(t *testing.T) {
+	dsn := os.Getenv("OAUTH2_TEST_MYSQL_DSN")
+	if dsn == "" {
+		t.Skip("OAUTH2_TEST_MYSQL_DSN is not set: run scripts/services.sh start and eval \"$(scripts/services.sh env)\"")
+	}
+	runRegister(t, fmt.Sprintf("sql {\n\t\t\tdialect mysql\n\t\t\tdsn %q\n\t\t\ttable_prefix dcr_\n\t\t\tcreate_schema\n\t\t}", dsn))
+}
+
+func TestRegisterCassandra(t *testing.T) {
+	hosts := os.Getenv("OAUTH2_TEST_CASSANDRA_HOSTS")
+	if hosts == "" {
+		t.Skip("OAUTH2_TEST_CASSANDRA_HOSTS is not set: run scripts/cassandra.sh start and eval \"$(scripts/cassandra.sh env)\"")
+	}
+	runRegister(t, fmt.Sprintf("cassandra {\n\t\t\thosts %s\n\t\t\tkeyspace oauth2_register_test\n\t\t\tcreate_schema\n\t\t\treplication SimpleStrategy 1\n\t\t}",
+		strings.ReplaceAll(hosts, ",", " ")))
 }
