@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -92,6 +93,9 @@ type Registry struct {
 
 	mu      sync.RWMutex
 	clients map[string]*client
+	// loaded is set once every client was loaded; until then the loop
+	// retries every second.
+	loaded atomic.Bool
 
 	runMu  sync.Mutex
 	cancel context.CancelFunc
@@ -173,6 +177,8 @@ func (g *Registry) loop(ctx context.Context, done chan<- struct{}) {
 	defer close(done)
 	resync := time.NewTicker(g.resync)
 	defer resync.Stop()
+	retry := time.NewTicker(time.Second)
+	defer retry.Stop()
 	var poll <-chan time.Time
 	if g.feed != nil && !g.followed {
 		t := time.NewTicker(g.interval)
@@ -188,6 +194,15 @@ func (g *Registry) loop(ctx context.Context, done chan<- struct{}) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-retry.C:
+			if g.loaded.Load() {
+				continue
+			}
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			if err := g.reloadAll(rctx); err == nil {
+				g.log.Info("registered clients loaded")
+			}
+			cancel()
 		case <-resync.C:
 			rctx, cancel := context.WithTimeout(ctx, time.Minute)
 			if err := g.reloadAll(rctx); err != nil && ctx.Err() == nil {
@@ -260,6 +275,7 @@ func (g *Registry) reloadAll(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	defer g.loaded.Store(true)
 	next := make(map[string]*client, len(list))
 	g.mu.RLock()
 	for _, rc := range list {
