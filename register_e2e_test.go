@@ -158,7 +158,10 @@ func runRegister(t *testing.T, store string) {
 	// against max_clients.
 	var status int
 	var body string
-	within(30*time.Second, func() bool { status, body = adminDo(t, dcrAdmin, http.MethodGet, "/oauth2/clients", ""); return status == 200 })
+	within(30*time.Second, func() bool {
+		status, body = adminDo(t, dcrAdmin, http.MethodGet, "/oauth2/clients", "")
+		return status == 200
+	})
 	var existing []map[string]any
 	if status != 200 || json.Unmarshal([]byte(body), &existing) != nil {
 		t.Fatalf("admin list: %d %s", status, body)
