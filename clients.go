@@ -31,8 +31,8 @@ type Registration struct {
 	// clients). Default: authorization_code and refresh_token.
 	GrantTypes []string `json:"grant_types,omitempty"`
 	// ClientLifetime, when set, is how long a registered client lives
-	// after registering or its last RFC 7592 read or update. Default: 0,
-	// forever.
+	// after registering, its last RFC 7592 read or update, or its last
+	// token (extended once half of it has passed). Default: 0, forever.
 	ClientLifetime caddy.Duration `json:"client_lifetime,omitempty"`
 	// MaxClients is the most live registered clients; further
 	// registrations are refused with 400. Default: 10000.

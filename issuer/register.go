@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
@@ -55,8 +56,9 @@ type Registration struct {
 	// Default: authorization_code and refresh_token.
 	GrantTypes []string
 	// ClientLifetime, when positive, is how long a registered client
-	// lives after its registration or its last RFC 7592 update; then it
-	// and its registration access token stop working. Default: 0, forever.
+	// lives after its registration, its last RFC 7592 read or update, or
+	// its last token (see touchClient); then it and its registration
+	// access token stop working. Default: 0, forever.
 	ClientLifetime time.Duration
 	// MaxClients is the most live registered clients; a registration
 	// beyond them is refused. Default: 10,000.
@@ -321,6 +323,32 @@ func (s *Server) manageClient(w http.ResponseWriter, r *http.Request, id string)
 	v["registration_access_token"] = rat
 	v["registration_client_uri"] = s.endpointURL(r, RegisterPath+"/"+url.PathEscape(rc.ID))
 	writeJSON(w, http.StatusOK, v)
+}
+
+// touchClient extends a self-registered client's lifetime when it gets
+// tokens, so that client_lifetime lapses only clients that are not used:
+// at most once per half lifetime, off the request's path.
+func (s *Server) touchClient(c *client) {
+	reg := s.registration
+	if reg == nil || reg.ClientLifetime <= 0 || !c.dynamic() || c.expires.IsZero() {
+		return
+	}
+	now := s.now()
+	if c.expires.Sub(now) > reg.ClientLifetime/2 {
+		return
+	}
+	if _, busy := s.touching.LoadOrStore(c.ID, true); busy {
+		return
+	}
+	go func() {
+		defer s.touching.Delete(c.ID)
+		ctx, cancel := context.WithTimeout(context.Background(), s.storeTimeout)
+		defer cancel()
+		if err := s.registry.Extend(ctx, c.ID, now.Add(reg.ClientLifetime)); err != nil && !errors.Is(err, stores.ErrNotFound) {
+			s.log.Warn("extending a registered client's lifetime failed; the next token request retries",
+				zap.String("client_id", c.ID), zap.Error(err))
+		}
+	}()
 }
 
 // readMetadata reads a JSON client metadata body (the client's own fields

@@ -196,3 +196,43 @@ func TestRegisterLifetimeAndMaxClients(t *testing.T) {
 		t.Errorf("lapsed clients still count against max_clients: %d", status)
 	}
 }
+
+// A self-registered client that gets tokens does not lapse: its lifetime
+// is extended once half of it has passed.
+func TestRegisteredClientInUseDoesNotLapse(t *testing.T) {
+	clk := newClock()
+	var g *Registry
+	reg := &Registration{Open: true, Scopes: []string{"read"}, GrantTypes: []string{"client_credentials"}, ClientLifetime: time.Hour}
+	e := newEnvClock(t, clk, withRegistry(t, &g, clk, reg))
+	req, _ := http.NewRequest(http.MethodPost, e.ts.URL+RegisterPath, strings.NewReader(`{"grant_types":["client_credentials"]}`))
+	req.Header.Set("Content-Type", "application/json")
+	res := e.do(req)
+	var v map[string]any
+	if json.Unmarshal([]byte(res.body), &v) != nil || res.status != 201 {
+		t.Fatalf("register: %d %s", res.status, res.body)
+	}
+	id, secret := v["client_id"].(string), v["client_secret"].(string)
+	clk.Advance(40 * time.Minute)
+	if s := e.ccStatus(id, secret); s != 200 {
+		t.Fatalf("token: %d", s)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		rc, ok := g.Get(id)
+		if ok && rc.ExpiresAt.Equal(clk.Now().Add(time.Hour)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the lifetime was not extended: %v", rc.ExpiresAt)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	clk.Advance(30 * time.Minute) // 70 minutes after registering
+	if s := e.ccStatus(id, secret); s != 200 {
+		t.Errorf("a client in use lapsed: %d", s)
+	}
+	clk.Advance(2 * time.Hour)
+	if s := e.ccStatus(id, secret); s != 401 {
+		t.Errorf("an unused client did not lapse: %d", s)
+	}
+}

@@ -146,6 +146,7 @@ type Server struct {
 	clients      map[string]*client
 	registry     *Registry
 	registration *Registration
+	touching     sync.Map // client IDs whose lifetime is being extended
 	codes        stores.CodeStore
 	tokens       stores.TokenStore
 	hasher       *token.Hasher

@@ -76,6 +76,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.obs.TokenIssued(form.Get("grant_type"), s.metricClient(c.ID))
+	s.touchClient(c)
 	writeJSON(w, http.StatusOK, resp)
 }
 
