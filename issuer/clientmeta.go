@@ -223,6 +223,10 @@ func (g *Registry) NewRecord(m *ClientMetadata, by string, lifetime time.Duratio
 // the result. A change between public and confidential is refused: that
 // takes a new client.
 func (g *Registry) Apply(rc *stores.RegisteredClient, m *ClientMetadata) (*stores.RegisteredClient, error) {
+	if m.TokenEndpointAuthMethod == "" {
+		// Not given: the client's own, not RFC 7591's default.
+		m.TokenEndpointAuthMethod, _ = ClientView(rc, false)["token_endpoint_auth_method"].(string)
+	}
 	if me := m.check(); me != nil {
 		return nil, me
 	}

@@ -3,6 +3,7 @@ package issuer
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 	"sync"
@@ -234,5 +235,30 @@ func TestRegisteredClientInUseDoesNotLapse(t *testing.T) {
 	clk.Advance(2 * time.Hour)
 	if s := e.ccStatus(id, secret); s != 401 {
 		t.Errorf("an unused client did not lapse: %d", s)
+	}
+}
+
+// An update that does not name token_endpoint_auth_method keeps the
+// client's; naming the other kind is refused, naming the field.
+func TestApplyKeepsTheClientKind(t *testing.T) {
+	clk := newClock()
+	g, _ := NewRegistry(RegistryConfig{Store: newFakeRegistry(clk.Now), Now: clk.Now})
+	m, _ := ParseClientMetadata([]byte(`{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"none"}`), true)
+	rc, secret, err := g.NewRecord(m, stores.RegisteredByAdmin, 0)
+	if err != nil || secret != "" {
+		t.Fatalf("public client: %v %q", err, secret)
+	}
+	m, _ = ParseClientMetadata([]byte(`{"redirect_uris":["https://b.example/cb"]}`), true)
+	if next, err := g.Apply(rc, m); err != nil || len(next.SecretHash) != 0 || next.RedirectURIs[0] != "https://b.example/cb" {
+		t.Errorf("update of a public client: %v %+v", err, next)
+	}
+	m, _ = ParseClientMetadata([]byte(`{"redirect_uris":["https://b.example/cb"],"token_endpoint_auth_method":"client_secret_post"}`), true)
+	var me *MetadataError
+	if _, err := g.Apply(rc, m); !errors.As(err, &me) || me.Field != "token_endpoint_auth_method" {
+		t.Errorf("public to confidential: %v", err)
+	}
+	m, me = ParseClientMetadata([]byte(`{"redirect_uris":["https://a.example/cb"],"scope":7}`), true)
+	if me == nil || me.Field != "scope" || me.Code != ErrCodeInvalidClientMetadata {
+		t.Errorf("a scope of the wrong type: %v", me)
 	}
 }
