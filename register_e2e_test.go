@@ -316,6 +316,20 @@ func runRegister(t *testing.T, store string) {
 	if status, _, _ := dcrCall(t, http.MethodGet, rcu, rat, ""); status != 401 {
 		t.Errorf("read after delete: %d", status)
 	}
+	// Registrations, changes and refusals are counted.
+	_, metrics := adminDo(t, dcrAdmin, http.MethodGet, "/metrics", "")
+	for _, want := range []string{
+		`caddy_oauth2_client_changes_total{op="created",registered_by="dynamic"} 3`,
+		`caddy_oauth2_client_changes_total{op="deleted",registered_by="dynamic"}`,
+		`caddy_oauth2_registration_refusals_total{reason="invalid_redirect_uri"} 3`,
+		`caddy_oauth2_registration_refusals_total{reason="invalid_token"}`,
+		`caddy_oauth2_registration_refusals_total{reason="max_clients"} 1`,
+		`caddy_oauth2_tokens_issued_total{client_id="(registered)",grant_type="authorization_code"} 2`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 	if strings.Contains(p.log.String(), secret[4:]) || strings.Contains(p.log.String(), rat[5:]) || strings.Contains(p.log.String(), tok.AccessToken[4:]) {
 		t.Fatal("a secret or token reached Caddy's log")
 	}
