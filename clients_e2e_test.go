@@ -316,6 +316,20 @@ func runClientsAdmin(t *testing.T, store string, twoGateways bool) {
 		t.Errorf("a deleted client gets tokens: %d", code)
 	}
 
+	// A secret of the operator's, from standard input, never from argv.
+	a.cli(t, "chosen-secret-of-the-operator\n", "add", "--id", "given"+sfx, "--secret-stdin",
+		"--grant-type", "client_credentials", "--scope", "read")
+	if !within(time.Second, func() bool {
+		status, _ := adminDo(t, b.admin, http.MethodGet, "/oauth2/clients/given"+sfx, "")
+		return status == 200
+	}) {
+		t.Fatal("B does not know the client with a given secret")
+	}
+	if _, code := b.ccToken("given"+sfx, "chosen-secret-of-the-operator"); code != 200 {
+		t.Errorf("a client with a secret from stdin: %d", code)
+	}
+	a.cli(t, "", "delete", "given"+sfx)
+
 	// The configured client cannot be changed or taken.
 	if _, errs, code := caddyCLI(t, "", "oauth2", "clients", "delete", "cfg"+sfx, "--address", a.admin); code == 0 || !strings.Contains(errs, "409") {
 		t.Errorf("deleting a configured client: exit %d %s", code, errs)
@@ -341,7 +355,7 @@ func runClientsAdmin(t *testing.T, store string, twoGateways bool) {
 		t.Errorf("a refused client was stored: %d", status)
 	}
 	for _, g := range []*clientsGateway{a, b} {
-		for _, raw := range []string{secret, newSecret, tok.AccessToken, cc} {
+		for _, raw := range []string{secret, newSecret, tok.AccessToken, cc, "chosen-secret-of-the-operator"} {
 			if strings.Contains(g.p.log.String(), raw[4:]) {
 				t.Fatal("a secret or token reached Caddy's log")
 			}
