@@ -70,6 +70,14 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //			logo_uri     <https url>
 //			resources    <uri> [<uri>...]
 //		}
+//		registration {
+//			open | initial_access_token <token>
+//			scopes          <scope> [<scope>...]
+//			grant_types     <grant> [<grant>...]
+//			client_lifetime <duration>
+//			max_clients     <n>
+//			rate_limit      <n>
+//		}
 //	}
 //
 // scope_description may be given once per scope; signing_key may be
@@ -173,6 +181,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			var n int64
 			err = oneInt(d, &n)
 			a.MaxSecretVerifications = int(n)
+		case "registration":
+			a.Registration, err = unmarshalRegistration(d)
 		case "client":
 			var c *Client
 			c, err = unmarshalClient(d)
@@ -274,6 +284,63 @@ func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
 		return nil, fmt.Errorf("client %q: %v, at %s:%d", c.ID, err, file, line)
 	}
 	return c, nil
+}
+
+// unmarshalRegistration reads the registration block.
+func unmarshalRegistration(d *caddyfile.Dispenser) (*Registration, error) {
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	r := new(Registration)
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if seen[opt] {
+			return nil, d.Errf("duplicate subdirective %q in registration", opt)
+		}
+		seen[opt] = true
+		var err error
+		var n int64
+		switch opt {
+		case "open":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			r.Open = true
+		case "initial_access_token":
+			err = oneString(d, &r.InitialAccessToken)
+			if err == nil && !hasPlaceholder(r.InitialAccessToken) && len(r.InitialAccessToken) < 32 {
+				return nil, d.Errf("initial_access_token must be at least 32 bytes; use a placeholder such as {env.OAUTH2_DCR_TOKEN} to keep it out of the config")
+			}
+		case "scopes":
+			r.Scopes, err = someStrings(d)
+		case "grant_types":
+			if r.GrantTypes, err = someStrings(d); err == nil {
+				for _, g := range r.GrantTypes {
+					if !slices.Contains(grantTypes, g) {
+						return nil, d.Errf("registration: unsupported grant type %q: want %s", g, strings.Join(grantTypes, ", "))
+					}
+				}
+			}
+		case "client_lifetime":
+			err = oneDurationAtLeast(d, &r.ClientLifetime, time.Second)
+		case "max_clients":
+			err = oneInt(d, &n)
+			r.MaxClients = int(n)
+		case "rate_limit":
+			err = oneInt(d, &n)
+			r.RateLimit = int(n)
+		default:
+			return nil, d.Errf("unrecognized subdirective %q in registration", opt)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if r.Open == (r.InitialAccessToken != "") {
+		return nil, d.Errf("registration: give exactly one of open and initial_access_token")
+	}
+	return r, nil
 }
 
 // grantTypes are the grant types a client may list.

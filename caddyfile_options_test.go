@@ -152,3 +152,52 @@ func TestUnmarshalJWTOptions(t *testing.T) {
 		t.Error("an empty guard audience was accepted")
 	}
 }
+
+func TestUnmarshalRegistration(t *testing.T) {
+	var a App
+	err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser(`oauth2 {
+		registration {
+			initial_access_token {env.OAUTH2_DCR_TOKEN}
+			scopes read write
+			grant_types authorization_code refresh_token client_credentials
+			client_lifetime 720h
+			max_clients 500
+			rate_limit 3
+		}
+	}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Registration{
+		InitialAccessToken: "{env.OAUTH2_DCR_TOKEN}",
+		Scopes:             []string{"read", "write"},
+		GrantTypes:         []string{"authorization_code", "refresh_token", "client_credentials"},
+		ClientLifetime:     caddy.Duration(720 * time.Hour),
+		MaxClients:         500,
+		RateLimit:          3,
+	}
+	if !reflect.DeepEqual(a.Registration, want) {
+		t.Errorf("parsed %+v, want %+v", a.Registration, want)
+	}
+	if err := new(App).UnmarshalCaddyfile(caddyfile.NewTestDispenser("oauth2 {\n registration {\n  open\n }\n}")); err != nil {
+		t.Errorf("open: %v", err)
+	}
+	for input, want := range map[string]string{
+		"oauth2 {\n registration {\n }\n}":                                         "give exactly one of open and initial_access_token",
+		"oauth2 {\n registration {\n  open\n  initial_access_token {env.X}\n }\n}": "give exactly one of open and initial_access_token",
+		"oauth2 {\n registration {\n  open\n  open\n }\n}":                         `duplicate subdirective "open" in registration, at Testfile:4`,
+		"oauth2 {\n registration {\n  open yes\n }\n}":                             "Testfile:3",
+		"oauth2 {\n registration {\n  initial_access_token short\n }\n}":           "initial_access_token must be at least 32 bytes",
+		"oauth2 {\n registration {\n  open\n  grant_types implicit\n }\n}":         `registration: unsupported grant type "implicit"`,
+		"oauth2 {\n registration {\n  open\n  max_clients 0\n }\n}":                `max_clients: "0" is not a positive whole number`,
+		"oauth2 {\n registration {\n  open\n  client_lifetime soon\n }\n}":         `client_lifetime: "soon" is not a duration`,
+		"oauth2 {\n registration {\n  open\n  expires 1h\n }\n}":                   `unrecognized subdirective "expires" in registration`,
+		"oauth2 {\n registration {\n  open\n }\n registration {\n  open\n }\n}":    `duplicate subdirective "registration"`,
+		"oauth2 {\n registration extra {\n  open\n }\n}":                           "Testfile:2",
+	} {
+		err := new(App).UnmarshalCaddyfile(caddyfile.NewTestDispenser(input))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", input, err, want)
+		}
+	}
+}

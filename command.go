@@ -48,8 +48,27 @@ Operator commands of the oauth2 plugin.
       Removes expired codes and tokens now, through the admin API of the
       running Caddy, and prints the counts.
 
-  caddy oauth2 clients [--address <admin address>]
-      Lists the registered clients (never their secrets) as JSON.
+  caddy oauth2 clients [list] [--address <admin address>]
+      Lists every client, configured ("source": "config") or registered at
+      runtime ("admin", "dynamic"), never their secrets, as JSON.
+
+  caddy oauth2 clients add [--id <id>] [--name <name>] [--redirect-uri <uri>]...
+                           [--grant-type <grant>]... [--scope <scope>]...
+                           [--public | --secret-stdin] [--metadata <file|->]
+                           [--skip-consent] [--introspect] [--resource <uri>]...
+      Registers a client in the access token store and prints it with its
+      client_secret, shown this once. The secret is generated unless
+      --secret-stdin reads one from standard input; never from argv.
+
+  caddy oauth2 clients show <id>
+  caddy oauth2 clients update <id> [the flags of add but --id, --public, --secret-stdin]
+  caddy oauth2 clients delete <id>
+      Shows, changes (the flags given replace those fields) or deletes a
+      registered client; deleting revokes its codes and tokens everywhere.
+
+  caddy oauth2 clients rotate-secret <id> [--grace 24h]
+      Gives a registered client a new secret and prints it, this once; the
+      old one keeps working for the grace period.
 
 The admin address defaults to the one in the running configuration's
 autosave, else localhost:2019.`,
@@ -79,14 +98,7 @@ autosave, else localhost:2019.`,
 					return adminCall(c, http.MethodPost, "/oauth2/purge")
 				},
 			}
-			clients := &cobra.Command{
-				Use:   "clients",
-				Short: "List the registered clients",
-				Args:  cobra.NoArgs,
-				RunE: func(c *cobra.Command, _ []string) error {
-					return adminCall(c, http.MethodGet, "/oauth2/clients")
-				},
-			}
+			cmd.AddCommand(clientsCommand())
 			revoke := &cobra.Command{
 				Use:   "revoke",
 				Short: "Revoke every code and token of a user and/or a client",
@@ -106,7 +118,7 @@ autosave, else localhost:2019.`,
 			}
 			revoke.Flags().String("subject", "", "The user whose codes and tokens to revoke")
 			revoke.Flags().String("client", "", "The client whose codes and tokens to revoke")
-			for _, sub := range []*cobra.Command{revoke, purge, clients} {
+			for _, sub := range []*cobra.Command{revoke, purge} {
 				sub.Flags().String("address", "", "The address of Caddy's admin API")
 				cmd.AddCommand(sub)
 			}

@@ -41,6 +41,10 @@ func logTestConfig(upstreamAddr, dir string) string {
 	}
 	oauth2 {
 		purge_every 1s
+		registration {
+			open
+			scopes read
+		}
 		client svc {
 			secret_hash %[2]s
 			redirect_uri http://127.0.0.1:9999/cb
@@ -175,6 +179,34 @@ func TestNoSecretsInLogs(t *testing.T) {
 		return
 	}
 
+	// Runtime clients: a self-registered client's secret and registration
+	// access tokens, an admin-made client's secret and its rotation.
+	_, _, reg := dcrCall(t, http.MethodPost, authBase+"/oauth2/register", "", `{"redirect_uris":["http://127.0.0.1:9999/cb"]}`)
+	rat, _ := reg["registration_access_token"].(string)
+	dsecret, _ := reg["client_secret"].(string)
+	if rat == "" || dsecret == "" {
+		t.Fatalf("registration: %v", reg)
+	}
+	_, _, read := dcrCall(t, http.MethodGet, reg["registration_client_uri"].(string), rat, "")
+	rat2, _ := read["registration_access_token"].(string)
+	if rat2 == "" {
+		t.Fatalf("RFC 7592 read: %v", read)
+	}
+	if status, _, _ := dcrCall(t, http.MethodGet, reg["registration_client_uri"].(string), rat, ""); status != 401 {
+		t.Fatalf("a replaced registration access token: %d", status)
+	}
+	_, body := adminDo(t, "localhost:2999", http.MethodPost, "/oauth2/clients",
+		`{"client_id":"logged","client_secret":"operator-chosen-secret","grant_types":["client_credentials"],"scope":"read"}`)
+	if !strings.Contains(body, "operator-chosen-secret") {
+		t.Fatalf("admin create: %s", body)
+	}
+	_, body = adminDo(t, "localhost:2999", http.MethodPost, "/oauth2/clients/logged/secret", `{"grace":"1h"}`)
+	i := strings.Index(body, "ccs_")
+	if i < 0 {
+		t.Fatalf("admin rotate: %s", body)
+	}
+	secrets = append(secrets, rat, rat2, dsecret, "operator-chosen-secret", body[i:i+47])
+
 	time.Sleep(200 * time.Millisecond) // the access log is written after the response
 	secrets = append(secrets, "s3cret", "alice-password")
 	files, _ := filepath.Glob(filepath.Join(dir, "*.log"))
@@ -191,7 +223,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 		if strings.Contains(text, `"Location":["http://127.0.0.1:9999/cb?code=REDACTED`) {
 			sawRedirect = true
 		}
-		for _, bad := range append([]string{"cac_", "cat_", "crt_"}, secrets...) {
+		for _, bad := range append([]string{"cac_", "cat_", "crt_", "ccs_", "crat_"}, secrets...) {
 			if bad == "" {
 				continue
 			}

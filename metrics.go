@@ -29,6 +29,10 @@ type metrics struct {
 	purgeRuns    prometheus.Counter
 	purged       *prometheus.CounterVec
 	purgeTime    prometheus.Histogram
+	// Runtime clients: changes by operation and origin, refused
+	// registrations by reason.
+	clientChanges *prometheus.CounterVec
+	regRefusals   *prometheus.CounterVec
 
 	// The guard's counters, one per result, resolved once so the hot path
 	// only adds to an atomic.
@@ -65,6 +69,8 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
 		}),
 	}
+	m.clientChanges = counterVec("client_changes_total", "Registered clients created, updated and deleted through this gateway (rotated secrets count as updates), by registered_by (admin or dynamic).", "op", "registered_by")
+	m.regRefusals = counterVec("registration_refusals_total", "Requests refused by the dynamic client registration endpoint, by reason (an RFC 7591 error code, invalid_token, rate_limited or max_clients).", "reason")
 	guard := counterVec("guard_requests_total", "Requests decided by oauth2_guard, by result.", "result")
 	m.guardAllowed = guard.WithLabelValues("allowed")
 	m.guardNoToken = guard.WithLabelValues("no_token")
@@ -74,7 +80,7 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 	m.guardOverloaded = guard.WithLabelValues("overloaded")
 	m.guardBad = guard.WithLabelValues("bad_request")
 	for _, c := range []prometheus.Collector{m.issued, m.tokenErrors, m.authFailures, m.storeOps, m.storeErrors,
-		m.purgeRuns, m.purged, m.purgeTime, guard} {
+		m.purgeRuns, m.purged, m.purgeTime, m.clientChanges, m.regRefusals, guard} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -86,6 +92,12 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 func (m *metrics) registerFunc(c prometheus.Collector) error {
 	return m.registry.Register(c)
 }
+
+// ClientChanged counts a change to a registered client.
+func (m *metrics) ClientChanged(op, by string) { m.clientChanges.WithLabelValues(op, by).Inc() }
+
+// RegistrationRefused counts a refused registration request.
+func (m *metrics) RegistrationRefused(reason string) { m.regRefusals.WithLabelValues(reason).Inc() }
 
 // guardResult counts one decision of the guard.
 func (m *metrics) guardResult(d *validator.Denial) {

@@ -167,8 +167,15 @@ type App struct {
 	// with the cache store, at once. Default: 30s.
 	JWTRevocationCheck caddy.Duration `json:"jwt_revocation_check,omitempty"`
 
-	// Clients are the registered OAuth clients.
+	// Clients are the OAuth clients of the configuration. Clients can also
+	// be registered at runtime, through the admin API or by dynamic
+	// registration, when the access token store keeps them (see
+	// clients.go); those cannot take the ID of a configured client.
 	Clients []*Client `json:"clients,omitempty"`
+
+	// Registration turns on dynamic client registration (RFC 7591, RFC
+	// 7592) at /oauth2/register. Default: off.
+	Registration *Registration `json:"registration,omitempty"`
 
 	codes   stores.CodeStore
 	tokens  stores.TokenStore
@@ -195,7 +202,12 @@ type App struct {
 	derived []*Server
 
 	tokenFeed stores.RevocationFeed // the token store's, if it has one
-	follower  *lookupcache.Follower
+	// Clients registered at runtime, kept by the token store (see
+	// clients.go).
+	clientStore  stores.ClientRegistry
+	registry     *issuer.Registry
+	registration *issuer.Registration
+	follower     *lookupcache.Follower
 
 	// JWT access tokens, see jwt.go.
 	keyStore        stores.KeyStore // the token store's, if it can keep keys
@@ -373,6 +385,10 @@ func (a *App) provision(ctx caddy.Context) error {
 		}
 	}
 
+	if err := a.provisionRegistry(repl); err != nil {
+		return err
+	}
+
 	a.limits = issuer.NewLimits(a.MaxSecretVerifications, 0)
 	if err := a.registerAuthMetrics(); err != nil {
 		return err
@@ -414,6 +430,7 @@ func (a *App) loadStore(ctx caddy.Context, field string, raw json.RawMessage, la
 	}
 	if field == "AccessTokenStoreRaw" {
 		a.keyStore, _ = mod.(stores.KeyStore)
+		a.clientStore, _ = mod.(stores.ClientRegistry)
 		_, a.tokensInProcess = mod.(stores.InProcess)
 	}
 	s = a.metrics.observe(s, label)
@@ -450,7 +467,7 @@ func (a *App) validate() error {
 	if a.MaxSecretVerifications < 0 {
 		return errors.New("max_secret_verifications must not be negative")
 	}
-	if len(a.Clients) == 0 {
+	if len(a.Clients) == 0 && a.registry == nil {
 		// Only guards, of other servers' tokens: an oauth2_server still
 		// refuses to provision without clients.
 		return nil
@@ -499,6 +516,9 @@ func (a *App) Start() error {
 			return err
 		}
 	}
+	if err := a.startRegistry(); err != nil {
+		return err
+	}
 	a.purger.Start()
 	return nil
 }
@@ -512,6 +532,9 @@ func (a *App) Stop() error {
 	}
 	if a.ring != nil {
 		a.ring.Stop()
+	}
+	if a.registry != nil {
+		a.registry.Stop()
 	}
 	return nil
 }
@@ -542,6 +565,8 @@ func (a *App) newIssuer(subject, issuerFor func(*http.Request) string) (*issuer.
 		Issuer:               a.Issuer,
 		IssuerFor:            issuerFor,
 		Clients:              a.clients,
+		Registry:             a.registry,
+		Registration:         a.registration,
 		Codes:                a.codes,
 		Tokens:               a.tokens,
 		Hasher:               a.hasher,
@@ -841,13 +866,6 @@ func (a *App) issuerOf(r *http.Request) string {
 		return pickOrigin(s.origins, r)
 	}
 	return ""
-}
-
-// registeredScopes returns the scopes a client is registered for in this
-// configuration, and whether it is registered.
-func (a *App) registeredScopes(clientID string) (map[string]bool, bool) {
-	s, ok := a.clientScopes[clientID]
-	return s, ok
 }
 
 // errAppNotLoaded marks a handler whose oauth2 app failed to load. Caddy

@@ -46,18 +46,24 @@ func server(b *testing.B, format string) *caddyhttp.Server {
 		b.Fatal(err)
 	}
 	ok := json.RawMessage(`{"handler":"static_response","body":"ok"}`)
+	oauth2 := map[string]any{
+		"token_secret":        "bench-token-secret-0123456789abcdef0123456789",
+		"access_token_format": format,
+		"clients": []any{map[string]any{
+			"id": "bench", "secret_hash": string(hash),
+			"grant_types": []string{"client_credentials"}, "scopes": []string{"read"},
+		}},
+	}
+	if format == registryFormat { // see registry_test.go
+		oauth2["access_token_format"] = "opaque"
+		oauth2["registration"] = map[string]any{"open": true, "scopes": []string{"read"},
+			"grant_types": []string{"client_credentials"}, "max_clients": 2 * registeredClients, "rate_limit": 10 * registeredClients}
+	}
 	cfg := map[string]any{
 		"admin":   map[string]any{"disabled": true},
 		"logging": map[string]any{"logs": map[string]any{"default": map[string]any{"level": "ERROR"}}},
 		"apps": map[string]any{
-			"oauth2": map[string]any{
-				"token_secret":        "bench-token-secret-0123456789abcdef0123456789",
-				"access_token_format": format,
-				"clients": []any{map[string]any{
-					"id": "bench", "secret_hash": string(hash),
-					"grant_types": []string{"client_credentials"}, "scopes": []string{"read"},
-				}},
-			},
+			"oauth2": oauth2,
 			"http": map[string]any{"servers": map[string]any{"bench": map[string]any{
 				"listen":          []string{"127.0.0.1:0"},
 				"automatic_https": map[string]any{"disable": true},

@@ -66,7 +66,7 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, http.StatusBadRequest, "Invalid request", "The parameter "+name+" is repeated.")
 		return
 	}
-	c := s.clients[params.Get("client_id")]
+	c := s.client(params.Get("client_id"))
 	if c == nil {
 		s.errorPage(w, http.StatusBadRequest, "Unknown client", "The application that sent you here is not registered with this server.")
 		return
@@ -125,7 +125,8 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		s.issueCode(w, r, req)
 		return
 	}
-	if !c.SkipConsent {
+	// A client that registered itself never skips consent.
+	if !c.SkipConsent || c.dynamic() {
 		s.renderConsent(w, r, req)
 		return
 	}

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/tokengate/caddy-oauth2/stores"
 )
 
 // Grant types (RFC 6749 §4).
@@ -78,6 +80,43 @@ type client struct {
 	// loopback holds the registered loopback redirect URIs without their
 	// port, see loopbackKey.
 	loopback map[string]bool
+
+	// Of a client registered at runtime (see Registry), nil or zero for a
+	// configured one: its stored record, the secret replaced by the last
+	// rotation and until when it is accepted, and when it lapses.
+	rec       *stores.RegisteredClient
+	prevHash  []byte
+	prevUntil time.Time
+	expires   time.Time
+}
+
+// dynamic reports whether the client registered itself (RFC 7591): its
+// name and logo are self-asserted.
+func (c *client) dynamic() bool {
+	return c.rec != nil && c.rec.RegisteredBy == stores.RegisteredDynamically
+}
+
+// MetadataError is a client registration that breaks a rule, as RFC 7591
+// §3.2.2 reports it: Code is invalid_redirect_uri or
+// invalid_client_metadata, Field the metadata field at fault.
+type MetadataError struct {
+	Code  string
+	Field string
+	Err   error
+}
+
+func (e *MetadataError) Error() string { return e.Err.Error() }
+func (e *MetadataError) Unwrap() error { return e.Err }
+
+// RFC 7591 §3.2.2 error codes.
+const (
+	ErrCodeInvalidRedirectURI    = "invalid_redirect_uri"
+	ErrCodeInvalidClientMetadata = "invalid_client_metadata"
+)
+
+// badField is a MetadataError of invalid_client_metadata.
+func badField(field string, err error) *MetadataError {
+	return &MetadataError{Code: ErrCodeInvalidClientMetadata, Field: field, Err: err}
 }
 
 // DefaultGrantTypes are the grants of a client that names none:
@@ -126,12 +165,12 @@ func newClient(id string, c *Client) (*client, error) {
 	}
 	for _, res := range cl.Resources {
 		if !validResource(res) {
-			return nil, fmt.Errorf("resource %q must be an absolute URI without a fragment (RFC 8707 §2)", res)
+			return nil, badField("resources", fmt.Errorf("resource %q must be an absolute URI without a fragment (RFC 8707 §2)", res))
 		}
 	}
 	if !cl.Public() {
 		if _, err := bcrypt.Cost(cl.SecretHash); err != nil {
-			return nil, fmt.Errorf("secret hash is not a bcrypt hash: %w", err)
+			return nil, badField("client_secret", fmt.Errorf("secret hash is not a bcrypt hash: %w", err))
 		}
 	}
 	cl.GrantTypes = slices.Clone(c.GrantTypes)
@@ -144,25 +183,25 @@ func newClient(id string, c *Client) (*client, error) {
 		case grantClientCredentials:
 			// RFC 6749 §4.4: only confidential clients.
 			if cl.Public() {
-				return nil, errors.New("a public client cannot use client_credentials")
+				return nil, badField("grant_types", errors.New("a public client cannot use client_credentials"))
 			}
 		default:
-			return nil, fmt.Errorf("unsupported grant type %q", g)
+			return nil, badField("grant_types", fmt.Errorf("unsupported grant type %q", g))
 		}
 		cl.grants[g] = true
 	}
 	for _, sc := range cl.Scopes {
 		if !validScopeToken(sc) {
-			return nil, fmt.Errorf("invalid scope %q", sc)
+			return nil, badField("scope", fmt.Errorf("invalid scope %q", sc))
 		}
 		if cl.scopes[sc] {
-			return nil, fmt.Errorf("duplicate scope %q", sc)
+			return nil, badField("scope", fmt.Errorf("duplicate scope %q", sc))
 		}
 		cl.scopes[sc] = true
 	}
 	for _, ru := range cl.RedirectURIs {
 		if err := validRedirectURI(ru); err != nil {
-			return nil, fmt.Errorf("redirect URI %q: %w", ru, err)
+			return nil, &MetadataError{Code: ErrCodeInvalidRedirectURI, Field: "redirect_uris", Err: fmt.Errorf("redirect URI %q: %w", ru, err)}
 		}
 		cl.redirects[ru] = true
 		if k, ok := loopbackKey(ru); ok {
@@ -171,18 +210,18 @@ func newClient(id string, c *Client) (*client, error) {
 	}
 	if cl.Public() && cl.Introspect {
 		// RFC 7662 §2.1: a public client's ID proves nothing.
-		return nil, errors.New("a public client cannot introspect")
+		return nil, badField("introspect", errors.New("a public client cannot introspect"))
 	}
 	if cl.LogoURI != "" {
 		if u, err := url.Parse(cl.LogoURI); err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {
-			return nil, fmt.Errorf("logo URI %q must be an https URL", cl.LogoURI)
+			return nil, badField("logo_uri", fmt.Errorf("logo URI %q must be an https URL", cl.LogoURI))
 		}
 	}
 	if cl.Public() && len(cl.RedirectURIs) == 0 {
-		return nil, errors.New("a public client needs at least one redirect URI")
+		return nil, &MetadataError{Code: ErrCodeInvalidRedirectURI, Field: "redirect_uris", Err: errors.New("a public client needs at least one redirect URI")}
 	}
 	if cl.grants[grantAuthorizationCode] && len(cl.RedirectURIs) == 0 {
-		return nil, errors.New("the authorization_code grant needs at least one redirect URI")
+		return nil, &MetadataError{Code: ErrCodeInvalidRedirectURI, Field: "redirect_uris", Err: errors.New("the authorization_code grant needs at least one redirect URI")}
 	}
 	return cl, nil
 }
@@ -314,7 +353,7 @@ func (s *Server) authenticateClient(w http.ResponseWriter, r *http.Request, form
 	if id == "" {
 		return nil, errInvalidClient("client authentication required")
 	}
-	c := s.clients[id]
+	c := s.client(id)
 	if c != nil && c.Public() {
 		// A public client has no secret; basic with an empty password is how
 		// some libraries send a bare client ID.
@@ -347,11 +386,14 @@ func (s *Server) authenticateClient(w http.ResponseWriter, r *http.Request, form
 // verifySecret checks a confidential client's secret; c is nil for an
 // unknown client ID. bcrypt on every request would cap issuance at a few
 // dozen per core and second, so after a successful check the HMAC of the
-// secret under a per-process key is kept for the client (one entry per
-// registered client, so the memo is bounded) and compared first. A mismatch
-// falls back to bcrypt, so a wrong secret always pays the bcrypt cost, in
-// one of the limiter's slots (see limiter.go); the error is 503 or 429 when
-// no slot came free in time or the keys were locked while waiting.
+// secret under a per-process key is kept for the client and compared first.
+// The memo entry names the client version it was checked against (a
+// runtime client is a new *client after every change), so a changed or
+// rotated secret is never answered from the memo; one that matched the
+// previous secret of a rotation stops matching when its grace ends. A
+// mismatch falls back to bcrypt, so a wrong secret always pays the bcrypt
+// cost, in one of the limiter's slots (see limiter.go); the error is 503 or
+// 429 when no slot came free in time or the keys were locked while waiting.
 func (s *Server) verifySecret(w http.ResponseWriter, r *http.Request, c *client, secret, idKey, addrKey string) (bool, *oauthError) {
 	var sum [32]byte
 	if c != nil {
@@ -361,7 +403,8 @@ func (s *Server) verifySecret(w http.ResponseWriter, r *http.Request, c *client,
 		s.memoMu.RLock()
 		known, ok := s.memo[c.ID]
 		s.memoMu.RUnlock()
-		if ok && subtle.ConstantTimeCompare(known[:], sum[:]) == 1 {
+		if ok && known.c == c && subtle.ConstantTimeCompare(known.sum[:], sum[:]) == 1 &&
+			(!known.prev || s.now().Before(c.prevUntil)) {
 			return true, nil
 		}
 	}
@@ -384,14 +427,32 @@ func (s *Server) verifySecret(w http.ResponseWriter, r *http.Request, c *client,
 	start := time.Now()
 	err := compareHash(c.SecretHash, []byte(secret))
 	s.limits.noteCheck(time.Since(start))
+	prev := false
+	if err != nil && len(c.prevHash) > 0 && s.now().Before(c.prevUntil) {
+		// The secret replaced by a rotation, during its grace period.
+		prev, err = true, compareHash(c.prevHash, []byte(secret))
+	}
 	if err != nil {
 		return false, nil
 	}
 	s.memoMu.Lock()
-	s.memo[c.ID] = sum
+	if len(s.memo) >= maxMemo {
+		clear(s.memo) // clients come and go at runtime: keep the memo bounded
+	}
+	s.memo[c.ID] = memoEntry{c: c, sum: sum, prev: prev}
 	s.memoMu.Unlock()
 	return true, nil
 }
+
+// memoEntry is a remembered successful secret check of a client version.
+type memoEntry struct {
+	c    *client
+	sum  [32]byte
+	prev bool
+}
+
+// maxMemo bounds the secret memo; past it the memo starts afresh.
+const maxMemo = 200_000
 
 // burnBcrypt takes as long as a bcrypt check of a registered client's
 // secret, so failures do not reveal whether a client ID exists. It sleeps

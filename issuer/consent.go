@@ -52,6 +52,9 @@ type consentPage struct {
 	ClientID   string
 	ClientName string
 	LogoURI    string
+	// SelfRegistered is true for a client that registered itself (RFC
+	// 7591): its name and logo are its own claims, not the operator's.
+	SelfRegistered bool
 	// Subject is the signed-in resource owner.
 	Subject string
 	// Scopes are the requested scopes with their descriptions.
@@ -107,14 +110,16 @@ func (s *Server) renderConsent(w http.ResponseWriter, r *http.Request, req *auth
 		return
 	}
 	page := consentPage{
-		ClientID:    req.client.ID,
-		ClientName:  req.client.Name,
-		LogoURI:     req.client.LogoURI,
-		Subject:     req.subject,
-		RedirectURI: req.redirectURI,
-		Approve:     decisionApprove,
-		Deny:        decisionDeny,
-		Decision:    decisionField,
+		ClientID:   req.client.ID,
+		ClientName: req.client.Name,
+		LogoURI:    req.client.LogoURI,
+		Subject:    req.subject,
+
+		SelfRegistered: req.client.dynamic(),
+		RedirectURI:    req.redirectURI,
+		Approve:        decisionApprove,
+		Deny:           decisionDeny,
+		Decision:       decisionField,
 	}
 	if page.ClientName == "" {
 		page.ClientName = req.client.ID

@@ -101,7 +101,14 @@ type env struct {
 // newEnv starts a test server. The subject is the X-Test-User header.
 func newEnv(t *testing.T, mods ...func(*Config)) *env {
 	t.Helper()
-	e := &env{t: t, clock: newClock(), hasher: token.NewHasher([]byte("test hmac secret"))}
+	return newEnvClock(t, newClock(), mods...)
+}
+
+// newEnvClock is newEnv on the given clock; every path goes to
+// Server.Endpoint.
+func newEnvClock(t *testing.T, clk *clock, mods ...func(*Config)) *env {
+	t.Helper()
+	e := &env{t: t, clock: clk, hasher: token.NewHasher([]byte("test hmac secret"))}
 	e.store = newFakeStore(e.clock.Now)
 	core, logs := observer.New(zapcore.DebugLevel)
 	e.logs = logs
@@ -122,11 +129,13 @@ func newEnv(t *testing.T, mods ...func(*Config)) *env {
 		t.Fatalf("New: %v", err)
 	}
 	e.srv = srv
-	mux := http.NewServeMux()
-	for _, p := range []string{AuthorizePath, TokenPath, RevokePath, IntrospectPath, MetadataPath} {
-		mux.Handle(p, srv.Endpoint(p))
-	}
-	e.ts = httptest.NewServer(mux)
+	e.ts = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h := srv.Endpoint(r.URL.Path); h != nil {
+			h.ServeHTTP(w, r)
+			return
+		}
+		http.NotFound(w, r)
+	}))
 	t.Cleanup(e.ts.Close)
 	e.client = e.ts.Client()
 	e.client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }

@@ -93,7 +93,7 @@ func (s *Server) introspect(r *http.Request, c *client, raw string) (*introspect
 	}
 	// Like the guard: a token of a client no longer registered is dead, and
 	// carries only the scopes its client is registered for now.
-	owner := s.clients[t.ClientID]
+	owner := s.client(t.ClientID)
 	if owner == nil {
 		return &introspection{}, nil
 	}

@@ -10,6 +10,7 @@ type metadata struct {
 	RevocationEndpoint                         string   `json:"revocation_endpoint"`
 	IntrospectionEndpoint                      string   `json:"introspection_endpoint"`
 	JWKSURI                                    string   `json:"jwks_uri,omitempty"`
+	RegistrationEndpoint                       string   `json:"registration_endpoint,omitempty"`
 	ScopesSupported                            []string `json:"scopes_supported,omitempty"`
 	ResponseTypesSupported                     []string `json:"response_types_supported"`
 	ResponseModesSupported                     []string `json:"response_modes_supported"`
@@ -31,7 +32,12 @@ func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
 	if s.ring != nil {
 		jwks = s.endpointURL(r, JWKSPath)
 	}
+	var register string
+	if s.registration != nil {
+		register = s.endpointURL(r, RegisterPath) // RFC 8414 §2, RFC 7591 §3
+	}
 	writeJSON(w, http.StatusOK, &metadata{
+		RegistrationEndpoint:                       register,
 		Issuer:                                     s.issuerFor(r),
 		AuthorizationEndpoint:                      s.endpointURL(r, AuthorizePath),
 		TokenEndpoint:                              s.endpointURL(r, TokenPath),

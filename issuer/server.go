@@ -60,8 +60,15 @@ type Config struct {
 	// scheme from whether the connection used TLS), which is only safe when
 	// something before the server fixes the Host header.
 	IssuerFor func(r *http.Request) string
-	// Clients are the registered clients by client ID. Required.
+	// Clients are the configured clients by client ID. Required unless
+	// Registry is set.
 	Clients map[string]*Client
+	// Registry, when set, adds the clients registered at runtime; a
+	// configured client's ID shadows a registered one. Default: nil.
+	Registry *Registry
+	// Registration, when set, serves dynamic client registration (RFC 7591,
+	// RFC 7592) at RegisterPath; it needs Registry. Default: nil, off.
+	Registration *Registration
 	// Codes keeps authorization codes. Required.
 	Codes stores.CodeStore
 	// Tokens keeps access and refresh tokens. Required.
@@ -137,6 +144,9 @@ type Server struct {
 	issuer       string
 	issuerFunc   func(r *http.Request) string
 	clients      map[string]*client
+	registry     *Registry
+	registration *Registration
+	touching     sync.Map // client IDs whose lifetime is being extended
 	codes        stores.CodeStore
 	tokens       stores.TokenStore
 	hasher       *token.Hasher
@@ -164,7 +174,7 @@ type Server struct {
 	// Secret verification memo, see verifySecret.
 	memoKey   []byte
 	memoMu    sync.RWMutex
-	memo      map[string][32]byte
+	memo      map[string]memoEntry
 	dummyOnce sync.Once
 	dummy     []byte
 
@@ -180,6 +190,8 @@ func New(cfg Config) (*Server, error) {
 		issuerFunc:   cfg.IssuerFor,
 		codes:        cfg.Codes,
 		tokens:       cfg.Tokens,
+		registry:     cfg.Registry,
+		registration: cfg.Registration,
 		hasher:       cfg.Hasher,
 		codeTTL:      orDefault(cfg.CodeLifetime, DefaultCodeLifetime),
 		accessTTL:    orDefault(cfg.AccessTokenLifetime, DefaultAccessTokenLifetime),
@@ -198,7 +210,7 @@ func New(cfg Config) (*Server, error) {
 
 		scopeDescriptions: cfg.ScopeDescriptions,
 		consentTemplate:   cfg.ConsentTemplate,
-		memo:              make(map[string][32]byte),
+		memo:              make(map[string]memoEntry),
 	}
 	if s.codes == nil || s.tokens == nil {
 		return nil, errors.New("issuer: code and token stores are required")
@@ -220,8 +232,11 @@ func New(cfg Config) (*Server, error) {
 	if s.maxBody <= 0 {
 		return nil, fmt.Errorf("issuer: max body bytes %d must be positive", s.maxBody)
 	}
-	if len(cfg.Clients) == 0 {
+	if len(cfg.Clients) == 0 && s.registry == nil {
 		return nil, errors.New("issuer: at least one client is required")
+	}
+	if s.registration != nil && s.registry == nil {
+		return nil, errors.New("issuer: dynamic client registration needs a client registry")
 	}
 	s.clients = make(map[string]*client, len(cfg.Clients))
 	scopes := map[string]bool{}
@@ -292,13 +307,43 @@ func New(cfg Config) (*Server, error) {
 	if s.ring != nil {
 		s.handlers[JWKSPath] = http.HandlerFunc(s.serveJWKS)
 	}
+	if s.registration != nil {
+		if err := s.registration.init(); err != nil {
+			return nil, err
+		}
+		s.handlers[RegisterPath] = http.HandlerFunc(s.serveRegister)
+		for _, sc := range s.registration.Scopes {
+			if !slices.Contains(s.scopesSupported, sc) {
+				s.scopesSupported = append(s.scopesSupported, sc)
+			}
+		}
+		slices.Sort(s.scopesSupported)
+	}
 	return s, nil
+}
+
+// client returns the client with the ID, configured or registered at
+// runtime, nil for none.
+func (s *Server) client(id string) *client {
+	if c := s.clients[id]; c != nil {
+		return c
+	}
+	if s.registry != nil {
+		return s.registry.lookup(id)
+	}
+	return nil
 }
 
 // Endpoint returns the handler for one of the endpoint paths (AuthorizePath
 // and friends), nil for any other path.
 func (s *Server) Endpoint(path string) http.Handler {
-	return s.handlers[path]
+	if h := s.handlers[path]; h != nil {
+		return h
+	}
+	if s.registration != nil && strings.HasPrefix(path, RegisterPath+"/") {
+		return s.handlers[RegisterPath] // RFC 7592 client configuration endpoints
+	}
+	return nil
 }
 
 // validateIssuer checks an issuer identifier per RFC 8414 §2: a URL with a

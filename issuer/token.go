@@ -76,7 +76,8 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, oerr)
 		return
 	}
-	s.obs.TokenIssued(form.Get("grant_type"), c.ID)
+	s.obs.TokenIssued(form.Get("grant_type"), s.metricClient(c.ID))
+	s.touchClient(c)
 	writeJSON(w, http.StatusOK, resp)
 }
 

@@ -204,5 +204,6 @@ var (
 	_ caddy.CleanerUpper    = (*Store)(nil)
 	_ caddyfile.Unmarshaler = (*Store)(nil)
 	_ stores.Store          = (*Store)(nil)
+	_ stores.ClientRegistry = (*Store)(nil)
 	_ caddy.Destructor      = pooled{}
 )

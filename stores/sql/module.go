@@ -340,5 +340,6 @@ var (
 	_ caddy.CleanerUpper    = (*Store)(nil)
 	_ caddyfile.Unmarshaler = (*Store)(nil)
 	_ stores.Store          = (*Store)(nil)
+	_ stores.ClientRegistry = (*Store)(nil)
 	_ stores.Starter        = (*Store)(nil)
 )
