@@ -263,18 +263,11 @@ func scanClient(iter *gocql.Iter) (*stores.RegisteredClient, bool, error) {
 	if len(metadata) > 0 {
 		c.Metadata = metadata
 	}
-	c.PreviousSecretExpiresAt, c.CreatedAt, c.UpdatedAt, c.ExpiresAt = utcOrZero(prevExpires), created, updated, utcOrZero(expires)
+	c.PreviousSecretExpiresAt, c.CreatedAt, c.UpdatedAt, c.ExpiresAt = prevExpires, created, updated, expires
 	if err != nil {
 		return nil, false, err
 	}
 	return &c, true, nil
-}
-
-func utcOrZero(t time.Time) time.Time {
-	if t.IsZero() {
-		return time.Time{}
-	}
-	return t
 }
 
 var _ stores.ClientRegistry = (*Engine)(nil)
