@@ -22,8 +22,6 @@ import (
 	"net/url"
 	"strings"
 	"time"
-
-	"github.com/lestrrat-go/jwx/v3/jwk"
 )
 
 // Error codes a caller answers with (RFC 9449 §7.1, §8, §12.2).
@@ -275,36 +273,69 @@ func publicKey(raw json.RawMessage, alg string) (crypto.PublicKey, string, error
 	if err := json.Unmarshal(members["kty"], &kty); err != nil || kty != algKty(alg) {
 		return nil, "", invalid("jwk", "DPoP proof jwk kty does not match alg")
 	}
-	k, err := jwk.ParseKey(raw)
-	if err != nil {
-		return nil, "", invalid("jwk", "DPoP proof jwk is invalid")
+	str := func(name string) (string, bool) {
+		var v string
+		r, ok := members[name]
+		if !ok || json.Unmarshal(r, &v) != nil || v == "" {
+			return "", false
+		}
+		return v, true
 	}
-	var pub any
-	if err := jwk.Export(k, &pub); err != nil {
-		return nil, "", invalid("jwk", "DPoP proof jwk is invalid")
+	bytesOf := func(name string) []byte {
+		v, ok := str(name)
+		if !ok {
+			return nil
+		}
+		b, err := b64.DecodeString(v)
+		if err != nil {
+			return nil
+		}
+		return b
 	}
-	switch p := pub.(type) {
-	case *ecdsa.PublicKey:
-		want := map[string]elliptic.Curve{"ES256": elliptic.P256(), "ES384": elliptic.P384(), "ES512": elliptic.P521()}[alg]
-		if p.Curve != want {
+	bad := invalid("jwk", "DPoP proof jwk is not a valid public key for alg")
+	var pub crypto.PublicKey
+	var tp string // RFC 7638 §3.2: the required members, sorted, no spaces.
+	switch kty {
+	case "EC":
+		crv, _ := str("crv")
+		curve, size := map[string]elliptic.Curve{"ES256": elliptic.P256(), "ES384": elliptic.P384(), "ES512": elliptic.P521()}[alg], 0
+		if want := curve.Params().Name; crv != want {
 			return nil, "", invalid("jwk", "DPoP proof jwk curve does not match alg")
 		}
-	case ed25519.PublicKey:
-		if len(p) != ed25519.PublicKeySize {
-			return nil, "", invalid("jwk", "DPoP proof jwk is not an Ed25519 key")
+		size = (curve.Params().BitSize + 7) / 8
+		x, y := bytesOf("x"), bytesOf("y")
+		if len(x) != size || len(y) != size {
+			return nil, "", bad
 		}
-	case *rsa.PublicKey:
-		if p.N.BitLen() < minRSABits {
-			return nil, "", invalid("jwk", "DPoP proof RSA key is shorter than 2048 bits")
+		k, err := ecdsa.ParseUncompressedPublicKey(curve, append(append([]byte{4}, x...), y...))
+		if err != nil { // not on the curve
+			return nil, "", bad
 		}
-	default:
-		return nil, "", invalid("jwk", "DPoP proof jwk is not a supported public key")
+		pub = k
+		tp = `{"crv":"` + crv + `","kty":"EC","x":"` + b64.EncodeToString(x) + `","y":"` + b64.EncodeToString(y) + `"}`
+	case "OKP":
+		crv, _ := str("crv")
+		x := bytesOf("x")
+		if crv != "Ed25519" || len(x) != ed25519.PublicKeySize {
+			return nil, "", bad
+		}
+		pub = ed25519.PublicKey(x)
+		tp = `{"crv":"Ed25519","kty":"OKP","x":"` + b64.EncodeToString(x) + `"}`
+	case "RSA":
+		n, e := bytesOf("n"), bytesOf("e")
+		if len(n) == 0 || n[0] == 0 || len(e) == 0 || len(e) > 4 || e[0] == 0 {
+			return nil, "", bad
+		}
+		N := new(big.Int).SetBytes(n)
+		E := int(new(big.Int).SetBytes(e).Int64())
+		if N.BitLen() < minRSABits || N.BitLen() > 8192 || E < 3 || E%2 == 0 {
+			return nil, "", invalid("jwk", "DPoP proof RSA key must be 2048 to 8192 bits with an odd exponent")
+		}
+		pub = &rsa.PublicKey{N: N, E: E}
+		tp = `{"e":"` + b64.EncodeToString(e) + `","kty":"RSA","n":"` + b64.EncodeToString(n) + `"}`
 	}
-	tp, err := k.Thumbprint(crypto.SHA256) // RFC 7638 §3
-	if err != nil {
-		return nil, "", invalid("jwk", "DPoP proof jwk has no thumbprint")
-	}
-	return pub, b64.EncodeToString(tp), nil
+	d := sha256.Sum256([]byte(tp))
+	return pub, b64.EncodeToString(d[:]), nil
 }
 
 func verifySignature(alg string, key crypto.PublicKey, input, sig []byte) bool {

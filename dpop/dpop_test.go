@@ -173,6 +173,9 @@ func TestVerifyRefuses(t *testing.T) {
 		{"curve mismatch P-384 key ES256", "jwk", sign(t, hdr("jwk", pubJWK(t, &ec384.PublicKey)), cl(), "ES256"), nil},
 		{"kty mismatch EC key EdDSA", "jwk", sign(t, hdr("alg", "EdDSA"), cl(), "EdDSA"), nil},
 		{"short RSA key", "jwk", sign(t, hdr("alg", "RS256", "jwk", map[string]any{"kty": "RSA", "n": b64.EncodeToString(small.N.Bytes()), "e": "AQAB"}), cl(), "RS256"), nil},
+		{"EC point off the curve", "jwk", sign(t, hdr("jwk", offCurve(t)), cl(), "ES256"), nil},
+		{"RSA even exponent", "jwk", sign(t, hdr("alg", "RS256", "jwk", map[string]any{"kty": "RSA", "n": b64.EncodeToString(rsaKey.N.Bytes()), "e": "AAI"}), cl(), "RS256"), nil},
+		{"OKP X25519 key", "jwk", sign(t, hdr("alg", "EdDSA", "jwk", map[string]any{"kty": "OKP", "crv": "X25519", "x": b64.EncodeToString(edPub)}), cl(), "EdDSA"), nil},
 		{"wrong typ", "typ", sign(t, hdr("typ", "JWT"), cl(), "ES256"), nil},
 		{"no typ", "typ", sign(t, hdr("typ", nil), cl(), "ES256"), nil},
 		{"signed by another key", "signature", sign(t, hdr("jwk", pubJWK(t, &ecdsaOther.PublicKey)), cl(), "ES256"), nil},
@@ -345,4 +348,12 @@ func TestHeader(t *testing.T) {
 	if _, err := Header(http.Header{"Dpop": {"a.b.c, d.e.f"}}); err == nil {
 		t.Fatal("two proofs in one header accepted")
 	}
+}
+
+func offCurve(t testing.TB) map[string]any {
+	k := pubJWK(t, &ecKey.PublicKey)
+	y := mustB64(k["y"].(string))
+	y[31] ^= 1
+	k["y"] = b64.EncodeToString(y)
+	return k
 }
