@@ -99,7 +99,7 @@ type Proof struct {
 type header struct {
 	Typ  string          `json:"typ"`
 	Alg  string          `json:"alg"`
-	JWK  json.RawMessage `json:"jwk"`
+	JWK  *jwkMembers     `json:"jwk"`
 	Crit json.RawMessage `json:"crit"`
 	X5c  json.RawMessage `json:"x5c"`
 	X5u  json.RawMessage `json:"x5u"`
@@ -115,8 +115,15 @@ type claims struct {
 	Nonce *string  `json:"nonce"`
 }
 
-// jwk members that only a private or symmetric key has (RFC 7518 §6).
-var privateMembers = []string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
+// jwkMembers is the jwk header, decoded once. The json.RawMessage fields
+// only record presence: members of a private or symmetric key (RFC 7518
+// §6) or a certificate, all refused.
+type jwkMembers struct {
+	Kty, Crv, X, Y, N, E        string
+	D, P, Q, DP, DQ, QI, Oth, K json.RawMessage
+	X5c, X5u, X5t               json.RawMessage
+	X5tS256                     json.RawMessage `json:"x5t#S256"`
+}
 
 var b64 = base64.RawURLEncoding
 
@@ -251,43 +258,23 @@ func algKty(alg string) string {
 
 // publicKey parses the jwk header: public only, of the algorithm's type,
 // and returns its thumbprint.
-func publicKey(raw json.RawMessage, alg string) (crypto.PublicKey, string, error) {
-	if len(raw) == 0 || raw[0] != '{' {
+func publicKey(m *jwkMembers, alg string) (crypto.PublicKey, string, error) {
+	if m == nil {
 		return nil, "", invalid("jwk", "DPoP proof has no jwk header")
 	}
-	var members map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &members); err != nil {
-		return nil, "", invalid("jwk", "DPoP proof jwk is not a JSON object")
+	if m.D != nil || m.P != nil || m.Q != nil || m.DP != nil || m.DQ != nil || m.QI != nil || m.Oth != nil || m.K != nil {
+		return nil, "", invalid("jwk", "DPoP proof jwk must not contain private or symmetric key members")
 	}
-	for _, m := range privateMembers {
-		if _, ok := members[m]; ok {
-			return nil, "", invalid("jwk", "DPoP proof jwk must not contain private or symmetric key members")
-		}
+	if m.X5c != nil || m.X5u != nil || m.X5t != nil || m.X5tS256 != nil {
+		return nil, "", invalid("jwk", "DPoP proof jwk must be a bare public key")
 	}
-	for _, m := range []string{"x5c", "x5u", "x5t", "x5t#S256"} {
-		if _, ok := members[m]; ok {
-			return nil, "", invalid("jwk", "DPoP proof jwk must be a bare public key")
-		}
-	}
-	var kty string
-	if err := json.Unmarshal(members["kty"], &kty); err != nil || kty != algKty(alg) {
+	kty := m.Kty
+	if kty != algKty(alg) {
 		return nil, "", invalid("jwk", "DPoP proof jwk kty does not match alg")
 	}
-	str := func(name string) (string, bool) {
-		var v string
-		r, ok := members[name]
-		if !ok || json.Unmarshal(r, &v) != nil || v == "" {
-			return "", false
-		}
-		return v, true
-	}
-	bytesOf := func(name string) []byte {
-		v, ok := str(name)
-		if !ok {
-			return nil
-		}
+	bytesOf := func(v string) []byte {
 		b, err := b64.DecodeString(v)
-		if err != nil {
+		if err != nil || v == "" {
 			return nil
 		}
 		return b
@@ -297,13 +284,13 @@ func publicKey(raw json.RawMessage, alg string) (crypto.PublicKey, string, error
 	var tp string // RFC 7638 §3.2: the required members, sorted, no spaces.
 	switch kty {
 	case "EC":
-		crv, _ := str("crv")
+		crv := m.Crv
 		curve, size := map[string]elliptic.Curve{"ES256": elliptic.P256(), "ES384": elliptic.P384(), "ES512": elliptic.P521()}[alg], 0
 		if want := curve.Params().Name; crv != want {
 			return nil, "", invalid("jwk", "DPoP proof jwk curve does not match alg")
 		}
 		size = (curve.Params().BitSize + 7) / 8
-		x, y := bytesOf("x"), bytesOf("y")
+		x, y := bytesOf(m.X), bytesOf(m.Y)
 		if len(x) != size || len(y) != size {
 			return nil, "", bad
 		}
@@ -314,15 +301,15 @@ func publicKey(raw json.RawMessage, alg string) (crypto.PublicKey, string, error
 		pub = k
 		tp = `{"crv":"` + crv + `","kty":"EC","x":"` + b64.EncodeToString(x) + `","y":"` + b64.EncodeToString(y) + `"}`
 	case "OKP":
-		crv, _ := str("crv")
-		x := bytesOf("x")
+		crv := m.Crv
+		x := bytesOf(m.X)
 		if crv != "Ed25519" || len(x) != ed25519.PublicKeySize {
 			return nil, "", bad
 		}
 		pub = ed25519.PublicKey(x)
 		tp = `{"crv":"Ed25519","kty":"OKP","x":"` + b64.EncodeToString(x) + `"}`
 	case "RSA":
-		n, e := bytesOf("n"), bytesOf("e")
+		n, e := bytesOf(m.N), bytesOf(m.E)
 		if len(n) == 0 || n[0] == 0 || len(e) == 0 || len(e) > 4 || e[0] == 0 {
 			return nil, "", bad
 		}

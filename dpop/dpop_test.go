@@ -116,7 +116,9 @@ func mustJSON(v any) []byte { b, _ := json.Marshal(v); return b }
 func TestThumbprintRFC7638(t *testing.T) {
 	n := "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"
 	k := map[string]any{"kty": "RSA", "n": n, "e": "AQAB"}
-	key, jkt, err := publicKey(mustJSON(k), "RS256")
+	var m jwkMembers
+	json.Unmarshal(mustJSON(k), &m)
+	key, jkt, err := publicKey(&m, "RS256")
 	if err != nil || key == nil {
 		t.Fatal(err)
 	}
