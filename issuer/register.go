@@ -445,11 +445,16 @@ func bearerToken(r *http.Request) (string, bool) {
 }
 
 // SafeDescription keeps the characters RFC 6749 §5.2 allows in an
-// error_description (%x20-21 / %x23-5B / %x5D-7E), replacing the others.
+// error_description (%x20-21 / %x23-5B / %x5D-7E): double quotes, which
+// the messages use around values, become single quotes, anything else
+// outside the set a question mark.
 func SafeDescription(s string) string {
 	b := []byte(s)
 	for i, c := range b {
-		if c < 0x20 || c == '"' || c == '\\' || c > 0x7e {
+		switch {
+		case c == '"':
+			b[i] = '\''
+		case c < 0x20 || c == '\\' || c > 0x7e:
 			b[i] = '?'
 		}
 	}
