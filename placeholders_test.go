@@ -24,12 +24,12 @@ func TestGrantPlaceholders(t *testing.T) {
 		}},
 		{"another issuer's user", validator.Grant{
 			Token: &stores.Token{ClientID: "app", Subject: "alice"}, Claims: map[string]any{"iss": "https://idp.example"},
-			Foreign: true, Issuer: &validator.ForeignIssuer{ID: "https://idp.example", SubjectPrefix: "idp:"},
+			Issuer: &validator.ForeignIssuer{ID: "https://idp.example", SubjectPrefix: "idp:"},
 		}, map[string]string{
 			"http.auth.user.id": "idp:alice", "oauth2.subject": "alice", "oauth2.issuer": "https://idp.example",
 		}},
 		{"another issuer's client", validator.Grant{
-			Token: &stores.Token{ClientID: "svc"}, Foreign: true, Issuer: &validator.ForeignIssuer{ID: "https://idp.example", SubjectPrefix: "idp:"},
+			Token: &stores.Token{ClientID: "svc"}, Issuer: &validator.ForeignIssuer{ID: "https://idp.example", SubjectPrefix: "idp:"},
 		}, map[string]string{"http.auth.user.id": "idp:svc", "oauth2.client_id": "svc"}},
 		{"with claims", validator.Grant{
 			Token:  &stores.Token{ClientID: "app", Subject: "alice", Scope: "read write"},

@@ -213,7 +213,7 @@ func TestJWTAccepted(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok := g.Token
-	if !g.Foreign || tok.Subject != "alice" || tok.ClientID != "app" || tok.Scope != "read write" || tok.Kind != stores.AccessToken {
+	if !g.Foreign() || tok.Subject != "alice" || tok.ClientID != "app" || tok.Scope != "read write" || tok.Kind != stores.AccessToken {
 		t.Fatalf("grant %+v, token %+v", g, tok)
 	}
 	if g.Claims["sub"] != "alice" || g.Claims["iss"] != p.iss {
@@ -454,7 +454,7 @@ func TestIntrospection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !g.Foreign || g.Token.Subject != "bob" || g.Token.Scope != "read" || g.Claims["sub"] != "bob" {
+	if !g.Foreign() || g.Token.Subject != "bob" || g.Token.Scope != "read" || g.Claims["sub"] != "bob" {
 		t.Fatalf("grant %+v %+v", g, g.Token)
 	}
 	// Cached: no second call, until the TTL is over.

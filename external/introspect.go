@@ -244,7 +244,7 @@ func (in *Introspector) judge(claims map[string]any, now time.Time) (validator.G
 		// minute when it may not.
 		t.ExpiresAt = now.Add(max(in.cfg.CacheTTL, time.Minute))
 	}
-	return validator.Grant{Token: t, Claims: claims, Foreign: true, Issuer: in.cfg.foreign}, nil
+	return validator.Grant{Token: t, Claims: claims, Issuer: in.cfg.foreign}, nil
 }
 
 // ask posts the token to the endpoint and decodes the answer. It never

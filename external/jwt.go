@@ -157,7 +157,7 @@ func (j *JWT) Verify(ctx context.Context, raw string) (validator.Grant, error) {
 	if claims.IssuedAt != nil {
 		t.IssuedAt = claims.IssuedAt.Time()
 	}
-	g := validator.Grant{Token: t, Claims: all, Foreign: true, Issuer: j.cfg.foreign}
+	g := validator.Grant{Token: t, Claims: all, Issuer: j.cfg.foreign}
 	j.verified.Put(hash, cached{grant: g, version: version}, t.ExpiresAt, now)
 	return g, nil
 }

@@ -87,13 +87,14 @@ type Grant struct {
 	// the upstream as {oauth2.claims.<name>}. Nil for opaque tokens of our
 	// store.
 	Claims map[string]any
-	// Foreign marks a token of another authorization server: its client is
-	// not registered here, so Config.ClientScopes does not apply.
-	Foreign bool
 	// Issuer is the other authorization server that vouched for a foreign
 	// token, shared by all its grants. Nil for our own tokens.
 	Issuer *ForeignIssuer
 }
+
+// Foreign reports whether the token is another authorization server's: its
+// client is not registered here, so Config.ClientScopes does not apply.
+func (g Grant) Foreign() bool { return g.Issuer != nil }
 
 // ForeignIssuer is another authorization server whose tokens are accepted.
 type ForeignIssuer struct {
@@ -270,7 +271,7 @@ func (v *Validator) CheckGrant(r *http.Request) (Grant, *Denial) {
 		return Grant{}, v.denyInvalid
 	}
 	var registered map[string]bool
-	checkClient := v.clients != nil && !g.Foreign
+	checkClient := v.clients != nil && !g.Foreign()
 	if checkClient {
 		var ok bool
 		if registered, ok = v.clients(tok.ClientID); !ok {
