@@ -316,8 +316,7 @@ type Introspection []*Introspector
 // recognised it, and sending another server's token to this one's
 // endpoint would hand it over) and a code or token of ours.
 func (Introspection) Recognize(raw string) bool {
-	if raw == "" || len(raw) > maxTokenLen || strings.HasPrefix(raw, token.RefreshPrefix) ||
-		strings.HasPrefix(raw, token.CodePrefix) || strings.HasPrefix(raw, token.AccessPrefix) {
+	if raw == "" || len(raw) > maxTokenLen || token.Ours(raw) {
 		return false
 	}
 	iss, ok := peekIssuer(raw)

@@ -68,6 +68,13 @@ const (
 	RefreshPrefix = "crt_"
 )
 
+// Ours reports whether raw carries one of this server's prefixes, well
+// formed or not: such a value is never handed to another server.
+func Ours(raw string) bool {
+	return strings.HasPrefix(raw, AccessPrefix) || strings.HasPrefix(raw, RefreshPrefix) ||
+		strings.HasPrefix(raw, CodePrefix)
+}
+
 // randomBytes is the entropy of every code and token: 256 bits.
 const randomBytes = 32
 

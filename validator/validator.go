@@ -235,7 +235,7 @@ func (v *Validator) CheckGrant(r *http.Request) (Grant, *Denial) {
 			return Grant{}, v.denyInvalid // a token for another API
 		}
 		g.Token = tok
-	} else if ours(raw) {
+	} else if token.Ours(raw) {
 		// A code, a refresh token or a garbled access token of ours is
 		// refused here: it never goes to another server (an external
 		// issuer's introspection endpoint would receive it).
@@ -285,12 +285,6 @@ func (v *Validator) CheckGrant(r *http.Request) (Grant, *Denial) {
 		}
 	}
 	return g, nil
-}
-
-// ours reports whether raw has the prefix of one of our codes or tokens.
-func ours(raw string) bool {
-	return strings.HasPrefix(raw, token.RefreshPrefix) || strings.HasPrefix(raw, token.CodePrefix) ||
-		strings.HasPrefix(raw, token.AccessPrefix)
 }
 
 // bound gives ctx the lookup deadline, if the validator has one.
