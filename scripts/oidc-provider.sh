@@ -16,7 +16,9 @@
 #   OIDC_PROVIDER_DIR    log and pid file (default ${TMPDIR:-/tmp}/caddy-oauth2-oidc-provider)
 #   OIDC_PROVIDER_PORT   first port (default 20590); the next one serves a
 #                        second, unrelated issuer
-#   OIDC_PROVIDER_WAIT   seconds to wait for it to answer (default 30)
+#   OIDC_PROVIDER_WAIT   seconds to wait for it to answer (default 120: on a
+#                        busy 2-core machine, while Cassandra JVMs boot, its
+#                        RSA key generation alone has taken over 30 s)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -32,12 +34,12 @@ else
 fi
 dir=${OIDC_PROVIDER_DIR:-${TMPDIR:-/tmp}/caddy-oauth2-oidc-provider}
 port=${OIDC_PROVIDER_PORT:-20590}
-wait_s=${OIDC_PROVIDER_WAIT:-30}
+wait_s=${OIDC_PROVIDER_WAIT:-120}
 pidfile=$dir/pid
 url=http://127.0.0.1:$port
 
 running() { [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
-answers() { curl -fsS -o /dev/null --max-time 2 "$url/.well-known/openid-configuration" 2>/dev/null; }
+answers() { curl -fsS --noproxy '*' -o /dev/null --max-time 2 "$url/.well-known/openid-configuration" 2>/dev/null; }
 
 install() {
 	mkdir -p "$cache"
@@ -68,7 +70,11 @@ start)
 		running || break
 		sleep 0.2
 	done
-	echo "oidc-provider.sh: did not come up; log $dir/log:" >&2
+	if running; then
+		echo "oidc-provider.sh: still not answering on $url after ${wait_s}s (pid $(cat "$pidfile") is alive); log $dir/log:" >&2
+	else
+		echo "oidc-provider.sh: exited before answering on $url; log $dir/log:" >&2
+	fi
 	tail -n 30 "$dir/log" >&2
 	exit 1
 	;;

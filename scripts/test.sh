@@ -22,6 +22,11 @@ step "starting MariaDB and PostgreSQL"
 scripts/services.sh start
 eval "$(scripts/services.sh env)"
 
+# Before the Cassandra JVMs, which keep both cores busy while they boot.
+step "starting oidc-provider (the external issuer)"
+scripts/oidc-provider.sh start
+eval "$(scripts/oidc-provider.sh env)"
+
 step "starting Cassandra"
 scripts/cassandra.sh start
 eval "$(scripts/cassandra.sh env)"
@@ -37,10 +42,6 @@ cluster_tests='^(TestFleetCassandra|TestFleetFeedCassandra|TestReplicaOutage)$'
 step "installing Chromium for the consent page tests"
 scripts/chromium.sh
 eval "$(scripts/chromium.sh env)"
-
-step "starting oidc-provider (the external issuer)"
-scripts/oidc-provider.sh start
-eval "$(scripts/oidc-provider.sh env)"
 
 step "installing oauth4webapi (the third-party client of the registration tests)"
 scripts/oauth4webapi.sh install
