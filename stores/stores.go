@@ -96,6 +96,14 @@ type Code struct {
 	// request named, which the token request may narrow but not widen;
 	// nil for none. Each is an absolute URI without spaces.
 	Audience []string
+	// JKT is the RFC 7638 thumbprint (base64url SHA-256) of the DPoP key the
+	// authorization request bound the code to with dpop_jkt (RFC 9449 §10);
+	// empty for none. The token request must prove that key.
+	JKT string
+	// OIDC holds what OpenID Connect needs to mint ID tokens for the grant
+	// (the nonce, auth_time and released claims read at authorization);
+	// nil when the grant is not an OpenID Connect one.
+	OIDC *OIDCGrant
 	// IssuedAt and ExpiresAt bound the code's life.
 	IssuedAt  time.Time
 	ExpiresAt time.Time
@@ -122,9 +130,34 @@ type Token struct {
 	// but not widen them. Nil for a token with no audience restriction.
 	// Each is an absolute URI without spaces.
 	Audience []string
+	// JKT is the RFC 7638 thumbprint (base64url SHA-256) of the DPoP key the
+	// token is bound to (RFC 9449 §6): the guard admits it only with a
+	// proof of that key, never as a bearer token. Empty for a bearer token.
+	JKT string
+	// OIDC holds what a refresh needs to mint the same ID token again (the
+	// subject's auth_time, the session and the released claims; never the
+	// nonce, OpenID Connect Core §12.2), and what the guard and UserInfo
+	// release as claims. Nil when the grant is not an OpenID Connect one.
+	OIDC *OIDCGrant
 	// IssuedAt and ExpiresAt bound the token's life.
 	IssuedAt  time.Time
 	ExpiresAt time.Time
+}
+
+// OIDCGrant is the OpenID Connect state of a grant. Stores keep it as one
+// JSON value (its json tags are the stored form) and return it unchanged.
+type OIDCGrant struct {
+	// Nonce is the authorization request's nonce, echoed in the ID token
+	// of the code redemption only; empty on tokens.
+	Nonce string `json:"nonce,omitempty"`
+	// AuthTime is when the resource owner authenticated, as the
+	// authentication handler said; zero when unknown.
+	AuthTime time.Time `json:"auth_time,omitzero"`
+	// SessionID is the ID token's sid: one per authorization.
+	SessionID string `json:"sid,omitempty"`
+	// Claims are the claims the granted scopes release, by claim name:
+	// strings or lists of strings.
+	Claims map[string]any `json:"claims,omitempty"`
 }
 
 // CodeStore keeps authorization codes.
@@ -215,6 +248,28 @@ func RevokedBySubject(tokSubject, tokClient, subject, clientID string) bool {
 		tokSubject = tokClient
 	}
 	return (subject == "" || tokSubject == subject) && (clientID == "" || tokClient == clientID)
+}
+
+// SingleUse is implemented by stores that keep single-use values shared by
+// every gateway: pushed authorization requests (RFC 9126 request_uri) and
+// the jti of client assertions (RFC 7523 §3), so a value redeemed or seen
+// at one gateway is refused at every other. The app uses the code store's.
+// Keys are hashes or random identifiers, never raw secrets; values are
+// opaque bytes (at most 16 KiB). A used or live value is security state:
+// a store never drops it to make room, it refuses the new one instead
+// (ErrUnavailable).
+type SingleUse interface {
+	// PutOnce stores value under key until expiresAt. A key already
+	// stored and not expired (used or not) gives ErrExists and changes
+	// nothing: this is how a replayed assertion jti is detected.
+	PutOnce(ctx context.Context, key string, value []byte, expiresAt time.Time) error
+	// TakeOnce marks the value used and returns it. Under concurrency
+	// exactly one caller wins; every later call gives ErrConsumed. An
+	// absent or expired key gives ErrNotFound.
+	TakeOnce(ctx context.Context, key string) ([]byte, error)
+	// PurgeExpiredOnce deletes expired values, at most batch rows per
+	// statement, and returns how many it deleted.
+	PurgeExpiredOnce(ctx context.Context, batch int) (int64, error)
 }
 
 // ErrUnsupported reports an optional capability a store does not have.
