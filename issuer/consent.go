@@ -129,10 +129,10 @@ func (s *Server) renderConsent(w http.ResponseWriter, r *http.Request, req *auth
 
 		SelfRegistered:   req.client.dynamic() || req.client.document,
 		MetadataDocument: req.client.document,
-		RedirectURI:    req.redirectURI,
-		Approve:        decisionApprove,
-		Deny:           decisionDeny,
-		Decision:       decisionField,
+		RedirectURI:      req.redirectURI,
+		Approve:          decisionApprove,
+		Deny:             decisionDeny,
+		Decision:         decisionField,
 	}
 	if page.ClientName == "" {
 		page.ClientName = req.client.ID
