@@ -97,6 +97,9 @@ func (d *MetadataDocuments) init(s *Server) error {
 			return fmt.Errorf("issuer: client_id_metadata_documents: allow_hosts: %q is neither a host name nor *.<domain>", h)
 		}
 	}
+	if d.cache != nil {
+		return nil // shared by the app's servers: set up by the first
+	}
 	if d.MaxEntries <= 0 {
 		d.MaxEntries = defaultDocumentEntries
 	}
