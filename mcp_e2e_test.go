@@ -17,12 +17,15 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/oauth2"
 )
 
 const (
@@ -115,6 +118,10 @@ func TestMCPSDK(t *testing.T) {
 
 	// The client ID metadata document, over https on loopback.
 	docs := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/mismatch.json" {
+			fmt.Fprintf(w, `{"client_id":"https://%s/other.json","redirect_uris":[%q]}`, r.Host, mcpRedirect)
+			return
+		}
 		if r.URL.Path != "/mcp-client.json" {
 			http.NotFound(w, r)
 			return
@@ -175,6 +182,8 @@ func TestMCPSDK(t *testing.T) {
 	if resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") != want || resp.Header.Get("Access-Control-Allow-Origin") != "" {
 		t.Fatalf("401 without a token: %d %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
 	}
+
+	mcpRefusals(t, sfx, docs.URL)
 
 	for _, tc := range []struct {
 		name, clientID, metadataURL string
@@ -250,4 +259,90 @@ func containsLine(lines []string, want string) bool {
 		}
 	}
 	return false
+}
+
+// mcpRefusals checks, through Caddy, the refusals of resources and of a
+// metadata document that does not name itself.
+func mcpRefusals(t *testing.T, sfx, docsURL string) {
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	verifier := oauth2.GenerateVerifier()
+	authorize := func(clientID string, resource string) (*http.Response, string) {
+		q := url.Values{"response_type": {"code"}, "client_id": {clientID}, "redirect_uri": {mcpRedirect}, "state": {"st"},
+			"code_challenge": {oauth2.S256ChallengeFromVerifier(verifier)}, "code_challenge_method": {"S256"}, "resource": {resource}}
+		req, _ := http.NewRequest(http.MethodGet, mcpAS+"/oauth2/authorize?"+q.Encode(), nil)
+		req.SetBasicAuth("alice"+sfx, "alice-password")
+		resp, err := noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(b)
+	}
+	// An unknown resource at the authorization endpoint: invalid_target.
+	resp, _ := authorize("mcp-preregistered", "https://unknown.example/mcp")
+	if loc, _ := url.Parse(resp.Header.Get("Location")); resp.StatusCode != 302 || loc.Query().Get("error") != "invalid_target" {
+		t.Errorf("unknown resource at authorize: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	// A metadata document whose client_id is another URL: invalid_client,
+	// on the page, never redirected.
+	resp, page := authorize(docsURL+"/mismatch.json", mcpA)
+	if resp.StatusCode != 400 || !strings.Contains(page, "invalid_client") || resp.Header.Get("Location") != "" {
+		t.Errorf("mismatched document: %d %q %.300s", resp.StatusCode, resp.Header.Get("Location"), page)
+	}
+	// A code for server A may not be redeemed for server B, nor for an
+	// unknown resource; for A it may.
+	code := func() string {
+		resp, page := authorize("mcp-preregistered", mcpA)
+		if resp.StatusCode != 200 || !strings.Contains(page, "Tools A") {
+			t.Fatalf("consent page: %d %.500s", resp.StatusCode, page)
+		}
+		form := url.Values{}
+		for _, m := range hiddenInputRE.FindAllStringSubmatch(page, -1) {
+			form.Add(htmlUnescape(m[1]), htmlUnescape(m[2]))
+		}
+		form.Set("decision", "approve")
+		req, _ := http.NewRequest(http.MethodPost, mcpAS+"/oauth2/authorize", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth("alice"+sfx, "alice-password")
+		resp, err := noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc, _ := url.Parse(resp.Header.Get("Location"))
+		return loc.Query().Get("code")
+	}
+	for _, tc := range []struct {
+		resource string
+		status   int
+	}{{mcpB, 400}, {"https://unknown.example/mcp", 400}, {mcpA, 200}} {
+		resp, body := mcpToken(t, url.Values{"grant_type": {"authorization_code"}, "code": {code()},
+			"client_id": {"mcp-preregistered"}, "redirect_uri": {mcpRedirect}, "code_verifier": {verifier}, "resource": {tc.resource}})
+		if resp.StatusCode != tc.status || tc.status == 400 && body["error"] != "invalid_target" {
+			t.Errorf("token for %s with a code for A: %d %v", tc.resource, resp.StatusCode, body)
+		}
+		if tc.status != 200 {
+			continue
+		}
+		// A refresh may not widen the audience to server B.
+		resp, body = mcpToken(t, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {body["refresh_token"].(string)},
+			"client_id": {"mcp-preregistered"}, "resource": {mcpB}})
+		if resp.StatusCode != 400 || body["error"] != "invalid_target" {
+			t.Errorf("widening refresh: %d %v", resp.StatusCode, body)
+		}
+	}
+}
+
+// mcpToken posts form to the token endpoint.
+func mcpToken(t *testing.T, form url.Values) (*http.Response, map[string]any) {
+	t.Helper()
+	resp, err := http.PostForm(mcpAS+"/oauth2/token", form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	return resp, body
 }
