@@ -290,6 +290,15 @@ func mcpRefusals(t *testing.T, sfx, docsURL string) {
 	if resp.StatusCode != 400 || !strings.Contains(page, "invalid_client") || resp.Header.Get("Location") != "" {
 		t.Errorf("mismatched document: %d %q %.300s", resp.StatusCode, resp.Header.Get("Location"), page)
 	}
+	mresp, err := http.Get("http://127.0.0.1:2398/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	if !strings.Contains(string(metrics), `caddy_oauth2_client_metadata_document_failures_total{reason="mismatch"} 1`) {
+		t.Errorf("the refused document is not counted")
+	}
 	// A code for server A may not be redeemed for server B, nor for an
 	// unknown resource; for A it may.
 	code := func() string {
