@@ -355,3 +355,85 @@ func mcpToken(t *testing.T, form url.Values) (*http.Response, map[string]any) {
 	_ = json.NewDecoder(resp.Body).Decode(&body)
 	return resp, body
 }
+
+// The resources guards add are those of the configuration in force: a
+// reload that drops a guard drops its resource. Ports 19875-19876, admin
+// 127.0.0.1:2399.
+func TestGuardResourcesFollowReload(t *testing.T) {
+	http.DefaultClient.CloseIdleConnections()
+	t.Cleanup(http.DefaultClient.CloseIdleConnections)
+	config := func(resource string) string {
+		return `{
+	admin 127.0.0.1:2399
+	default_bind 127.0.0.1
+	http_port 19875
+	https_port 19877
+	auto_https off
+	grace_period 1s
+	persist_config off
+	oauth2 {
+		issuer http://127.0.0.1:19875
+		token_secret "reload-e2e-test-secret-of-at-least-32-bytes"
+		client app {
+			redirect_uri ` + mcpRedirect + `
+			skip_consent
+		}
+	}
+}
+http://127.0.0.1:19875 {
+	handle /oauth2/authorize {
+		basic_auth {
+			alice ` + aliceHash + `
+		}
+		oauth2_server
+	}
+	oauth2_server
+}
+http://127.0.0.1:19876 {
+	oauth2_guard {
+		resource ` + resource + `
+	}
+	respond ok
+}
+`
+	}
+	path := filepath.Join(t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(path, []byte(config("http://127.0.0.1:19876/one")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	startCaddyProcess(t, path, 19875, 19876)
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	outcome := func(resource string) string {
+		q := url.Values{"response_type": {"code"}, "client_id": {"app"}, "redirect_uri": {mcpRedirect}, "resource": {resource},
+			"code_challenge": {oauth2.S256ChallengeFromVerifier(oauth2.GenerateVerifier())}, "code_challenge_method": {"S256"}}
+		req, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1:19875/oauth2/authorize?"+q.Encode(), nil)
+		req.SetBasicAuth("alice", "alice-password")
+		resp, err := noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc, _ := url.Parse(resp.Header.Get("Location"))
+		if loc.Query().Get("code") != "" {
+			return "code"
+		}
+		return loc.Query().Get("error")
+	}
+	if a, b := outcome("http://127.0.0.1:19876/one"), outcome("http://127.0.0.1:19876/two"); a != "code" || b != "invalid_target" {
+		t.Fatalf("before the reload: one %q, two %q", a, b)
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://127.0.0.1:2399/load", strings.NewReader(config("http://127.0.0.1:19876/two")))
+	req.Header.Set("Content-Type", "text/caddyfile")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("reload: %d %s", resp.StatusCode, b)
+	}
+	if a, b := outcome("http://127.0.0.1:19876/one"), outcome("http://127.0.0.1:19876/two"); a != "invalid_target" || b != "code" {
+		t.Errorf("after the reload: one %q, two %q", a, b)
+	}
+}
