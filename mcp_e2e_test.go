@@ -357,7 +357,8 @@ func mcpToken(t *testing.T, form url.Values) (*http.Response, map[string]any) {
 }
 
 // The resources guards add are those of the configuration in force: a
-// reload that drops a guard drops its resource. Ports 19875-19876, admin
+// reload that drops a guard drops its resource. With JWT access tokens, the
+// guard admits a JWT for its resource only. Ports 19875-19876, admin
 // 127.0.0.1:2399.
 func TestGuardResourcesFollowReload(t *testing.T) {
 	http.DefaultClient.CloseIdleConnections()
@@ -374,6 +375,7 @@ func TestGuardResourcesFollowReload(t *testing.T) {
 	oauth2 {
 		issuer http://127.0.0.1:19875
 		token_secret "reload-e2e-test-secret-of-at-least-32-bytes"
+		access_token_format jwt
 		client app {
 			redirect_uri ` + mcpRedirect + `
 			skip_consent
@@ -403,9 +405,14 @@ http://127.0.0.1:19876 {
 	}
 	startCaddyProcess(t, path, 19875, 19876)
 	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	verifier := oauth2.GenerateVerifier()
+	var lastCode string
 	outcome := func(resource string) string {
-		q := url.Values{"response_type": {"code"}, "client_id": {"app"}, "redirect_uri": {mcpRedirect}, "resource": {resource},
-			"code_challenge": {oauth2.S256ChallengeFromVerifier(oauth2.GenerateVerifier())}, "code_challenge_method": {"S256"}}
+		q := url.Values{"response_type": {"code"}, "client_id": {"app"}, "redirect_uri": {mcpRedirect},
+			"code_challenge": {oauth2.S256ChallengeFromVerifier(verifier)}, "code_challenge_method": {"S256"}}
+		if resource != "" {
+			q.Set("resource", resource)
+		}
 		req, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1:19875/oauth2/authorize?"+q.Encode(), nil)
 		req.SetBasicAuth("alice", "alice-password")
 		resp, err := noFollow.Do(req)
@@ -414,7 +421,7 @@ http://127.0.0.1:19876 {
 		}
 		resp.Body.Close()
 		loc, _ := url.Parse(resp.Header.Get("Location"))
-		if loc.Query().Get("code") != "" {
+		if lastCode = loc.Query().Get("code"); lastCode != "" {
 			return "code"
 		}
 		return loc.Query().Get("error")
@@ -435,5 +442,37 @@ http://127.0.0.1:19876 {
 	}
 	if a, b := outcome("http://127.0.0.1:19876/one"), outcome("http://127.0.0.1:19876/two"); a != "invalid_target" || b != "code" {
 		t.Errorf("after the reload: one %q, two %q", a, b)
+	}
+	guard := func(resource string) (int, string) {
+		if outcome(resource) != "code" {
+			t.Fatalf("no code for %q", resource)
+		}
+		resp, err := http.PostForm("http://127.0.0.1:19875/oauth2/token", url.Values{"grant_type": {"authorization_code"}, "code": {lastCode},
+			"client_id": {"app"}, "redirect_uri": {mcpRedirect}, "code_verifier": {verifier}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tok map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&tok)
+		resp.Body.Close()
+		access, _ := tok["access_token"].(string)
+		if strings.Count(access, ".") != 2 {
+			t.Fatalf("not a JWT: %v", tok)
+		}
+		req, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1:19876/two", nil)
+		req.Header.Set("Authorization", "Bearer "+access)
+		resp, err = http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("WWW-Authenticate")
+	}
+	if status, _ := guard("http://127.0.0.1:19876/two"); status != 200 {
+		t.Errorf("a JWT for the guard's resource: %d", status)
+	}
+	if status, challenge := guard(""); status != 401 || !strings.Contains(challenge, `error="invalid_token"`) ||
+		!strings.Contains(challenge, `resource_metadata="http://127.0.0.1:19876/.well-known/oauth-protected-resource/two"`) {
+		t.Errorf("a JWT for the default audience: %d %q", status, challenge)
 	}
 }
