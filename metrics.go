@@ -73,7 +73,7 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 	}
 	m.clientChanges = counterVec("client_changes_total", "Registered clients created, updated and deleted through this gateway (rotated secrets count as updates), by registered_by (admin or dynamic).", "op", "registered_by")
 	m.regRefusals = counterVec("registration_refusals_total", "Requests refused by the dynamic client registration endpoint, by reason (an RFC 7591 error code, invalid_token, rate_limited or max_clients).", "reason")
-	m.documentFailures = counterVec("client_metadata_document_failures_total", "Client ID metadata documents that could not be used, by reason (fetch, status, too_large, redirect, address, invalid, mismatch, host).", "reason")
+	m.documentFailures = counterVec("client_metadata_document_failures_total", "Client ID metadata documents that could not be used, by reason (fetch, status, too_large, redirect, address, invalid, mismatch, host, busy).", "reason")
 	guard := counterVec("guard_requests_total", "Requests decided by oauth2_guard, by result.", "result")
 	m.guardAllowed = guard.WithLabelValues("allowed")
 	m.guardNoToken = guard.WithLabelValues("no_token")

@@ -38,6 +38,12 @@ const (
 	DocumentTimeout  = 5 * time.Second
 	// defaultDocumentEntries bounds the cache.
 	defaultDocumentEntries = 10_000
+	// failedDocumentCache is how long a document that could not be used is
+	// not fetched again, so a client retrying (or someone naming the URL
+	// over and over) does not make the server fetch it each time.
+	failedDocumentCache = time.Minute
+	// maxDocumentFetches bounds the fetches under way at once.
+	maxDocumentFetches = 32
 )
 
 // MetadataDocuments configures client ID metadata documents.
@@ -60,7 +66,7 @@ type MetadataDocuments struct {
 	MaxEntries int
 	// Failed is told of every document that could not be used, by reason
 	// (fetch, status, too_large, redirect, address, invalid, mismatch,
-	// host), for metrics. Default: nothing.
+	// host, busy), for metrics. Default: nothing.
 	Failed func(reason string)
 
 	log    *zap.Logger
@@ -68,11 +74,14 @@ type MetadataDocuments struct {
 	now    func() time.Time
 	mu     sync.Mutex
 	cache  map[string]documentEntry
+	slots  chan struct{}
 }
 
-// documentEntry is a fetched document's client and until when it is used.
+// documentEntry is a fetched document's client, or why it could not be
+// used, and until when that stands.
 type documentEntry struct {
 	c     *client
+	err   *documentError
 	until time.Time
 }
 
@@ -112,6 +121,7 @@ func (d *MetadataDocuments) init(s *Server) error {
 		TLS:           d.TLS,
 	})
 	d.cache = map[string]documentEntry{}
+	d.slots = make(chan struct{}, maxDocumentFetches)
 	return nil
 }
 
@@ -161,24 +171,78 @@ func (s *Server) documentStandIn(id string) *client {
 
 // cached returns the live cached client of a document, nil for none.
 func (d *MetadataDocuments) cached(id string) *client {
+	c, _ := d.lookup(id)
+	return c
+}
+
+// lookup returns the live cache entry of a document: its client, or why
+// it could not be used; both nil when there is none.
+func (d *MetadataDocuments) lookup(id string) (*client, *documentError) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if e, ok := d.cache[id]; ok && d.now().Before(e.until) {
-		return e.c
+		return e.c, e.err
 	}
-	return nil
+	return nil, nil
 }
 
 // get returns the client of the document at id, from the cache or fetched.
 func (d *MetadataDocuments) get(ctx context.Context, id string) (*client, error) {
-	if c := d.cached(id); c != nil {
+	if c, derr := d.lookup(id); c != nil || derr != nil {
+		if derr != nil {
+			return nil, derr
+		}
 		return c, nil
 	}
 	u, err := d.checkURL(id)
 	if err != nil {
 		return nil, err
 	}
-	status, header, body, err := d.client.GetWithHeader(ctx, u.String(), "application/json")
+	select {
+	case d.slots <- struct{}{}:
+		defer func() { <-d.slots }()
+	default:
+		return nil, &documentError{"busy", "too many documents are being fetched; try again shortly"}
+	}
+	c, derr := d.fetch(ctx, u)
+	now := d.now()
+	e := documentEntry{c: c, until: now.Add(failedDocumentCache)}
+	if derr != nil {
+		e.err = derr
+	} else {
+		e.until = now.Add(c.ttl)
+	}
+	d.put(id, e, now)
+	if derr != nil {
+		return nil, derr
+	}
+	return c, nil
+}
+
+// put caches an entry, making room first: expired entries go, then any.
+func (d *MetadataDocuments) put(id string, e documentEntry, now time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.cache) >= d.MaxEntries {
+		for k, old := range d.cache {
+			if !now.Before(old.until) {
+				delete(d.cache, k)
+			}
+		}
+		for k := range d.cache {
+			if len(d.cache) < d.MaxEntries {
+				break
+			}
+			delete(d.cache, k) // a refetch is all it costs
+		}
+	}
+	d.cache[id] = e
+}
+
+// fetch GETs and parses the document at u.
+func (d *MetadataDocuments) fetch(ctx context.Context, u *url.URL) (*client, *documentError) {
+	id := u.String()
+	status, header, body, err := d.client.GetWithHeader(ctx, id, "application/json")
 	switch {
 	case errors.Is(err, fetch.ErrTooLarge):
 		return nil, &documentError{"too_large", fmt.Sprintf("it is larger than %d bytes", DocumentMaxBytes)}
@@ -195,23 +259,7 @@ func (d *MetadataDocuments) get(ctx context.Context, id string) (*client, error)
 	if derr != nil {
 		return nil, derr
 	}
-	now := d.now()
-	d.mu.Lock()
-	if len(d.cache) >= d.MaxEntries {
-		for k, e := range d.cache {
-			if !now.Before(e.until) {
-				delete(d.cache, k)
-			}
-		}
-		for k := range d.cache {
-			if len(d.cache) < d.MaxEntries {
-				break
-			}
-			delete(d.cache, k) // a refetch is all it costs
-		}
-	}
-	d.cache[id] = documentEntry{c: c, until: now.Add(cacheLifetime(header, now))}
-	d.mu.Unlock()
+	c.ttl = cacheLifetime(header, d.now())
 	return c, nil
 }
 
@@ -265,8 +313,8 @@ func hostAllowed(patterns []string, host string) bool {
 }
 
 // parse reads a document as client metadata and builds its public client.
-func (d *MetadataDocuments) parse(id string, body []byte) (*client, error) {
-	invalid := func(why string) error { return &documentError{"invalid", "it is not valid client metadata: " + why} }
+func (d *MetadataDocuments) parse(id string, body []byte) (*client, *documentError) {
+	invalid := func(why string) *documentError { return &documentError{"invalid", "it is not valid client metadata: " + why} }
 	var own struct {
 		ClientID     *string         `json:"client_id"`
 		ClientSecret json.RawMessage `json:"client_secret"`

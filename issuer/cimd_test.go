@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -211,9 +212,9 @@ func TestMetadataDocuments(t *testing.T) {
 // never fetched.
 func TestMetadataDocumentPrivateAddress(t *testing.T) {
 	d := newDocServer(t)
-	fetched := false
+	var wasFetched atomic.Bool
 	d.docs["/doc"] = func(w http.ResponseWriter, base string) {
-		fetched = true
+		wasFetched.Store(true)
 		_, _ = w.Write([]byte(docJSON(base+"/doc", "")))
 	}
 	var failures []string
@@ -222,7 +223,7 @@ func TestMetadataDocumentPrivateAddress(t *testing.T) {
 	})
 	_, challenge := pkce()
 	res := e.authorize(authParams(d.URL+"/doc", "code_challenge", challenge, "code_challenge_method", "S256"), testUser)
-	if res.status != http.StatusBadRequest || !strings.Contains(res.body, "invalid_client") || fetched {
+	if fetched := wasFetched.Load(); res.status != http.StatusBadRequest || !strings.Contains(res.body, "invalid_client") || fetched {
 		t.Errorf("private-address document: %d fetched=%v %.300s", res.status, fetched, res.body)
 	}
 	if len(failures) != 1 || failures[0] != "address" {
@@ -263,4 +264,47 @@ func mustGet(t *testing.T, u string) *http.Request {
 		t.Fatal(err)
 	}
 	return req
+}
+
+// A document is fetched once for as long as it is cached; one that could
+// not be used is not fetched again for a minute.
+func TestMetadataDocumentCaching(t *testing.T) {
+	d := newDocServer(t)
+	var fetchCount atomic.Int32
+	var good atomic.Bool
+	d.docs["/doc"] = func(w http.ResponseWriter, base string) {
+		fetchCount.Add(1)
+		id := base + "/doc"
+		if !good.Load() {
+			id = base + "/other"
+		}
+		w.Header().Set("Cache-Control", "max-age=600")
+		_, _ = w.Write([]byte(docJSON(id, "")))
+	}
+	e := newEnv(t, withDocuments(d, true))
+	_, challenge := pkce()
+	fetches := 0
+	try := func() int {
+		defer func() { fetches = int(fetchCount.Load()) }()
+		return e.authorize(authParams(d.URL+"/doc", "code_challenge", challenge, "code_challenge_method", "S256"), testUser).status
+	}
+	if try() != 400 || try() != 400 || fetches != 1 {
+		t.Fatalf("a refused document: fetched %d times", fetches)
+	}
+	good.Store(true)
+	if try() != 400 || fetches != 1 {
+		t.Errorf("a refused document is fetched again within a minute: %d", fetches)
+	}
+	e.clock.Advance(time.Minute + time.Second)
+	if try() != 200 || try() != 200 || fetches != 2 {
+		t.Errorf("after a minute: fetched %d times", fetches)
+	}
+	e.clock.Advance(9 * time.Minute)
+	if try() != 200 || fetches != 2 {
+		t.Errorf("within its max-age: fetched %d times", fetches)
+	}
+	e.clock.Advance(2 * time.Minute)
+	if try() != 200 || fetches != 3 {
+		t.Errorf("after its max-age: fetched %d times", fetches)
+	}
 }

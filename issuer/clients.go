@@ -89,8 +89,9 @@ type client struct {
 	prevUntil time.Time
 	expires   time.Time
 	// document is set for a client described by its client ID metadata
-	// document (see cimd.go).
+	// document (see cimd.go), kept for ttl.
 	document bool
+	ttl      time.Duration
 }
 
 // dynamic reports whether the client registered itself (RFC 7591): its
