@@ -314,7 +314,9 @@ func hostAllowed(patterns []string, host string) bool {
 
 // parse reads a document as client metadata and builds its public client.
 func (d *MetadataDocuments) parse(id string, body []byte) (*client, *documentError) {
-	invalid := func(why string) *documentError { return &documentError{"invalid", "it is not valid client metadata: " + why} }
+	invalid := func(why string) *documentError {
+		return &documentError{"invalid", "it is not valid client metadata: " + why}
+	}
 	var own struct {
 		ClientID     *string         `json:"client_id"`
 		ClientSecret json.RawMessage `json:"client_secret"`
