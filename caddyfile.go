@@ -59,6 +59,13 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //		signing_key                 <pem file>
 //		signing_key_rotation        <duration>
 //		jwt_revocation_check        <duration>
+//		resources                   <uri> [<uri>...]
+//		client_id_metadata_documents {
+//			scopes      <scope> [<scope>...]
+//			allow_hosts <host>|*.<domain> [...]
+//			allow_private_addresses
+//			root_ca     <pem file>
+//		}
 //		client <client_id> {
 //			secret_hash  <bcrypt hash>
 //			redirect_uri <uri> [<uri>...]
@@ -183,6 +190,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.MaxSecretVerifications = int(n)
 		case "registration":
 			a.Registration, err = unmarshalRegistration(d)
+		case "resources":
+			a.Resources, err = someStrings(d)
+		case "client_id_metadata_documents":
+			a.ClientIDMetadataDocuments, err = unmarshalMetadataDocuments(d)
 		case "client":
 			var c *Client
 			c, err = unmarshalClient(d)
@@ -343,6 +354,49 @@ func unmarshalRegistration(d *caddyfile.Dispenser) (*Registration, error) {
 	return r, nil
 }
 
+// unmarshalMetadataDocuments reads the client_id_metadata_documents block:
+//
+//	client_id_metadata_documents {
+//		scopes <scope>...
+//		allow_hosts <host>|*.<domain>...
+//		allow_private_addresses   # tests only
+//		root_ca <file>            # tests only
+//	}
+func unmarshalMetadataDocuments(d *caddyfile.Dispenser) (*ClientIDMetadataDocuments, error) {
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	m := new(ClientIDMetadataDocuments)
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if seen[opt] {
+			return nil, d.Errf("duplicate subdirective %q in client_id_metadata_documents", opt)
+		}
+		seen[opt] = true
+		var err error
+		switch opt {
+		case "scopes":
+			m.Scopes, err = someStrings(d)
+		case "allow_hosts":
+			m.AllowHosts, err = someStrings(d)
+		case "allow_private_addresses":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			m.AllowPrivateAddresses = true
+		case "root_ca":
+			err = oneString(d, &m.RootCA)
+		default:
+			return nil, d.Errf("unrecognized subdirective %q in client_id_metadata_documents", opt)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
 // grantTypes are the grant types a client may list.
 var grantTypes = []string{"authorization_code", "refresh_token", "client_credentials"}
 
@@ -389,6 +443,8 @@ func parseGuard(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		realm    <realm>
 //		audience <aud> [<aud>...]
 //		keep_authorization
+//		resource      <uri>    # RFC 9728 metadata, audience-bound tokens
+//		resource_name <text>
 //		issuer <url> { ... }   # repeatable, see unmarshalExternalIssuer
 //	}
 func (g *Guard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -431,6 +487,14 @@ func (g *Guard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			g.KeepAuthorization = true
+		case "resource":
+			if err := oneString(d, &g.Resource); err != nil {
+				return err
+			}
+		case "resource_name":
+			if err := oneString(d, &g.ResourceName); err != nil {
+				return err
+			}
 		default:
 			return d.Errf("unrecognized subdirective %q", opt)
 		}

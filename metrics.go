@@ -33,6 +33,8 @@ type metrics struct {
 	// registrations by reason.
 	clientChanges *prometheus.CounterVec
 	regRefusals   *prometheus.CounterVec
+	// Client ID metadata documents that could not be used, by reason.
+	documentFailures *prometheus.CounterVec
 
 	// The guard's counters, one per result, resolved once so the hot path
 	// only adds to an atomic.
@@ -71,6 +73,7 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 	}
 	m.clientChanges = counterVec("client_changes_total", "Registered clients created, updated and deleted through this gateway (rotated secrets count as updates), by registered_by (admin or dynamic).", "op", "registered_by")
 	m.regRefusals = counterVec("registration_refusals_total", "Requests refused by the dynamic client registration endpoint, by reason (an RFC 7591 error code, invalid_token, rate_limited or max_clients).", "reason")
+	m.documentFailures = counterVec("client_metadata_document_failures_total", "Client ID metadata documents that could not be used, by reason (fetch, status, too_large, redirect, address, invalid, mismatch, host, busy).", "reason")
 	guard := counterVec("guard_requests_total", "Requests decided by oauth2_guard, by result.", "result")
 	m.guardAllowed = guard.WithLabelValues("allowed")
 	m.guardNoToken = guard.WithLabelValues("no_token")
@@ -80,7 +83,7 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 	m.guardOverloaded = guard.WithLabelValues("overloaded")
 	m.guardBad = guard.WithLabelValues("bad_request")
 	for _, c := range []prometheus.Collector{m.issued, m.tokenErrors, m.authFailures, m.storeOps, m.storeErrors,
-		m.purgeRuns, m.purged, m.purgeTime, m.clientChanges, m.regRefusals, guard} {
+		m.purgeRuns, m.purged, m.purgeTime, m.clientChanges, m.regRefusals, m.documentFailures, guard} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -98,6 +101,10 @@ func (m *metrics) ClientChanged(op, by string) { m.clientChanges.WithLabelValues
 
 // RegistrationRefused counts a refused registration request.
 func (m *metrics) RegistrationRefused(reason string) { m.regRefusals.WithLabelValues(reason).Inc() }
+
+// documentFailed counts a client ID metadata document that could not be
+// used.
+func (m *metrics) documentFailed(reason string) { m.documentFailures.WithLabelValues(reason).Inc() }
 
 // guardResult counts one decision of the guard.
 func (m *metrics) guardResult(d *validator.Denial) {

@@ -177,6 +177,17 @@ type App struct {
 	// 7592) at /oauth2/register. Default: off.
 	Registration *Registration `json:"registration,omitempty"`
 
+	// Resources are resource indicators (RFC 8707) that every client may
+	// name at the authorization and token endpoints, besides its own
+	// resources; the resource of every oauth2_guard in the configuration
+	// is added to them. Default: none.
+	Resources []string `json:"resources,omitempty"`
+
+	// ClientIDMetadataDocuments turns on client ID metadata documents: a
+	// client_id that is an https URL names the client's metadata (see
+	// resource.go). Default: off.
+	ClientIDMetadataDocuments *ClientIDMetadataDocuments `json:"client_id_metadata_documents,omitempty"`
+
 	codes   stores.CodeStore
 	tokens  stores.TokenStore
 	starts  []stores.Starter
@@ -208,6 +219,11 @@ type App struct {
 	registry     *issuer.Registry
 	registration *issuer.Registration
 	follower     *lookupcache.Follower
+	// resources are the app-wide resources, the guards' among them.
+	resources *issuer.Resources
+	// cimd and cimdScopes are the client ID metadata documents' settings.
+	cimd       *issuer.MetadataDocuments
+	cimdScopes map[string]bool
 
 	// JWT access tokens, see jwt.go.
 	keyStore        stores.KeyStore // the token store's, if it can keep keys
@@ -388,6 +404,9 @@ func (a *App) provision(ctx caddy.Context) error {
 	if err := a.provisionRegistry(repl); err != nil {
 		return err
 	}
+	if err := a.provisionResources(repl); err != nil {
+		return err
+	}
 
 	a.limits = issuer.NewLimits(a.MaxSecretVerifications, 0)
 	if err := a.registerAuthMetrics(); err != nil {
@@ -467,7 +486,7 @@ func (a *App) validate() error {
 	if a.MaxSecretVerifications < 0 {
 		return errors.New("max_secret_verifications must not be negative")
 	}
-	if len(a.Clients) == 0 && a.registry == nil {
+	if len(a.Clients) == 0 && a.registry == nil && a.cimd == nil {
 		// Only guards, of other servers' tokens: an oauth2_server still
 		// refuses to provision without clients.
 		return nil
@@ -584,6 +603,8 @@ func (a *App) newIssuer(subject, issuerFor func(*http.Request) string) (*issuer.
 		ConsentTemplate:      a.consent,
 		JWT:                  a.issuingRing(),
 		Audience:             a.Audience,
+		Resources:            a.resources,
+		MetadataDocuments:    a.cimd,
 
 		// Brute-force limits, shared by every handler of this app, and log
 		// redaction.
@@ -724,6 +745,16 @@ type Guard struct {
 	// Issuers are other authorization servers whose tokens are accepted
 	// too (see external.go). Default: none, only this app's tokens.
 	Issuers []*ExternalIssuer `json:"issuers,omitempty"`
+	// Resource is this API's resource identifier (RFC 9728, RFC 8707), an
+	// http(s) URL: the guard serves its protected resource metadata at
+	// /.well-known/oauth-protected-resource plus the resource's path,
+	// names that document in every 401 challenge, and admits only tokens
+	// whose audience holds the resource (it joins audience). Every client
+	// may name it at the authorization endpoint. Default: none.
+	Resource string `json:"resource,omitempty"`
+	// ResourceName is the resource_name of the metadata document and the
+	// name of the resource on the consent page. Default: none.
+	ResourceName string `json:"resource_name,omitempty"`
 
 	v       *validator.Validator
 	logger  *zap.Logger
@@ -733,6 +764,8 @@ type Guard struct {
 	// of {oauth2.issuer} for our own opaque tokens.
 	ownIssuer func(*http.Request) string
 	keyRefs   []string // the issuers' keys held in issuerKeys
+	// prm is the protected resource metadata, with resource only.
+	prm *validator.ProtectedResource
 }
 
 // CaddyModule returns the Caddy module information.
@@ -752,6 +785,9 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 	}
 	g.metrics = app.metrics
 	g.ownIssuer = app.issuerOf
+	if err := g.provisionResource(app); err != nil {
+		return err
+	}
 	// Our own JWTs first; the external issuers' introspection, which
 	// recognises any token, stays last.
 	sources, err := g.jwtSources(app)
@@ -776,6 +812,9 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 		ClientScopes: app.registeredScopes,
 		// RFC 8707: the same audience rule for opaque tokens as for JWTs.
 		Audience: g.opaqueAudience(app),
+		// RFC 9728: every other source's tokens must name the resource.
+		Resource:         g.Resource,
+		ResourceMetadata: g.resourceMetadataURL(),
 	})
 	return err
 }
@@ -784,6 +823,10 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if g.v == nil { // never lets a request pass (see errAppNotLoaded)
 		return caddyhttp.Error(http.StatusServiceUnavailable, errAppNotLoaded)
+	}
+	if g.prm != nil && r.URL.Path == g.prm.Path() {
+		g.prm.ServeHTTP(w, r) // RFC 9728 §3: no token needed
+		return nil
 	}
 	grant, denial := g.v.CheckGrant(r)
 	g.metrics.guardResult(denial)

@@ -34,6 +34,9 @@ type authzRequest struct {
 	scope         string
 	codeChallenge string
 	subject       string
+	// resources are the request's resource indicators (RFC 8707 §2.1),
+	// nil for none.
+	resources []string
 }
 
 // serveAuthorize is the authorization endpoint (RFC 6749 §3.1). GET carries
@@ -66,7 +69,15 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, http.StatusBadRequest, "Invalid request", "The parameter "+name+" is repeated.")
 		return
 	}
-	c := s.client(params.Get("client_id"))
+	c, fetchErr := s.clientOrDocument(r.Context(), params.Get("client_id"))
+	if fetchErr != nil {
+		// A client ID metadata document that could not be used is the
+		// client's error, shown to the resource owner (never redirected:
+		// its redirect URIs are unknown).
+		s.errorPage(w, http.StatusBadRequest, "Invalid client (invalid_client)",
+			"The application's client ID metadata document could not be used: "+fetchErr.Error()+".")
+		return
+	}
 	if c == nil {
 		s.errorPage(w, http.StatusBadRequest, "Unknown client", "The application that sent you here is not registered with this server.")
 		return
@@ -169,6 +180,11 @@ func (s *Server) validateAuthorize(req *authzRequest) *oauthError {
 		return oerr
 	}
 	req.scope = scope
+	// RFC 8707 §2.1: the resources the token will be for, checked as the
+	// token endpoint checks them; the code is bound to them.
+	if req.resources, oerr = s.requestedResources(c, p["resource"]); oerr != nil {
+		return oerr
+	}
 	return nil
 }
 
@@ -203,6 +219,7 @@ func (s *Server) issueCode(w http.ResponseWriter, r *http.Request, req *authzReq
 		RedirectURI: req.rawRedirectURI,
 		Scope:       req.scope,
 		Family:      token.NewID(),
+		Audience:    req.resources,
 		IssuedAt:    now,
 		ExpiresAt:   now.Add(s.codeTTL),
 	}

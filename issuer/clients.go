@@ -88,6 +88,10 @@ type client struct {
 	prevHash  []byte
 	prevUntil time.Time
 	expires   time.Time
+	// document is set for a client described by its client ID metadata
+	// document (see cimd.go), kept for ttl.
+	document bool
+	ttl      time.Duration
 }
 
 // dynamic reports whether the client registered itself (RFC 7591): its
@@ -353,7 +357,10 @@ func (s *Server) authenticateClient(w http.ResponseWriter, r *http.Request, form
 	if id == "" {
 		return nil, errInvalidClient("client authentication required")
 	}
-	c := s.client(id)
+	c, derr := s.clientOrDocument(r.Context(), id)
+	if derr != nil {
+		return nil, errInvalidClient("the client ID metadata document could not be used: " + derr.Error())
+	}
 	if c != nil && c.Public() {
 		// A public client has no secret; basic with an empty password is how
 		// some libraries send a bare client ID.

@@ -1,6 +1,10 @@
 package issuer
 
-import "net/http"
+import (
+	"net/http"
+	"net/url"
+	"strings"
+)
 
 // metadata is the authorization server metadata of RFC 8414 §2.
 type metadata struct {
@@ -20,6 +24,9 @@ type metadata struct {
 	IntrospectionEndpointAuthMethodsSupported  []string `json:"introspection_endpoint_auth_methods_supported"`
 	CodeChallengeMethodsSupported              []string `json:"code_challenge_methods_supported"`
 	AuthorizationResponseIssParameterSupported bool     `json:"authorization_response_iss_parameter_supported"`
+	// draft-ietf-oauth-client-id-metadata-document §4: https client IDs
+	// naming their metadata document are accepted.
+	ClientIDMetadataDocumentSupported bool `json:"client_id_metadata_document_supported,omitempty"`
 }
 
 // serveMetadata serves the metadata document (RFC 8414 §3).
@@ -53,5 +60,20 @@ func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
 		IntrospectionEndpointAuthMethodsSupported:  []string{"client_secret_basic", "client_secret_post"},
 		CodeChallengeMethodsSupported:              []string{pkceS256},
 		AuthorizationResponseIssParameterSupported: true,
+		ClientIDMetadataDocumentSupported:          s.cimd != nil,
 	})
+}
+
+// addPathInsertedMetadata serves the metadata also where RFC 8414 §3.1
+// puts it for an issuer with a path: the well-known segment inserted
+// between host and path (https://example.com/tenant is described at
+// https://example.com/.well-known/oauth-authorization-server/tenant).
+func (s *Server) addPathInsertedMetadata() {
+	u, err := url.Parse(s.issuer)
+	if s.issuer == "" || err != nil {
+		return
+	}
+	if p := strings.TrimSuffix(u.EscapedPath(), "/"); p != "" {
+		s.handlers[MetadataPath+p] = http.HandlerFunc(s.serveMetadata)
+	}
 }

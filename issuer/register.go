@@ -37,7 +37,8 @@ const (
 // Registration configures dynamic client registration (RFC 7591) and the
 // management of such clients (RFC 7592). Config.Registration turns it on;
 // it needs Config.Registry. Registered clients never skip consent, cannot
-// introspect others' tokens and have no resource indicators.
+// introspect others' tokens and have no resource indicators of their own
+// (they may name Config.Resources, as every client may).
 type Registration struct {
 	// Open lets anyone register a client. Exactly one of Open and
 	// InitialAccessToken must be set.

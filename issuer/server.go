@@ -134,6 +134,13 @@ type Config struct {
 	// Audience is the "aud" of JWT access tokens requested without a
 	// registered resource indicator. Default: the issuer identifier.
 	Audience string
+	// Resources are the resources (RFC 8707) every client may name besides
+	// its own, with their display names. Default: nil, only each client's.
+	Resources *Resources
+	// MetadataDocuments, when set, accepts https URLs as client IDs whose
+	// client ID metadata document is fetched (see cimd.go). Default: nil,
+	// off.
+	MetadataDocuments *MetadataDocuments
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
 }
@@ -164,6 +171,8 @@ type Server struct {
 	now          func() time.Time
 	ring         *jwt.Ring
 	audience     string
+	resources    *Resources
+	cimd         *MetadataDocuments
 
 	scopeDescriptions map[string]string
 	consentTemplate   *template.Template
@@ -207,6 +216,8 @@ func New(cfg Config) (*Server, error) {
 		now:          cfg.Now,
 		ring:         cfg.JWT,
 		audience:     cfg.Audience,
+		resources:    cfg.Resources,
+		cimd:         cfg.MetadataDocuments,
 
 		scopeDescriptions: cfg.ScopeDescriptions,
 		consentTemplate:   cfg.ConsentTemplate,
@@ -232,7 +243,7 @@ func New(cfg Config) (*Server, error) {
 	if s.maxBody <= 0 {
 		return nil, fmt.Errorf("issuer: max body bytes %d must be positive", s.maxBody)
 	}
-	if len(cfg.Clients) == 0 && s.registry == nil {
+	if len(cfg.Clients) == 0 && s.registry == nil && s.cimd == nil {
 		return nil, errors.New("issuer: at least one client is required")
 	}
 	if s.registration != nil && s.registry == nil {
@@ -319,6 +330,24 @@ func New(cfg Config) (*Server, error) {
 		}
 		slices.Sort(s.scopesSupported)
 	}
+	if s.cimd != nil {
+		if err := s.cimd.init(s); err != nil {
+			return nil, err
+		}
+		for _, sc := range s.cimd.Scopes {
+			if !slices.Contains(s.scopesSupported, sc) {
+				s.scopesSupported = append(s.scopesSupported, sc)
+			}
+		}
+		slices.Sort(s.scopesSupported)
+		for _, g := range []string{grantAuthorizationCode, grantRefreshToken} {
+			if !slices.Contains(s.grantsSupported, g) {
+				s.grantsSupported = append(s.grantsSupported, g)
+			}
+		}
+		slices.Sort(s.grantsSupported)
+	}
+	s.addPathInsertedMetadata()
 	return s, nil
 }
 

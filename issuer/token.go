@@ -50,7 +50,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 			}
 			// RFC 8707 §2: the same rules for opaque and JWT access tokens.
 			var aud []string
-			if aud, oerr = requestedResources(c, form["resource"]); oerr != nil {
+			if aud, oerr = s.requestedResources(c, form["resource"]); oerr != nil {
 				break
 			}
 			switch grant {
@@ -151,7 +151,7 @@ func (s *Server) grantAuthorizationCode(r *http.Request, c *client, form url.Val
 	}
 	// RFC 8707 §2.2: the resources of the authorization request bound the
 	// grant; the refresh token keeps the whole grant.
-	access, grant, oerr := narrowAudience(c, code.Audience, aud)
+	access, grant, oerr := s.narrowAudience(c, code.Audience, aud)
 	if oerr != nil {
 		return nil, oerr
 	}
@@ -182,7 +182,7 @@ func (s *Server) grantRefreshToken(r *http.Request, c *client, form url.Values, 
 		return nil, errUnavailable
 	}
 	if err == nil {
-		if oerr := checkRefresh(c, live, requested, aud); oerr != nil {
+		if oerr := s.checkRefresh(c, live, requested, aud); oerr != nil {
 			return nil, oerr
 		}
 	}
@@ -205,7 +205,7 @@ func (s *Server) grantRefreshToken(r *http.Request, c *client, form url.Values, 
 	case err != nil:
 		return nil, errInvalidGrant("invalid refresh token")
 	}
-	if oerr := checkRefresh(c, old, requested, aud); oerr != nil {
+	if oerr := s.checkRefresh(c, old, requested, aud); oerr != nil {
 		return nil, oerr
 	}
 	if !s.now().Before(old.ExpiresAt) {
@@ -222,7 +222,7 @@ func (s *Server) grantRefreshToken(r *http.Request, c *client, form url.Values, 
 	}
 	// RFC 8707 §2.2: the same for the audience (checkRefresh made sure the
 	// request stays within the grant).
-	access, grantAud, _ := narrowAudience(c, old.Audience, aud)
+	access, grantAud, _ := s.narrowAudience(c, old.Audience, aud)
 	return s.issue(r, c, old.Subject, scope, grant, old.Family, true, access, grantAud)
 }
 
@@ -230,7 +230,7 @@ func (s *Server) grantRefreshToken(r *http.Request, c *client, form url.Values, 
 // (RFC 6749 §6) and the requested scope and resources, which must not
 // exceed the original grant nor the client's current registration
 // (RFC 8707 §2.2).
-func checkRefresh(c *client, t *stores.Token, requested, resources []string) *oauthError {
+func (s *Server) checkRefresh(c *client, t *stores.Token, requested, resources []string) *oauthError {
 	if t.ClientID != c.ID {
 		return errInvalidGrant("invalid refresh token")
 	}
@@ -246,7 +246,7 @@ func checkRefresh(c *client, t *stores.Token, requested, resources []string) *oa
 			return errInvalidScope("the requested scope is no longer registered for the client")
 		}
 	}
-	_, _, oerr := narrowAudience(c, t.Audience, resources)
+	_, _, oerr := s.narrowAudience(c, t.Audience, resources)
 	return oerr
 }
 
