@@ -177,6 +177,9 @@ type App struct {
 	// 7592) at /oauth2/register. Default: off.
 	Registration *Registration `json:"registration,omitempty"`
 
+	// OIDC turns on OpenID Connect (see oidc.go). Default: off.
+	OIDC *OIDC `json:"oidc,omitempty"`
+
 	codes   stores.CodeStore
 	tokens  stores.TokenStore
 	starts  []stores.Starter
@@ -212,7 +215,10 @@ type App struct {
 	// JWT access tokens, see jwt.go.
 	keyStore        stores.KeyStore // the token store's, if it can keep keys
 	tokensInProcess bool
-	ring            *jwt.Ring
+	ring            *jwt.Ring // access tokens (jwtAccess) and ID tokens
+	jwtAccess       bool
+
+	pairwiseKey []byte // OpenID Connect pairwise subjects, see oidc.go
 }
 
 // Client is a registered OAuth client.
@@ -248,6 +254,10 @@ type Client struct {
 	// in a token request's resource parameter; they become the "aud" of its
 	// JWT access tokens. Default: none.
 	Resources []string `json:"resources,omitempty"`
+	// IDTokenSignedResponseAlg is the algorithm of the client's ID tokens
+	// (OpenID Connect Registration §2): RS256, ES256 or EdDSA. Default:
+	// RS256.
+	IDTokenSignedResponseAlg string `json:"id_token_signed_response_alg,omitempty"`
 }
 
 // issuerClient is the client as package issuer takes it, its secret hash
@@ -263,6 +273,8 @@ func (c *Client) issuerClient(secret func(string) string) *issuer.Client {
 		Name:         c.Name,
 		LogoURI:      c.LogoURI,
 		Resources:    c.Resources,
+
+		IDTokenSignedResponseAlg: c.IDTokenSignedResponseAlg,
 	}
 	if h := secret(c.SecretHash); h != "" {
 		ic.SecretHash = []byte(h)
@@ -343,6 +355,9 @@ func (a *App) provision(ctx caddy.Context) error {
 		return fmt.Errorf("loading access_token_store: %v", err)
 	}
 	a.codes, a.tokens = codes, tokens
+	if err := a.provisionOIDC(secret); err != nil {
+		return err
+	}
 	if err := a.provisionJWT(repl, secret); err != nil {
 		return err
 	}
@@ -584,6 +599,7 @@ func (a *App) newIssuer(subject, issuerFor func(*http.Request) string) (*issuer.
 		ConsentTemplate:      a.consent,
 		JWT:                  a.issuingRing(),
 		Audience:             a.Audience,
+		OIDC:                 a.issuerOIDC(),
 
 		// Brute-force limits, shared by every handler of this app, and log
 		// redaction.
