@@ -18,7 +18,7 @@ const maxOnceValue = 16 << 10
 
 func singleUse(t *testing.T, s stores.Store) stores.SingleUse {
 	t.Helper()
-	su, ok := s.(stores.SingleUse)
+	su, ok := stores.SingleUseOf(s)
 	if !ok {
 		t.Skipf("%T does not implement stores.SingleUse", s)
 	}
