@@ -15,9 +15,9 @@ type SingleUseWrapper interface {
 	SingleUse() (SingleUse, bool)
 }
 
-// SingleUseOf returns the single-use values of a code store, wrapped or
-// not, and whether it keeps any.
-func SingleUseOf(s CodeStore) (SingleUse, bool) {
+// SingleUseOf returns the single-use values of a store, wrapped or not
+// (the app uses its code store's), and whether it keeps any.
+func SingleUseOf(s any) (SingleUse, bool) {
 	if w, ok := s.(SingleUseWrapper); ok {
 		return w.SingleUse()
 	}
