@@ -76,6 +76,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //			name         <display name>
 //			logo_uri     <https url>
 //			resources    <uri> [<uri>...]
+//			id_token_signed_response_alg RS256|ES256|EdDSA
 //		}
 //		registration {
 //			open | initial_access_token <token>
@@ -84,6 +85,12 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //			client_lifetime <duration>
 //			max_clients     <n>
 //			rate_limit      <n>
+//		}
+//		oidc {
+//			claim <name> <placeholder> [scope <scope>]
+//			id_token_lifetime     <duration>
+//			subject_type          public|pairwise
+//			auth_time_placeholder <placeholder>
 //		}
 //	}
 //
@@ -194,6 +201,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.Resources, err = someStrings(d)
 		case "client_id_metadata_documents":
 			a.ClientIDMetadataDocuments, err = unmarshalMetadataDocuments(d)
+		case "oidc":
+			a.OIDC, err = unmarshalOIDC(d)
 		case "client":
 			var c *Client
 			c, err = unmarshalClient(d)
@@ -276,6 +285,8 @@ func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
 			err = oneString(d, &c.LogoURI)
 		case "resources":
 			c.Resources, err = someStrings(d)
+		case "id_token_signed_response_alg":
+			err = oneString(d, &c.IDTokenSignedResponseAlg)
 		default:
 			return nil, d.Errf("unrecognized subdirective %q in client %q", opt, c.ID)
 		}

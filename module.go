@@ -187,6 +187,8 @@ type App struct {
 	// client_id that is an https URL names the client's metadata (see
 	// resource.go). Default: off.
 	ClientIDMetadataDocuments *ClientIDMetadataDocuments `json:"client_id_metadata_documents,omitempty"`
+	// OIDC turns on OpenID Connect (see oidc.go). Default: off.
+	OIDC *OIDC `json:"oidc,omitempty"`
 
 	codes   stores.CodeStore
 	tokens  stores.TokenStore
@@ -228,7 +230,10 @@ type App struct {
 	// JWT access tokens, see jwt.go.
 	keyStore        stores.KeyStore // the token store's, if it can keep keys
 	tokensInProcess bool
-	ring            *jwt.Ring
+	ring            *jwt.Ring // access tokens (jwtAccess) and ID tokens
+	jwtAccess       bool
+
+	pairwiseKey []byte // OpenID Connect pairwise subjects, see oidc.go
 }
 
 // Client is a registered OAuth client.
@@ -264,6 +269,10 @@ type Client struct {
 	// in a token request's resource parameter; they become the "aud" of its
 	// JWT access tokens. Default: none.
 	Resources []string `json:"resources,omitempty"`
+	// IDTokenSignedResponseAlg is the algorithm of the client's ID tokens
+	// (OpenID Connect Registration §2): RS256, ES256 or EdDSA. Default:
+	// RS256.
+	IDTokenSignedResponseAlg string `json:"id_token_signed_response_alg,omitempty"`
 }
 
 // issuerClient is the client as package issuer takes it, its secret hash
@@ -279,6 +288,8 @@ func (c *Client) issuerClient(secret func(string) string) *issuer.Client {
 		Name:         c.Name,
 		LogoURI:      c.LogoURI,
 		Resources:    c.Resources,
+
+		IDTokenSignedResponseAlg: c.IDTokenSignedResponseAlg,
 	}
 	if h := secret(c.SecretHash); h != "" {
 		ic.SecretHash = []byte(h)
@@ -359,6 +370,9 @@ func (a *App) provision(ctx caddy.Context) error {
 		return fmt.Errorf("loading access_token_store: %v", err)
 	}
 	a.codes, a.tokens = codes, tokens
+	if err := a.provisionOIDC(secret); err != nil {
+		return err
+	}
 	if err := a.provisionJWT(repl, secret); err != nil {
 		return err
 	}
@@ -420,6 +434,10 @@ func (a *App) provision(ctx caddy.Context) error {
 		Tokens:   tokens,
 		Logger:   a.logger.Named("purge"),
 		Observe:  a.metrics.purgeDone,
+	}
+	if su, ok := stores.SingleUseOf(a.codes); ok {
+		a.purger.Once = su
+		a.purger.ObserveOnce = a.metrics.purgeOnceDone
 	}
 	return nil
 }
@@ -605,6 +623,7 @@ func (a *App) newIssuer(subject, issuerFor func(*http.Request) string) (*issuer.
 		Audience:             a.Audience,
 		Resources:            a.resources,
 		MetadataDocuments:    a.cimd,
+		OIDC:                 a.issuerOIDC(),
 
 		// Brute-force limits, shared by every handler of this app, and log
 		// redaction.
@@ -883,12 +902,22 @@ func grantPlaceholders(g validator.Grant, own func(*http.Request) string, r *htt
 		case "oauth2.subject":
 			return tok.Subject, true
 		}
-		if name, ok := strings.CutPrefix(key, claimsPrefix); ok && g.Claims != nil {
-			v, ok := g.Claims[name]
-			if !ok {
+		if name, ok := strings.CutPrefix(key, claimsPrefix); ok {
+			if v, ok := g.Claims[name]; ok {
+				return claimString(v), true
+			}
+			// Our own tokens, opaque or JWT, of an OpenID Connect grant:
+			// the claims released at authorization, kept with the grant.
+			var stored map[string]any
+			if g.Issuer == nil && tok.OIDC != nil {
+				stored = tok.OIDC.Claims
+			}
+			if v, ok := stored[name]; ok {
+				return claimString(v), true
+			}
+			if g.Claims != nil || g.Issuer == nil && tok.OIDC != nil {
 				return "", true // a claim the token lacks is empty, as Caddy's own are
 			}
-			return claimString(v), true
 		}
 		return nil, false
 	}

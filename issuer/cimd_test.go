@@ -258,14 +258,6 @@ func TestPathInsertedMetadata(t *testing.T) {
 	}
 }
 
-func mustGet(t *testing.T, u string) *http.Request {
-	req, err := http.NewRequest(http.MethodGet, u, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return req
-}
-
 // A document is fetched once for as long as it is cached; one that could
 // not be used is not fetched again for a minute.
 func TestMetadataDocumentCaching(t *testing.T) {

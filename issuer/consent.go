@@ -154,7 +154,7 @@ func (s *Server) renderConsent(w http.ResponseWriter, r *http.Request, req *auth
 	for _, sc := range strings.Fields(req.scope) {
 		page.Scopes = append(page.Scopes, consentScope{sc, s.scopeDescriptions[sc]})
 	}
-	for _, name := range []string{"response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method"} {
+	for _, name := range []string{"response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method", "nonce"} {
 		if v := req.params.Get(name); v != "" {
 			page.Fields = append(page.Fields, field{name, v})
 		}
@@ -216,6 +216,10 @@ func (s *Server) csrfToken(req *authzRequest, issuedAt int64, nonce string) stri
 		// The resources the form shows are bound too; a request without
 		// any keeps the token of before they existed.
 		fields = append(fields, strings.Join(req.resources, " "))
+	}
+	if n := req.params.Get("nonce"); n != "" {
+		// The OpenID Connect nonce too; a form without one MACs as before.
+		fields = append(fields, "nonce", n)
 	}
 	for _, f := range fields {
 		// Length-prefixed, so no two field lists encode alike.

@@ -35,15 +35,20 @@ func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
 		methodNotAllowed(w, http.MethodGet, http.MethodHead)
 		return
 	}
+	writeJSON(w, http.StatusOK, s.metadataFor(r))
+}
+
+// metadataFor builds the metadata document of a request's issuer.
+func (s *Server) metadataFor(r *http.Request) *metadata {
 	var jwks string
-	if s.ring != nil {
+	if s.ring != nil || s.oidc != nil {
 		jwks = s.endpointURL(r, JWKSPath)
 	}
 	var register string
 	if s.registration != nil {
 		register = s.endpointURL(r, RegisterPath) // RFC 8414 §2, RFC 7591 §3
 	}
-	writeJSON(w, http.StatusOK, &metadata{
+	return &metadata{
 		RegistrationEndpoint:                       register,
 		Issuer:                                     s.issuerFor(r),
 		AuthorizationEndpoint:                      s.endpointURL(r, AuthorizePath),
@@ -61,7 +66,7 @@ func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
 		CodeChallengeMethodsSupported:              []string{pkceS256},
 		AuthorizationResponseIssParameterSupported: true,
 		ClientIDMetadataDocumentSupported:          s.cimd != nil,
-	})
+	}
 }
 
 // addPathInsertedMetadata serves the metadata also where RFC 8414 §3.1
