@@ -69,6 +69,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //			name         <display name>
 //			logo_uri     <https url>
 //			resources    <uri> [<uri>...]
+//			post_logout_redirect_uri <uri> [<uri>...]
 //		}
 //		registration {
 //			open | initial_access_token <token>
@@ -265,6 +266,8 @@ func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
 			err = oneString(d, &c.LogoURI)
 		case "resources":
 			c.Resources, err = someStrings(d)
+		case "post_logout_redirect_uri", "post_logout_redirect_uris":
+			c.PostLogoutRedirectURIs, err = someStrings(d)
 		default:
 			return nil, d.Errf("unrecognized subdirective %q in client %q", opt, c.ID)
 		}

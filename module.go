@@ -248,6 +248,11 @@ type Client struct {
 	// in a token request's resource parameter; they become the "aud" of its
 	// JWT access tokens. Default: none.
 	Resources []string `json:"resources,omitempty"`
+	// PostLogoutRedirectURIs are where the logout endpoint may send the
+	// user back after an RP-initiated logout (OpenID Connect RP-Initiated
+	// Logout 1.0), compared exactly. Default: none, the endpoint shows its
+	// own signed-out page.
+	PostLogoutRedirectURIs []string `json:"post_logout_redirect_uris,omitempty"`
 }
 
 // issuerClient is the client as package issuer takes it, its secret hash
@@ -263,6 +268,8 @@ func (c *Client) issuerClient(secret func(string) string) *issuer.Client {
 		Name:         c.Name,
 		LogoURI:      c.LogoURI,
 		Resources:    c.Resources,
+
+		PostLogoutRedirectURIs: c.PostLogoutRedirectURIs,
 	}
 	if h := secret(c.SecretHash); h != "" {
 		ic.SecretHash = []byte(h)
