@@ -70,6 +70,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //			logo_uri     <https url>
 //			resources    <uri> [<uri>...]
 //			post_logout_redirect_uri <uri> [<uri>...]
+//			id_token_signed_response_alg RS256|ES256|EdDSA
 //		}
 //		registration {
 //			open | initial_access_token <token>
@@ -78,6 +79,12 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //			client_lifetime <duration>
 //			max_clients     <n>
 //			rate_limit      <n>
+//		}
+//		oidc {
+//			claim <name> <placeholder> [scope <scope>]
+//			id_token_lifetime     <duration>
+//			subject_type          public|pairwise
+//			auth_time_placeholder <placeholder>
 //		}
 //	}
 //
@@ -184,6 +191,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.MaxSecretVerifications = int(n)
 		case "registration":
 			a.Registration, err = unmarshalRegistration(d)
+		case "oidc":
+			a.OIDC, err = unmarshalOIDC(d)
 		case "client":
 			var c *Client
 			c, err = unmarshalClient(d)
@@ -268,6 +277,8 @@ func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
 			c.Resources, err = someStrings(d)
 		case "post_logout_redirect_uri", "post_logout_redirect_uris":
 			c.PostLogoutRedirectURIs, err = someStrings(d)
+		case "id_token_signed_response_alg":
+			err = oneString(d, &c.IDTokenSignedResponseAlg)
 		default:
 			return nil, d.Errf("unrecognized subdirective %q in client %q", opt, c.ID)
 		}

@@ -177,6 +177,9 @@ type App struct {
 	// 7592) at /oauth2/register. Default: off.
 	Registration *Registration `json:"registration,omitempty"`
 
+	// OIDC turns on OpenID Connect (see oidc.go). Default: off.
+	OIDC *OIDC `json:"oidc,omitempty"`
+
 	codes   stores.CodeStore
 	tokens  stores.TokenStore
 	starts  []stores.Starter
@@ -212,7 +215,10 @@ type App struct {
 	// JWT access tokens, see jwt.go.
 	keyStore        stores.KeyStore // the token store's, if it can keep keys
 	tokensInProcess bool
-	ring            *jwt.Ring
+	ring            *jwt.Ring // access tokens (jwtAccess) and ID tokens
+	jwtAccess       bool
+
+	pairwiseKey []byte // OpenID Connect pairwise subjects, see oidc.go
 }
 
 // Client is a registered OAuth client.
@@ -253,6 +259,10 @@ type Client struct {
 	// Logout 1.0), compared exactly. Default: none, the endpoint shows its
 	// own signed-out page.
 	PostLogoutRedirectURIs []string `json:"post_logout_redirect_uris,omitempty"`
+	// IDTokenSignedResponseAlg is the algorithm of the client's ID tokens
+	// (OpenID Connect Registration §2): RS256, ES256 or EdDSA. Default:
+	// RS256.
+	IDTokenSignedResponseAlg string `json:"id_token_signed_response_alg,omitempty"`
 }
 
 // issuerClient is the client as package issuer takes it, its secret hash
@@ -269,7 +279,8 @@ func (c *Client) issuerClient(secret func(string) string) *issuer.Client {
 		LogoURI:      c.LogoURI,
 		Resources:    c.Resources,
 
-		PostLogoutRedirectURIs: c.PostLogoutRedirectURIs,
+		PostLogoutRedirectURIs:   c.PostLogoutRedirectURIs,
+		IDTokenSignedResponseAlg: c.IDTokenSignedResponseAlg,
 	}
 	if h := secret(c.SecretHash); h != "" {
 		ic.SecretHash = []byte(h)
@@ -350,6 +361,9 @@ func (a *App) provision(ctx caddy.Context) error {
 		return fmt.Errorf("loading access_token_store: %v", err)
 	}
 	a.codes, a.tokens = codes, tokens
+	if err := a.provisionOIDC(secret); err != nil {
+		return err
+	}
 	if err := a.provisionJWT(repl, secret); err != nil {
 		return err
 	}
@@ -591,6 +605,7 @@ func (a *App) newIssuer(subject, issuerFor func(*http.Request) string) (*issuer.
 		ConsentTemplate:      a.consent,
 		JWT:                  a.issuingRing(),
 		Audience:             a.Audience,
+		OIDC:                 a.issuerOIDC(),
 
 		// Brute-force limits, shared by every handler of this app, and log
 		// redaction.

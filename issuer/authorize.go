@@ -18,7 +18,7 @@ const pkceS256 = "S256"
 
 // authorizeParams are the authorization request parameters (RFC 6749
 // §4.1.1, RFC 7636 §4.3) plus the consent form's own fields.
-var authorizeParams = []string{"response_type", "scope", "state", "code_challenge", "code_challenge_method", csrfField, decisionField}
+var authorizeParams = []string{"response_type", "scope", "state", "code_challenge", "code_challenge_method", "nonce", csrfField, decisionField}
 
 // authzRequest is an authorization request whose client and redirect URI
 // have been validated, so that errors can be sent to the client.
@@ -205,6 +205,7 @@ func (s *Server) issueCode(w http.ResponseWriter, r *http.Request, req *authzReq
 		Family:      token.NewID(),
 		IssuedAt:    now,
 		ExpiresAt:   now.Add(s.codeTTL),
+		OIDC:        s.oidcGrant(r, req),
 	}
 	if req.codeChallenge != "" {
 		code.CodeChallenge, code.CodeChallengeMethod = req.codeChallenge, pkceS256

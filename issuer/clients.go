@@ -71,6 +71,10 @@ type Client struct {
 	// Logout 1.0 §3.1), compared exactly; each follows the rules of a
 	// redirect URI. Default: none, the logout endpoint shows its own page.
 	PostLogoutRedirectURIs []string
+	// IDTokenSignedResponseAlg is the algorithm of the client's ID tokens
+	// (OpenID Connect Registration §2): RS256, ES256 or EdDSA, one the
+	// server has a key for. Default: RS256.
+	IDTokenSignedResponseAlg string
 }
 
 // Public reports whether the client has no secret (RFC 6749 §2.1).
@@ -163,12 +167,19 @@ func newClient(id string, c *Client) (*client, error) {
 			LogoURI:      c.LogoURI,
 			Resources:    slices.Clone(c.Resources),
 
-			PostLogoutRedirectURIs: slices.Clone(c.PostLogoutRedirectURIs),
+			PostLogoutRedirectURIs:   slices.Clone(c.PostLogoutRedirectURIs),
+			IDTokenSignedResponseAlg: c.IDTokenSignedResponseAlg,
 		},
 		grants:    map[string]bool{},
 		scopes:    map[string]bool{},
 		redirects: map[string]bool{},
 		loopback:  map[string]bool{},
+	}
+	switch cl.IDTokenSignedResponseAlg {
+	case "", "RS256", "ES256", "EdDSA":
+	default:
+		return nil, badField("id_token_signed_response_alg",
+			fmt.Errorf("id_token_signed_response_alg %q: want RS256, ES256 or EdDSA", cl.IDTokenSignedResponseAlg))
 	}
 	for _, res := range cl.Resources {
 		if !validResource(res) {

@@ -37,6 +37,10 @@ const (
 	// JWKSPath serves the public keys of JWT access tokens (RFC 7517), when
 	// Config.JWT is set.
 	JWKSPath = "/.well-known/jwks.json"
+	// UserInfoPath and DiscoveryPath are served with Config.OIDC (OIDC
+	// Core §5.3, OpenID Connect Discovery §4).
+	UserInfoPath  = "/oauth2/userinfo"
+	DiscoveryPath = "/.well-known/openid-configuration"
 )
 
 // Defaults for the zero values of Config.
@@ -134,6 +138,10 @@ type Config struct {
 	// Audience is the "aud" of JWT access tokens requested without a
 	// registered resource indicator. Default: the issuer identifier.
 	Audience string
+	// OIDC, when set, turns on OpenID Connect (see oidc.go): ID tokens
+	// for grants with the openid scope, UserInfo at UserInfoPath and the
+	// discovery document at DiscoveryPath. Default: nil, off.
+	OIDC *OIDC
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
 }
@@ -164,6 +172,7 @@ type Server struct {
 	now          func() time.Time
 	ring         *jwt.Ring
 	audience     string
+	oidc         *oidcConfig
 
 	scopeDescriptions map[string]string
 	consentTemplate   *template.Template
@@ -287,6 +296,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("issuer: the consent template defines no %q", ConsentTemplateName)
 	}
 	var err error
+	if s.oidc, err = newOIDC(cfg.OIDC); err != nil {
+		return nil, err
+	}
 	if s.csrfKey = cfg.CSRFKey; len(s.csrfKey) == 0 {
 		if s.csrfKey, err = token.RandomSecret(); err != nil {
 			return nil, fmt.Errorf("issuer: csrf key: %w", err)
@@ -304,8 +316,12 @@ func New(cfg Config) (*Server, error) {
 		IntrospectPath: http.HandlerFunc(s.serveIntrospect),
 		MetadataPath:   http.HandlerFunc(s.serveMetadata),
 	}
-	if s.ring != nil {
+	if s.ring != nil || s.oidc != nil {
 		s.handlers[JWKSPath] = http.HandlerFunc(s.serveJWKS)
+	}
+	if s.oidc != nil {
+		s.handlers[UserInfoPath] = http.HandlerFunc(s.serveUserInfo)
+		s.handlers[DiscoveryPath] = http.HandlerFunc(s.serveDiscovery)
 	}
 	if s.registration != nil {
 		if err := s.registration.init(); err != nil {

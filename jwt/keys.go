@@ -109,8 +109,21 @@ func ParsePEM(data []byte) (*Key, error) {
 
 // Generate makes a new ECDSA P-256 key (ES256, the algorithm resource
 // servers support most widely).
-func Generate(now time.Time) (*Key, error) {
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+func Generate(now time.Time) (*Key, error) { return GenerateAlg(jose.ES256, now) }
+
+// GenerateAlg makes a new key of an algorithm: ES256 (P-256) or RS256
+// (RSA-2048), created at now.
+func GenerateAlg(alg jose.SignatureAlgorithm, now time.Time) (*Key, error) {
+	var priv crypto.Signer
+	var err error
+	switch alg {
+	case jose.ES256:
+		priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case jose.RS256:
+		priv, err = rsa.GenerateKey(rand.Reader, 2048)
+	default:
+		return nil, fmt.Errorf("jwt: cannot generate %s keys", alg)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -38,6 +38,24 @@ func (r *Ring) Sign(c *Claims) (string, error) {
 	return josejwt.Signed(s.signer).Claims(c).Serialize()
 }
 
+// ErrNoAlgorithm reports a SignAs with an algorithm the ring has no key of.
+var ErrNoAlgorithm = errors.New("jwt: no signing key of that algorithm")
+
+// SignAs signs any claims set with the current key of an algorithm, typ
+// JWT: OpenID Connect ID tokens (Sign is for access tokens, typ at+jwt,
+// which Verify alone accepts).
+func (r *Ring) SignAs(alg string, claims any) (string, error) {
+	s := r.snap.Load()
+	if s == nil {
+		return "", ErrNoKey
+	}
+	sg := s.idSigners[alg]
+	if sg == nil {
+		return "", ErrNoAlgorithm
+	}
+	return josejwt.Signed(sg).Claims(claims).Serialize()
+}
+
 // Errors of Verify that are the token's fault.
 var (
 	// ErrInvalid reports a token that is not one of ours or is not intact.
