@@ -57,6 +57,10 @@ type consentPage struct {
 	SelfRegistered bool
 	// Subject is the signed-in resource owner.
 	Subject string
+	// LoginHint is the OpenID Connect login_hint of the request (OIDC Core
+	// §3.1.2.1), as the client sent it, "" for none: a hint of who the
+	// client expected, which a template may show beside Subject.
+	LoginHint string
 	// Scopes are the requested scopes with their descriptions.
 	Scopes []consentScope
 	// RedirectURI is where the answer goes; RedirectHost its host.
@@ -114,6 +118,7 @@ func (s *Server) renderConsent(w http.ResponseWriter, r *http.Request, req *auth
 		ClientName: req.client.Name,
 		LogoURI:    req.client.LogoURI,
 		Subject:    req.subject,
+		LoginHint:  req.loginHint(),
 
 		SelfRegistered: req.client.dynamic(),
 		RedirectURI:    req.redirectURI,
