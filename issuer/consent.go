@@ -36,10 +36,10 @@ const ConsentTemplateName = "consent.html"
 // consentTTL bounds how long a consent form may be submitted.
 const consentTTL = 10 * time.Minute
 
-//go:embed consent.html error.html
+//go:embed consent.html error.html logout.html
 var templateFS embed.FS
 
-var pages = template.Must(template.ParseFS(templateFS, "consent.html", "error.html"))
+var pages = template.Must(template.ParseFS(templateFS, "consent.html", "error.html", "logout.html"))
 
 // field is a hidden form field.
 type field struct{ Name, Value string }
