@@ -862,12 +862,22 @@ func grantPlaceholders(g validator.Grant, own func(*http.Request) string, r *htt
 		case "oauth2.subject":
 			return tok.Subject, true
 		}
-		if name, ok := strings.CutPrefix(key, claimsPrefix); ok && g.Claims != nil {
-			v, ok := g.Claims[name]
-			if !ok {
+		if name, ok := strings.CutPrefix(key, claimsPrefix); ok {
+			if v, ok := g.Claims[name]; ok {
+				return claimString(v), true
+			}
+			// Our own tokens, opaque or JWT, of an OpenID Connect grant:
+			// the claims released at authorization, kept with the grant.
+			var stored map[string]any
+			if g.Issuer == nil && tok.OIDC != nil {
+				stored = tok.OIDC.Claims
+			}
+			if v, ok := stored[name]; ok {
+				return claimString(v), true
+			}
+			if g.Claims != nil || g.Issuer == nil && tok.OIDC != nil {
 				return "", true // a claim the token lacks is empty, as Caddy's own are
 			}
-			return claimString(v), true
 		}
 		return nil, false
 	}

@@ -45,7 +45,7 @@ func (e *env) logout(method string, q url.Values) result {
 // HTTP: an id_token_hint revokes its grant and the user goes back to a
 // registered URI with state; every refusal is a page, never a redirect.
 func TestLogout(t *testing.T) {
-	mod, ring := withOIDC(t, nil)
+	mod, ring := withRPOIDC(t, nil)
 	e := newEnv(t, mod)
 	grant := func() (access, refresh, family string) {
 		tok := e.tokens("conf", "scope", "openid read", "nonce", "n", "redirect_uri", confRedirect)
@@ -87,7 +87,7 @@ func TestLogout(t *testing.T) {
 		})
 	}
 	// An ID token signed by another key.
-	_, otherRing := withOIDC(t, nil)
+	_, otherRing := withRPOIDC(t, nil)
 	wantPage(t, e.logout(http.MethodGet, url.Values{"id_token_hint": {idTokenHint(t, otherRing, e, family, nil)}}), http.StatusBadRequest)
 	if !e.active(access) || !refreshes(refresh) {
 		t.Fatal("a refused logout revoked the grant")
@@ -145,7 +145,7 @@ func TestLogout(t *testing.T) {
 
 // TestLogoutAccessTokenHint checks that a JWT access token is no ID token.
 func TestLogoutAccessTokenHint(t *testing.T) {
-	mod, ring := withOIDC(t, nil)
+	mod, ring := withRPOIDC(t, nil)
 	e := newEnv(t, mod, func(c *Config) { c.JWT = ring })
 	tok := e.tokens("conf", "scope", "openid read", "redirect_uri", confRedirect)
 	wantPage(t, e.logout(http.MethodGet, url.Values{"id_token_hint": {tok["access_token"].(string)}}), http.StatusBadRequest)
@@ -158,13 +158,4 @@ func tamper(raw string) string {
 		c = 'B'
 	}
 	return raw[:i+1] + string(c) + raw[i+2:]
-}
-
-func mustGet(t *testing.T, u string) *http.Request {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, u, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return req
 }

@@ -29,8 +29,13 @@ func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
 		methodNotAllowed(w, http.MethodGet, http.MethodHead)
 		return
 	}
+	writeJSON(w, http.StatusOK, s.metadataFor(r))
+}
+
+// metadataFor builds the metadata document of a request's issuer.
+func (s *Server) metadataFor(r *http.Request) *metadata {
 	var jwks string
-	if s.ring != nil {
+	if s.ring != nil || s.oidc != nil {
 		jwks = s.endpointURL(r, JWKSPath)
 	}
 	var register string
@@ -41,7 +46,7 @@ func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
 	if s.oidc != nil {
 		endSession = s.endpointURL(r, LogoutPath) // RP-Initiated Logout §3.1
 	}
-	writeJSON(w, http.StatusOK, &metadata{
+	return &metadata{
 		RegistrationEndpoint:                       register,
 		EndSessionEndpoint:                         endSession,
 		Issuer:                                     s.issuerFor(r),
@@ -59,5 +64,5 @@ func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
 		IntrospectionEndpointAuthMethodsSupported:  []string{"client_secret_basic", "client_secret_post"},
 		CodeChallengeMethodsSupported:              []string{pkceS256},
 		AuthorizationResponseIssParameterSupported: true,
-	})
+	}
 }

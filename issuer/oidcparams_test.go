@@ -1,6 +1,8 @@
 package issuer
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
 	"html/template"
 	"net/http"
 	"net/url"
@@ -8,19 +10,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
-
 	"github.com/tokengate/caddy-oauth2/jwt"
 )
 
 const logoutRedirect = "https://app.example/bye"
 
-// withOIDC turns OpenID Connect on with an RS256 ring, lets conf, pub and
+// withRPOIDC turns OpenID Connect on with an RS256 ring, lets conf, pub and
 // skip ask for openid and registers conf's post-logout URI. authTime is
 // Config.OIDC.AuthTime (nil: unknown).
-func withOIDC(t *testing.T, authTime func(*http.Request) time.Time) (func(*Config), *jwt.Ring) {
+func withRPOIDC(t *testing.T, authTime func(*http.Request) time.Time) (func(*Config), *jwt.Ring) {
 	t.Helper()
-	k, err := jwt.GenerateAlg(jose.RS256, time.Now())
+	priv, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := jwt.NewKey(priv) // a configured key, as signing_key gives
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +61,7 @@ func redirectOf(clientID string) string {
 // parameters of OIDC Core §3.1.2.1 over HTTP: errors go back to the client
 // by redirect with §3.1.2.6's codes, never a page.
 func TestOIDCRequestParams(t *testing.T) {
-	mod, _ := withOIDC(t, nil)
+	mod, _ := withRPOIDC(t, nil)
 	e := newEnv(t, mod)
 	for _, tc := range []struct {
 		name   string
@@ -127,7 +131,7 @@ func TestOIDCRequestParams(t *testing.T) {
 // authentication time the handler in front reports.
 func TestOIDCAuthTime(t *testing.T) {
 	var authTime time.Time
-	mod, _ := withOIDC(t, func(*http.Request) time.Time { return authTime })
+	mod, _ := withRPOIDC(t, func(*http.Request) time.Time { return authTime })
 	clk := newClock()
 	e := newEnvClock(t, clk, mod)
 	now := clk.Now()
@@ -169,7 +173,7 @@ func TestOIDCAuthTime(t *testing.T) {
 
 // TestOIDCLoginHint checks that login_hint reaches the consent template.
 func TestOIDCLoginHint(t *testing.T) {
-	mod, _ := withOIDC(t, nil)
+	mod, _ := withRPOIDC(t, nil)
 	tmpl := template.Must(template.New(ConsentTemplateName).Parse(`hint=[{{.LoginHint}}] user=[{{.Subject}}]{{range .Fields}}<input type="hidden" name="{{.Name}}" value="{{.Value}}">{{end}}`))
 	e := newEnv(t, mod, func(c *Config) { c.ConsentTemplate = tmpl })
 	res := e.authorize(oidcAuth("conf", "login_hint", "alice@example.com"), testUser)

@@ -299,6 +299,13 @@ func New(cfg Config) (*Server, error) {
 	if s.oidc, err = newOIDC(cfg.OIDC); err != nil {
 		return nil, err
 	}
+	if s.oidc != nil {
+		for id, c := range s.clients {
+			if alg := idTokenAlg(c); !slices.Contains(s.oidc.Ring.Algorithms(), alg) {
+				return nil, fmt.Errorf("issuer: client %q: id_token_signed_response_alg %s: no signing key of that algorithm", id, alg)
+			}
+		}
+	}
 	if s.csrfKey = cfg.CSRFKey; len(s.csrfKey) == 0 {
 		if s.csrfKey, err = token.RandomSecret(); err != nil {
 			return nil, fmt.Errorf("issuer: csrf key: %w", err)

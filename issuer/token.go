@@ -28,6 +28,9 @@ type tokenResponse struct {
 	ExpiresIn    int64  `json:"expires_in"`
 	RefreshToken string `json:"refresh_token,omitempty"`
 	Scope        string `json:"scope,omitempty"`
+	// IDToken is the OpenID Connect ID token of a grant with the openid
+	// scope (OIDC Core §3.1.3.3, §12.2).
+	IDToken string `json:"id_token,omitempty"`
 }
 
 // serveToken is the token endpoint (RFC 6749 §3.2).
@@ -155,7 +158,7 @@ func (s *Server) grantAuthorizationCode(r *http.Request, c *client, form url.Val
 	if oerr != nil {
 		return nil, oerr
 	}
-	return s.issue(r, c, code.Subject, scope, scope, code.Family, c.grants[grantRefreshToken], access, grant)
+	return s.issue(r, c, code.Subject, scope, scope, code.Family, c.grants[grantRefreshToken], access, grant, code.OIDC)
 }
 
 // grantRefreshToken rotates a refresh token (RFC 6749 §6).
@@ -223,7 +226,8 @@ func (s *Server) grantRefreshToken(r *http.Request, c *client, form url.Values, 
 	// RFC 8707 §2.2: the same for the audience (checkRefresh made sure the
 	// request stays within the grant).
 	access, grantAud, _ := narrowAudience(c, old.Audience, aud)
-	return s.issue(r, c, old.Subject, scope, grant, old.Family, true, access, grantAud)
+	// OIDC Core §12.2: the new ID token keeps sub and auth_time, no nonce.
+	return s.issue(r, c, old.Subject, scope, grant, old.Family, true, access, grantAud, old.OIDC)
 }
 
 // checkRefresh checks a refresh token against the client refreshing it
@@ -281,14 +285,16 @@ func (s *Server) grantClientCredentials(r *http.Request, c *client, form url.Val
 	// RFC 6749 §4.4.3: no refresh token.
 	// No family: nothing else is ever issued from this grant, so there is
 	// nothing to revoke together, and stores skip the family index.
-	return s.issue(r, c, "", scope, "", "", false, aud, nil)
+	return s.issue(r, c, "", scope, "", "", false, aud, nil, nil)
 }
 
 // issue mints an access token for aud and, when withRefresh, a refresh
 // token of the same family for the grant's audience refreshAud, and stores
 // both with one call. A nil audience is the default one (see resource.go).
-// With a JWT ring the access token is a JWT, stored under its jti.
-func (s *Server) issue(r *http.Request, c *client, subject, scope, refreshScope, family string, withRefresh bool, aud, refreshAud []string) (*tokenResponse, *oauthError) {
+// With a JWT ring the access token is a JWT, stored under its jti. An
+// OpenID Connect grant (og) is kept with both tokens, and its ID token
+// added when the scope holds openid.
+func (s *Server) issue(r *http.Request, c *client, subject, scope, refreshScope, family string, withRefresh bool, aud, refreshAud []string, og *stores.OIDCGrant) (*tokenResponse, *oauthError) {
 	now := s.now()
 	var access, stored string
 	var err error
@@ -312,6 +318,7 @@ func (s *Server) issue(r *http.Request, c *client, subject, scope, refreshScope,
 	records := []*stores.Token{{
 		Key: s.hasher.Key(stored), Kind: stores.AccessToken, ClientID: c.ID, Subject: subject,
 		Scope: scope, Family: family, Audience: aud, IssuedAt: now, ExpiresAt: now.Add(s.accessTTL),
+		OIDC: tokenOIDC(og),
 	}}
 	if withRefresh {
 		refresh, err := token.New(token.RefreshPrefix)
@@ -322,6 +329,7 @@ func (s *Server) issue(r *http.Request, c *client, subject, scope, refreshScope,
 		records = append(records, &stores.Token{
 			Key: s.hasher.Key(refresh), Kind: stores.RefreshToken, ClientID: c.ID, Subject: subject,
 			Scope: refreshScope, Family: family, Audience: refreshAud, IssuedAt: now, ExpiresAt: now.Add(s.refreshTTL),
+			OIDC: tokenOIDC(og),
 		})
 	}
 	ctx, cancel := s.storeCtx(r)
@@ -336,6 +344,12 @@ func (s *Server) issue(r *http.Request, c *client, subject, scope, refreshScope,
 	if err != nil {
 		s.storeFailed("insert tokens", stores.Unavailable(err))
 		return nil, errUnavailable
+	}
+	if og != nil && s.openID(scope) {
+		var oerr *oauthError
+		if resp.IDToken, oerr = s.idToken(r, c, subject, scope, og, resp.AccessToken); oerr != nil {
+			return nil, oerr
+		}
 	}
 	return resp, nil
 }

@@ -125,7 +125,7 @@ func NewRing(cfg RingConfig) (*Ring, error) {
 		seen[k.ID] = true
 	}
 	if !r.Stored() {
-		snap, err := newSnapshot(cfg.Keys[0], cfg.Keys, nil)
+		snap, err := newSnapshot(cfg.Keys[0], cfg.Keys, nil, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -171,9 +171,11 @@ func (r *Ring) Algorithms() []string {
 	return algs
 }
 
-// newSnapshot builds a snapshot: signing signs access tokens; the first
-// configured key of each algorithm, else generated[alg], signs for SignAs.
-func newSnapshot(signing *Key, keys []*Key, generated map[jose.SignatureAlgorithm]*Key) (*snapshot, error) {
+// newSnapshot builds a snapshot of the configured and the stored keys:
+// signing signs access tokens; the first configured key of each
+// algorithm, else generated[alg], signs for SignAs.
+func newSnapshot(signing *Key, configured, stored []*Key, generated map[jose.SignatureAlgorithm]*Key) (*snapshot, error) {
+	keys := append(slices.Clone(configured), stored...)
 	signer, err := jose.NewSigner(
 		jose.SigningKey{Algorithm: signing.Alg, Key: jose.JSONWebKey{Key: signing.Private, KeyID: signing.ID}},
 		(&jose.SignerOptions{}).WithType(TokenType))
@@ -183,9 +185,9 @@ func newSnapshot(signing *Key, keys []*Key, generated map[jose.SignatureAlgorith
 	s := &snapshot{signing: signing, signer: signer, keys: make(map[string]*Key, len(keys)), headers: map[string]bool{},
 		idSigners: map[string]jose.Signer{}}
 	bySigAlg := map[jose.SignatureAlgorithm]*Key{}
-	for _, k := range keys {
-		if k.Private != nil && k.CreatedAt.IsZero() && bySigAlg[k.Alg] == nil {
-			bySigAlg[k.Alg] = k // a configured key
+	for _, k := range configured {
+		if bySigAlg[k.Alg] == nil {
+			bySigAlg[k.Alg] = k
 		}
 	}
 	for alg, k := range generated {
@@ -368,7 +370,7 @@ func (r *Ring) refresh(ctx context.Context) error {
 	} else {
 		signing = signers[r.cfg.Generate[0]]
 	}
-	snap, err := newSnapshot(signing, append(slices.Clone(r.cfg.Keys), keys...), signers)
+	snap, err := newSnapshot(signing, r.cfg.Keys, keys, signers)
 	if err != nil {
 		return err
 	}
