@@ -68,13 +68,14 @@ async function login(config, params = {}, checks = {}, opts = {}) {
   return client.authorizationCodeGrant(config, cb, { pkceCodeVerifier: verifier, expectedState: state, expectedNonce: nonce, ...checks })
 }
 
-// expectError runs f, which must throw; it returns the OAuth error code
-// (or the library's error code).
+// expectError runs f, which must throw; it returns the OAuth error code,
+// or the library's error code and what it found wrong.
 async function expectError(what, f) {
   try {
     await f()
   } catch (e) {
-    return e.error ?? e.cause?.error ?? e.code ?? e.message
+    if (process.env.RP_DEBUG) console.error(what, e)
+    return e.error ?? `${e.code}: ${e.cause?.message ?? e.message}`
   }
   fail(`${what}: no error`)
 }
