@@ -27,15 +27,27 @@ func idTokenAlg(c *client) string {
 	return defaultIDTokenAlg
 }
 
-// tokenOIDC is what the tokens of a grant keep of its OpenID Connect
-// state: everything but the nonce, which only the code's ID token echoes
-// (OIDC Core §12.2).
-func tokenOIDC(g *stores.OIDCGrant) *stores.OIDCGrant {
-	if g == nil || g.Nonce == "" {
-		return g
+// tokenOIDC is what a token of a grant keeps of its OpenID Connect state:
+// everything but the nonce, which only the code's ID token echoes (OIDC
+// Core §12.2), and only the claims the token's scope releases, so that the
+// guard's {oauth2.claims.*} and UserInfo show no more than the scope.
+func (s *Server) tokenOIDC(g *stores.OIDCGrant, scope string) *stores.OIDCGrant {
+	if g == nil {
+		return nil
 	}
 	t := *g
 	t.Nonce = ""
+	if len(g.Claims) > 0 && s.oidc != nil {
+		t.Claims = nil
+		for _, cl := range s.oidc.Claims {
+			if v, ok := g.Claims[cl.Name]; ok && hasScope(scope, cl.Scope) {
+				if t.Claims == nil {
+					t.Claims = make(map[string]any, len(g.Claims))
+				}
+				t.Claims[cl.Name] = v
+			}
+		}
+	}
 	return &t
 }
 

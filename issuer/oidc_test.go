@@ -277,6 +277,20 @@ func TestOIDCUserInfo(t *testing.T) {
 		t.Errorf("POST userinfo: %d %s", pr.status, pr.body)
 	}
 
+	// A refresh narrowed to openid alone: its access token shows no email,
+	// and neither does its ID token.
+	rr := e.postAs(TokenPath, "spa", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {resp["refresh_token"].(string)}, "scope": {"openid"}})
+	if rr.status != http.StatusOK {
+		t.Fatalf("refresh: %d %s", rr.status, rr.body)
+	}
+	narrow := rr.json(t)
+	if got := e.userinfo(narrow["access_token"].(string)).json(t); got["sub"] != testUser || got["email"] != nil {
+		t.Errorf("userinfo after narrowing to openid = %v", got)
+	}
+	if _, c := e.idClaims(narrow["id_token"].(string)); c["email"] != nil {
+		t.Errorf("narrowed ID token carries email: %v", c)
+	}
+
 	// RFC 6750 §3: no token, a bad one, an ID token, a refresh token.
 	res = e.userinfo("")
 	if res.status != http.StatusUnauthorized || res.header.Get("WWW-Authenticate") != `Bearer realm="userinfo"` {

@@ -318,7 +318,7 @@ func (s *Server) issue(r *http.Request, c *client, subject, scope, refreshScope,
 	records := []*stores.Token{{
 		Key: s.hasher.Key(stored), Kind: stores.AccessToken, ClientID: c.ID, Subject: subject,
 		Scope: scope, Family: family, Audience: aud, IssuedAt: now, ExpiresAt: now.Add(s.accessTTL),
-		OIDC: tokenOIDC(og),
+		OIDC: s.tokenOIDC(og, scope),
 	}}
 	if withRefresh {
 		refresh, err := token.New(token.RefreshPrefix)
@@ -329,7 +329,7 @@ func (s *Server) issue(r *http.Request, c *client, subject, scope, refreshScope,
 		records = append(records, &stores.Token{
 			Key: s.hasher.Key(refresh), Kind: stores.RefreshToken, ClientID: c.ID, Subject: subject,
 			Scope: refreshScope, Family: family, Audience: refreshAud, IssuedAt: now, ExpiresAt: now.Add(s.refreshTTL),
-			OIDC: tokenOIDC(og),
+			OIDC: s.tokenOIDC(og, refreshScope),
 		})
 	}
 	ctx, cancel := s.storeCtx(r)
