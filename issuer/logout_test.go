@@ -159,3 +159,46 @@ func tamper(raw string) string {
 	}
 	return raw[:i+1] + string(c) + raw[i+2:]
 }
+
+// TestLogoutRegisteredClient checks post_logout_redirect_uris in RFC 7591
+// metadata: validated like redirect URIs, kept with the record, shown in
+// the client's view, and honoured by the logout endpoint.
+func TestLogoutRegisteredClient(t *testing.T) {
+	clk := newClock()
+	var g *Registry
+	mod, _ := withRPOIDC(t, nil)
+	e := newEnvClock(t, clk, mod, withRegistry(t, &g, clk, nil))
+	for body, field := range map[string]string{
+		`{"redirect_uris":["https://rp.example/cb"],"post_logout_redirect_uris":["http://rp.example/bye"]}`: "post_logout_redirect_uris",
+		`{"redirect_uris":["https://rp.example/cb"],"post_logout_redirect_uris":"https://rp.example/bye"}`:  "post_logout_redirect_uris",
+	} {
+		m, me := ParseClientMetadata([]byte(body), false)
+		if me == nil {
+			_, _, err := g.NewRecord(m, stores.RegisteredDynamically, 0)
+			me, _ = err.(*MetadataError)
+		}
+		if me == nil || me.Field != field || me.Code != ErrCodeInvalidClientMetadata {
+			t.Errorf("%s: %v, want invalid_client_metadata on %s", body, me, field)
+		}
+	}
+	m, me := ParseClientMetadata([]byte(`{"redirect_uris":["https://rp.example/cb"],"scope":"openid","token_endpoint_auth_method":"none",
+		"post_logout_redirect_uris":["https://rp.example/bye"]}`), false)
+	if me != nil {
+		t.Fatal(me)
+	}
+	rc, _, err := g.NewRecord(m, stores.RegisteredDynamically, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Create(context.Background(), rc); err != nil {
+		t.Fatal(err)
+	}
+	if v := toString(ClientView(rc, false)["post_logout_redirect_uris"]); v != `["https://rp.example/bye"]` {
+		t.Errorf("client view: post_logout_redirect_uris = %s", v)
+	}
+	res := e.logout(http.MethodGet, url.Values{"client_id": {rc.ID}, "post_logout_redirect_uri": {"https://rp.example/bye"}, "state": {"s"}})
+	if res.status != http.StatusFound || res.header.Get("Location") != "https://rp.example/bye?state=s" {
+		t.Errorf("logout of a registered client: %d %q", res.status, res.header.Get("Location"))
+	}
+	wantPage(t, e.logout(http.MethodGet, url.Values{"client_id": {rc.ID}, "post_logout_redirect_uri": {logoutRedirect}}), http.StatusBadRequest)
+}
