@@ -2,6 +2,7 @@ package jwt
 
 import (
 	"context"
+	"encoding/base64"
 	"strings"
 	"testing"
 	"time"
@@ -66,5 +67,42 @@ func TestRingRSAForIDTokens(t *testing.T) {
 	}
 	if len(store.keys) != 4 || len(jwksIDs(t, a)) != 4 {
 		t.Errorf("after rotation: %d stored, %d published, want 4", len(store.keys), len(jwksIDs(t, a)))
+	}
+}
+
+// TestSealedRSAKeyFits: a generated RSA-2048 key sealed and base64
+// encoded fits the stores' 1,024-character column and opens to the same
+// key.
+func TestSealedRSAKeyFits(t *testing.T) {
+	k, err := GenerateAlg(jose.RS256, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSealer([]byte("a secret of at least thirty-two bytes"))
+	created := time.UnixMilli(1893553445000)
+	expires := created.Add(time.Hour)
+	sealed, err := s.Seal(k, created, expires)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(base64.StdEncoding.EncodeToString(sealed)); n > 1024 {
+		t.Errorf("sealed RSA key is %d base64 characters, over 1024", n)
+	}
+	got, err := s.Open(k.ID, sealed, created, expires)
+	if err != nil || got.ID != k.ID || got.Alg != jose.RS256 {
+		t.Fatalf("Open: %v %+v", err, got)
+	}
+	// It signs what the original verifies.
+	r, _ := NewRing(RingConfig{Keys: []*Key{got}})
+	raw, err := r.SignAs("RS256", map[string]any{"sub": "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := jose.ParseSigned(raw, []jose.SignatureAlgorithm{jose.RS256})
+	if _, err := tok.Verify(k.Public); err != nil {
+		t.Errorf("a token signed by the reopened key does not verify with the original: %v", err)
+	}
+	if _, err := s.Open(k.ID, sealed[:len(sealed)-1], created, expires); err == nil {
+		t.Error("a truncated sealed key opened")
 	}
 }
