@@ -75,7 +75,6 @@ func TestOIDCRequestParams(t *testing.T) {
 		{"confidential client without nonce", "conf", nil, testUser, "page"},
 		{"nonce too long", "conf", []string{"nonce", strings.Repeat("n", 513)}, testUser, errCodeInvalidRequest},
 		{"request object", "conf", []string{"request", "eyJhbGciOiJub25lIn0.e30."}, testUser, errCodeRequestNotSupported},
-		{"request_uri by reference", "conf", []string{"request_uri", "https://app.example/req.jwt"}, testUser, errCodeRequestURINotSupported},
 		{"claims parameter is ignored", "conf", []string{"claims", `{"id_token":{"acr":{"essential":true}}}`}, testUser, "page"},
 		{"prompt=none, nobody signed in", "conf", []string{"prompt", "none"}, "", errCodeLoginRequired},
 		{"prompt=none, consent needed", "conf", []string{"prompt", "none"}, testUser, errCodeConsentRequired},
@@ -116,6 +115,16 @@ func TestOIDCRequestParams(t *testing.T) {
 	// A request object is refused with or without openid.
 	wantRedirectError(t, e.authorize(authParams("skip", "scope", "read", "state", "st", "request", "x.y.z"), testUser),
 		skipRedirect, errCodeRequestNotSupported, "st")
+	// A request_uri by reference is refused: by redirect with
+	// request_uri_not_supported here, or, once the PAR endpoint reads every
+	// request_uri first, as a request_uri this server did not issue (a 400
+	// page). Never a code, never a consent page.
+	res = e.authorize(oidcAuth("conf", "request_uri", "https://app.example/req.jwt"), testUser)
+	if res.status == http.StatusBadRequest {
+		wantPage(t, res, http.StatusBadRequest)
+	} else {
+		wantRedirectError(t, res, confRedirect, errCodeRequestURINotSupported, "st")
+	}
 	// A pushed request's request_uri is not a request object.
 	res = e.authorize(oidcAuth("conf", "request_uri", "urn:ietf:params:oauth:request_uri:abc"), testUser)
 	if u := res.header.Get("Location"); strings.Contains(u, errCodeRequestURINotSupported) {
