@@ -22,8 +22,8 @@ const (
 // rpConfig is a Caddyfile for the openid-client tests: basic auth in front
 // of the authorization endpoint for requests that bring credentials (one
 // without reaches oauth2_server with no user, which is how prompt=none
-// learns nobody is signed in), the user's email set by the site from the
-// authenticated user, a confidential client that needs consent and a public
+// learns nobody is signed in), the user's email and sign-in time set by
+// the site from the authenticated user, a confidential client that needs consent and a public
 // one that skips it.
 func rpConfig(store, format, sfx string) string {
 	return `{
@@ -40,6 +40,7 @@ func rpConfig(store, format, sfx string) string {
 		access_token_format ` + format + `
 		oidc {
 			claim email {http.request.header.X-User-Email}
+			auth_time_placeholder {http.request.header.X-Auth-Time}
 		}
 		client rp {
 			secret_hash ` + secretHash + `
@@ -63,6 +64,9 @@ http://127.0.0.1:19942 {
 				alice` + sfx + ` ` + aliceHash + `
 			}
 			request_header X-User-Email "{http.auth.user.id}@example.com"
+			# Stands in for a portal that reports when the user signed in:
+			# basic auth signs in on every request.
+			request_header X-Auth-Time {time.now.unix}
 			oauth2_server
 		}
 	}
@@ -140,6 +144,8 @@ func runOpenIDClient(t *testing.T, store, format string) {
 		"userinfo_email":         user + "@example.com",
 		"prompt_none_consent":    "consent_required",
 		"prompt_none_no_session": "login_required",
+		"max_age":                "ok",
+		"prompt_login":           "ok",
 		"logout":                 "ok",
 		"refresh_after_logout":   "invalid_grant",
 		// RP-Initiated Logout §3: no redirect to an unregistered URI.

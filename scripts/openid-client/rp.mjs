@@ -106,6 +106,15 @@ if (rclaims.sub !== claims.sub) fail(`refresh changed sub: ${rclaims.sub}`)
 if (refreshed.id_token === tokens.id_token) fail('the refresh returned the same ID token')
 out.refreshed_access_token = refreshed.access_token
 
+// max_age and prompt=login, with the sign-in time the site reports: the
+// library checks that auth_time is there and recent enough.
+const aged = await login(config, { max_age: '300' }, { maxAge: 300 })
+if (typeof aged.claims()?.auth_time !== 'number') fail('max_age: no auth_time')
+out.max_age = 'ok'
+const relogin = await login(config, { prompt: 'login consent' }, { maxAge: 60 })
+if (relogin.claims()?.sub !== claims.sub) fail('prompt=login: another subject')
+out.prompt_login = 'ok'
+
 // prompt=none: this client needs consent; without a signed-in user the
 // server cannot ask either.
 out.prompt_none_consent = await expectError('prompt=none, consent needed', () => login(config, { prompt: 'none' }))
