@@ -76,6 +76,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //			name         <display name>
 //			logo_uri     <https url>
 //			resources    <uri> [<uri>...]
+//			post_logout_redirect_uri <uri> [<uri>...]
 //			id_token_signed_response_alg RS256|ES256|EdDSA
 //		}
 //		registration {
@@ -285,6 +286,8 @@ func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
 			err = oneString(d, &c.LogoURI)
 		case "resources":
 			c.Resources, err = someStrings(d)
+		case "post_logout_redirect_uri", "post_logout_redirect_uris":
+			c.PostLogoutRedirectURIs, err = someStrings(d)
 		case "id_token_signed_response_alg":
 			err = oneString(d, &c.IDTokenSignedResponseAlg)
 		default:

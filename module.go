@@ -269,6 +269,11 @@ type Client struct {
 	// in a token request's resource parameter; they become the "aud" of its
 	// JWT access tokens. Default: none.
 	Resources []string `json:"resources,omitempty"`
+	// PostLogoutRedirectURIs are where the logout endpoint may send the
+	// user back after an RP-initiated logout (OpenID Connect RP-Initiated
+	// Logout 1.0), compared exactly. Default: none, the endpoint shows its
+	// own signed-out page.
+	PostLogoutRedirectURIs []string `json:"post_logout_redirect_uris,omitempty"`
 	// IDTokenSignedResponseAlg is the algorithm of the client's ID tokens
 	// (OpenID Connect Registration §2): RS256, ES256 or EdDSA. Default:
 	// RS256.
@@ -289,6 +294,7 @@ func (c *Client) issuerClient(secret func(string) string) *issuer.Client {
 		LogoURI:      c.LogoURI,
 		Resources:    c.Resources,
 
+		PostLogoutRedirectURIs:   c.PostLogoutRedirectURIs,
 		IDTokenSignedResponseAlg: c.IDTokenSignedResponseAlg,
 	}
 	if h := secret(c.SecretHash); h != "" {

@@ -37,6 +37,9 @@ type authzRequest struct {
 	// resources are the request's resource indicators (RFC 8707 §2.1),
 	// nil for none.
 	resources []string
+	// oidc holds the OpenID Connect parameters when the granted scope
+	// holds openid (see oidcparams.go), nil otherwise.
+	oidc *oidcParams
 }
 
 // serveAuthorize is the authorization endpoint (RFC 6749 §3.1). GET carries
@@ -106,7 +109,12 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		s.redirectError(w, r, req, oerr)
 		return
 	}
-	if req.subject = s.subject(r); req.subject == "" {
+	subject := s.subject(r)
+	if oerr := s.checkPrompt(r, req, subject); oerr != nil {
+		s.redirectError(w, r, req, oerr)
+		return
+	}
+	if req.subject = subject; req.subject == "" {
 		s.errorPage(w, http.StatusUnauthorized, "Not signed in",
 			"No authenticated user reached the authorization endpoint. The server must run an authentication handler before oauth2_server on this route.")
 		return
@@ -137,7 +145,7 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// A client that registered itself never skips consent.
-	if !c.SkipConsent || c.dynamic() {
+	if req.oidc.needsPage(c.SkipConsent && !c.dynamic()) {
 		s.renderConsent(w, r, req)
 		return
 	}
@@ -150,6 +158,12 @@ func (s *Server) validateAuthorize(req *authzRequest) *oauthError {
 	p, c := req.params, req.client
 	if name, ok := repeated(p, authorizeParams...); ok {
 		return errInvalidRequest("parameter " + name + " repeated")
+	}
+	if name, ok := repeated(p, oidcParamNames...); ok {
+		return errInvalidRequest("parameter " + name + " repeated")
+	}
+	if oerr := refuseRequestObjects(p); oerr != nil {
+		return oerr
 	}
 	switch rt := p.Get("response_type"); rt {
 	case "":
@@ -184,6 +198,11 @@ func (s *Server) validateAuthorize(req *authzRequest) *oauthError {
 	// token endpoint checks them; the code is bound to them.
 	if req.resources, oerr = s.requestedResources(c, p["resource"]); oerr != nil {
 		return oerr
+	}
+	if s.openID(scope) {
+		if req.oidc, oerr = parseOIDCParams(p, c.Public()); oerr != nil {
+			return oerr
+		}
 	}
 	return nil
 }
@@ -226,6 +245,11 @@ func (s *Server) issueCode(w http.ResponseWriter, r *http.Request, req *authzReq
 	}
 	if req.codeChallenge != "" {
 		code.CodeChallenge, code.CodeChallengeMethod = req.codeChallenge, pkceS256
+	}
+	if code.OIDC != nil {
+		// The ID token's sid is the grant family, so that RP-initiated
+		// logout (logout.go) revokes exactly this authorization's tokens.
+		code.OIDC.SessionID = code.Family
 	}
 	ctx, cancel := s.storeCtx(r)
 	err = s.codes.InsertCode(ctx, code)

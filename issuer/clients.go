@@ -66,6 +66,11 @@ type Client struct {
 	// of its JWT access tokens. Default: none, every token gets the
 	// server's default audience.
 	Resources []string
+	// PostLogoutRedirectURIs are where the logout endpoint may send the
+	// user back after an RP-initiated logout (OpenID Connect RP-Initiated
+	// Logout 1.0 §3.1), compared exactly; each follows the rules of a
+	// redirect URI. Default: none, the logout endpoint shows its own page.
+	PostLogoutRedirectURIs []string
 	// IDTokenSignedResponseAlg is the algorithm of the client's ID tokens
 	// (OpenID Connect Registration §2): RS256, ES256 or EdDSA, one the
 	// server has a key for. Default: RS256.
@@ -166,6 +171,7 @@ func newClient(id string, c *Client) (*client, error) {
 			LogoURI:      c.LogoURI,
 			Resources:    slices.Clone(c.Resources),
 
+			PostLogoutRedirectURIs:   slices.Clone(c.PostLogoutRedirectURIs),
 			IDTokenSignedResponseAlg: c.IDTokenSignedResponseAlg,
 		},
 		grants:    map[string]bool{},
@@ -222,6 +228,11 @@ func newClient(id string, c *Client) (*client, error) {
 		cl.redirects[ru] = true
 		if k, ok := loopbackKey(ru); ok {
 			cl.loopback[k] = true
+		}
+	}
+	for _, u := range cl.PostLogoutRedirectURIs {
+		if err := validRedirectURI(u); err != nil {
+			return nil, badField("post_logout_redirect_uris", fmt.Errorf("post-logout redirect URI %q: %w", u, err))
 		}
 	}
 	if cl.Public() && cl.Introspect {

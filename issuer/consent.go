@@ -36,10 +36,10 @@ const ConsentTemplateName = "consent.html"
 // consentTTL bounds how long a consent form may be submitted.
 const consentTTL = 10 * time.Minute
 
-//go:embed consent.html error.html
+//go:embed consent.html error.html logout.html
 var templateFS embed.FS
 
-var pages = template.Must(template.ParseFS(templateFS, "consent.html", "error.html"))
+var pages = template.Must(template.ParseFS(templateFS, "consent.html", "error.html", "logout.html"))
 
 // field is a hidden form field.
 type field struct{ Name, Value string }
@@ -65,6 +65,10 @@ type consentPage struct {
 	Resources []consentResource
 	// Subject is the signed-in resource owner.
 	Subject string
+	// LoginHint is the OpenID Connect login_hint of the request (OIDC Core
+	// §3.1.2.1), as the client sent it, "" for none: a hint of who the
+	// client expected, which a template may show beside Subject.
+	LoginHint string
 	// Scopes are the requested scopes with their descriptions.
 	Scopes []consentScope
 	// RedirectURI is where the answer goes; RedirectHost its host.
@@ -126,6 +130,7 @@ func (s *Server) renderConsent(w http.ResponseWriter, r *http.Request, req *auth
 		ClientName: req.client.Name,
 		LogoURI:    req.client.LogoURI,
 		Subject:    req.subject,
+		LoginHint:  req.loginHint(),
 
 		SelfRegistered:   req.client.dynamic() || req.client.document,
 		MetadataDocument: req.client.document,

@@ -15,6 +15,7 @@ type metadata struct {
 	IntrospectionEndpoint                      string   `json:"introspection_endpoint"`
 	JWKSURI                                    string   `json:"jwks_uri,omitempty"`
 	RegistrationEndpoint                       string   `json:"registration_endpoint,omitempty"`
+	EndSessionEndpoint                         string   `json:"end_session_endpoint,omitempty"`
 	ScopesSupported                            []string `json:"scopes_supported,omitempty"`
 	ResponseTypesSupported                     []string `json:"response_types_supported"`
 	ResponseModesSupported                     []string `json:"response_modes_supported"`
@@ -48,8 +49,13 @@ func (s *Server) metadataFor(r *http.Request) *metadata {
 	if s.registration != nil {
 		register = s.endpointURL(r, RegisterPath) // RFC 8414 §2, RFC 7591 §3
 	}
+	var endSession string
+	if s.oidc != nil {
+		endSession = s.endpointURL(r, LogoutPath) // RP-Initiated Logout §3.1
+	}
 	return &metadata{
 		RegistrationEndpoint:                       register,
+		EndSessionEndpoint:                         endSession,
 		Issuer:                                     s.issuerFor(r),
 		AuthorizationEndpoint:                      s.endpointURL(r, AuthorizePath),
 		TokenEndpoint:                              s.endpointURL(r, TokenPath),

@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -331,6 +332,8 @@ func clientOf(rc *stores.RegisteredClient) (*client, error) {
 		Name:         rc.Name,
 		LogoURI:      rc.LogoURI,
 		Resources:    rc.Resources,
+
+		PostLogoutRedirectURIs: postLogoutURIsOf(rc),
 	})
 	if err != nil {
 		return nil, err
@@ -340,6 +343,16 @@ func clientOf(rc *stores.RegisteredClient) (*client, error) {
 	c.prevUntil = rc.PreviousSecretExpiresAt
 	c.expires = rc.ExpiresAt
 	return c, nil
+}
+
+// postLogoutURIsOf reads a record's post_logout_redirect_uris from its
+// metadata, where ClientMetadata keeps them.
+func postLogoutURIsOf(rc *stores.RegisteredClient) []string {
+	var m struct {
+		URIs []string `json:"post_logout_redirect_uris"`
+	}
+	_ = json.Unmarshal(rc.Metadata, &m) // a record without metadata has none
+	return m.URIs
 }
 
 func cloneRecord(rc *stores.RegisteredClient) *stores.RegisteredClient { return rc.Clone() }

@@ -340,6 +340,7 @@ func New(cfg Config) (*Server, error) {
 	if s.oidc != nil {
 		s.handlers[UserInfoPath] = http.HandlerFunc(s.serveUserInfo)
 		s.handlers[DiscoveryPath] = http.HandlerFunc(s.serveDiscovery)
+		s.handlers[LogoutPath] = http.HandlerFunc(s.serveLogout)
 	}
 	if s.registration != nil {
 		if err := s.registration.init(); err != nil {
