@@ -62,7 +62,8 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 
 	// RFC 6749 §4.1.2.1: without a valid client and redirect URI, tell the
 	// resource owner and never redirect (open redirector, §10.15).
-	if name, ok := repeated(params, "client_id", "redirect_uri"); ok {
+	name, ok := repeated(params, "client_id", "redirect_uri")
+	if ok {
 		s.errorPage(w, http.StatusBadRequest, "Invalid request", "The parameter "+name+" is repeated.")
 		return
 	}
@@ -70,6 +71,13 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	if c == nil {
 		s.errorPage(w, http.StatusBadRequest, "Unknown client", "The application that sent you here is not registered with this server.")
 		return
+	}
+	pushed := params.Has("request_uri")
+	if pushed {
+		// RFC 9126 §4: only the pushed parameters count.
+		if params, ok = s.pushedParams(w, r, c, params); !ok {
+			return
+		}
 	}
 	req := &authzRequest{client: c, rawRedirectURI: params.Get("redirect_uri"), params: params}
 	switch {
@@ -91,6 +99,12 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		req.state = params.Get("state")
 	}
 
+	if !pushed && r.Method == http.MethodGet && (s.requirePAR || c.RequirePAR) {
+		// RFC 9126 §5, §6. A consent form's POST comes from a page that a
+		// pushed request rendered.
+		s.redirectError(w, r, req, errInvalidRequest("authorization requests must be pushed to the pushed_authorization_request_endpoint (RFC 9126)"))
+		return
+	}
 	if oerr := s.validateAuthorize(req); oerr != nil {
 		s.redirectError(w, r, req, oerr)
 		return

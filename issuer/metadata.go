@@ -1,6 +1,9 @@
 package issuer
 
-import "net/http"
+import (
+	"net/http"
+	"slices"
+)
 
 // metadata is the authorization server metadata of RFC 8414 §2.
 type metadata struct {
@@ -20,6 +23,13 @@ type metadata struct {
 	IntrospectionEndpointAuthMethodsSupported  []string `json:"introspection_endpoint_auth_methods_supported"`
 	CodeChallengeMethodsSupported              []string `json:"code_challenge_methods_supported"`
 	AuthorizationResponseIssParameterSupported bool     `json:"authorization_response_iss_parameter_supported"`
+	// RFC 9126 §5.
+	PushedAuthorizationRequestEndpoint string `json:"pushed_authorization_request_endpoint,omitempty"`
+	RequirePushedAuthorizationRequests bool   `json:"require_pushed_authorization_requests,omitempty"`
+	// RFC 8414 §2: the algorithms of private_key_jwt assertions.
+	TokenEndpointAuthSigningAlgValuesSupported         []string `json:"token_endpoint_auth_signing_alg_values_supported,omitempty"`
+	RevocationEndpointAuthSigningAlgValuesSupported    []string `json:"revocation_endpoint_auth_signing_alg_values_supported,omitempty"`
+	IntrospectionEndpointAuthSigningAlgValuesSupported []string `json:"introspection_endpoint_auth_signing_alg_values_supported,omitempty"`
 }
 
 // serveMetadata serves the metadata document (RFC 8414 §3).
@@ -36,22 +46,45 @@ func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
 	if s.registration != nil {
 		register = s.endpointURL(r, RegisterPath) // RFC 8414 §2, RFC 7591 §3
 	}
+	var par string
+	if s.handlers[PARPath] != nil {
+		par = s.endpointURL(r, PARPath)
+	}
+	// private_key_jwt needs the single-use store for its jti; under fapi2 it
+	// is the only method for confidential clients.
+	secretMethods := []string{"client_secret_basic", "client_secret_post"}
+	if s.fapi2 {
+		secretMethods = nil
+	}
+	tokenMethods := append(slices.Clone(secretMethods), "none")
+	introMethods := slices.Clone(secretMethods)
+	var algs []string
+	if s.singleUse != nil {
+		tokenMethods = append(tokenMethods, AuthMethodPrivateKeyJWT)
+		introMethods = append(introMethods, AuthMethodPrivateKeyJWT)
+		algs = assertionAlgNames
+	}
 	writeJSON(w, http.StatusOK, &metadata{
-		RegistrationEndpoint:                       register,
-		Issuer:                                     s.issuerFor(r),
-		AuthorizationEndpoint:                      s.endpointURL(r, AuthorizePath),
-		TokenEndpoint:                              s.endpointURL(r, TokenPath),
-		RevocationEndpoint:                         s.endpointURL(r, RevokePath),
-		IntrospectionEndpoint:                      s.endpointURL(r, IntrospectPath),
-		JWKSURI:                                    jwks,
-		ScopesSupported:                            s.scopesSupported,
-		ResponseTypesSupported:                     []string{"code"},
-		ResponseModesSupported:                     []string{"query"},
-		GrantTypesSupported:                        s.grantsSupported,
-		TokenEndpointAuthMethodsSupported:          []string{"client_secret_basic", "client_secret_post", "none"},
-		RevocationEndpointAuthMethodsSupported:     []string{"client_secret_basic", "client_secret_post", "none"},
-		IntrospectionEndpointAuthMethodsSupported:  []string{"client_secret_basic", "client_secret_post"},
-		CodeChallengeMethodsSupported:              []string{pkceS256},
-		AuthorizationResponseIssParameterSupported: true,
+		PushedAuthorizationRequestEndpoint:                 par,
+		RequirePushedAuthorizationRequests:                 s.requirePAR,
+		TokenEndpointAuthSigningAlgValuesSupported:         algs,
+		RevocationEndpointAuthSigningAlgValuesSupported:    algs,
+		IntrospectionEndpointAuthSigningAlgValuesSupported: algs,
+		RegistrationEndpoint:                               register,
+		Issuer:                                             s.issuerFor(r),
+		AuthorizationEndpoint:                              s.endpointURL(r, AuthorizePath),
+		TokenEndpoint:                                      s.endpointURL(r, TokenPath),
+		RevocationEndpoint:                                 s.endpointURL(r, RevokePath),
+		IntrospectionEndpoint:                              s.endpointURL(r, IntrospectPath),
+		JWKSURI:                                            jwks,
+		ScopesSupported:                                    s.scopesSupported,
+		ResponseTypesSupported:                             []string{"code"},
+		ResponseModesSupported:                             []string{"query"},
+		GrantTypesSupported:                                s.grantsSupported,
+		TokenEndpointAuthMethodsSupported:                  tokenMethods,
+		RevocationEndpointAuthMethodsSupported:             tokenMethods,
+		IntrospectionEndpointAuthMethodsSupported:          introMethods,
+		CodeChallengeMethodsSupported:                      []string{pkceS256},
+		AuthorizationResponseIssParameterSupported:         true,
 	})
 }

@@ -22,6 +22,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tokengate/caddy-oauth2/fetch"
 	"github.com/tokengate/caddy-oauth2/jwt"
 	"github.com/tokengate/caddy-oauth2/stores"
 	"github.com/tokengate/caddy-oauth2/token"
@@ -134,6 +135,24 @@ type Config struct {
 	// Audience is the "aud" of JWT access tokens requested without a
 	// registered resource indicator. Default: the issuer identifier.
 	Audience string
+	// SingleUse keeps pushed authorization requests (RFC 9126) and the jti
+	// of client assertions (RFC 7523) once for every gateway sharing it.
+	// Default: Codes, when it implements stores.SingleUse; without one
+	// there is no PAR endpoint and private_key_jwt is refused (503).
+	SingleUse stores.SingleUse
+	// RequirePAR makes every client push its authorization requests (RFC
+	// 9126 §5). Default: false; Client.RequirePAR asks it of one client.
+	RequirePAR bool
+	// Profile turns on a security profile: ProfileFAPI2 for the FAPI 2.0
+	// Security Profile's server requirements (see fapi.go). Default: none.
+	Profile string
+	// KeyFetcher fetches configured clients' jwks_uri. Default: fetch.New
+	// with a 5s timeout and up to 3 same-origin redirects.
+	KeyFetcher *fetch.Client
+	// PublicKeyFetcher fetches the jwks_uri of clients that registered
+	// themselves, which must not point into the gateway's network.
+	// Default: as KeyFetcher, refusing private addresses.
+	PublicKeyFetcher *fetch.Client
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
 }
@@ -164,6 +183,10 @@ type Server struct {
 	now          func() time.Time
 	ring         *jwt.Ring
 	audience     string
+	singleUse    stores.SingleUse
+	requirePAR   bool
+	fapi2        bool
+	jwks         *clientJWKS
 
 	scopeDescriptions map[string]string
 	consentTemplate   *template.Template
@@ -207,6 +230,9 @@ func New(cfg Config) (*Server, error) {
 		now:          cfg.Now,
 		ring:         cfg.JWT,
 		audience:     cfg.Audience,
+		singleUse:    cfg.SingleUse,
+		requirePAR:   cfg.RequirePAR,
+		jwks:         &clientJWKS{fetcher: cfg.KeyFetcher, public: cfg.PublicKeyFetcher},
 
 		scopeDescriptions: cfg.ScopeDescriptions,
 		consentTemplate:   cfg.ConsentTemplate,
@@ -217,6 +243,18 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.hasher == nil {
 		return nil, errors.New("issuer: hasher is required")
+	}
+	if s.singleUse == nil {
+		s.singleUse, _ = s.codes.(stores.SingleUse)
+	}
+	if s.jwks.fetcher == nil {
+		s.jwks.fetcher = fetch.New(fetch.Options{MaxRedirects: 3})
+	}
+	if s.jwks.public == nil {
+		s.jwks.public = fetch.New(fetch.Options{MaxRedirects: 3, RefusePrivate: true})
+	}
+	if err := s.applyProfile(&cfg); err != nil {
+		return nil, err
 	}
 	if err := validateIssuer(s.issuer); err != nil {
 		return nil, err
@@ -245,6 +283,12 @@ func New(cfg Config) (*Server, error) {
 		cl, err := newClient(id, c)
 		if err != nil {
 			return nil, fmt.Errorf("issuer: client %q: %w", id, err)
+		}
+		if err := s.checkClientProfile(cl); err != nil {
+			return nil, fmt.Errorf("issuer: client %q: %w", id, err)
+		}
+		if cl.AuthMethod == AuthMethodPrivateKeyJWT && s.singleUse == nil {
+			return nil, fmt.Errorf("issuer: client %q: private_key_jwt needs an authorization code store that keeps single-use values (stores.SingleUse), to refuse replayed assertions", id)
 		}
 		s.clients[id] = cl
 		for _, sc := range cl.Scopes {
@@ -306,6 +350,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.ring != nil {
 		s.handlers[JWKSPath] = http.HandlerFunc(s.serveJWKS)
+	}
+	if s.singleUse != nil {
+		s.handlers[PARPath] = http.HandlerFunc(s.servePAR)
+	} else if s.requirePAR {
+		return nil, errors.New("issuer: pushed authorization requests need an authorization code store that keeps single-use values (stores.SingleUse)")
 	}
 	if s.registration != nil {
 		if err := s.registration.init(); err != nil {
