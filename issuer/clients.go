@@ -415,7 +415,7 @@ func validScopeToken(s string) bool {
 // clients must present their secret; public clients present only their ID.
 func (s *Server) authenticateClient(w http.ResponseWriter, r *http.Request, form url.Values) (*client, *oauthError) {
 	if form.Has("client_assertion") || form.Has("client_assertion_type") {
-		return s.authenticateAssertion(w, r, form) // RFC 7523 §2.2
+		return s.authenticateAssertion(r, form) // RFC 7523 §2.2
 	}
 	var id, secret string
 	switch h := r.Header.Values("Authorization"); len(h) {

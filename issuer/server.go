@@ -319,6 +319,7 @@ func New(cfg Config) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.jwks.now = s.now
 	if s.obs == nil {
 		s.obs = nopObserver{}
 	}
