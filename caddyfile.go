@@ -59,6 +59,8 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //		signing_key                 <pem file>
 //		signing_key_rotation        <duration>
 //		jwt_revocation_check        <duration>
+//		require_pushed_authorization_requests
+//		profile                     fapi2
 //		client <client_id> {
 //			secret_hash  <bcrypt hash>
 //			redirect_uri <uri> [<uri>...]
@@ -69,6 +71,10 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //			name         <display name>
 //			logo_uri     <https url>
 //			resources    <uri> [<uri>...]
+//			token_endpoint_auth_method none|client_secret_basic|client_secret_post|private_key_jwt
+//			jwks_uri     <https url>
+//			jwks         <jwk set file>
+//			require_pushed_authorization_requests
 //		}
 //		registration {
 //			open | initial_access_token <token>
@@ -125,6 +131,15 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneDurationAtLeast(d, &a.AccessTokenLifetime, time.Second)
 		case "refresh_token_lifetime":
 			err = oneDurationAtLeast(d, &a.RefreshTokenLifetime, time.Second)
+		case "require_pushed_authorization_requests":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			a.RequirePushedAuthorizationRequests = true
+		case "profile":
+			if err = oneString(d, &a.Profile); err == nil && a.Profile != issuer.ProfileFAPI2 {
+				return d.Errf("profile: want %s, got %q", issuer.ProfileFAPI2, a.Profile)
+			}
 		case "require_pkce":
 			if d.NextArg() {
 				return d.ArgErr()
@@ -265,6 +280,17 @@ func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
 			err = oneString(d, &c.LogoURI)
 		case "resources":
 			c.Resources, err = someStrings(d)
+		case "token_endpoint_auth_method":
+			err = oneString(d, &c.TokenEndpointAuthMethod)
+		case "jwks_uri":
+			err = oneString(d, &c.JWKSURI)
+		case "jwks":
+			err = oneString(d, &c.JWKS)
+		case "require_pushed_authorization_requests":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			c.RequirePushedAuthorizationRequests = true
 		default:
 			return nil, d.Errf("unrecognized subdirective %q in client %q", opt, c.ID)
 		}
@@ -274,12 +300,12 @@ func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
 	}
 	// The checks the server makes, reported at the client's line: redirect
 	// URI rules, scopes, grants against the client type, the secret hash.
-	ic := c.issuerClient(func(s string) string {
+	ic, _ := c.issuerClient(func(s string) string {
 		if hasPlaceholder(s) {
 			return placeholderHash // checked when Caddy provisions
 		}
 		return s
-	})
+	}, func(string) ([]byte, error) { return []byte(placeholderJWKS), nil }) // read when Caddy provisions
 	if err := issuer.ValidateClient(ic); err != nil {
 		return nil, fmt.Errorf("client %q: %v, at %s:%d", c.ID, err, file, line)
 	}
@@ -351,6 +377,10 @@ const minTokenSecret = 32
 
 // placeholderHash stands in for a secret_hash given as a placeholder while
 // the Caddyfile is checked: a valid bcrypt hash of nothing in particular.
+// placeholderJWKS stands for a client's jwks file when the Caddyfile is
+// checked: the file is read when Caddy provisions.
+const placeholderJWKS = `{"keys":[{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}`
+
 const placeholderHash = "$2a$04$vFl3KkwJg1x0WQjG6rOQ5uq6Ixr9D7uYlW2F3oGd0o3uQ9bm1YV1a"
 
 func hasPlaceholder(s string) bool { return strings.Contains(s, "{") }

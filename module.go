@@ -167,6 +167,19 @@ type App struct {
 	// with the cache store, at once. Default: 30s.
 	JWTRevocationCheck caddy.Duration `json:"jwt_revocation_check,omitempty"`
 
+	// RequirePushedAuthorizationRequests makes every client push its
+	// authorization requests to /oauth2/par (RFC 9126 §5) and refuses
+	// others. Default: false; a client's own option asks it of that client.
+	RequirePushedAuthorizationRequests bool `json:"require_pushed_authorization_requests,omitempty"`
+
+	// Profile turns on a security profile. "fapi2" is the FAPI 2.0
+	// Security Profile: pushed authorization requests and PKCE S256
+	// required, confidential clients only with private_key_jwt,
+	// DPoP-bound access tokens, authorization codes of at most 60s (the
+	// default then), iss in the authorization response; a client
+	// configuration that contradicts it is refused at load. Default: none.
+	Profile string `json:"profile,omitempty"`
+
 	// Clients are the OAuth clients of the configuration. Clients can also
 	// be registered at runtime, through the admin API or by dynamic
 	// registration, when the access token store keeps them (see
@@ -209,6 +222,10 @@ type App struct {
 	registration *issuer.Registration
 	follower     *lookupcache.Follower
 
+	// singleUse is the code store's SingleUse: PAR request_uris and
+	// client assertion jtis, shared by every gateway.
+	singleUse stores.SingleUse
+
 	// JWT access tokens, see jwt.go.
 	keyStore        stores.KeyStore // the token store's, if it can keep keys
 	tokensInProcess bool
@@ -248,12 +265,32 @@ type Client struct {
 	// in a token request's resource parameter; they become the "aud" of its
 	// JWT access tokens. Default: none.
 	Resources []string `json:"resources,omitempty"`
+	// TokenEndpointAuthMethod is how the client authenticates (RFC 7591
+	// §2): none, client_secret_basic, client_secret_post or
+	// private_key_jwt (RFC 7523). Default: client_secret_basic with a
+	// secret_hash (client_secret_post is accepted too), private_key_jwt
+	// with jwks_uri or jwks, none otherwise.
+	TokenEndpointAuthMethod string `json:"token_endpoint_auth_method,omitempty"`
+	// JWKSURI is the https URL of the client's public keys, which verify
+	// its private_key_jwt assertions. Default: none.
+	JWKSURI string `json:"jwks_uri,omitempty"`
+	// JWKS is the path of a file holding the client's public keys as a
+	// JWK Set, for private_key_jwt; exclusive with jwks_uri. Placeholders
+	// are replaced. Default: none.
+	JWKS string `json:"jwks,omitempty"`
+	// RequirePushedAuthorizationRequests makes this client push its
+	// authorization requests to /oauth2/par (RFC 9126 §6). Default: false.
+	RequirePushedAuthorizationRequests bool `json:"require_pushed_authorization_requests,omitempty"`
 }
 
 // issuerClient is the client as package issuer takes it, its secret hash
-// passed through secret (which replaces placeholders).
-func (c *Client) issuerClient(secret func(string) string) *issuer.Client {
+// passed through secret (which replaces placeholders) and its jwks file
+// read by readJWKS.
+func (c *Client) issuerClient(secret func(string) string, readJWKS func(path string) ([]byte, error)) (*issuer.Client, error) {
 	ic := &issuer.Client{
+		AuthMethod: c.TokenEndpointAuthMethod,
+		JWKSURI:    c.JWKSURI,
+		RequirePAR: c.RequirePushedAuthorizationRequests,
 		ID:           c.ID,
 		RedirectURIs: c.RedirectURIs,
 		GrantTypes:   c.GrantTypes,
@@ -267,7 +304,14 @@ func (c *Client) issuerClient(secret func(string) string) *issuer.Client {
 	if h := secret(c.SecretHash); h != "" {
 		ic.SecretHash = []byte(h)
 	}
-	return ic
+	if c.JWKS != "" {
+		b, err := readJWKS(c.JWKS)
+		if err != nil {
+			return nil, fmt.Errorf("client %q: jwks: %v", c.ID, err)
+		}
+		ic.JWKS = b
+	}
+	return ic, nil
 }
 
 // CaddyModule returns the Caddy module information.
@@ -367,7 +411,12 @@ func (a *App) provision(ctx caddy.Context) error {
 		if _, dup := a.clients[c.ID]; dup {
 			return fmt.Errorf("client %q is defined twice", c.ID)
 		}
-		a.clients[c.ID] = c.issuerClient(func(s string) string { return repl.ReplaceAll(s, "") })
+		ic, err := c.issuerClient(func(s string) string { return repl.ReplaceAll(s, "") },
+			func(path string) ([]byte, error) { return os.ReadFile(repl.ReplaceAll(path, "")) })
+		if err != nil {
+			return err
+		}
+		a.clients[c.ID] = ic
 		scopes := make(map[string]bool, len(c.Scopes))
 		for _, sc := range c.Scopes {
 			scopes[sc] = true
@@ -427,6 +476,9 @@ func (a *App) loadStore(ctx caddy.Context, field string, raw json.RawMessage, la
 	}
 	if f, ok := mod.(stores.RevocationFeed); ok && field == "AccessTokenStoreRaw" {
 		a.tokenFeed = f
+	}
+	if field == "AuthorizationCodeStoreRaw" {
+		a.singleUse, _ = mod.(stores.SingleUse)
 	}
 	if field == "AccessTokenStoreRaw" {
 		a.keyStore, _ = mod.(stores.KeyStore)
@@ -584,6 +636,9 @@ func (a *App) newIssuer(subject, issuerFor func(*http.Request) string) (*issuer.
 		ConsentTemplate:      a.consent,
 		JWT:                  a.issuingRing(),
 		Audience:             a.Audience,
+		SingleUse:            a.singleUse,
+		RequirePAR:           a.RequirePushedAuthorizationRequests,
+		Profile:              a.Profile,
 
 		// Brute-force limits, shared by every handler of this app, and log
 		// redaction.
