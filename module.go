@@ -222,10 +222,6 @@ type App struct {
 	registration *issuer.Registration
 	follower     *lookupcache.Follower
 
-	// singleUse is the code store's SingleUse: PAR request_uris and
-	// client assertion jtis, shared by every gateway.
-	singleUse stores.SingleUse
-
 	// JWT access tokens, see jwt.go.
 	keyStore        stores.KeyStore // the token store's, if it can keep keys
 	tokensInProcess bool
@@ -481,9 +477,6 @@ func (a *App) loadStore(ctx caddy.Context, field string, raw json.RawMessage, la
 	if f, ok := mod.(stores.RevocationFeed); ok && field == "AccessTokenStoreRaw" {
 		a.tokenFeed = f
 	}
-	if field == "AuthorizationCodeStoreRaw" {
-		a.singleUse, _ = mod.(stores.SingleUse)
-	}
 	if field == "AccessTokenStoreRaw" {
 		a.keyStore, _ = mod.(stores.KeyStore)
 		a.clientStore, _ = mod.(stores.ClientRegistry)
@@ -640,7 +633,6 @@ func (a *App) newIssuer(subject, issuerFor func(*http.Request) string) (*issuer.
 		ConsentTemplate:      a.consent,
 		JWT:                  a.issuingRing(),
 		Audience:             a.Audience,
-		SingleUse:            a.singleUse,
 		RequirePAR:           a.RequirePushedAuthorizationRequests,
 		Profile:              a.Profile,
 

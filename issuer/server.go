@@ -137,7 +137,7 @@ type Config struct {
 	Audience string
 	// SingleUse keeps pushed authorization requests (RFC 9126) and the jti
 	// of client assertions (RFC 7523) once for every gateway sharing it.
-	// Default: Codes, when it implements stores.SingleUse; without one
+	// Default: Codes' (stores.SingleUseOf), when it has one; without one
 	// there is no PAR endpoint and private_key_jwt is refused (503).
 	SingleUse stores.SingleUse
 	// RequirePAR makes every client push its authorization requests (RFC
@@ -245,7 +245,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("issuer: hasher is required")
 	}
 	if s.singleUse == nil {
-		s.singleUse, _ = s.codes.(stores.SingleUse)
+		s.singleUse, _ = stores.SingleUseOf(s.codes)
 	}
 	if s.jwks.fetcher == nil {
 		s.jwks.fetcher = fetch.New(fetch.Options{MaxRedirects: 3})
