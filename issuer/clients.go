@@ -66,6 +66,10 @@ type Client struct {
 	// of its JWT access tokens. Default: none, every token gets the
 	// server's default audience.
 	Resources []string
+	// DPoPBoundAccessTokens makes the token endpoint refuse this client's
+	// requests without a DPoP proof (RFC 9449 §5.2). Default: false, a
+	// proof is optional.
+	DPoPBoundAccessTokens bool
 }
 
 // Public reports whether the client has no secret (RFC 6749 §2.1).
@@ -157,6 +161,8 @@ func newClient(id string, c *Client) (*client, error) {
 			Name:         c.Name,
 			LogoURI:      c.LogoURI,
 			Resources:    slices.Clone(c.Resources),
+
+			DPoPBoundAccessTokens: c.DPoPBoundAccessTokens,
 		},
 		grants:    map[string]bool{},
 		scopes:    map[string]bool{},

@@ -20,6 +20,8 @@ type metadata struct {
 	IntrospectionEndpointAuthMethodsSupported  []string `json:"introspection_endpoint_auth_methods_supported"`
 	CodeChallengeMethodsSupported              []string `json:"code_challenge_methods_supported"`
 	AuthorizationResponseIssParameterSupported bool     `json:"authorization_response_iss_parameter_supported"`
+	// DPoPSigningAlgValuesSupported is RFC 9449 §5.1's, when DPoP is on.
+	DPoPSigningAlgValuesSupported []string `json:"dpop_signing_alg_values_supported,omitempty"`
 }
 
 // serveMetadata serves the metadata document (RFC 8414 §3).
@@ -36,7 +38,12 @@ func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
 	if s.registration != nil {
 		register = s.endpointURL(r, RegisterPath) // RFC 8414 §2, RFC 7591 §3
 	}
+	var dpopAlgs []string
+	if s.dpop != nil {
+		dpopAlgs = s.dpop.Algorithms()
+	}
 	writeJSON(w, http.StatusOK, &metadata{
+		DPoPSigningAlgValuesSupported:              dpopAlgs,
 		RegistrationEndpoint:                       register,
 		Issuer:                                     s.issuerFor(r),
 		AuthorizationEndpoint:                      s.endpointURL(r, AuthorizePath),

@@ -22,6 +22,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tokengate/caddy-oauth2/dpop"
 	"github.com/tokengate/caddy-oauth2/jwt"
 	"github.com/tokengate/caddy-oauth2/stores"
 	"github.com/tokengate/caddy-oauth2/token"
@@ -134,6 +135,15 @@ type Config struct {
 	// Audience is the "aud" of JWT access tokens requested without a
 	// registered resource indicator. Default: the issuer identifier.
 	Audience string
+	// DPoP, when set, checks the DPoP proofs of token requests (RFC 9449):
+	// a request with a valid proof gets an access token bound to the
+	// proof's key. Share it with the guards, so a proof's jti is refused at
+	// both after its first use. Default: nil, DPoP headers are ignored.
+	DPoP *dpop.Verifier
+	// RequireDPoP refuses every token request without a DPoP proof, as
+	// Client.DPoPBoundAccessTokens does for one client. Needs DPoP.
+	// Default: false.
+	RequireDPoP bool
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
 }
@@ -164,6 +174,8 @@ type Server struct {
 	now          func() time.Time
 	ring         *jwt.Ring
 	audience     string
+	dpop         *dpop.Verifier
+	requireDPoP  bool
 
 	scopeDescriptions map[string]string
 	consentTemplate   *template.Template
@@ -207,6 +219,8 @@ func New(cfg Config) (*Server, error) {
 		now:          cfg.Now,
 		ring:         cfg.JWT,
 		audience:     cfg.Audience,
+		dpop:         cfg.DPoP,
+		requireDPoP:  cfg.RequireDPoP,
 
 		scopeDescriptions: cfg.ScopeDescriptions,
 		consentTemplate:   cfg.ConsentTemplate,
@@ -232,6 +246,9 @@ func New(cfg Config) (*Server, error) {
 	if s.maxBody <= 0 {
 		return nil, fmt.Errorf("issuer: max body bytes %d must be positive", s.maxBody)
 	}
+	if s.requireDPoP && s.dpop == nil {
+		return nil, errors.New("issuer: RequireDPoP needs a DPoP verifier")
+	}
 	if len(cfg.Clients) == 0 && s.registry == nil {
 		return nil, errors.New("issuer: at least one client is required")
 	}
@@ -245,6 +262,9 @@ func New(cfg Config) (*Server, error) {
 		cl, err := newClient(id, c)
 		if err != nil {
 			return nil, fmt.Errorf("issuer: client %q: %w", id, err)
+		}
+		if cl.DPoPBoundAccessTokens && s.dpop == nil {
+			return nil, fmt.Errorf("issuer: client %q: dpop_bound_access_tokens needs DPoP", id)
 		}
 		s.clients[id] = cl
 		for _, sc := range cl.Scopes {
