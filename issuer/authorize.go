@@ -1,6 +1,8 @@
 package issuer
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"io"
 	"net/http"
 	"net/url"
@@ -18,7 +20,7 @@ const pkceS256 = "S256"
 
 // authorizeParams are the authorization request parameters (RFC 6749
 // §4.1.1, RFC 7636 §4.3) plus the consent form's own fields.
-var authorizeParams = []string{"response_type", "scope", "state", "code_challenge", "code_challenge_method", csrfField, decisionField}
+var authorizeParams = []string{"response_type", "scope", "state", "code_challenge", "code_challenge_method", "dpop_jkt", csrfField, decisionField}
 
 // authzRequest is an authorization request whose client and redirect URI
 // have been validated, so that errors can be sent to the client.
@@ -33,7 +35,9 @@ type authzRequest struct {
 	// Filled by validateAuthorize, then the subject by serveAuthorize.
 	scope         string
 	codeChallenge string
-	subject       string
+	// dpopJKT binds the code to a DPoP key (RFC 9449 §10).
+	dpopJKT string
+	subject string
 }
 
 // serveAuthorize is the authorization endpoint (RFC 6749 §3.1). GET carries
@@ -178,6 +182,16 @@ func (s *Server) validateAuthorize(req *authzRequest) *oauthError {
 		return errInvalidRequest("malformed code_challenge")
 	}
 	req.codeChallenge = challenge
+	// RFC 9449 §10: dpop_jkt is a base64url SHA-256 thumbprint.
+	if jkt := p.Get("dpop_jkt"); jkt != "" {
+		if s.dpop == nil {
+			return errInvalidRequest("dpop_jkt is not supported: DPoP is off")
+		}
+		if b, err := base64.RawURLEncoding.DecodeString(jkt); err != nil || len(b) != sha256.Size {
+			return errInvalidRequest("malformed dpop_jkt")
+		}
+		req.dpopJKT = jkt
+	}
 	scope, oerr := c.grantScope(p.Get("scope"))
 	if oerr != nil {
 		return oerr
@@ -223,6 +237,7 @@ func (s *Server) issueCode(w http.ResponseWriter, r *http.Request, req *authzReq
 	if req.codeChallenge != "" {
 		code.CodeChallenge, code.CodeChallengeMethod = req.codeChallenge, pkceS256
 	}
+	code.JKT = req.dpopJKT
 	ctx, cancel := s.storeCtx(r)
 	err = s.codes.InsertCode(ctx, code)
 	cancel()

@@ -85,6 +85,10 @@ type Client struct {
 	// the pushed authorization request endpoint (RFC 9126 §6). Default:
 	// false.
 	RequirePAR bool
+	// DPoPBoundAccessTokens makes the token endpoint refuse this client's
+	// requests without a DPoP proof (RFC 9449 §5.2). Default: false, a
+	// proof is optional.
+	DPoPBoundAccessTokens bool
 }
 
 // Public reports whether the client has no credentials: no secret and no
@@ -191,6 +195,8 @@ func newClient(id string, c *Client) (*client, error) {
 			JWKSURI:      c.JWKSURI,
 			JWKS:         slices.Clone(c.JWKS),
 			RequirePAR:   c.RequirePAR,
+
+			DPoPBoundAccessTokens: c.DPoPBoundAccessTokens,
 		},
 		grants:    map[string]bool{},
 		scopes:    map[string]bool{},

@@ -133,7 +133,7 @@ func (s *Server) renderConsent(w http.ResponseWriter, r *http.Request, req *auth
 	for _, sc := range strings.Fields(req.scope) {
 		page.Scopes = append(page.Scopes, consentScope{sc, s.scopeDescriptions[sc]})
 	}
-	for _, name := range []string{"response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method"} {
+	for _, name := range []string{"response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method", "dpop_jkt"} {
 		if v := req.params.Get(name); v != "" {
 			page.Fields = append(page.Fields, field{name, v})
 		}
@@ -187,7 +187,7 @@ const csrfSkew = time.Minute
 func (s *Server) csrfToken(req *authzRequest, issuedAt int64, nonce string) string {
 	iat := strconv.FormatInt(issuedAt, 10)
 	mac := hmac.New(sha256.New, s.csrfKey)
-	for _, f := range []string{"oauth2 consent v2", req.subject, req.client.ID, req.rawRedirectURI, req.scope, req.state, req.codeChallenge, iat, nonce} {
+	for _, f := range []string{"oauth2 consent v2", req.subject, req.client.ID, req.rawRedirectURI, req.scope, req.state, req.codeChallenge, req.dpopJKT, iat, nonce} {
 		// Length-prefixed, so no two field lists encode alike.
 		var n [8]byte
 		binary.BigEndian.PutUint64(n[:], uint64(len(f)))

@@ -30,6 +30,8 @@ type metadata struct {
 	TokenEndpointAuthSigningAlgValuesSupported         []string `json:"token_endpoint_auth_signing_alg_values_supported,omitempty"`
 	RevocationEndpointAuthSigningAlgValuesSupported    []string `json:"revocation_endpoint_auth_signing_alg_values_supported,omitempty"`
 	IntrospectionEndpointAuthSigningAlgValuesSupported []string `json:"introspection_endpoint_auth_signing_alg_values_supported,omitempty"`
+	// DPoPSigningAlgValuesSupported is RFC 9449 §5.1's, when DPoP is on.
+	DPoPSigningAlgValuesSupported []string `json:"dpop_signing_alg_values_supported,omitempty"`
 }
 
 // serveMetadata serves the metadata document (RFC 8414 §3).
@@ -45,6 +47,10 @@ func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
 	var register string
 	if s.registration != nil {
 		register = s.endpointURL(r, RegisterPath) // RFC 8414 §2, RFC 7591 §3
+	}
+	var dpopAlgs []string
+	if s.dpop != nil {
+		dpopAlgs = s.dpop.Algorithms()
 	}
 	var par string
 	if s.handlers[PARPath] != nil {
@@ -65,6 +71,7 @@ func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
 		algs = assertionAlgNames
 	}
 	writeJSON(w, http.StatusOK, &metadata{
+		DPoPSigningAlgValuesSupported:                      dpopAlgs,
 		PushedAuthorizationRequestEndpoint:                 par,
 		RequirePushedAuthorizationRequests:                 s.requirePAR,
 		TokenEndpointAuthSigningAlgValuesSupported:         algs,

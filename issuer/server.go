@@ -22,6 +22,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tokengate/caddy-oauth2/dpop"
 	"github.com/tokengate/caddy-oauth2/fetch"
 	"github.com/tokengate/caddy-oauth2/jwt"
 	"github.com/tokengate/caddy-oauth2/stores"
@@ -153,6 +154,15 @@ type Config struct {
 	// themselves, which must not point into the gateway's network.
 	// Default: as KeyFetcher, refusing private addresses.
 	PublicKeyFetcher *fetch.Client
+	// DPoP, when set, checks the DPoP proofs of token requests (RFC 9449):
+	// a request with a valid proof gets an access token bound to the
+	// proof's key. Share it with the guards, so a proof's jti is refused at
+	// both after its first use. Default: nil, DPoP headers are ignored.
+	DPoP *dpop.Verifier
+	// RequireDPoP refuses every token request without a DPoP proof, as
+	// Client.DPoPBoundAccessTokens does for one client. Needs DPoP.
+	// Default: false.
+	RequireDPoP bool
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
 }
@@ -187,6 +197,8 @@ type Server struct {
 	requirePAR   bool
 	fapi2        bool
 	jwks         *clientJWKS
+	dpop         *dpop.Verifier
+	requireDPoP  bool
 
 	scopeDescriptions map[string]string
 	consentTemplate   *template.Template
@@ -233,6 +245,8 @@ func New(cfg Config) (*Server, error) {
 		singleUse:    cfg.SingleUse,
 		requirePAR:   cfg.RequirePAR,
 		jwks:         &clientJWKS{fetcher: cfg.KeyFetcher, public: cfg.PublicKeyFetcher},
+		dpop:         cfg.DPoP,
+		requireDPoP:  cfg.RequireDPoP,
 
 		scopeDescriptions: cfg.ScopeDescriptions,
 		consentTemplate:   cfg.ConsentTemplate,
@@ -270,6 +284,9 @@ func New(cfg Config) (*Server, error) {
 	if s.maxBody <= 0 {
 		return nil, fmt.Errorf("issuer: max body bytes %d must be positive", s.maxBody)
 	}
+	if s.requireDPoP && s.dpop == nil {
+		return nil, errors.New("issuer: RequireDPoP needs a DPoP verifier")
+	}
 	if len(cfg.Clients) == 0 && s.registry == nil {
 		return nil, errors.New("issuer: at least one client is required")
 	}
@@ -289,6 +306,9 @@ func New(cfg Config) (*Server, error) {
 		}
 		if cl.AuthMethod == AuthMethodPrivateKeyJWT && s.singleUse == nil {
 			return nil, fmt.Errorf("issuer: client %q: private_key_jwt needs an authorization code store that keeps single-use values (stores.SingleUse), to refuse replayed assertions", id)
+		}
+		if cl.DPoPBoundAccessTokens && s.dpop == nil {
+			return nil, fmt.Errorf("issuer: client %q: dpop_bound_access_tokens needs DPoP", id)
 		}
 		s.clients[id] = cl
 		for _, sc := range cl.Scopes {
