@@ -42,6 +42,19 @@ func (s *Server) applyProfile(cfg *Config) error {
 	return nil
 }
 
+// checkProfileDPoP refuses the profile without DPoP, after the clients were
+// checked so that a client's contradiction is reported first.
+func (s *Server) checkProfileDPoP() error {
+	if !s.fapi2 {
+		return nil
+	}
+	if s.dpop == nil {
+		return errors.New("issuer: profile fapi2: sender-constrained access tokens need DPoP (RFC 9449) to be on")
+	}
+	s.requireDPoP = true
+	return nil
+}
+
 // checkClientProfile refuses a client the profile does not allow, saying
 // which rule it breaks; the caller names the client.
 func (s *Server) checkClientProfile(c *client) error {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 
+	"github.com/tokengate/caddy-oauth2/dpop"
 	"github.com/tokengate/caddy-oauth2/fetch"
 	"github.com/tokengate/caddy-oauth2/stores"
 )
@@ -305,6 +306,7 @@ func TestProfileFAPI2(t *testing.T) {
 	base := func(c *Config) {
 		c.SingleUse = newFakeOnce(clk.Now)
 		c.Profile = ProfileFAPI2
+		c.DPoP = &dpop.Verifier{Replay: dpop.NewReplayCache(1000, 4)}
 		c.Clients = map[string]*Client{"kj": {JWKS: kc.jwks(t), RedirectURIs: []string{"https://kj.example/cb"}}}
 	}
 	cfg := Config{Codes: newFakeStore(clk.Now), Tokens: newFakeStore(clk.Now), Hasher: newEnv(t).hasher}

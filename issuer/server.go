@@ -318,6 +318,9 @@ func New(cfg Config) (*Server, error) {
 			grants[g] = true
 		}
 	}
+	if err := s.checkProfileDPoP(); err != nil {
+		return nil, err
+	}
 	for sc := range scopes {
 		s.scopesSupported = append(s.scopesSupported, sc)
 	}
