@@ -33,7 +33,7 @@ install() {
 		cp "$src/package.json" "$src/package-lock.json" "$cache/"
 		(cd "$cache" && npm ci --no-audit --no-fund --loglevel=error >&2)
 	fi
-	cp "$src/flow.mjs" "$cache/"
+	cp "$src"/*.mjs "$cache/"
 }
 
 case "${1:-}" in
