@@ -155,10 +155,10 @@ func runFAPI2OAuth4WebAPI(t *testing.T, store string) {
 		t.Fatalf("oauth4webapi FAPI 2.0 flow: %v\n%s\n%s", err, stderr, tail(p.log.String(), 40))
 	}
 	var res struct {
-		AccessToken        string `json:"access_token"`
-		TokenType          string `json:"token_type"`
-		Refreshed          string `json:"refreshed"`
-		RefreshedTokenType string `json:"refreshed_token_type"`
+		AccessToken        string    `json:"access_token"`
+		TokenType          string    `json:"token_type"`
+		Refreshed          string    `json:"refreshed"`
+		RefreshedTokenType string    `json:"refreshed_token_type"`
 		API                apiResult `json:"api"`
 		APIRefreshed       apiResult `json:"api_refreshed"`
 	}

@@ -405,4 +405,5 @@ func (a *App) registerAuthMetrics() error {
 	}
 	return nil
 }
+
 var _ issuer.AssertionObserver = (*metrics)(nil)

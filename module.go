@@ -284,9 +284,9 @@ type Client struct {
 // read by readJWKS.
 func (c *Client) issuerClient(secret func(string) string, readJWKS func(path string) ([]byte, error)) (*issuer.Client, error) {
 	ic := &issuer.Client{
-		AuthMethod: c.TokenEndpointAuthMethod,
-		JWKSURI:    c.JWKSURI,
-		RequirePAR: c.RequirePushedAuthorizationRequests,
+		AuthMethod:   c.TokenEndpointAuthMethod,
+		JWKSURI:      c.JWKSURI,
+		RequirePAR:   c.RequirePushedAuthorizationRequests,
 		ID:           c.ID,
 		RedirectURIs: c.RedirectURIs,
 		GrantTypes:   c.GrantTypes,

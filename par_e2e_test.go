@@ -30,7 +30,9 @@ type parGateway struct {
 	proc            *caddyProcess
 }
 
-func (g *parGateway) url(path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", g.srv, path) }
+func (g *parGateway) url(path string) string {
+	return fmt.Sprintf("http://127.0.0.1:%d%s", g.srv, path)
+}
 
 func parConfig(g *parGateway, store, jwksFile, extra string) string {
 	return fmt.Sprintf(`{
