@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tokengate/caddy-oauth2/dpop"
 	"github.com/tokengate/caddy-oauth2/stores"
 	"github.com/tokengate/caddy-oauth2/token"
 )
@@ -62,7 +63,7 @@ func (s *Server) servePAR(w http.ResponseWriter, r *http.Request) {
 	form, c, oerr := s.clientForm(w, r, parParams)
 	var resp *parResponse
 	if oerr == nil {
-		resp, oerr = s.push(r, c, form)
+		resp, oerr = s.push(w, r, c, form)
 	}
 	o, _ := s.obs.(AssertionObserver)
 	if oerr != nil {
@@ -79,7 +80,7 @@ func (s *Server) servePAR(w http.ResponseWriter, r *http.Request) {
 }
 
 // push validates and stores one pushed authorization request.
-func (s *Server) push(r *http.Request, c *client, form url.Values) (*parResponse, *oauthError) {
+func (s *Server) push(w http.ResponseWriter, r *http.Request, c *client, form url.Values) (*parResponse, *oauthError) {
 	if form.Has("request_uri") {
 		return nil, errInvalidRequest("request_uri must not be pushed (RFC 9126 §2.1)")
 	}
@@ -90,6 +91,9 @@ func (s *Server) push(r *http.Request, c *client, form url.Values) (*parResponse
 		form.Del(p)
 	}
 	form.Set("client_id", c.ID)
+	if oerr := s.parDPoP(w, r, form); oerr != nil {
+		return nil, oerr
+	}
 	req := &authzRequest{client: c, rawRedirectURI: form.Get("redirect_uri"), params: form}
 	switch {
 	case req.rawRedirectURI != "":
@@ -173,3 +177,40 @@ func (s *Server) pushedParams(w http.ResponseWriter, r *http.Request, c *client,
 	}
 	return stored, true
 }
+
+// parDPoP binds the pushed request's code to the key of a DPoP proof sent
+// to the PAR endpoint (RFC 9449 §10.1), as dpop_jkt would; a dpop_jkt
+// pushed beside it must name the same key. A request without a proof is
+// left alone: the token request proves the key.
+func (s *Server) parDPoP(w http.ResponseWriter, r *http.Request, form url.Values) *oauthError {
+	if s.dpop == nil || len(r.Header.Values(dpopHeader)) == 0 {
+		return nil
+	}
+	if s.dpop.Nonces != nil {
+		w.Header().Set("DPoP-Nonce", s.dpop.Nonces.Issue(s.now()))
+	}
+	proof, err := dpop.Header(r.Header)
+	var p *dpop.Proof
+	if err == nil {
+		u, perr := url.Parse(s.endpointURL(r, PARPath))
+		if perr != nil {
+			return errUnavailable
+		}
+		p, err = s.dpop.Verify(proof, dpop.Request{Method: http.MethodPost, URL: u})
+	}
+	if err != nil {
+		var de *dpop.Error
+		if errors.As(err, &de) {
+			return &oauthError{http.StatusBadRequest, de.Code, de.Description}
+		}
+		return errInvalidDPoPProof("invalid DPoP proof")
+	}
+	if jkt := form.Get("dpop_jkt"); jkt != "" && jkt != p.JKT {
+		return errInvalidDPoPProof("dpop_jkt does not name the key of the DPoP proof")
+	}
+	form.Set("dpop_jkt", p.JKT)
+	return nil
+}
+
+// dpopHeader is the request header of a DPoP proof (RFC 9449 §4.1).
+const dpopHeader = "DPoP"

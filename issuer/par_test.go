@@ -389,3 +389,64 @@ func TestAssertionJWKSURIAndOtherEndpoints(t *testing.T) {
 		t.Errorf("%d fetches, want 2", fetches)
 	}
 }
+
+// dpopProof is a DPoP proof (RFC 9449 §4.2) of key for a POST to u.
+func dpopProof(t *testing.T, key *ecdsa.PrivateKey, u string, now time.Time) string {
+	t.Helper()
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, (&jose.SignerOptions{}).
+		WithType("dpop+jwt").WithHeader("jwk", jose.JSONWebKey{Key: &key.PublicKey}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(map[string]any{"jti": randomJTI(), "htm": "POST", "htu": u, "iat": now.Unix()})
+	jws, err := signer.Sign(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := jws.CompactSerialize()
+	return s
+}
+
+func TestPARBindsTheCodeToTheDPoPKey(t *testing.T) {
+	var e *env
+	e, kc := parEnv(t, func(c *Config) {
+		c.DPoP = &dpop.Verifier{Replay: dpop.NewReplayCache(1000, 4), Now: func() time.Time { return e.clock.Now() }}
+	})
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	verifier, challenge := pkce()
+	push := func(proof string) result {
+		req, _ := http.NewRequest(http.MethodPost, e.ts.URL+PARPath, strings.NewReader(e.assertionForm(kc, nil, "response_type", "code",
+			"code_challenge", challenge, "code_challenge_method", "S256").Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("DPoP", proof)
+		return e.do(req)
+	}
+	if res := push(dpopProof(t, key, e.ts.URL+TokenPath, e.clock.Now())); res.status != 400 || res.json(t)["error"] != "invalid_dpop_proof" {
+		t.Fatalf("a proof for the token endpoint at PAR: %d %s", res.status, res.body)
+	}
+	res := push(dpopProof(t, key, e.ts.URL+PARPath, e.clock.Now()))
+	if res.status != http.StatusCreated {
+		t.Fatalf("PAR with DPoP: %d %s", res.status, res.body)
+	}
+	uri := res.json(t)["request_uri"].(string)
+	res = e.authorize(url.Values{"client_id": {"kj"}, "request_uri": {uri}}, testUser)
+	_, q := res.location(t)
+	redeem := func(k *ecdsa.PrivateKey) result {
+		req, _ := http.NewRequest(http.MethodPost, e.ts.URL+TokenPath, strings.NewReader(e.assertionForm(kc, nil, "grant_type", "authorization_code",
+			"code", q.Get("code"), "code_verifier", verifier).Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("DPoP", dpopProof(t, k, e.ts.URL+TokenPath, e.clock.Now()))
+		return e.do(req)
+	}
+	if res := redeem(other); res.status != 400 || res.json(t)["error"] != "invalid_grant" && res.json(t)["error"] != "invalid_dpop_proof" {
+		t.Fatalf("the code redeemed with another key: %d %s", res.status, res.body)
+	}
+	// Pushed again, the code redeems with the proof's key, bound.
+	res = push(dpopProof(t, key, e.ts.URL+PARPath, e.clock.Now()))
+	res = e.authorize(url.Values{"client_id": {"kj"}, "request_uri": {res.json(t)["request_uri"].(string)}}, testUser)
+	_, q = res.location(t)
+	if res := redeem(key); res.status != 200 || res.json(t)["token_type"] != "DPoP" {
+		t.Fatalf("the code redeemed with the proof's key: %d %s", res.status, res.body)
+	}
+}
