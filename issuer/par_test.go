@@ -450,3 +450,35 @@ func TestPARBindsTheCodeToTheDPoPKey(t *testing.T) {
 		t.Fatalf("the code redeemed with the proof's key: %d %s", res.status, res.body)
 	}
 }
+
+// A client that registers itself with private_key_jwt and a jwks gets no
+// secret and authenticates with its key.
+func TestRegisterPrivateKeyJWT(t *testing.T) {
+	clk := newClock()
+	var g *Registry
+	reg := &Registration{Open: true, Scopes: []string{"read"}, GrantTypes: []string{"client_credentials", "authorization_code"}}
+	kc := newKeyClient(t, "")
+	e := newEnvClock(t, clk, withRegistry(t, &g, clk, reg), func(c *Config) { c.SingleUse = newFakeOnce(clk.Now) })
+	register := func(body string) (int, map[string]any) {
+		req, _ := http.NewRequest(http.MethodPost, e.ts.URL+RegisterPath, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		res := e.do(req)
+		var v map[string]any
+		_ = json.Unmarshal([]byte(res.body), &v)
+		return res.status, v
+	}
+	status, v := register(`{"token_endpoint_auth_method":"private_key_jwt","grant_types":["client_credentials"],"jwks":` + string(kc.jwks(t)) + `}`)
+	if status != 201 || v["client_secret"] != nil || v["token_endpoint_auth_method"] != "private_key_jwt" {
+		t.Fatalf("register: %d %v", status, v)
+	}
+	kc.id = v["client_id"].(string)
+	if res := e.post(TokenPath, e.assertionForm(kc, nil, "grant_type", "client_credentials")); res.status != 200 {
+		t.Fatalf("registered private_key_jwt client: %d %s", res.status, res.body)
+	}
+	if status, v := register(`{"token_endpoint_auth_method":"private_key_jwt","grant_types":["client_credentials"]}`); status != 400 {
+		t.Errorf("private_key_jwt without keys: %d %v", status, v)
+	}
+	if status, v := register(`{"token_endpoint_auth_method":"private_key_jwt","grant_types":["client_credentials"],"jwks_uri":"http://10.0.0.1/jwks"}`); status != 400 {
+		t.Errorf("http jwks_uri: %d %v", status, v)
+	}
+}
