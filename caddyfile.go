@@ -183,6 +183,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.MaxSecretVerifications = int(n)
 		case "registration":
 			a.Registration, err = unmarshalRegistration(d)
+		case "dpop":
+			a.DPoP, err = unmarshalDPoP(d)
 		case "client":
 			var c *Client
 			c, err = unmarshalClient(d)
@@ -265,6 +267,11 @@ func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
 			err = oneString(d, &c.LogoURI)
 		case "resources":
 			c.Resources, err = someStrings(d)
+		case "dpop_bound_access_tokens":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			c.DPoPBoundAccessTokens = true
 		default:
 			return nil, d.Errf("unrecognized subdirective %q in client %q", opt, c.ID)
 		}
@@ -389,6 +396,7 @@ func parseGuard(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		realm    <realm>
 //		audience <aud> [<aud>...]
 //		keep_authorization
+//		dpop required
 //		issuer <url> { ... }   # repeatable, see unmarshalExternalIssuer
 //	}
 func (g *Guard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -431,6 +439,15 @@ func (g *Guard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			g.KeepAuthorization = true
+		case "dpop":
+			var v string
+			if err := oneString(d, &v); err != nil {
+				return err
+			}
+			if v != "required" {
+				return d.Errf("dpop: want required, got %q", v)
+			}
+			g.RequireDPoP = true
 		default:
 			return d.Errf("unrecognized subdirective %q", opt)
 		}
