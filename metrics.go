@@ -159,6 +159,11 @@ func (m *metrics) purgeDone(codes, tokens int64, took time.Duration, _ error) {
 	m.purgeTime.Observe(took.Seconds())
 }
 
+// purgeOnceDone counts the single-use values a purge removed.
+func (m *metrics) purgeOnceDone(n int64) {
+	m.purged.WithLabelValues("single_use").Add(float64(n))
+}
+
 // observed times and counts the operations of one configured store.
 type observed struct {
 	inner stores.Store
@@ -363,6 +368,10 @@ func (a *App) registerCacheMetrics() error {
 	}
 	return nil
 }
+
+// SingleUse implements stores.SingleUseWrapper: the wrapped store's
+// single-use values, if it keeps any.
+func (o *observed) SingleUse() (stores.SingleUse, bool) { return stores.SingleUseOf(o.inner) }
 
 // RevokeSubject implements stores.SubjectRevoker when the wrapped store
 // does.

@@ -418,6 +418,10 @@ func (a *App) provision(ctx caddy.Context) error {
 		Logger:   a.logger.Named("purge"),
 		Observe:  a.metrics.purgeDone,
 	}
+	if su, ok := stores.SingleUseOf(a.codes); ok {
+		a.purger.Once = su
+		a.purger.ObserveOnce = a.metrics.purgeOnceDone
+	}
 	return nil
 }
 

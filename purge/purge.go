@@ -33,6 +33,9 @@ type Purger struct {
 	// Tokens is the store purged of tokens. Nil skips tokens. It may be the
 	// same object as Codes: codes and tokens are purged separately anyway.
 	Tokens stores.TokenStore
+	// Once holds the single-use values purged (stores.SingleUse), usually
+	// the code store's. Nil skips them.
+	Once stores.SingleUse
 	// Timeout bounds each run. Default: Interval, at most 10 minutes.
 	Timeout time.Duration
 	// Logger receives a line per run. Default: none.
@@ -40,6 +43,9 @@ type Purger struct {
 	// Observe, when set, is called after every run with its counts,
 	// duration and error, for metrics.
 	Observe func(codes, tokens int64, took time.Duration, err error)
+	// ObserveOnce, when set, is called after every run that purged
+	// single-use values, with how many it removed.
+	ObserveOnce func(n int64)
 
 	mu     sync.Mutex
 	cancel context.CancelFunc
@@ -100,8 +106,8 @@ func (p *Purger) timeout() time.Duration {
 	return min(p.Interval, maxTimeout)
 }
 
-// RunOnce purges both stores once, now, and returns how many codes and
-// tokens it removed. A failing store does not keep the other from being
+// RunOnce purges the stores once, now, and returns how many codes and
+// tokens it removed. A failing store does not keep the others from being
 // purged; the errors are joined.
 func (p *Purger) RunOnce(ctx context.Context) (codes, tokens int64, err error) {
 	return p.run(ctx, ctx)
@@ -130,6 +136,17 @@ func (p *Purger) run(ctx, parent context.Context) (codes, tokens int64, err erro
 			errs = append(errs, err)
 		}
 	}
+	var once int64
+	if p.Once != nil {
+		n, err := p.Once.PurgeExpiredOnce(ctx, batch)
+		once = n
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if p.ObserveOnce != nil {
+			p.ObserveOnce(n)
+		}
+	}
 	err = errors.Join(errs...)
 	if p.Observe != nil {
 		p.Observe(codes, tokens, time.Since(start), err)
@@ -141,8 +158,13 @@ func (p *Purger) run(ctx, parent context.Context) (codes, tokens int64, err erro
 	fields := []zap.Field{
 		zap.Int64("codes_removed", codes),
 		zap.Int64("tokens_removed", tokens),
-		zap.Duration("duration", time.Since(start)),
 	}
+	if p.Once != nil {
+		fields = append(fields, zap.Int64("single_use_removed", once))
+	}
+	fields = append(fields,
+		zap.Duration("duration", time.Since(start)),
+	)
 	switch {
 	case err == nil:
 		log.Info("purged expired codes and tokens", fields...)

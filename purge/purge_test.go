@@ -218,3 +218,44 @@ func TestTimeoutBoundsRun(t *testing.T) {
 	// Runs end at their deadline, fail, and the loop goes on.
 	waitFor(t, "two timed-out runs", func() bool { return logs.FilterLevelExact(zapcore.ErrorLevel).Len() >= 2 })
 }
+
+// onceStore is a fakeStore that also keeps single-use values.
+type onceStore struct {
+	fakeStore
+	onceCalls atomic.Int64
+}
+
+func (f *onceStore) PutOnce(context.Context, string, []byte, time.Time) error { return nil }
+func (f *onceStore) TakeOnce(context.Context, string) ([]byte, error)         { return nil, nil }
+func (f *onceStore) PurgeExpiredOnce(ctx context.Context, batch int) (int64, error) {
+	f.onceCalls.Add(1)
+	return f.purge(ctx, batch, 7)
+}
+
+func TestRunOncePurgesSingleUse(t *testing.T) {
+	core, logs := observer.New(zapcore.InfoLevel)
+	s := &onceStore{}
+	var observed int64
+	p := &Purger{Interval: time.Hour, Codes: s, Tokens: s, Once: s, Logger: zap.New(core),
+		ObserveOnce: func(n int64) { observed += n }}
+	if _, _, err := p.RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s.onceCalls.Load() != 1 || observed != 7 {
+		t.Fatalf("%d single-use purges observing %d; want 1 and 7", s.onceCalls.Load(), observed)
+	}
+	f := logs.FilterMessage("purged expired codes and tokens").All()[0].ContextMap()
+	if f["single_use_removed"] != int64(7) || f["codes_removed"] != int64(3) {
+		t.Fatalf("log fields %v", f)
+	}
+
+	// A failing single-use purge is reported and keeps nothing else from
+	// running.
+	s.fail.Store(true)
+	if _, _, err := p.RunOnce(context.Background()); !errors.Is(err, stores.ErrUnavailable) {
+		t.Fatalf("RunOnce with failing stores: %v, want ErrUnavailable", err)
+	}
+	if s.onceCalls.Load() != 2 || s.codeCalls.Load() != 2 || s.tokenCalls.Load() != 2 {
+		t.Fatalf("calls: %d once, %d codes, %d tokens; want 2 each", s.onceCalls.Load(), s.codeCalls.Load(), s.tokenCalls.Load())
+	}
+}

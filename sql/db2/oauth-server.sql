@@ -1,4 +1,4 @@
--- caddy-oauth2 SQL store schema, version 4, for IBM Db2 for Linux, UNIX and Windows 11.1+.
+-- caddy-oauth2 SQL store schema, version 5, for IBM Db2 for Linux, UNIX and Windows 11.1+.
 --
 -- Apply once:  db2 -tvf oauth-server.sql (after db2 connect to DATABASE)
 -- or let the store do it with the create_schema option. Tables carry the
@@ -18,6 +18,10 @@ CREATE TABLE oauth_schema_version (
   version INTEGER NOT NULL PRIMARY KEY
 );
 
+-- jkt is the RFC 7638 thumbprint of the DPoP key (RFC 9449) a code or token
+-- is bound to; oidc is the OpenID Connect state of the grant (nonce,
+-- auth_time, sid, released claims) as a JSON object. Both NULL for none;
+-- added in version 5.
 CREATE TABLE oauth_codes (
   code_key CHAR(64) NOT NULL PRIMARY KEY,
   client_id VARCHAR(255 CODEUNITS32),
@@ -28,6 +32,8 @@ CREATE TABLE oauth_codes (
   code_challenge_method VARCHAR(16 CODEUNITS32),
   family VARCHAR(128 CODEUNITS32),
   audience VARCHAR(4000 CODEUNITS32),
+  jkt VARCHAR(128 CODEUNITS32),
+  oidc CLOB(1M),
   issued_at BIGINT NOT NULL,
   expires_at BIGINT NOT NULL,
   used SMALLINT DEFAULT 0 NOT NULL
@@ -44,6 +50,8 @@ CREATE TABLE oauth_access_tokens (
   scope VARCHAR(1024 CODEUNITS32),
   family VARCHAR(128 CODEUNITS32),
   audience VARCHAR(4000 CODEUNITS32),
+  jkt VARCHAR(128 CODEUNITS32),
+  oidc CLOB(1M),
   issued_at BIGINT NOT NULL,
   expires_at BIGINT NOT NULL
 );
@@ -60,6 +68,8 @@ CREATE TABLE oauth_refresh_tokens (
   scope VARCHAR(1024 CODEUNITS32),
   family VARCHAR(128 CODEUNITS32),
   audience VARCHAR(4000 CODEUNITS32),
+  jkt VARCHAR(128 CODEUNITS32),
+  oidc CLOB(1M),
   issued_at BIGINT NOT NULL,
   expires_at BIGINT NOT NULL,
   used SMALLINT DEFAULT 0 NOT NULL
@@ -121,6 +131,20 @@ CREATE TABLE oauth_clients (
 CREATE INDEX oauth_clients_exp_idx ON oauth_clients (expires_at);
 CREATE INDEX oauth_clients_rat_idx ON oauth_clients (registration_token_key);
 
+-- Single-use values shared by every gateway: pushed authorization requests
+-- (RFC 9126 request_uri) and client assertion jti (RFC 7523), taken or
+-- seen once. once_key is the hex SHA-256 of the caller's key; once_value is
+-- the value, base64 encoded (NULL for empty); used is set once taken.
+-- Expired rows are purged. Added in version 5.
+CREATE TABLE oauth_single_use (
+  once_key CHAR(64) NOT NULL PRIMARY KEY,
+  once_value CLOB(64K),
+  used SMALLINT DEFAULT 0 NOT NULL,
+  expires_at BIGINT NOT NULL
+);
+
+CREATE INDEX oauth_single_use_exp_idx ON oauth_single_use (expires_at);
+
 CREATE TABLE oauth_purge_lease (
   name VARCHAR(64 CODEUNITS32) NOT NULL PRIMARY KEY,
   holder VARCHAR(128 CODEUNITS32) NOT NULL,
@@ -128,7 +152,7 @@ CREATE TABLE oauth_purge_lease (
 );
 
 INSERT INTO oauth_purge_lease (name, holder, lease_until) VALUES ('purge', 'none', 0);
-INSERT INTO oauth_schema_version (version) VALUES (4);
+INSERT INTO oauth_schema_version (version) VALUES (5);
 
 -- Revocation feed (any schema version): what each gateway revoked, for the
 -- others to evict from their validation caches within a second (README,

@@ -1,4 +1,4 @@
--- caddy-oauth2 SQL store schema, version 4, for Oracle Database 12.2+.
+-- caddy-oauth2 SQL store schema, version 5, for Oracle Database 12.2+.
 --
 -- Apply once:  sqlplus USER/PASSWORD@SERVICE @oauth-server.sql
 -- or let the store do it with the create_schema option. Tables carry the
@@ -12,6 +12,10 @@ CREATE TABLE oauth_schema_version (
   version NUMBER(10) NOT NULL PRIMARY KEY
 );
 
+-- jkt is the RFC 7638 thumbprint of the DPoP key (RFC 9449) a code or token
+-- is bound to; oidc is the OpenID Connect state of the grant (nonce,
+-- auth_time, sid, released claims) as a JSON object. Both NULL for none;
+-- added in version 5.
 CREATE TABLE oauth_codes (
   code_key CHAR(64) NOT NULL PRIMARY KEY,
   client_id VARCHAR2(255 CHAR),
@@ -22,6 +26,8 @@ CREATE TABLE oauth_codes (
   code_challenge_method VARCHAR2(16 CHAR),
   family VARCHAR2(128 CHAR),
   audience VARCHAR2(4000 CHAR),
+  jkt VARCHAR2(128 CHAR),
+  oidc CLOB,
   issued_at NUMBER(19) NOT NULL,
   expires_at NUMBER(19) NOT NULL,
   used NUMBER(1) DEFAULT 0 NOT NULL
@@ -38,6 +44,8 @@ CREATE TABLE oauth_access_tokens (
   scope VARCHAR2(1024 CHAR),
   family VARCHAR2(128 CHAR),
   audience VARCHAR2(4000 CHAR),
+  jkt VARCHAR2(128 CHAR),
+  oidc CLOB,
   issued_at NUMBER(19) NOT NULL,
   expires_at NUMBER(19) NOT NULL
 );
@@ -54,6 +62,8 @@ CREATE TABLE oauth_refresh_tokens (
   scope VARCHAR2(1024 CHAR),
   family VARCHAR2(128 CHAR),
   audience VARCHAR2(4000 CHAR),
+  jkt VARCHAR2(128 CHAR),
+  oidc CLOB,
   issued_at NUMBER(19) NOT NULL,
   expires_at NUMBER(19) NOT NULL,
   used NUMBER(1) DEFAULT 0 NOT NULL
@@ -115,6 +125,20 @@ CREATE TABLE oauth_clients (
 CREATE INDEX oauth_clients_exp_idx ON oauth_clients (expires_at);
 CREATE INDEX oauth_clients_rat_idx ON oauth_clients (registration_token_key);
 
+-- Single-use values shared by every gateway: pushed authorization requests
+-- (RFC 9126 request_uri) and client assertion jti (RFC 7523), taken or
+-- seen once. once_key is the hex SHA-256 of the caller's key; once_value is
+-- the value, base64 encoded (NULL for empty); used is set once taken.
+-- Expired rows are purged. Added in version 5.
+CREATE TABLE oauth_single_use (
+  once_key CHAR(64) NOT NULL PRIMARY KEY,
+  once_value CLOB,
+  used NUMBER(1) DEFAULT 0 NOT NULL,
+  expires_at NUMBER(19) NOT NULL
+);
+
+CREATE INDEX oauth_single_use_exp_idx ON oauth_single_use (expires_at);
+
 CREATE TABLE oauth_purge_lease (
   name VARCHAR2(64 CHAR) NOT NULL PRIMARY KEY,
   holder VARCHAR2(128 CHAR) NOT NULL,
@@ -122,7 +146,7 @@ CREATE TABLE oauth_purge_lease (
 );
 
 INSERT INTO oauth_purge_lease (name, holder, lease_until) VALUES ('purge', 'none', 0);
-INSERT INTO oauth_schema_version (version) VALUES (4);
+INSERT INTO oauth_schema_version (version) VALUES (5);
 COMMIT;
 
 -- Revocation feed (any schema version): what each gateway revoked, for the

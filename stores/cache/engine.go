@@ -304,7 +304,8 @@ func (e *Engine) del(key string) error {
 
 func validKey(key string) error {
 	// Internal keys start with a zero byte (see internalKey).
-	if key == "" || key[0] == 0 || strings.HasPrefix(key, familyPrefix) || strings.HasPrefix(key, revokedPrefix) {
+	if key == "" || key[0] == 0 || strings.HasPrefix(key, familyPrefix) || strings.HasPrefix(key, revokedPrefix) ||
+		strings.HasPrefix(key, oncePrefix) {
 		return errors.New("invalid store key")
 	}
 	return nil
@@ -667,7 +668,7 @@ func (e *Engine) RevokeFamily(ctx context.Context, family string, until time.Tim
 
 // PurgeExpiredCodes deletes expired codes, used or not, and returns how many.
 func (e *Engine) PurgeExpiredCodes(ctx context.Context, batch int) (int64, error) {
-	return e.purge(ctx, batch, true)
+	return e.purge(ctx, batch, purgeCodes)
 }
 
 // PurgeExpiredTokens deletes expired access and refresh tokens, used or not,
@@ -677,17 +678,26 @@ func (e *Engine) PurgeExpiredTokens(ctx context.Context, batch int) (int64, erro
 	if e.check(ctx) == nil {
 		e.purgeClients()
 	}
-	return e.purge(ctx, batch, false)
+	return e.purge(ctx, batch, purgeTokens)
 }
 
-// wanted reports whether a record of type typ is purged with codes or with
-// tokens.
-func wanted(typ byte, codes bool) bool {
+// What a purge walk deletes.
+const (
+	purgeCodes = iota
+	purgeTokens
+	purgeOnce
+)
+
+// wanted reports whether a record of type typ is purged by a walk of kind
+// what.
+func wanted(typ byte, what int) bool {
 	switch typ {
 	case recCode:
-		return codes
+		return what == purgeCodes
 	case recAccess, recRefresh, recFamily, recRevoked:
-		return !codes
+		return what == purgeTokens
+	case recOnce:
+		return what == purgeOnce
 	}
 	return false
 }
@@ -695,7 +705,7 @@ func wanted(typ byte, codes bool) bool {
 // purge expires the overflow first, then walks the whole cache once,
 // deleting expired records of the wanted kinds batch at a time and checking
 // ctx between batches.
-func (e *Engine) purge(ctx context.Context, batch int, codes bool) (int64, error) {
+func (e *Engine) purge(ctx context.Context, batch int, what int) (int64, error) {
 	if err := e.check(ctx); err != nil {
 		return 0, err
 	}
@@ -708,12 +718,18 @@ func (e *Engine) purge(ctx context.Context, batch int, codes bool) (int64, error
 		now     = time.Now().UnixMilli()
 	)
 	for _, x := range e.over.expired(now) {
-		if !wanted(x.typ, codes) {
+		if !wanted(x.typ, what) {
 			continue
 		}
 		if x.typ == recFamily || x.typ == recRevoked {
 			if err := e.purgeFamily(x.key, now); err != nil {
 				return n, err
+			}
+			continue
+		}
+		if x.typ == recOnce {
+			if e.purgeOnceOverflow(x, now) {
+				n++
 			}
 			continue
 		}
@@ -729,6 +745,16 @@ func (e *Engine) purge(ctx context.Context, batch int, codes bool) (int64, error
 			if strings.HasPrefix(k, familyPrefix) || strings.HasPrefix(k, revokedPrefix) {
 				if err := e.purgeFamily(k, now); err != nil {
 					return err
+				}
+				continue
+			}
+			if strings.HasPrefix(k, oncePrefix) {
+				gone, err := e.purgeOnce(k, now)
+				if err != nil {
+					return err
+				}
+				if gone {
+					n++
 				}
 				continue
 			}
@@ -753,7 +779,7 @@ func (e *Engine) purge(ctx context.Context, batch int, codes bool) (int64, error
 			continue // the entry went away during the walk
 		}
 		v := info.Value()
-		if len(v) < headerLen || expiresAt(v) > now || !wanted(v[0], codes) {
+		if len(v) < headerLen || expiresAt(v) > now || !wanted(v[0], what) {
 			continue
 		}
 		pending = append(pending, info.Key())
@@ -801,4 +827,7 @@ func (e *Engine) purgeFamily(key string, now int64) error {
 }
 
 // Interface guards
-var _ stores.Store = (*Engine)(nil)
+var (
+	_ stores.Store     = (*Engine)(nil)
+	_ stores.SingleUse = (*Engine)(nil)
+)

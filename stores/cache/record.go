@@ -2,6 +2,7 @@ package cache
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"math"
 	"strings"
@@ -35,22 +36,28 @@ import (
 //
 // A code or token with an audience (RFC 8707) has one more field at the
 // end, its resource URIs joined by spaces; one without has none, so the
-// guard's common case reads nothing more.
+// guard's common case reads nothing more. One bound to a DPoP key (RFC
+// 9449) or holding OpenID Connect state has flagExt and always three more
+// fields: the audience (empty for none), the key thumbprint and the
+// stores.OIDCGrant as JSON (each empty for none).
 //
 // Codes, access and refresh tokens live under their store key (see
 // internalKey); the type byte keeps the kinds apart. A family index lives
 // under "f:"+family; its fields are the internal keys of its member tokens.
 // A revoked-family marker lives under "r:"+family, with no fields: its
-// expiry is the end of the revocation.
+// expiry is the end of the revocation. A single-use value (stores.SingleUse)
+// lives under "o:"+key, its one field the value, flagUsed once taken.
 const (
 	recCode    byte = 'c'
 	recAccess  byte = 'a'
 	recRefresh byte = 'r'
 	recFamily  byte = 'f'
 	recRevoked byte = 'x'
+	recOnce    byte = 'o'
 
 	flagUsed byte = 1
 	flagWide byte = 2
+	flagExt  byte = 4
 
 	offFlags  = 1
 	headerLen = 12 // the narrow header; wideLen with flagWide
@@ -60,6 +67,7 @@ const (
 
 	familyPrefix  = "f:"
 	revokedPrefix = "r:"
+	oncePrefix    = "o:"
 )
 
 var (
@@ -86,6 +94,46 @@ func (f *fields) audience() []string {
 		return nil
 	}
 	return strings.Split(f.next(), " ")
+}
+
+// putExt appends the audience, the DPoP key thumbprint and the OpenID
+// Connect state of a record with flagExt.
+func putExt(b []byte, aud []string, jkt string, oidc *stores.OIDCGrant, tab *interned) ([]byte, error) {
+	for _, a := range aud {
+		if a == "" || strings.IndexByte(a, ' ') >= 0 {
+			return nil, errBadAudience
+		}
+	}
+	var js []byte
+	if oidc != nil {
+		var err error
+		if js, err = json.Marshal(oidc); err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	if b, err = putField(b, strings.Join(aud, " "), tab); err != nil {
+		return nil, err
+	}
+	if b, err = putField(b, jkt, nil); err != nil {
+		return nil, err
+	}
+	return putField(b, unsafe.String(unsafe.SliceData(js), len(js)), nil)
+}
+
+// ext reads what putExt wrote.
+func (f *fields) ext() (aud []string, jkt string, oidc *stores.OIDCGrant) {
+	if a := f.next(); a != "" {
+		aud = strings.Split(a, " ")
+	}
+	jkt = f.next()
+	if js := f.next(); js != "" && !f.bad {
+		oidc = new(stores.OIDCGrant)
+		if json.Unmarshal([]byte(js), oidc) != nil {
+			f.bad = true
+		}
+	}
+	return aud, jkt, oidc
 }
 
 // internalKey is the bigcache key of a store key. The store keys the issuer
@@ -212,7 +260,11 @@ func putField(b []byte, s string, tab *interned) ([]byte, error) {
 
 func encodeCode(c *stores.Code, tab *interned) ([]byte, error) {
 	n := wideLen + 7*3 + len(c.Subject) + len(c.CodeChallenge) + len(c.Family)
-	b := putHeader(make([]byte, 0, n), recCode, 0, c.IssuedAt.UnixMilli(), c.ExpiresAt.UnixMilli())
+	var flags byte
+	if c.JKT != "" || c.OIDC != nil {
+		flags = flagExt
+	}
+	b := putHeader(make([]byte, 0, n), recCode, flags, c.IssuedAt.UnixMilli(), c.ExpiresAt.UnixMilli())
 	var err error
 	for _, f := range [...]struct {
 		s   string
@@ -223,12 +275,19 @@ func encodeCode(c *stores.Code, tab *interned) ([]byte, error) {
 			return nil, err
 		}
 	}
+	if flags&flagExt != 0 {
+		return putExt(b, c.Audience, c.JKT, c.OIDC, tab)
+	}
 	return putAudience(b, c.Audience, tab)
 }
 
 func encodeToken(t *stores.Token, tab *interned) ([]byte, error) {
 	n := wideLen + 4*3 + len(t.Subject) + len(t.Family)
-	b := putHeader(make([]byte, 0, n), recordType(t.Kind), 0, t.IssuedAt.UnixMilli(), t.ExpiresAt.UnixMilli())
+	var flags byte
+	if t.JKT != "" || t.OIDC != nil {
+		flags = flagExt
+	}
+	b := putHeader(make([]byte, 0, n), recordType(t.Kind), flags, t.IssuedAt.UnixMilli(), t.ExpiresAt.UnixMilli())
 	var err error
 	for _, f := range [...]struct {
 		s   string
@@ -237,6 +296,9 @@ func encodeToken(t *stores.Token, tab *interned) ([]byte, error) {
 		if b, err = putField(b, f.s, f.tab); err != nil {
 			return nil, err
 		}
+	}
+	if flags&flagExt != 0 {
+		return putExt(b, t.Audience, t.JKT, t.OIDC, tab)
 	}
 	return putAudience(b, t.Audience, tab)
 }
@@ -292,7 +354,11 @@ func decodeCode(v []byte, key string, tab *interned) (*stores.Code, bool) {
 	c.CodeChallenge = f.next()
 	c.CodeChallengeMethod = f.next()
 	c.Family = f.next()
-	c.Audience = f.audience()
+	if v[offFlags]&flagExt != 0 {
+		c.Audience, c.JKT, c.OIDC = f.ext()
+	} else {
+		c.Audience = f.audience()
+	}
 	c.IssuedAt, c.ExpiresAt = times(v)
 	return c, !f.bad
 }
@@ -308,7 +374,11 @@ func decodeToken(v []byte, key string, tab *interned) (*stores.Token, bool) {
 	t.Subject = f.next()
 	t.Scope = f.next()
 	t.Family = f.next()
-	t.Audience = f.audience()
+	if v[offFlags]&flagExt != 0 {
+		t.Audience, t.JKT, t.OIDC = f.ext()
+	} else {
+		t.Audience = f.audience()
+	}
 	t.IssuedAt, t.ExpiresAt = times(v)
 	return t, !f.bad
 }
@@ -344,6 +414,19 @@ func encodeFamily(expires int64, keys []string) ([]byte, error) {
 		}
 	}
 	return b, nil
+}
+
+// encodeOnce builds a single-use value record.
+func encodeOnce(value []byte, issued, expires int64) ([]byte, error) {
+	b := putHeader(make([]byte, 0, wideLen+3+len(value)), recOnce, 0, issued, expires)
+	return putField(b, unsafe.String(unsafe.SliceData(value), len(value)), nil)
+}
+
+// onceValue returns a copy of the value of a record checked by header.
+func onceValue(v []byte) ([]byte, bool) {
+	f := newFields(v, nil)
+	s := f.next()
+	return []byte(s), !f.bad
 }
 
 // encodeRevoked builds a revoked-family marker record.

@@ -9,6 +9,7 @@ package cassandra
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -98,6 +99,7 @@ type statements struct {
 	deleteToken, selectFamily, deleteFamily string
 	consume, selectConsumed                 string
 	markRevoked, selectRevoked              string
+	putOnce, replaceOnce, takeOnce, getOnce string
 }
 
 // NewEngine returns an engine for cfg without connecting.
@@ -122,13 +124,13 @@ func NewEngine(cfg Config) (*Engine, error) {
 		commit: cfg.Consistency.Commit(),
 		q: statements{
 			insertCode: "INSERT INTO " + ks + ".codes (key, client_id, subject, redirect_uri, scope, code_challenge, " +
-				"code_challenge_method, family, audience, issued_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?",
+				"code_challenge_method, family, audience, jkt, oidc, issued_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?",
 			selectCode: "SELECT client_id, subject, redirect_uri, scope, code_challenge, code_challenge_method, family, " +
-				"audience, issued_at, expires_at FROM " + ks + ".codes WHERE key = ?",
-			insertToken: "INSERT INTO " + ks + ".tokens (kind, key, client_id, subject, scope, family, audience, issued_at, expires_at) " +
-				"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?",
+				"audience, jkt, oidc, issued_at, expires_at FROM " + ks + ".codes WHERE key = ?",
+			insertToken: "INSERT INTO " + ks + ".tokens (kind, key, client_id, subject, scope, family, audience, jkt, oidc, issued_at, expires_at) " +
+				"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?",
 			insertFamily: "INSERT INTO " + ks + ".tokens_by_family (family, kind, key) VALUES (?, ?, ?) USING TTL ?",
-			selectToken: "SELECT client_id, subject, scope, family, audience, issued_at, expires_at FROM " + ks +
+			selectToken: "SELECT client_id, subject, scope, family, audience, jkt, oidc, issued_at, expires_at FROM " + ks +
 				".tokens WHERE kind = ? AND key = ?",
 			deleteToken:    "DELETE FROM " + ks + ".tokens WHERE kind = ? AND key = ?",
 			selectFamily:   "SELECT kind, key FROM " + ks + ".tokens_by_family WHERE family = ?",
@@ -137,6 +139,11 @@ func NewEngine(cfg Config) (*Engine, error) {
 			selectConsumed: "SELECT consumer FROM " + ks + ".consumed WHERE kind = ? AND key = ?",
 			markRevoked:    "INSERT INTO " + ks + ".revoked_families (family, expires_at) VALUES (?, ?) USING TTL ?",
 			selectRevoked:  "SELECT expires_at FROM " + ks + ".revoked_families WHERE family = ? AND expires_at > ? LIMIT 1",
+			putOnce:        "INSERT INTO " + ks + ".single_use (key, value, used, expires_at) VALUES (?, ?, false, ?) IF NOT EXISTS USING TTL ?",
+			replaceOnce: "UPDATE " + ks + ".single_use USING TTL ? SET value = ?, used = false, expires_at = ? " +
+				"WHERE key = ? IF expires_at = ?",
+			takeOnce: "UPDATE " + ks + ".single_use USING TTL ? SET used = true WHERE key = ? IF used = false AND expires_at = ?",
+			getOnce:  "SELECT value, used, expires_at FROM " + ks + ".single_use WHERE key = ?",
 		},
 	}
 	e.SetLogger(cfg.Logger)
@@ -362,7 +369,7 @@ func (e *Engine) Start(ctx context.Context) (StartInfo, error) {
 		return info, err
 	}
 	if len(alter) > 0 {
-		return info, stores.Unavailable(fmt.Errorf("keyspace %q predates caddy-oauth2's schema version 4: run %s; or set create_schema",
+		return info, stores.Unavailable(fmt.Errorf("keyspace %q predates caddy-oauth2's schema version 5: run %s; or set create_schema",
 			e.cfg.Keyspace, strings.Join(alter, "; ")))
 	}
 	return info, nil
@@ -456,6 +463,31 @@ func joinAudience(aud []string) (string, error) {
 	return strings.Join(aud, " "), nil
 }
 
+// oidcJSON encodes OpenID Connect state for the oidc column; "" for none,
+// not null, which would write a tombstone.
+func oidcJSON(g *stores.OIDCGrant) (string, error) {
+	if g == nil {
+		return "", nil
+	}
+	b, err := json.Marshal(g)
+	if err != nil {
+		return "", fmt.Errorf("cassandra store: OIDC state: %w", err)
+	}
+	return string(b), nil
+}
+
+// readOIDC decodes the oidc column.
+func readOIDC(s string) (*stores.OIDCGrant, error) {
+	if s == "" {
+		return nil, nil
+	}
+	g := new(stores.OIDCGrant)
+	if err := json.Unmarshal([]byte(s), g); err != nil {
+		return nil, stores.Unavailable(fmt.Errorf("cassandra store: oidc column is not a JSON object: %w", err))
+	}
+	return g, nil
+}
+
 func splitAudience(s string) []string {
 	if s == "" {
 		return nil
@@ -497,8 +529,12 @@ func (e *Engine) InsertCode(ctx context.Context, c *stores.Code) error {
 	if err != nil {
 		return err
 	}
+	oidc, err := oidcJSON(c.OIDC)
+	if err != nil {
+		return err
+	}
 	err = s.Query(e.q.insertCode, c.Key, c.ClientID, c.Subject, c.RedirectURI, c.Scope, c.CodeChallenge,
-		c.CodeChallengeMethod, c.Family, aud, c.IssuedAt, c.ExpiresAt, secs).
+		c.CodeChallengeMethod, c.Family, aud, c.JKT, oidc, c.IssuedAt, c.ExpiresAt, secs).
 		Consistency(e.cfg.Consistency.Write).Idempotent(true).ExecContext(ctx)
 	return stores.Unavailable(err)
 }
@@ -511,14 +547,17 @@ func (e *Engine) ConsumeCode(ctx context.Context, key string) (*stores.Code, err
 		return nil, err
 	}
 	c := &stores.Code{Key: key}
-	var aud string
+	var aud, oidc string
 	err = s.Query(e.q.selectCode, key).Consistency(e.cfg.Consistency.Read).Idempotent(true).
 		ScanContext(ctx, &c.ClientID, &c.Subject, &c.RedirectURI, &c.Scope, &c.CodeChallenge,
-			&c.CodeChallengeMethod, &c.Family, &aud, &c.IssuedAt, &c.ExpiresAt)
+			&c.CodeChallengeMethod, &c.Family, &aud, &c.JKT, &oidc, &c.IssuedAt, &c.ExpiresAt)
 	if err != nil {
 		return nil, fail(err)
 	}
 	c.Audience = splitAudience(aud)
+	if c.OIDC, err = readOIDC(oidc); err != nil {
+		return nil, err
+	}
 	if !live(c.ExpiresAt) {
 		return nil, stores.ErrNotFound
 	}
@@ -647,12 +686,16 @@ func (e *Engine) insertTokens(ctx context.Context, tokens []*stores.Token) (*goc
 	byFamily := map[string][]row{}
 	var families []string
 	auds := make(map[*stores.Token]string, len(tokens))
+	oidcs := make(map[*stores.Token]string, len(tokens))
 	for _, t := range tokens {
 		aud, err := joinAudience(t.Audience)
 		if err != nil {
 			return nil, err
 		}
 		auds[t] = aud
+		if oidcs[t], err = oidcJSON(t.OIDC); err != nil {
+			return nil, err
+		}
 		secs, ok := ttl(t.ExpiresAt)
 		if !ok {
 			continue
@@ -689,7 +732,8 @@ func (e *Engine) insertTokens(ctx context.Context, tokens []*stores.Token) (*goc
 		b := s.Batch(gocql.UnloggedBatch).Consistency(e.cfg.Consistency.Write)
 		for _, r := range rows[:n] {
 			t := r.t
-			b.Query(e.q.insertToken, t.Kind.String(), t.Key, t.ClientID, t.Subject, t.Scope, t.Family, auds[t], t.IssuedAt, t.ExpiresAt, r.secs)
+			b.Query(e.q.insertToken, t.Kind.String(), t.Key, t.ClientID, t.Subject, t.Scope, t.Family, auds[t], t.JKT, oidcs[t],
+				t.IssuedAt, t.ExpiresAt, r.secs)
 		}
 		if err := b.ExecContext(ctx); err != nil {
 			return nil, stores.Unavailable(err)
@@ -702,13 +746,16 @@ func (e *Engine) insertTokens(ctx context.Context, tokens []*stores.Token) (*goc
 // readToken reads a token of the given kind, live or not.
 func (e *Engine) readToken(ctx context.Context, s *gocql.Session, kind stores.Kind, key string) (*stores.Token, error) {
 	t := &stores.Token{Key: key, Kind: kind}
-	var aud string
+	var aud, oidc string
 	err := s.Query(e.q.selectToken, kind.String(), key).Consistency(e.cfg.Consistency.Read).Idempotent(true).
-		ScanContext(ctx, &t.ClientID, &t.Subject, &t.Scope, &t.Family, &aud, &t.IssuedAt, &t.ExpiresAt)
+		ScanContext(ctx, &t.ClientID, &t.Subject, &t.Scope, &t.Family, &aud, &t.JKT, &oidc, &t.IssuedAt, &t.ExpiresAt)
 	if err != nil {
 		return nil, fail(err)
 	}
 	t.Audience = splitAudience(aud)
+	if t.OIDC, err = readOIDC(oidc); err != nil {
+		return nil, err
+	}
 	if !live(t.ExpiresAt) {
 		return nil, stores.ErrNotFound
 	}

@@ -487,8 +487,9 @@ func TestTTL(t *testing.T) {
 }
 
 // TestSchemaUpgrade takes a keyspace without version 4's audience columns
-// forward: without create_schema Start names the ALTER statements, with it
-// Start runs them and audiences round-trip.
+// and version 5's jkt and oidc columns and single_use table forward:
+// without create_schema Start names the ALTER statements and the missing
+// table, with it Start runs them and the new fields round-trip.
 func TestSchemaUpgrade(t *testing.T) {
 	e := newTestEngine(t, defaults(t), nil)
 	ctx := testCtx(t, 2*time.Minute)
@@ -497,8 +498,8 @@ func TestSchemaUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, table := range []string{"codes", "tokens"} {
-		if err := execDDL(ctx, s, "ALTER TABLE "+testKeyspace+"."+table+" DROP audience"); err != nil {
-			t.Fatalf("dropping %s.audience: %v", table, err)
+		if err := execDDL(ctx, s, "ALTER TABLE "+testKeyspace+"."+table+" DROP (audience, jkt, oidc)"); err != nil {
+			t.Fatalf("dropping %s.audience, jkt and oidc: %v", table, err)
 		}
 	}
 	plain, err := NewEngine(Config{Hosts: testHosts(t), Keyspace: testKeyspace, Consistency: defaults(t), Timeout: 10 * time.Second})
@@ -507,7 +508,8 @@ func TestSchemaUpgrade(t *testing.T) {
 	}
 	t.Cleanup(plain.Close)
 	_, err = plain.Start(ctx)
-	for _, want := range []string{"schema version 4", "ALTER TABLE " + testKeyspace + ".codes ADD audience text", "ALTER TABLE " + testKeyspace + ".tokens ADD audience text"} {
+	for _, want := range []string{"schema version 5", "ALTER TABLE " + testKeyspace + ".codes ADD audience text", "ALTER TABLE " + testKeyspace + ".tokens ADD audience text",
+		"ALTER TABLE " + testKeyspace + ".codes ADD jkt text", "ALTER TABLE " + testKeyspace + ".tokens ADD oidc text"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Fatalf("Start on a keyspace without audiences: %v; want %q", err, want)
 		}
@@ -523,5 +525,28 @@ func TestSchemaUpgrade(t *testing.T) {
 	}
 	if _, err := plain.Start(ctx); err != nil {
 		t.Fatalf("Start after the upgrade: %v", err)
+	}
+	bound := &stores.Token{Key: storetest.Key(), Kind: stores.RefreshToken, ClientID: "c", JKT: "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I",
+		OIDC: &stores.OIDCGrant{SessionID: "sid", Claims: map[string]any{"email": "a@example.com"}}, IssuedAt: now, ExpiresAt: now.Add(time.Minute)}
+	if err := up.InsertTokens(ctx, bound); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := up.ConsumeRefreshToken(ctx, bound.Key); err != nil || got.JKT != bound.JKT || got.OIDC == nil || got.OIDC.Claims["email"] != "a@example.com" {
+		t.Fatalf("a bound token after the upgrade: %+v, %v", got, err)
+	}
+
+	// A keyspace of version 4 lacks the single_use table.
+	if err := execDDL(ctx, s, "DROP TABLE "+testKeyspace+".single_use"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plain.Start(ctx); err == nil || !strings.Contains(err.Error(), "lacks tables single_use") {
+		t.Fatalf("Start on a keyspace without single_use: %v", err)
+	}
+	up = newTestEngine(t, defaults(t), nil)
+	if err := up.PutOnce(ctx, "par:x", []byte("req"), time.Now().Add(time.Minute)); err != nil {
+		t.Fatalf("PutOnce after the upgrade: %v", err)
+	}
+	if v, err := up.TakeOnce(ctx, "par:x"); err != nil || string(v) != "req" {
+		t.Fatalf("TakeOnce after the upgrade: %q, %v", v, err)
 	}
 }

@@ -248,6 +248,7 @@ var (
 	_ caddyfile.Unmarshaler = (*Store)(nil)
 	_ stores.Store          = (*Store)(nil)
 	_ stores.ClientRegistry = (*Store)(nil)
+	_ stores.SingleUse      = (*Store)(nil)
 	_ stores.Starter        = (*Store)(nil)
 	_ caddy.Destructor      = (*Engine)(nil)
 )

@@ -25,16 +25,22 @@ import (
 //     revocation never shortens an earlier one.
 //   - signing_keys: the generated JWT signing keys, sealed, see keys.go.
 //   - clients: the registered clients, see clients.go.
+//   - single_use: single-use values (stores.SingleUse), see once.go.
 //
 // The statements are those of sql/cassandra/oauth-server.cql, which names
 // keyspace oauth.
-var schemaTables = []string{"codes", "tokens", "tokens_by_family", "consumed", "revoked_families", "signing_keys", "clients"}
+var schemaTables = []string{"codes", "tokens", "tokens_by_family", "consumed", "revoked_families", "signing_keys", "clients", "single_use"}
 
 // addedColumns are the columns added to tables of an earlier schema
-// (version 4's audiences), which CREATE TABLE IF NOT EXISTS leaves out.
+// (version 4's audiences, version 5's DPoP thumbprints and OpenID Connect
+// state), which CREATE TABLE IF NOT EXISTS leaves out.
 var addedColumns = []struct{ table, column, typ string }{
 	{"codes", "audience", "text"},
 	{"tokens", "audience", "text"},
+	{"codes", "jkt", "text"},
+	{"codes", "oidc", "text"},
+	{"tokens", "jkt", "text"},
+	{"tokens", "oidc", "text"},
 }
 
 // legacyIndexes turns the storage-attached indexes of the schema into

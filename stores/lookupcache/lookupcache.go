@@ -111,6 +111,7 @@ func (c *Cache) LookupToken(ctx context.Context, kind stores.Kind, key string) (
 	if ok && now.UnixNano() < e.until && c.trusted(now) {
 		c.hits.Add(1)
 		t := *e.tok // callers may keep or change what they get
+		t.OIDC = t.OIDC.Clone()
 		return &t, nil
 	}
 	c.misses.Add(1)
@@ -128,6 +129,7 @@ func (c *Cache) LookupToken(ctx context.Context, kind stores.Kind, key string) (
 	}
 	if until.After(now) {
 		stored := *tok
+		stored.OIDC = tok.OIDC.Clone()
 		s.mu.Lock()
 		if c.epoch.Load() == epoch {
 			if _, exists := s.entries[key]; !exists && len(s.entries) >= c.perShard {
@@ -252,3 +254,9 @@ func (c *Cache) RevokeSubject(ctx context.Context, subject, clientID string, unt
 }
 
 var _ stores.SubjectRevoker = (*Cache)(nil)
+
+// SingleUse implements stores.SingleUseWrapper: the single-use values of
+// the store behind the cache, if it keeps any. They are never cached.
+func (c *Cache) SingleUse() (stores.SingleUse, bool) {
+	return stores.SingleUseOf(c.inner)
+}

@@ -12,8 +12,8 @@ import (
 // statementArgs is how many parameters each statement takes.
 var statementArgs = map[string]int{
 	"version": 0, "leaseCount": 1, "leaseInsert": 1, "leaseAcquire": 3, "leaseRelease": 2,
-	"insertCode": 11, "consumeCode": 2, "selectCode": 1,
-	"insertAccess": 8, "insertRefresh": 8, "lookupAccess": 2, "lookupRefresh": 2,
+	"insertCode": 13, "consumeCode": 2, "selectCode": 1,
+	"insertAccess": 10, "insertRefresh": 10, "lookupAccess": 2, "lookupRefresh": 2,
 	"consumeRefresh": 2, "selectRefresh": 1, "revokeAccess": 1, "revokeRefresh": 1,
 	"familyAccess": 1, "familyRefresh": 1,
 	"markRevoked": 2, "checkRevoked": 2,
@@ -23,6 +23,7 @@ var statementArgs = map[string]int{
 	"clientFamilies": 2, "clientCodes": 1, "clientAccess": 1, "clientRefresh": 1,
 	"bothFamilies": 4, "bothCodes": 2, "bothAccess": 2, "bothRefresh": 2,
 	"serviceAccess": 1, "serviceRefresh": 1,
+	"deleteExpiredOnce": 2, "insertOnce": 3, "takeOnce": 2, "selectOnce": 1,
 }
 
 var placeholderPatterns = map[string]*regexp.Regexp{
@@ -318,13 +319,14 @@ func TestSchemaKeysAndLengths(t *testing.T) {
 	for _, want := range []string{
 		"code_key NCHAR(64) NOT NULL PRIMARY KEY NONCLUSTERED", "CREATE CLUSTERED INDEX oauth_codes_exp_idx",
 		"CREATE CLUSTERED INDEX oauth_at_exp_idx", "CREATE CLUSTERED INDEX oauth_rt_exp_idx",
+		"once_key NCHAR(64) NOT NULL PRIMARY KEY NONCLUSTERED", "CREATE CLUSTERED INDEX oauth_single_use_exp_idx",
 	} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("sqlserver schema lacks %q", want)
 		}
 	}
-	if n := strings.Count(joined, "PRIMARY KEY NONCLUSTERED"); n != 3 {
-		t.Errorf("sqlserver: %d nonclustered primary keys, want 3", n)
+	if n := strings.Count(joined, "PRIMARY KEY NONCLUSTERED"); n != 4 {
+		t.Errorf("sqlserver: %d nonclustered primary keys, want 4", n)
 	}
 	stmts, err = Schema("db2", DefaultTablePrefix)
 	if err != nil {

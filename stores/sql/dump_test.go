@@ -26,7 +26,7 @@ const dumpBatch = 3
 //
 //	kind <TAB> name <TAB> table <TAB> bound columns <TAB> SQL
 //
-// with kind schema, upgrade (a column version 4 added), clock, stmt or
+// with kind schema, upgrade (a column version 4 or 5 added), clock, stmt or
 // purge. The bound columns name, in
 // order, the column each parameter is compared with or inserted into, so
 // that the checker can bind values of the right type to statements it has
@@ -68,14 +68,14 @@ func TestDumpStatements(t *testing.T) {
 			line("schema", fmt.Sprint(i+1), createdTable(s), "", s)
 		}
 		// The statements create_schema adds to a version 3 schema that the
-		// schema file does not hold.
+		// schema file does not hold: the columns of versions 4 and 5.
 		up, err := e.upgradeStatements(3)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, s := range up {
-			if table, ok := addsAudience(s); ok {
-				line("upgrade", table+".audience", table, "", s)
+			if table, column, ok := addsColumn(s); ok {
+				line("upgrade", table+"."+column, table, "", s)
 			}
 		}
 		line("clock", "now", "", "", e.d.nowMillis)

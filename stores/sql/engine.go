@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
@@ -22,7 +23,7 @@ import (
 
 // SchemaVersion is the version of the bundled schema (sql/<dialect>/oauth-server.sql)
 // this store needs.
-const SchemaVersion = 4
+const SchemaVersion = 5
 
 // DefaultTablePrefix is the prefix of the tables in the bundled schema files.
 const DefaultTablePrefix = "oauth_"
@@ -81,7 +82,7 @@ type Engine struct {
 }
 
 type tables struct {
-	version, codes, access, refresh, revoked, lease, keys, clients string
+	version, codes, access, refresh, revoked, lease, keys, clients, once string
 }
 
 type statements struct {
@@ -100,6 +101,8 @@ type statements struct {
 	insertKey, selectKeys, deleteKeys string
 	// The registered clients (version 4), see clients.go.
 	insertClient, selectClient, listClients, updateClient, deleteClient, deleteLapsedClient string
+	// The single-use values (version 5), see once.go.
+	deleteExpiredOnce, insertOnce, takeOnce, selectOnce string
 	// RevokeSubject's statements, by what they filter on (subject,
 	// client_id, both): the grant families to mark revoked, then the codes,
 	// access and refresh tokens to delete.
@@ -118,8 +121,8 @@ type ownerStatements struct {
 }
 
 const (
-	codeCols  = "client_id, subject, redirect_uri, scope, code_challenge, code_challenge_method, family, audience, issued_at, expires_at"
-	tokenCols = "client_id, subject, scope, family, audience, issued_at, expires_at"
+	codeCols  = "client_id, subject, redirect_uri, scope, code_challenge, code_challenge_method, family, audience, jkt, oidc, issued_at, expires_at"
+	tokenCols = "client_id, subject, scope, family, audience, jkt, oidc, issued_at, expires_at"
 	expiredIs = "expires_at < {now}"
 )
 
@@ -291,6 +294,7 @@ func NewEngine(db *sql.DB, dialectName string, opts Options) (*Engine, error) {
 		lease:   p + "purge_lease",
 		keys:    p + "signing_keys",
 		clients: p + "clients",
+		once:    p + "single_use",
 	}
 	e.q = buildStatements(d, e.tables, opts.LeaseDuration)
 	return e, nil
@@ -311,12 +315,12 @@ func buildStatements(d *dialect, t tables, lease time.Duration) statements {
 			t.lease, lease.Milliseconds())),
 		leaseRelease: r("UPDATE " + t.lease + " SET lease_until = 0 WHERE name = ? AND holder = ?"),
 
-		insertCode:  r("INSERT INTO " + t.codes + " (code_key, " + codeCols + ", used) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)"),
+		insertCode:  r("INSERT INTO " + t.codes + " (code_key, " + codeCols + ", used) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)"),
 		consumeCode: c("UPDATE " + t.codes + " SET used = 1 WHERE code_key = ? AND used = 0 AND expires_at > ?"),
 		selectCode:  r("SELECT " + codeCols + ", used FROM " + t.codes + " WHERE code_key = ?"),
 
-		insertAccess:   r("INSERT INTO " + t.access + " (token_key, " + tokenCols + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
-		insertRefresh:  r("INSERT INTO " + t.refresh + " (token_key, " + tokenCols + ", used) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)"),
+		insertAccess:   r("INSERT INTO " + t.access + " (token_key, " + tokenCols + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+		insertRefresh:  r("INSERT INTO " + t.refresh + " (token_key, " + tokenCols + ", used) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)"),
 		lookupAccess:   r("SELECT " + tokenCols + " FROM " + t.access + " WHERE token_key = ? AND expires_at > ?"),
 		lookupRefresh:  r("SELECT " + tokenCols + " FROM " + t.refresh + " WHERE token_key = ? AND expires_at > ? AND used = 0"),
 		consumeRefresh: c("UPDATE " + t.refresh + " SET used = 1 WHERE token_key = ? AND used = 0 AND expires_at > ?"),
@@ -334,6 +338,7 @@ func buildStatements(d *dialect, t tables, lease time.Duration) statements {
 		deleteKeys: r("DELETE FROM " + t.keys + " WHERE expires_at <= ?"),
 	}
 	clientStatements(&st, d, t)
+	onceStatements(&st, d, t)
 	st.subjectFamilies, st.subjectCodes, st.subjectAccess, st.subjectRefresh = ownerQueries(r, t, "subject = ?")
 	st.clientFamilies, st.clientCodes, st.clientAccess, st.clientRefresh = ownerQueries(r, t, "client_id = ?")
 	st.bothFamilies, st.bothCodes, st.bothAccess, st.bothRefresh = ownerQueries(r, t, "subject = ? AND client_id = ?")
@@ -543,12 +548,13 @@ func (e *Engine) applySchema(ctx context.Context) error {
 	return nil
 }
 
-// upgradeStatements returns the statements that take a version 1, 2 or 3
+// upgradeStatements returns the statements that take a version 1 to 4
 // schema to the current version: from version 1 the revoked-families table
 // and index and the subject and client_id indexes of version 2, from 1 or 2
-// the signing-keys table of version 3, from any of them the audience
-// columns of codes and tokens and the clients table of version 4, then the
-// new version row.
+// the signing-keys table of version 3, from 1 to 3 the audience columns of
+// codes and tokens and the clients table of version 4, from any of them
+// the jkt and oidc columns of codes and tokens and the single-use table of
+// version 5, then the new version row.
 func (e *Engine) upgradeStatements(from int) ([]string, error) {
 	stmts, err := Schema(e.d.name, e.opts.TablePrefix)
 	if err != nil {
@@ -560,14 +566,26 @@ func (e *Engine) upgradeStatements(from int) ([]string, error) {
 			out = append(out, s)
 		}
 	}
-	if from < 4 {
-		add, err := e.audienceColumns(stmts)
-		if err != nil {
-			return nil, err
+	for _, up := range []struct {
+		version int
+		columns []string
+		table   string
+	}{
+		{4, []string{"audience"}, e.tables.clients},
+		{5, []string{"jkt", "oidc"}, e.tables.once},
+	} {
+		if from >= up.version {
+			continue
 		}
-		out = append(out, add...)
+		for _, col := range up.columns {
+			add, err := e.addColumns(stmts, col)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, add...)
+		}
 		for _, s := range stmts {
-			if strings.Contains(s, e.tables.clients) {
+			if strings.Contains(s, up.table) {
 				out = append(out, s)
 			}
 		}
@@ -575,10 +593,10 @@ func (e *Engine) upgradeStatements(from int) ([]string, error) {
 	return append(out, fmt.Sprintf("INSERT INTO %s (version) VALUES (%d)", e.tables.version, SchemaVersion)), nil
 }
 
-// audienceColumns returns the ALTER TABLE statements adding version 4's
-// audience column to the codes and token tables, with the column's type as
-// the schema file declares it.
-func (e *Engine) audienceColumns(schema []string) ([]string, error) {
+// addColumns returns the ALTER TABLE statements adding a column of the
+// codes and token tables (version 4's audience, version 5's jkt and oidc),
+// with the column's type as the schema file declares it.
+func (e *Engine) addColumns(schema []string, column string) ([]string, error) {
 	var out []string
 	for _, table := range []string{e.tables.codes, e.tables.access, e.tables.refresh} {
 		def := ""
@@ -587,13 +605,13 @@ func (e *Engine) audienceColumns(schema []string) ([]string, error) {
 				continue
 			}
 			for _, line := range strings.Split(s, "\n") {
-				if l := strings.TrimSpace(line); strings.HasPrefix(l, "audience ") {
+				if l := strings.TrimSpace(line); strings.HasPrefix(l, column+" ") {
 					def = strings.TrimSuffix(l, ",")
 				}
 			}
 		}
 		if def == "" {
-			return nil, fmt.Errorf("%s declares no audience column in %s", e.SchemaFile(), table)
+			return nil, fmt.Errorf("%s declares no %s column in %s", e.SchemaFile(), column, table)
 		}
 		out = append(out, fmt.Sprintf(e.d.addColumn, table, def))
 	}
@@ -624,12 +642,13 @@ func (e *Engine) upgrade(ctx context.Context, from int) error {
 	resumed := exists(e.tables.revoked, "family")
 	keysResumed := exists(e.tables.keys, "key_id")
 	clientsResumed := exists(e.tables.clients, "client_id")
+	onceResumed := exists(e.tables.once, "once_key")
 	for _, s := range stmts {
 		if resumed && strings.Contains(s, e.tables.revoked) || keysResumed && strings.Contains(s, e.tables.keys) ||
-			clientsResumed && strings.Contains(s, e.tables.clients) {
+			clientsResumed && strings.Contains(s, e.tables.clients) || onceResumed && strings.Contains(s, e.tables.once) {
 			continue
 		}
-		if table, ok := addsAudience(s); ok && exists(table, "audience") {
+		if table, column, ok := addsColumn(s); ok && exists(table, column) {
 			continue
 		}
 		if _, err := e.db.ExecContext(ctx, s); err != nil && !ownerIndex(s) {
@@ -666,14 +685,14 @@ func (e *Engine) schemaFailed(i int, stmt string, err error, undone string) erro
 		i+1, e.SchemaFile(), e.prefixNote(), undone, firstLine(stmt), err)
 }
 
-var addColumnPattern = regexp.MustCompile(`^ALTER TABLE (\w+) ADD (?:COLUMN )?audience `)
+var addColumnPattern = regexp.MustCompile(`^ALTER TABLE (\w+) ADD (?:COLUMN )?\(?(\w+) `)
 
-// addsAudience reports a statement of audienceColumns and its table.
-func addsAudience(stmt string) (string, bool) {
+// addsColumn reports a statement of addColumns, its table and its column.
+func addsColumn(stmt string) (table, column string, ok bool) {
 	if m := addColumnPattern.FindStringSubmatch(stmt); m != nil {
-		return m[1], true
+		return m[1], m[2], true
 	}
-	return "", false
+	return "", "", false
 }
 
 var createTablePattern = regexp.MustCompile(`(?i)^\s*CREATE\s+TABLE\s+(\w+)`)
@@ -761,6 +780,31 @@ func splitAudience(s sql.NullString) []string {
 	return strings.Split(s.String, " ")
 }
 
+// oidcJSON encodes OpenID Connect state for the oidc column (NULL for
+// none).
+func oidcJSON(g *stores.OIDCGrant) (any, error) {
+	if g == nil {
+		return nil, nil
+	}
+	b, err := json.Marshal(g)
+	if err != nil {
+		return nil, fmt.Errorf("sql store: OIDC state: %w", err)
+	}
+	return string(b), nil
+}
+
+// readOIDC decodes the oidc column.
+func (e *Engine) readOIDC(s sql.NullString) (*stores.OIDCGrant, error) {
+	if !s.Valid || s.String == "" {
+		return nil, nil
+	}
+	g := new(stores.OIDCGrant)
+	if err := json.Unmarshal([]byte(s.String), g); err != nil {
+		return nil, fmt.Errorf("oidc column is not a JSON object: %w", err)
+	}
+	return g, nil
+}
+
 func millis(t time.Time) int64 { return t.UnixMilli() }
 
 func fromMillis(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
@@ -773,9 +817,13 @@ func (e *Engine) InsertCode(ctx context.Context, c *stores.Code) error {
 	if err != nil {
 		return err
 	}
+	oidc, err := oidcJSON(c.OIDC)
+	if err != nil {
+		return err
+	}
 	_, err = e.db.ExecContext(ctx, e.q.insertCode, c.Key, nullable(c.ClientID), nullable(c.Subject),
 		nullable(c.RedirectURI), nullable(c.Scope), nullable(c.CodeChallenge), nullable(c.CodeChallengeMethod),
-		nullable(c.Family), aud, millis(c.IssuedAt), millis(c.ExpiresAt))
+		nullable(c.Family), aud, nullable(c.JKT), oidc, millis(c.IssuedAt), millis(c.ExpiresAt))
 	if err != nil {
 		return e.fail("insert code", err)
 	}
@@ -825,11 +873,15 @@ func (e *Engine) claim(ctx context.Context, stmt, key string, now int64) (bool, 
 
 func (e *Engine) selectCode(ctx context.Context, key string) (*stores.Code, bool, error) {
 	var (
-		client, subject, redirect, scope, challenge, method, family, aud sql.NullString
-		issued, expires, used                                            int64
+		client, subject, redirect, scope, challenge, method, family, aud, jkt, oidc sql.NullString
+		issued, expires, used                                                       int64
 	)
 	err := e.db.QueryRowContext(ctx, e.q.selectCode, key).Scan(&client, &subject, &redirect, &scope,
-		&challenge, &method, &family, &aud, &issued, &expires, &used)
+		&challenge, &method, &family, &aud, &jkt, &oidc, &issued, &expires, &used)
+	if err != nil {
+		return nil, false, err
+	}
+	grant, err := e.readOIDC(oidc)
 	if err != nil {
 		return nil, false, err
 	}
@@ -843,6 +895,8 @@ func (e *Engine) selectCode(ctx context.Context, key string) (*stores.Code, bool
 		CodeChallengeMethod: method.String,
 		Family:              family.String,
 		Audience:            splitAudience(aud),
+		JKT:                 jkt.String,
+		OIDC:                grant,
 		IssuedAt:            fromMillis(issued),
 		ExpiresAt:           fromMillis(expires),
 	}, used != 0, nil
@@ -968,8 +1022,12 @@ func (e *Engine) insertToken(ctx context.Context, x execer, t *stores.Token) err
 	if err != nil {
 		return err
 	}
+	oidc, err := oidcJSON(t.OIDC)
+	if err != nil {
+		return err
+	}
 	_, err = x.ExecContext(ctx, stmt, t.Key, nullable(t.ClientID), nullable(t.Subject), nullable(t.Scope),
-		nullable(t.Family), aud, millis(t.IssuedAt), millis(t.ExpiresAt))
+		nullable(t.Family), aud, nullable(t.JKT), oidc, millis(t.IssuedAt), millis(t.ExpiresAt))
 	return err
 }
 
@@ -985,20 +1043,25 @@ func (e *Engine) LookupToken(ctx context.Context, kind stores.Kind, key string) 
 		return nil, stores.ErrNotFound
 	}
 	var (
-		client, subject, scope, family, aud sql.NullString
-		issued, expires                     int64
+		client, subject, scope, family, aud, jkt, oidc sql.NullString
+		issued, expires                                int64
 	)
-	err := e.db.QueryRowContext(ctx, stmt, key, nowMillis()).Scan(&client, &subject, &scope, &family, &aud, &issued, &expires)
+	err := e.db.QueryRowContext(ctx, stmt, key, nowMillis()).Scan(&client, &subject, &scope, &family, &aud, &jkt, &oidc, &issued, &expires)
 	if err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil, stores.ErrNotFound
 		}
 		return nil, e.fail("lookup token", err)
 	}
+	grant, err := e.readOIDC(oidc)
+	if err != nil {
+		return nil, e.fail("lookup token", err)
+	}
 	return &stores.Token{
 		Key: key, Kind: kind,
 		ClientID: client.String, Subject: subject.String, Scope: scope.String, Family: family.String,
-		Audience: splitAudience(aud), IssuedAt: fromMillis(issued), ExpiresAt: fromMillis(expires),
+		Audience: splitAudience(aud), JKT: jkt.String, OIDC: grant,
+		IssuedAt: fromMillis(issued), ExpiresAt: fromMillis(expires),
 	}, nil
 }
 
@@ -1011,20 +1074,25 @@ func (e *Engine) ConsumeRefreshToken(ctx context.Context, key string) (*stores.T
 		return nil, e.fail("consume refresh token", err)
 	}
 	var (
-		client, subject, scope, family, aud sql.NullString
-		issued, expires, used               int64
+		client, subject, scope, family, aud, jkt, oidc sql.NullString
+		issued, expires, used                          int64
 	)
-	err = e.db.QueryRowContext(ctx, e.q.selectRefresh, key).Scan(&client, &subject, &scope, &family, &aud, &issued, &expires, &used)
+	err = e.db.QueryRowContext(ctx, e.q.selectRefresh, key).Scan(&client, &subject, &scope, &family, &aud, &jkt, &oidc, &issued, &expires, &used)
 	if err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil, stores.ErrNotFound
 		}
 		return nil, e.fail("read refresh token", err)
 	}
+	grant, err := e.readOIDC(oidc)
+	if err != nil {
+		return nil, e.fail("read refresh token", err)
+	}
 	t := &stores.Token{
 		Key: key, Kind: stores.RefreshToken,
 		ClientID: client.String, Subject: subject.String, Scope: scope.String, Family: family.String,
-		Audience: splitAudience(aud), IssuedAt: fromMillis(issued), ExpiresAt: fromMillis(expires),
+		Audience: splitAudience(aud), JKT: jkt.String, OIDC: grant,
+		IssuedAt: fromMillis(issued), ExpiresAt: fromMillis(expires),
 	}
 	switch {
 	case won:
@@ -1104,6 +1172,7 @@ func (e *Engine) PurgeExpiredTokens(ctx context.Context, batch int) (int64, erro
 
 // Interface guards
 var (
-	_ stores.Store   = (*Engine)(nil)
-	_ stores.Starter = (*Engine)(nil)
+	_ stores.Store     = (*Engine)(nil)
+	_ stores.Starter   = (*Engine)(nil)
+	_ stores.SingleUse = (*Engine)(nil)
 )

@@ -93,7 +93,7 @@ func emptyTables(t *testing.T, e *Engine) {
 
 // emptied are the tables emptyTables empties.
 func emptied(e *Engine) []string {
-	return []string{e.tables.codes, e.tables.access, e.tables.refresh, e.tables.revoked, e.tables.keys, e.tables.clients}
+	return []string{e.tables.codes, e.tables.access, e.tables.refresh, e.tables.revoked, e.tables.keys, e.tables.clients, e.tables.once}
 }
 
 // TestEmptyTablesCoversSchema keeps emptyTables in step with the schema: a
@@ -396,8 +396,8 @@ func TestStartSchemaChecks(t *testing.T) {
 		t.Fatalf("second Start: %v", err)
 	}
 	var n int
-	if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name LIKE 'gw\\_%' ESCAPE '\\'").Scan(&n); err != nil || n != 9 {
-		t.Fatalf("prefixed tables: %d, %v; want 9 (with the revocation feed, the signing keys and the clients)", n, err)
+	if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name LIKE 'gw\\_%' ESCAPE '\\'").Scan(&n); err != nil || n != 10 {
+		t.Fatalf("prefixed tables: %d, %v; want 10 (with the revocation feed, the signing keys, the clients and the single-use values)", n, err)
 	}
 
 	if _, err := db.ExecContext(ctx, "UPDATE gw_schema_version SET version = 0"); err != nil {
@@ -428,7 +428,7 @@ func TestStartSchemaChecks(t *testing.T) {
 	}
 }
 
-// TestSchemaUpgrade takes a version 1 schema to version 3: without
+// TestSchemaUpgrade takes version 1 to 4 schemas to version 5: without
 // create_schema Start names the statements to run, with it Start runs them,
 // on SQLite and every configured server.
 func TestSchemaUpgrade(t *testing.T) {
@@ -468,7 +468,7 @@ func TestSchemaUpgrade(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "CREATE TABLE oauth_revoked_families") ||
 			!strings.Contains(err.Error(), "CREATE INDEX oauth_at_sub_idx ON oauth_access_tokens (subject)") ||
 			!strings.Contains(err.Error(), "CREATE TABLE oauth_signing_keys") ||
-			!strings.Contains(err.Error(), "INSERT INTO oauth_schema_version (version) VALUES (4)") {
+			!strings.Contains(err.Error(), "INSERT INTO oauth_schema_version (version) VALUES (5)") {
 			t.Fatalf("Start on a version 1 schema: %v; want the statements to run", err)
 		}
 		t.Logf("%s: %v", dialect, err)
@@ -525,7 +525,7 @@ func TestSchemaUpgrade(t *testing.T) {
 		err = plain.Start(ctx)
 		add := map[string]string{"mysql": "ADD COLUMN", "postgres": "ADD COLUMN", "sqlite": "ADD COLUMN", "sqlserver": "ADD", "oracle": "ADD", "db2": "ADD COLUMN"}[dialect]
 		for _, want := range []string{"schema version 3", "ALTER TABLE oauth_codes " + add + " audience", "ALTER TABLE oauth_access_tokens " + add,
-			"ALTER TABLE oauth_refresh_tokens " + add, "CREATE TABLE oauth_clients", "CREATE INDEX oauth_clients_rat_idx", "VALUES (4)"} {
+			"ALTER TABLE oauth_refresh_tokens " + add, "CREATE TABLE oauth_clients", "CREATE INDEX oauth_clients_rat_idx", "VALUES (5)"} {
 			if err == nil || !strings.Contains(err.Error(), strings.Replace(want, "( ", "(", 1)) {
 				t.Fatalf("Start on a version 3 schema: %v; want %q", err, want)
 			}
@@ -552,6 +552,72 @@ func TestSchemaUpgrade(t *testing.T) {
 		}
 		if err := up.Start(ctx); err != nil {
 			t.Fatalf("Start after a half-done upgrade to version 4: %v", err)
+		}
+
+		// Version 4 to 5: the jkt and oidc columns and the single-use table.
+		stmts = []string{"DROP TABLE " + e.tables.once}
+		for _, tbl := range []string{e.tables.codes, e.tables.access, e.tables.refresh} {
+			stmts = append(stmts, "ALTER TABLE "+tbl+" DROP COLUMN jkt", "ALTER TABLE "+tbl+" DROP COLUMN oidc")
+		}
+		for _, s := range append(stmts, "DELETE FROM "+e.tables.version, "INSERT INTO "+e.tables.version+" (version) VALUES (4)") {
+			if _, err := e.db.ExecContext(ctx, s); err != nil {
+				t.Fatalf("%s: %v", s, err)
+			}
+		}
+		err = plain.Start(ctx)
+		for _, want := range []string{"schema version 4", "ALTER TABLE oauth_codes " + add + " jkt", "ALTER TABLE oauth_codes " + add + " oidc",
+			"ALTER TABLE oauth_access_tokens " + add + " jkt", "ALTER TABLE oauth_refresh_tokens " + add + " oidc",
+			"CREATE TABLE oauth_single_use", "CREATE INDEX oauth_single_use_exp_idx", "VALUES (5)"} {
+			if dialect == "sqlserver" {
+				want = strings.Replace(want, "CREATE INDEX oauth_single_use", "CREATE CLUSTERED INDEX oauth_single_use", 1)
+			}
+			if dialect == "oracle" {
+				want = strings.Replace(want, add+" ", add+" (", 1)
+			}
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("Start on a version 4 schema: %v; want %q", err, want)
+			}
+		}
+		if strings.Contains(err.Error(), "oauth_clients") || strings.Contains(err.Error(), "audience") {
+			t.Fatalf("Start on a version 4 schema names version 4's changes: %v", err)
+		}
+		// A grant issued before the upgrade reads back without a binding.
+		before := &stores.Token{Key: storetest.Key(), Kind: stores.AccessToken, IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
+		if _, err := e.db.ExecContext(ctx, "INSERT INTO "+e.tables.access+" (token_key, issued_at, expires_at) VALUES ("+
+			strings.Join([]string{e.d.placeholder(1), e.d.placeholder(2), e.d.placeholder(3)}, ", ")+")",
+			before.Key, millis(before.IssuedAt), millis(before.ExpiresAt)); err != nil {
+			t.Fatal(err)
+		}
+		if err := up.Start(ctx); err != nil {
+			t.Fatalf("Start with create_schema on a version 4 schema: %v", err)
+		}
+		if got, err := up.LookupToken(ctx, stores.AccessToken, before.Key); err != nil || got.JKT != "" || got.OIDC != nil {
+			t.Fatalf("a token of version 4 after the upgrade: %+v, %v", got, err)
+		}
+		bound := &stores.Token{Key: storetest.Key(), Kind: stores.RefreshToken, JKT: "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I",
+			OIDC:     &stores.OIDCGrant{SessionID: "sid", Claims: map[string]any{"email": "a@example.com"}},
+			IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
+		if err := up.InsertTokens(ctx, bound); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := up.ConsumeRefreshToken(ctx, bound.Key); err != nil || got.JKT != bound.JKT || got.OIDC == nil || got.OIDC.Claims["email"] != "a@example.com" {
+			t.Fatalf("a bound token after the upgrade: %+v, %v", got, err)
+		}
+		if err := up.PutOnce(ctx, "par:x", []byte("req"), time.Now().Add(time.Minute)); err != nil {
+			t.Fatalf("PutOnce after the upgrade to version 5: %v", err)
+		}
+		if v, err := up.TakeOnce(ctx, "par:x"); err != nil || string(v) != "req" {
+			t.Fatalf("TakeOnce after the upgrade to version 5: %q, %v", v, err)
+		}
+		// Half done: the columns and the table there, the version not raised.
+		if _, err := e.db.ExecContext(ctx, "DELETE FROM "+e.tables.version+" WHERE version = 5"); err != nil {
+			t.Fatal(err)
+		}
+		if err := up.Start(ctx); err != nil {
+			t.Fatalf("Start after a half-done upgrade to version 5: %v", err)
+		}
+		if err := up.PutOnce(ctx, "par:x", nil, time.Now().Add(time.Minute)); !errors.Is(err, stores.ErrExists) {
+			t.Fatalf("single-use value lost in the resumed upgrade: %v", err)
 		}
 	})
 }

@@ -341,5 +341,6 @@ var (
 	_ caddyfile.Unmarshaler = (*Store)(nil)
 	_ stores.Store          = (*Store)(nil)
 	_ stores.ClientRegistry = (*Store)(nil)
+	_ stores.SingleUse      = (*Store)(nil)
 	_ stores.Starter        = (*Store)(nil)
 )

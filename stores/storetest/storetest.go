@@ -42,6 +42,10 @@ func Run(t *testing.T, newStore func(t *testing.T) stores.Store, opts Options) {
 	t.Run("RevokeSubject", func(t *testing.T) { testRevokeSubject(t, newStore(t)) })
 	t.Run("SigningKeys", func(t *testing.T) { testSigningKeys(t, newStore(t)) })
 	t.Run("Clients", func(t *testing.T) { testClients(t, newStore(t)) })
+	t.Run("GrantBindings", func(t *testing.T) { testGrantBindings(t, newStore(t)) })
+	t.Run("SingleUse", func(t *testing.T) { testSingleUse(t, newStore(t)) })
+	t.Run("SingleUseUnderConcurrency", func(t *testing.T) { testSingleUseRace(t, newStore(t)) })
+	t.Run("SingleUseExpiry", func(t *testing.T) { testSingleUseExpiry(t, newStore(t), opts) })
 }
 
 // Key returns a random store key shaped like a real one (64 hex digits).
@@ -103,12 +107,13 @@ func checkCode(t *testing.T, got, want *stores.Code) {
 	if got.Key != want.Key || got.ClientID != want.ClientID || got.Subject != want.Subject ||
 		got.RedirectURI != want.RedirectURI || got.Scope != want.Scope ||
 		got.CodeChallenge != want.CodeChallenge || got.CodeChallengeMethod != want.CodeChallengeMethod ||
-		got.Family != want.Family || !slices.Equal(got.Audience, want.Audience) {
+		got.Family != want.Family || !slices.Equal(got.Audience, want.Audience) || got.JKT != want.JKT {
 		t.Fatalf("code fields differ:\n got  %+v\n want %+v", got, want)
 	}
 	if !sameTime(got.IssuedAt, want.IssuedAt) || !sameTime(got.ExpiresAt, want.ExpiresAt) {
 		t.Fatalf("code times differ: got %v/%v want %v/%v", got.IssuedAt, got.ExpiresAt, want.IssuedAt, want.ExpiresAt)
 	}
+	checkOIDC(t, "code", got.OIDC, want.OIDC)
 }
 
 func checkToken(t *testing.T, got, want *stores.Token) {
@@ -118,12 +123,13 @@ func checkToken(t *testing.T, got, want *stores.Token) {
 	}
 	if got.Key != want.Key || got.Kind != want.Kind || got.ClientID != want.ClientID ||
 		got.Subject != want.Subject || got.Scope != want.Scope || got.Family != want.Family ||
-		!slices.Equal(got.Audience, want.Audience) {
+		!slices.Equal(got.Audience, want.Audience) || got.JKT != want.JKT {
 		t.Fatalf("token fields differ:\n got  %+v\n want %+v", got, want)
 	}
 	if !sameTime(got.IssuedAt, want.IssuedAt) || !sameTime(got.ExpiresAt, want.ExpiresAt) {
 		t.Fatalf("token times differ: got %v/%v want %v/%v", got.IssuedAt, got.ExpiresAt, want.IssuedAt, want.ExpiresAt)
 	}
+	checkOIDC(t, "token", got.OIDC, want.OIDC)
 }
 
 func wantErr(t *testing.T, what string, err, target error) {
