@@ -198,6 +198,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.MaxSecretVerifications = int(n)
 		case "registration":
 			a.Registration, err = unmarshalRegistration(d)
+		case "dpop":
+			a.DPoP, err = unmarshalDPoP(d)
 		case "client":
 			var c *Client
 			c, err = unmarshalClient(d)
@@ -291,6 +293,11 @@ func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
 				return nil, d.ArgErr()
 			}
 			c.RequirePushedAuthorizationRequests = true
+		case "dpop_bound_access_tokens":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			c.DPoPBoundAccessTokens = true
 		default:
 			return nil, d.Errf("unrecognized subdirective %q in client %q", opt, c.ID)
 		}
@@ -419,6 +426,7 @@ func parseGuard(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		realm    <realm>
 //		audience <aud> [<aud>...]
 //		keep_authorization
+//		dpop required
 //		issuer <url> { ... }   # repeatable, see unmarshalExternalIssuer
 //	}
 func (g *Guard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -461,6 +469,15 @@ func (g *Guard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			g.KeepAuthorization = true
+		case "dpop":
+			var v string
+			if err := oneString(d, &v); err != nil {
+				return err
+			}
+			if v != "required" {
+				return d.Errf("dpop: want required, got %q", v)
+			}
+			g.RequireDPoP = true
 		default:
 			return d.Errf("unrecognized subdirective %q", opt)
 		}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tokengate/caddy-oauth2/dpop"
 	"github.com/tokengate/caddy-oauth2/issuer"
 	"github.com/tokengate/caddy-oauth2/stores"
 	"github.com/tokengate/caddy-oauth2/stores/cache"
@@ -41,6 +42,10 @@ type metrics struct {
 	// The guard's counters, one per result, resolved once so the hot path
 	// only adds to an atomic.
 	guardAllowed, guardNoToken, guardInvalid, guardScope, guardUnavailable, guardOverloaded, guardBad prometheus.Counter
+	guardDPoP                                                                                         prometheus.Counter
+	// DPoP proofs checked at the token endpoint and the guards, by result
+	// and refusal reason.
+	dpopProofs *prometheus.CounterVec
 
 	registry *prometheus.Registry
 }
@@ -85,8 +90,10 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 	m.guardUnavailable = guard.WithLabelValues("unavailable")
 	m.guardOverloaded = guard.WithLabelValues("overloaded")
 	m.guardBad = guard.WithLabelValues("bad_request")
+	m.guardDPoP = guard.WithLabelValues("invalid_dpop_proof")
+	m.dpopProofs = counterVec("dpop_proofs_total", "DPoP proofs checked by the token endpoint and the guards, by result (accepted or refused) and reason of refusal (the dpop package's labels: signature, htu, replay, nonce, ...).", "result", "reason")
 	for _, c := range []prometheus.Collector{m.issued, m.tokenErrors, m.authFailures, m.storeOps, m.storeErrors,
-		m.purgeRuns, m.purged, m.purgeTime, m.clientChanges, m.regRefusals, m.parRequests, m.assertionReplays, guard} {
+		m.purgeRuns, m.purged, m.purgeTime, m.clientChanges, m.regRefusals, m.parRequests, m.assertionReplays, guard, m.dpopProofs} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -128,12 +135,23 @@ func (m *metrics) guardResult(d *validator.Denial) {
 		m.guardScope.Inc()
 	case errors.Is(d.Err, validator.ErrMalformedRequest):
 		m.guardBad.Inc()
+	case errors.As(d.Err, new(*dpop.Error)):
+		m.guardDPoP.Inc()
 	case errors.Is(d.Err, validator.ErrOverloaded):
 		m.guardOverloaded.Inc() // 503 by choice: an issuer's introspection slots were all taken
 
 	default:
 		m.guardUnavailable.Inc()
 	}
+}
+
+// dpopProof counts one DPoP proof checked: reason "" when it passed.
+func (m *metrics) dpopProof(reason string) {
+	if reason == "" {
+		m.dpopProofs.WithLabelValues("accepted", "").Inc()
+		return
+	}
+	m.dpopProofs.WithLabelValues("refused", reason).Inc()
 }
 
 // TokenIssued implements issuer.Observer.

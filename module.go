@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/tokengate/caddy-oauth2/dpop"
 	"github.com/tokengate/caddy-oauth2/fetch"
 	"github.com/tokengate/caddy-oauth2/issuer"
 	"github.com/tokengate/caddy-oauth2/jwt"
@@ -190,6 +191,10 @@ type App struct {
 	// 7592) at /oauth2/register. Default: off.
 	Registration *Registration `json:"registration,omitempty"`
 
+	// DPoP tunes sender-constrained tokens (RFC 9449, see dpop.go), which
+	// are always on. Default: no nonces, proofs optional, 60s proofs.
+	DPoP *DPoP `json:"dpop,omitempty"`
+
 	codes   stores.CodeStore
 	tokens  stores.TokenStore
 	starts  []stores.Starter
@@ -226,6 +231,9 @@ type App struct {
 	keyStore        stores.KeyStore // the token store's, if it can keep keys
 	tokensInProcess bool
 	ring            *jwt.Ring
+
+	// dpop checks DPoP proofs for the token endpoint and every guard.
+	dpop *dpop.Verifier
 }
 
 // Client is a registered OAuth client.
@@ -277,6 +285,9 @@ type Client struct {
 	// RequirePushedAuthorizationRequests makes this client push its
 	// authorization requests to /oauth2/par (RFC 9126 §6). Default: false.
 	RequirePushedAuthorizationRequests bool `json:"require_pushed_authorization_requests,omitempty"`
+	// DPoPBoundAccessTokens makes the token endpoint refuse the client's
+	// token requests without a DPoP proof (RFC 9449 §5.2). Default: false.
+	DPoPBoundAccessTokens bool `json:"dpop_bound_access_tokens,omitempty"`
 }
 
 // issuerClient is the client as package issuer takes it, its secret hash
@@ -296,6 +307,8 @@ func (c *Client) issuerClient(secret func(string) string, readJWKS func(path str
 		Name:         c.Name,
 		LogoURI:      c.LogoURI,
 		Resources:    c.Resources,
+
+		DPoPBoundAccessTokens: c.DPoPBoundAccessTokens,
 	}
 	if h := secret(c.SecretHash); h != "" {
 		ic.SecretHash = []byte(h)
@@ -383,6 +396,9 @@ func (a *App) provision(ctx caddy.Context) error {
 		return fmt.Errorf("loading access_token_store: %v", err)
 	}
 	a.codes, a.tokens = codes, tokens
+	if err := a.provisionDPoP(secret); err != nil {
+		return err
+	}
 	if err := a.provisionJWT(repl, secret); err != nil {
 		return err
 	}
@@ -635,6 +651,8 @@ func (a *App) newIssuer(subject, issuerFor func(*http.Request) string) (*issuer.
 		Audience:             a.Audience,
 		RequirePAR:           a.RequirePushedAuthorizationRequests,
 		Profile:              a.Profile,
+		DPoP:                 a.dpop,
+		RequireDPoP:          a.DPoP != nil && a.DPoP.Required,
 
 		// Brute-force limits, shared by every handler of this app, and log
 		// redaction.
@@ -775,6 +793,9 @@ type Guard struct {
 	// Issuers are other authorization servers whose tokens are accepted
 	// too (see external.go). Default: none, only this app's tokens.
 	Issuers []*ExternalIssuer `json:"issuers,omitempty"`
+	// RequireDPoP refuses access tokens not bound to a DPoP key (RFC 9449)
+	// on this route. Bound tokens always need their proof. Default: false.
+	RequireDPoP bool `json:"require_dpop,omitempty"`
 
 	v       *validator.Validator
 	logger  *zap.Logger
@@ -827,6 +848,11 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 		ClientScopes: app.registeredScopes,
 		// RFC 8707: the same audience rule for opaque tokens as for JWTs.
 		Audience: g.opaqueAudience(app),
+		// RFC 9449 §7: one verifier with the token endpoint; the URL the
+		// client used is computed only for the DPoP scheme.
+		DPoP:        app.dpop,
+		RequestURL:  requestURL,
+		RequireDPoP: g.RequireDPoP,
 	})
 	return err
 }
@@ -841,6 +867,12 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	if denial != nil {
 		if denial.Challenge != "" {
 			w.Header().Set("WWW-Authenticate", denial.Challenge)
+		}
+		if denial.DPoPChallenge != "" { // RFC 9449 §7.1: beside Bearer
+			w.Header().Add("WWW-Authenticate", denial.DPoPChallenge)
+		}
+		if denial.DPoPNonce != "" {
+			w.Header().Set("DPoP-Nonce", denial.DPoPNonce)
 		}
 		if denial.Status == http.StatusServiceUnavailable {
 			w.Header().Set("Retry-After", "1")

@@ -8,6 +8,7 @@ package validator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -177,8 +178,8 @@ var (
 	ErrOverloaded = errors.New("too many calls under way to an authorization server")
 	// ErrBoundToken is a DPoP-bound token sent as a bearer token (RFC 9449
 	// §7.2), ErrDPoPRequired an unbound one where DPoP is required.
-	ErrBoundToken   = errors.New("a DPoP-bound token sent as a bearer token")
-	ErrDPoPRequired = errors.New("the token is not bound to a DPoP key")
+	ErrBoundToken   = fmt.Errorf("%w: DPoP-bound, sent as a bearer token", ErrInvalidToken)
+	ErrDPoPRequired = fmt.Errorf("%w: not bound to a DPoP key", ErrInvalidToken)
 )
 
 // New returns a Validator for cfg.

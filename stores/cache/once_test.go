@@ -71,3 +71,22 @@ func TestPurgeKeepsValuePutAgain(t *testing.T) {
 		t.Fatalf("TakeOnce = %q, %v; want the new value", got, err)
 	}
 }
+
+// The guard's lookup of a plain bearer token allocates no more than
+// before DPoP and OpenID Connect state were kept (3, measured on the
+// engine without them).
+func TestLookupAllocations(t *testing.T) {
+	e := newEngine(t, Config{MaxMemoryMB: 8, Shards: 8})
+	ctx := context.Background()
+	tok := token(stores.AccessToken, "fam", time.Hour)
+	if err := e.InsertTokens(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := e.LookupToken(ctx, stores.AccessToken, tok.Key); err != nil {
+			t.Fatal(err)
+		}
+	}); n > 3 {
+		t.Fatalf("LookupToken of a plain token: %v allocations, want at most 3", n)
+	}
+}
