@@ -82,6 +82,7 @@ http://127.0.0.1:%[9]d {
 type e2eKey struct {
 	priv *ecdsa.PrivateKey
 	file string
+	kid  string // default "e2e"
 }
 
 func newE2EKey(t *testing.T, dir string) *e2eKey {
@@ -109,7 +110,11 @@ func (k *e2eKey) assertion(t *testing.T, id, aud string, over map[string]any) st
 	for c, v := range over {
 		claims[c] = v
 	}
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: k.priv}, (&jose.SignerOptions{}).WithHeader("kid", "e2e"))
+	kid := k.kid
+	if kid == "" {
+		kid = "e2e"
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: k.priv}, (&jose.SignerOptions{}).WithHeader("kid", kid))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -316,6 +316,11 @@ func TestProfileFAPI2(t *testing.T) {
 		t.Fatalf("fapi2 with a secret client: %v", err)
 	}
 	delete(cfg.Clients, "bank")
+	noDPoP := cfg
+	noDPoP.DPoP = nil
+	if _, err := New(noDPoP); err == nil || !strings.Contains(err.Error(), "profile fapi2") || !strings.Contains(err.Error(), "DPoP") {
+		t.Fatalf("fapi2 without DPoP: %v", err)
+	}
 	cfg.CodeLifetime = 10 * time.Minute
 	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "at most 1m0s") {
 		t.Fatalf("fapi2 with a 10m code: %v", err)
