@@ -245,6 +245,23 @@ func TestRequirePAR(t *testing.T) {
 	if res := e.authorize(authParams("skip"), testUser); res.status != http.StatusFound {
 		t.Fatalf("skip: %d", res.status)
 	}
+	// Pushed, the request shows the consent page, whose submission (a
+	// POST without request_uri) gets the code.
+	res = e.post(PARPath, url.Values{"response_type": {"code"}, "scope": {"read"}, "state": {"st"},
+		"code_challenge": {challenge}, "code_challenge_method": {"S256"}}, "conf", confSecret)
+	if res.status != http.StatusCreated {
+		t.Fatalf("PAR: %d %s", res.status, res.body)
+	}
+	res = e.authorize(url.Values{"client_id": {"conf"}, "request_uri": {res.json(t)["request_uri"].(string)}}, testUser)
+	if res.status != http.StatusOK {
+		t.Fatalf("consent page of a pushed request: %d %s", res.status, res.body)
+	}
+	form := hiddenFields(res.body)
+	form.Set("decision", "approve")
+	res = e.consent(form, testUser)
+	if _, q := res.location(t); q.Get("code") == "" || q.Get("state") != "st" {
+		t.Fatalf("consent of a pushed request: %d %v", res.status, q)
+	}
 }
 
 func TestAssertionRefusals(t *testing.T) {

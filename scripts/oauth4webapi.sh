@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs panva's oauth4webapi (a third-party OAuth client library, from
 # npm) into a cache folder for the dynamic registration tests
-# (register_e2e_test.go), which run scripts/oauth4webapi/flow.mjs with it.
+# (register_e2e_test.go), which run scripts/oauth4webapi/flow.mjs with it,
+# and for the FAPI 2.0 tests (fapi2_e2e_test.go: scripts/oauth4webapi/fapi2.mjs,
+# run from a folder linked to the installed node_modules).
 # Needs Node.js 20 or later and npm.
 #
 #   scripts/oauth4webapi.sh install   # npm ci once into the cache (idempotent)
