@@ -46,7 +46,7 @@ env)
 	echo "export OAUTH2_TEST_OAUTH4WEBAPI=$cache/flow.mjs"
 	;;
 *)
-	sed -n '2,15p' "$0" >&2
+	sed -n '2,14p' "$0" >&2
 	exit 2
 	;;
 esac
