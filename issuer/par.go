@@ -148,12 +148,13 @@ func (s *Server) pushedParams(w http.ResponseWriter, r *http.Request, c *client,
 	value, err := s.singleUse.TakeOnce(ctx, s.parKey(rest))
 	cancel()
 	var p pushed
-	if err == nil {
-		err = json.Unmarshal(value, &p)
-	}
 	var stored url.Values
 	if err == nil {
-		stored, err = url.ParseQuery(p.Params)
+		if json.Unmarshal(value, &p) != nil {
+			err = stores.ErrNotFound // not a value push wrote
+		} else if stored, err = url.ParseQuery(p.Params); err != nil {
+			err = stores.ErrNotFound
+		}
 	}
 	switch {
 	case errors.Is(err, stores.ErrConsumed):
@@ -165,9 +166,6 @@ func (s *Server) pushedParams(w http.ResponseWriter, r *http.Request, c *client,
 		return nil, false
 	case s.storeFailed("take request_uri", err):
 		s.errorPage(w, http.StatusServiceUnavailable, "Temporarily unavailable", "The server cannot read the authorization request now. Try again shortly.")
-		return nil, false
-	case err != nil:
-		s.errorPage(w, http.StatusBadRequest, "Invalid request", "The request_uri was not issued by this server.")
 		return nil, false
 	}
 	if stored.Get("client_id") != c.ID {
