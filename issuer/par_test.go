@@ -504,3 +504,29 @@ func TestRegisterPrivateKeyJWT(t *testing.T) {
 		t.Errorf("http jwks_uri: %d %v", status, v)
 	}
 }
+
+// failingOnce is a SingleUse whose backend is down.
+type failingOnce struct{}
+
+func (failingOnce) PutOnce(context.Context, string, []byte, time.Time) error {
+	return stores.Unavailable(context.DeadlineExceeded)
+}
+func (failingOnce) TakeOnce(context.Context, string) ([]byte, error) {
+	return nil, stores.Unavailable(context.DeadlineExceeded)
+}
+func (failingOnce) PurgeExpiredOnce(context.Context, int) (int64, error) { return 0, nil }
+
+// A store outage is 503 at PAR, at the authorization endpoint and for an
+// assertion, never a pass.
+func TestSingleUseOutage(t *testing.T) {
+	e, kc := parEnv(t, func(c *Config) { c.SingleUse = failingOnce{} })
+	if res := e.post(PARPath, url.Values{"response_type": {"code"}}, "conf", confSecret); res.status != 503 || res.json(t)["error"] != "temporarily_unavailable" {
+		t.Errorf("PAR: %d %s", res.status, res.body)
+	}
+	if res := e.authorize(url.Values{"client_id": {"conf"}, "request_uri": {RequestURIPrefix + "par_2" + strings.Repeat("a", 43)}}, testUser); res.status != 503 {
+		t.Errorf("authorize: %d", res.status)
+	}
+	if res := e.post(TokenPath, e.assertionForm(kc, nil, "grant_type", "client_credentials")); res.status != 503 {
+		t.Errorf("assertion: %d %s", res.status, res.body)
+	}
+}
