@@ -21,6 +21,7 @@ import (
 	"github.com/tokengate/caddy-oauth2/dpop"
 	"github.com/tokengate/caddy-oauth2/fetch"
 	"github.com/tokengate/caddy-oauth2/stores"
+	"github.com/tokengate/caddy-oauth2/token"
 )
 
 // fakeOnce is an in-memory stores.SingleUse on the test clock.
@@ -120,17 +121,8 @@ func (k *keyClient) assertion(t testing.TB, aud string, now time.Time, over map[
 	return s
 }
 
-var jtiN struct {
-	sync.Mutex
-	n int
-}
-
-func randomJTI() string {
-	jtiN.Lock()
-	defer jtiN.Unlock()
-	jtiN.n++
-	return "jti-" + time.Now().Format("150405.000000000") + "-" + string(rune('a'+jtiN.n%26)) + strings.Repeat("x", jtiN.n%7)
-}
+// randomJTI is a fresh assertion or proof jti.
+func randomJTI() string { return token.NewID() }
 
 // parEnv is a server with a SingleUse store and a private_key_jwt client
 // "kj" beside the usual test clients.
