@@ -66,6 +66,8 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //			allow_private_addresses
 //			root_ca     <pem file>
 //		}
+//		require_pushed_authorization_requests
+//		profile                     fapi2
 //		client <client_id> {
 //			secret_hash  <bcrypt hash>
 //			redirect_uri <uri> [<uri>...]
@@ -78,6 +80,10 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //			resources    <uri> [<uri>...]
 //			post_logout_redirect_uri <uri> [<uri>...]
 //			id_token_signed_response_alg RS256|ES256|EdDSA
+//			token_endpoint_auth_method none|client_secret_basic|client_secret_post|private_key_jwt
+//			jwks_uri     <https url>
+//			jwks         <jwk set file>
+//			require_pushed_authorization_requests
 //		}
 //		registration {
 //			open | initial_access_token <token>
@@ -140,6 +146,15 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneDurationAtLeast(d, &a.AccessTokenLifetime, time.Second)
 		case "refresh_token_lifetime":
 			err = oneDurationAtLeast(d, &a.RefreshTokenLifetime, time.Second)
+		case "require_pushed_authorization_requests":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			a.RequirePushedAuthorizationRequests = true
+		case "profile":
+			if err = oneString(d, &a.Profile); err == nil && a.Profile != issuer.ProfileFAPI2 {
+				return d.Errf("profile: want %s, got %q", issuer.ProfileFAPI2, a.Profile)
+			}
 		case "require_pkce":
 			if d.NextArg() {
 				return d.ArgErr()
@@ -204,6 +219,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.ClientIDMetadataDocuments, err = unmarshalMetadataDocuments(d)
 		case "oidc":
 			a.OIDC, err = unmarshalOIDC(d)
+		case "dpop":
+			a.DPoP, err = unmarshalDPoP(d)
 		case "client":
 			var c *Client
 			c, err = unmarshalClient(d)
@@ -290,6 +307,22 @@ func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
 			c.PostLogoutRedirectURIs, err = someStrings(d)
 		case "id_token_signed_response_alg":
 			err = oneString(d, &c.IDTokenSignedResponseAlg)
+		case "token_endpoint_auth_method":
+			err = oneString(d, &c.TokenEndpointAuthMethod)
+		case "jwks_uri":
+			err = oneString(d, &c.JWKSURI)
+		case "jwks":
+			err = oneString(d, &c.JWKS)
+		case "require_pushed_authorization_requests":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			c.RequirePushedAuthorizationRequests = true
+		case "dpop_bound_access_tokens":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			c.DPoPBoundAccessTokens = true
 		default:
 			return nil, d.Errf("unrecognized subdirective %q in client %q", opt, c.ID)
 		}
@@ -299,12 +332,12 @@ func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
 	}
 	// The checks the server makes, reported at the client's line: redirect
 	// URI rules, scopes, grants against the client type, the secret hash.
-	ic := c.issuerClient(func(s string) string {
+	ic, _ := c.issuerClient(func(s string) string {
 		if hasPlaceholder(s) {
 			return placeholderHash // checked when Caddy provisions
 		}
 		return s
-	})
+	}, func(string) ([]byte, error) { return []byte(placeholderJWKS), nil }) // read when Caddy provisions
 	if err := issuer.ValidateClient(ic); err != nil {
 		return nil, fmt.Errorf("client %q: %v, at %s:%d", c.ID, err, file, line)
 	}
@@ -419,6 +452,10 @@ const minTokenSecret = 32
 
 // placeholderHash stands in for a secret_hash given as a placeholder while
 // the Caddyfile is checked: a valid bcrypt hash of nothing in particular.
+// placeholderJWKS stands for a client's jwks file when the Caddyfile is
+// checked: the file is read when Caddy provisions.
+const placeholderJWKS = `{"keys":[{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}`
+
 const placeholderHash = "$2a$04$vFl3KkwJg1x0WQjG6rOQ5uq6Ixr9D7uYlW2F3oGd0o3uQ9bm1YV1a"
 
 func hasPlaceholder(s string) bool { return strings.Contains(s, "{") }
@@ -459,6 +496,7 @@ func parseGuard(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		keep_authorization
 //		resource      <uri>    # RFC 9728 metadata, audience-bound tokens
 //		resource_name <text>
+//		dpop required
 //		issuer <url> { ... }   # repeatable, see unmarshalExternalIssuer
 //	}
 func (g *Guard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -509,6 +547,15 @@ func (g *Guard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := oneString(d, &g.ResourceName); err != nil {
 				return err
 			}
+		case "dpop":
+			var v string
+			if err := oneString(d, &v); err != nil {
+				return err
+			}
+			if v != "required" {
+				return d.Errf("dpop: want required, got %q", v)
+			}
+			g.RequireDPoP = true
 		default:
 			return d.Errf("unrecognized subdirective %q", opt)
 		}

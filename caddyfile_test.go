@@ -152,6 +152,9 @@ func TestUnmarshalGuard(t *testing.T) {
 		{name: "two realms", input: "oauth2_guard {\n realm a b\n}", err: "wrong argument count"},
 		{name: "duplicate", input: "oauth2_guard {\n realm a\n realm b\n}", err: `duplicate subdirective "realm"`},
 		{name: "keep with arg", input: "oauth2_guard {\n keep_authorization yes\n}", err: "wrong argument count"},
+		{name: "dpop required", input: "oauth2_guard {\n dpop required\n}", want: &Guard{RequireDPoP: true}},
+		{name: "dpop other", input: "oauth2_guard {\n dpop optional\n}", err: `dpop: want required, got "optional"`},
+		{name: "dpop bare", input: "oauth2_guard {\n dpop\n}", err: "wrong argument count"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := new(Guard)
@@ -180,5 +183,51 @@ func TestUnmarshalServer(t *testing.T) {
 		if err := new(Server).UnmarshalCaddyfile(caddyfile.NewTestDispenser(input)); err == nil {
 			t.Errorf("%q: no error", input)
 		}
+	}
+}
+
+func TestUnmarshalDPoP(t *testing.T) {
+	for _, tc := range []struct {
+		name, input string
+		want        *DPoP
+		client      bool
+		err         string
+	}{
+		{name: "empty block", input: "dpop {\n}", want: &DPoP{}},
+		{name: "all", input: "dpop {\n nonce\n required\n proof_lifetime 30s\n algs ES256 EdDSA\n replay_cache_size 1000\n}",
+			want: &DPoP{Nonce: true, Required: true, ProofLifetime: caddy.Duration(30 * time.Second), Algs: []string{"ES256", "EdDSA"}, ReplayCacheSize: 1000}},
+		{name: "nonce with arg", input: "dpop {\n nonce yes\n}", err: "wrong argument count"},
+		{name: "short lifetime", input: "dpop {\n proof_lifetime 10ms\n}", err: "must be at least 1s"},
+		{name: "symmetric alg", input: "dpop {\n algs HS256\n}", err: `algorithm "HS256" is not an asymmetric`},
+		{name: "alg none", input: "dpop {\n algs none\n}", err: `algorithm "none"`},
+		{name: "zero cache", input: "dpop {\n replay_cache_size 0\n}", err: "not a positive whole number"},
+		{name: "duplicate", input: "dpop {\n nonce\n nonce\n}", err: `duplicate subdirective "nonce"`},
+		{name: "unknown", input: "dpop {\n nonces\n}", err: `unrecognized subdirective "nonces"`},
+		{name: "argument", input: "dpop on", err: "wrong argument count"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := new(App)
+			err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser("oauth2 {\n" + tc.input + "\n}"))
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error = %v, want one containing %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(a.DPoP, tc.want) {
+				t.Fatalf("got %+v, want %+v", a.DPoP, tc.want)
+			}
+		})
+	}
+	a := new(App)
+	err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser("oauth2 {\n client c {\n redirect_uri https://c.example/cb\n dpop_bound_access_tokens\n }\n}"))
+	if err != nil || len(a.Clients) != 1 || !a.Clients[0].DPoPBoundAccessTokens {
+		t.Fatalf("dpop_bound_access_tokens: %v %+v", err, a.Clients)
+	}
+	if err := new(App).UnmarshalCaddyfile(caddyfile.NewTestDispenser("oauth2 {\n client c {\n redirect_uri https://c.example/cb\n dpop_bound_access_tokens yes\n }\n}")); err == nil {
+		t.Fatal("dpop_bound_access_tokens with an argument accepted")
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/tokengate/caddy-oauth2/dpop"
 	"github.com/tokengate/caddy-oauth2/fetch"
 	"github.com/tokengate/caddy-oauth2/issuer"
 	"github.com/tokengate/caddy-oauth2/jwt"
@@ -167,6 +168,19 @@ type App struct {
 	// with the cache store, at once. Default: 30s.
 	JWTRevocationCheck caddy.Duration `json:"jwt_revocation_check,omitempty"`
 
+	// RequirePushedAuthorizationRequests makes every client push its
+	// authorization requests to /oauth2/par (RFC 9126 §5) and refuses
+	// others. Default: false; a client's own option asks it of that client.
+	RequirePushedAuthorizationRequests bool `json:"require_pushed_authorization_requests,omitempty"`
+
+	// Profile turns on a security profile. "fapi2" is the FAPI 2.0
+	// Security Profile: pushed authorization requests and PKCE S256
+	// required, confidential clients only with private_key_jwt,
+	// DPoP-bound access tokens, authorization codes of at most 60s (the
+	// default then), iss in the authorization response; a client
+	// configuration that contradicts it is refused at load. Default: none.
+	Profile string `json:"profile,omitempty"`
+
 	// Clients are the OAuth clients of the configuration. Clients can also
 	// be registered at runtime, through the admin API or by dynamic
 	// registration, when the access token store keeps them (see
@@ -189,6 +203,9 @@ type App struct {
 	ClientIDMetadataDocuments *ClientIDMetadataDocuments `json:"client_id_metadata_documents,omitempty"`
 	// OIDC turns on OpenID Connect (see oidc.go). Default: off.
 	OIDC *OIDC `json:"oidc,omitempty"`
+	// DPoP tunes sender-constrained tokens (RFC 9449, see dpop.go), which
+	// are always on. Default: no nonces, proofs optional, 60s proofs.
+	DPoP *DPoP `json:"dpop,omitempty"`
 
 	codes   stores.CodeStore
 	tokens  stores.TokenStore
@@ -234,6 +251,9 @@ type App struct {
 	jwtAccess       bool
 
 	pairwiseKey []byte // OpenID Connect pairwise subjects, see oidc.go
+
+	// dpop checks DPoP proofs for the token endpoint and every guard.
+	dpop *dpop.Verifier
 }
 
 // Client is a registered OAuth client.
@@ -278,12 +298,35 @@ type Client struct {
 	// (OpenID Connect Registration §2): RS256, ES256 or EdDSA. Default:
 	// RS256.
 	IDTokenSignedResponseAlg string `json:"id_token_signed_response_alg,omitempty"`
+	// TokenEndpointAuthMethod is how the client authenticates (RFC 7591
+	// §2): none, client_secret_basic, client_secret_post or
+	// private_key_jwt (RFC 7523). Default: client_secret_basic with a
+	// secret_hash (client_secret_post is accepted too), private_key_jwt
+	// with jwks_uri or jwks, none otherwise.
+	TokenEndpointAuthMethod string `json:"token_endpoint_auth_method,omitempty"`
+	// JWKSURI is the https URL of the client's public keys, which verify
+	// its private_key_jwt assertions. Default: none.
+	JWKSURI string `json:"jwks_uri,omitempty"`
+	// JWKS is the path of a file holding the client's public keys as a
+	// JWK Set, for private_key_jwt; exclusive with jwks_uri. Placeholders
+	// are replaced. Default: none.
+	JWKS string `json:"jwks,omitempty"`
+	// RequirePushedAuthorizationRequests makes this client push its
+	// authorization requests to /oauth2/par (RFC 9126 §6). Default: false.
+	RequirePushedAuthorizationRequests bool `json:"require_pushed_authorization_requests,omitempty"`
+	// DPoPBoundAccessTokens makes the token endpoint refuse the client's
+	// token requests without a DPoP proof (RFC 9449 §5.2). Default: false.
+	DPoPBoundAccessTokens bool `json:"dpop_bound_access_tokens,omitempty"`
 }
 
 // issuerClient is the client as package issuer takes it, its secret hash
-// passed through secret (which replaces placeholders).
-func (c *Client) issuerClient(secret func(string) string) *issuer.Client {
+// passed through secret (which replaces placeholders) and its jwks file
+// read by readJWKS.
+func (c *Client) issuerClient(secret func(string) string, readJWKS func(path string) ([]byte, error)) (*issuer.Client, error) {
 	ic := &issuer.Client{
+		AuthMethod:   c.TokenEndpointAuthMethod,
+		JWKSURI:      c.JWKSURI,
+		RequirePAR:   c.RequirePushedAuthorizationRequests,
 		ID:           c.ID,
 		RedirectURIs: c.RedirectURIs,
 		GrantTypes:   c.GrantTypes,
@@ -296,11 +339,19 @@ func (c *Client) issuerClient(secret func(string) string) *issuer.Client {
 
 		PostLogoutRedirectURIs:   c.PostLogoutRedirectURIs,
 		IDTokenSignedResponseAlg: c.IDTokenSignedResponseAlg,
+		DPoPBoundAccessTokens:    c.DPoPBoundAccessTokens,
 	}
 	if h := secret(c.SecretHash); h != "" {
 		ic.SecretHash = []byte(h)
 	}
-	return ic
+	if c.JWKS != "" {
+		b, err := readJWKS(c.JWKS)
+		if err != nil {
+			return nil, fmt.Errorf("client %q: jwks: %v", c.ID, err)
+		}
+		ic.JWKS = b
+	}
+	return ic, nil
 }
 
 // CaddyModule returns the Caddy module information.
@@ -379,6 +430,9 @@ func (a *App) provision(ctx caddy.Context) error {
 	if err := a.provisionOIDC(secret); err != nil {
 		return err
 	}
+	if err := a.provisionDPoP(secret); err != nil {
+		return err
+	}
 	if err := a.provisionJWT(repl, secret); err != nil {
 		return err
 	}
@@ -403,7 +457,12 @@ func (a *App) provision(ctx caddy.Context) error {
 		if _, dup := a.clients[c.ID]; dup {
 			return fmt.Errorf("client %q is defined twice", c.ID)
 		}
-		a.clients[c.ID] = c.issuerClient(func(s string) string { return repl.ReplaceAll(s, "") })
+		ic, err := c.issuerClient(func(s string) string { return repl.ReplaceAll(s, "") },
+			func(path string) ([]byte, error) { return os.ReadFile(repl.ReplaceAll(path, "")) })
+		if err != nil {
+			return err
+		}
+		a.clients[c.ID] = ic
 		scopes := make(map[string]bool, len(c.Scopes))
 		for _, sc := range c.Scopes {
 			scopes[sc] = true
@@ -630,6 +689,10 @@ func (a *App) newIssuer(subject, issuerFor func(*http.Request) string) (*issuer.
 		Resources:            a.resources,
 		MetadataDocuments:    a.cimd,
 		OIDC:                 a.issuerOIDC(),
+		RequirePAR:           a.RequirePushedAuthorizationRequests,
+		Profile:              a.Profile,
+		DPoP:                 a.dpop,
+		RequireDPoP:          a.DPoP != nil && a.DPoP.Required,
 
 		// Brute-force limits, shared by every handler of this app, and log
 		// redaction.
@@ -780,6 +843,9 @@ type Guard struct {
 	// ResourceName is the resource_name of the metadata document and the
 	// name of the resource on the consent page. Default: none.
 	ResourceName string `json:"resource_name,omitempty"`
+	// RequireDPoP refuses access tokens not bound to a DPoP key (RFC 9449)
+	// on this route. Bound tokens always need their proof. Default: false.
+	RequireDPoP bool `json:"require_dpop,omitempty"`
 
 	v       *validator.Validator
 	logger  *zap.Logger
@@ -840,6 +906,11 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 		// RFC 9728: every other source's tokens must name the resource.
 		Resource:         g.Resource,
 		ResourceMetadata: g.resourceMetadataURL(),
+		// RFC 9449 §7: one verifier with the token endpoint; the URL the
+		// client used is computed only for the DPoP scheme.
+		DPoP:        app.dpop,
+		RequestURL:  requestURL,
+		RequireDPoP: g.RequireDPoP,
 	})
 	return err
 }
@@ -858,6 +929,12 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	if denial != nil {
 		if denial.Challenge != "" {
 			w.Header().Set("WWW-Authenticate", denial.Challenge)
+		}
+		if denial.DPoPChallenge != "" { // RFC 9449 §7.1: beside Bearer
+			w.Header().Add("WWW-Authenticate", denial.DPoPChallenge)
+		}
+		if denial.DPoPNonce != "" {
+			w.Header().Set("DPoP-Nonce", denial.DPoPNonce)
 		}
 		if denial.Status == http.StatusServiceUnavailable {
 			w.Header().Set("Retry-After", "1")

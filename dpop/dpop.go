@@ -73,6 +73,18 @@ type Verifier struct {
 	Nonces *Nonces
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
+	// Observe, when set, is told of every proof checked: "" when it
+	// passed, else the refusal's Reason. It must be cheap and safe for
+	// concurrent use (a metrics counter). Default: nil.
+	Observe func(reason string)
+}
+
+// Refused tells Observe of a refusal the caller made before Verify (no
+// proof where one is required, two DPoP headers).
+func (v *Verifier) Refused(reason string) {
+	if v.Observe != nil {
+		v.Observe(reason)
+	}
 }
 
 // Request is what the proof must match.
@@ -83,6 +95,9 @@ type Request struct {
 	URL *url.URL
 	// AccessToken, when set, must hash to the proof's ath (§4.3, at the guard).
 	AccessToken string
+	// JKT, when set, is the thumbprint the access token is bound to: the
+	// proof's key must be that key (§7.1).
+	JKT string
 }
 
 // Proof is a verified proof.
@@ -131,6 +146,18 @@ var b64 = base64.RawURLEncoding
 // passes every other check, records its jti. The caller takes the proof from
 // the single DPoP header (see Header).
 func (v *Verifier) Verify(proof string, req Request) (*Proof, error) {
+	p, err := v.verify(proof, req)
+	if v.Observe != nil {
+		reason := ""
+		if e, ok := err.(*Error); ok {
+			reason = e.Reason
+		}
+		v.Observe(reason)
+	}
+	return p, err
+}
+
+func (v *Verifier) verify(proof string, req Request) (*Proof, error) {
 	max := v.MaxProofSize
 	if max <= 0 {
 		max = DefaultMaxProofSize
@@ -217,6 +244,9 @@ func (v *Verifier) Verify(proof string, req Request) (*Proof, error) {
 			return nil, invalid("ath", "DPoP proof ath does not match the access token")
 		}
 	}
+	if req.JKT != "" && subtle.ConstantTimeCompare([]byte(jkt), []byte(req.JKT)) != 1 {
+		return nil, invalid("jkt", "DPoP proof key is not the key the access token is bound to")
+	}
 	if v.Nonces != nil {
 		if c.Nonce == nil || !v.Nonces.Valid(*c.Nonce, t) {
 			return nil, &Error{Code: CodeUseNonce, Reason: "nonce", Description: "Authorization server requires nonce in DPoP proof"}
@@ -229,6 +259,25 @@ func (v *Verifier) Verify(proof string, req Request) (*Proof, error) {
 	}
 	return &Proof{JKT: jkt, JTI: c.JTI, Alg: h.Alg, IssuedAt: iat, Key: key}, nil
 }
+
+// Algorithms lists the accepted algorithms, for
+// dpop_signing_alg_values_supported and the algs of a DPoP challenge.
+func (v *Verifier) Algorithms() []string {
+	var out []string
+	for _, a := range v.Algs {
+		if algKty(a) != "" {
+			out = append(out, a)
+		}
+	}
+	if len(v.Algs) == 0 {
+		out = append(out, DefaultAlgs...)
+	}
+	return out
+}
+
+// SupportedAlg reports whether alg is an asymmetric algorithm this package
+// can verify, for checking a configuration.
+func SupportedAlg(alg string) bool { return algKty(alg) != "" }
 
 func (v *Verifier) algAllowed(alg string) bool {
 	algs := v.Algs

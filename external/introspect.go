@@ -201,17 +201,21 @@ func (in *Introspector) judge(claims map[string]any, now time.Time) (validator.G
 			return validator.Grant{}, fmt.Errorf("%w: token_use %v is not access_token", validator.ErrInvalidToken, v)
 		}
 	}
+	// RFC 9449 §6.2: a DPoP-bound token has cnf.jkt, which the validator
+	// checks the request's proof against; a cnf the guard cannot check is
+	// refused.
+	jkt, err := confirmation(claims)
+	if err != nil {
+		return validator.Grant{}, err
+	}
 	if v, ok := claims["token_type"]; ok {
-		// RFC 9449 §6.2: a DPoP-bound token says token_type DPoP; it must
-		// not pass as a bearer token, nor must a refresh token.
-		if s, _ := v.(string); !strings.EqualFold(s, "bearer") && !strings.EqualFold(s, "access_token") {
+		// A DPoP-bound token says token_type DPoP (RFC 9449 §6.2), and
+		// then needs its key; a refresh token never passes.
+		s, _ := v.(string)
+		dpopBound := strings.EqualFold(s, "dpop") && jkt != ""
+		if !dpopBound && !strings.EqualFold(s, "bearer") && !strings.EqualFold(s, "access_token") {
 			return validator.Grant{}, fmt.Errorf("%w: token_type %v", validator.ErrInvalidToken, v)
 		}
-	}
-	// RFC 9449 §6.2, RFC 8705 §3.2: cnf binds the token to a key or a
-	// certificate, which a bearer request does not prove.
-	if _, ok := claims["cnf"]; ok {
-		return validator.Grant{}, fmt.Errorf("%w: a sender-constrained token presented as a bearer token", validator.ErrInvalidToken)
 	}
 	if v, ok := claims["iss"]; ok {
 		if iss, _ := v.(string); iss != in.cfg.Issuer {
@@ -244,7 +248,7 @@ func (in *Introspector) judge(claims map[string]any, now time.Time) (validator.G
 		// minute when it may not.
 		t.ExpiresAt = now.Add(max(in.cfg.CacheTTL, time.Minute))
 	}
-	return validator.Grant{Token: t, Claims: claims, Issuer: in.cfg.foreign}, nil
+	return validator.Grant{Token: t, Claims: claims, Issuer: in.cfg.foreign, JKT: jkt}, nil
 }
 
 // ask posts the token to the endpoint and decodes the answer. It never

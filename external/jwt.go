@@ -147,9 +147,11 @@ func (j *JWT) Verify(ctx context.Context, raw string) (validator.Grant, error) {
 			return validator.Grant{}, fmt.Errorf("%w: an ID token (%s claim)", validator.ErrInvalidToken, name)
 		}
 	}
-	// RFC 9449 §6, RFC 8705 §3: a token bound to a key is no bearer token.
-	if _, ok := all["cnf"]; ok {
-		return validator.Grant{}, fmt.Errorf("%w: a sender-constrained token presented as a bearer token", validator.ErrInvalidToken)
+	// RFC 9449 §6.1: a token bound to a DPoP key passes only with a proof
+	// of it, which the validator checks.
+	jkt, err := confirmation(all)
+	if err != nil {
+		return validator.Grant{}, err
 	}
 	t := grantToken(all)
 	// The validator compares exp with its own clock: give it the leeway.
@@ -157,7 +159,7 @@ func (j *JWT) Verify(ctx context.Context, raw string) (validator.Grant, error) {
 	if claims.IssuedAt != nil {
 		t.IssuedAt = claims.IssuedAt.Time()
 	}
-	g := validator.Grant{Token: t, Claims: all, Issuer: j.cfg.foreign}
+	g := validator.Grant{Token: t, Claims: all, Issuer: j.cfg.foreign, JKT: jkt}
 	j.verified.Put(hash, cached{grant: g, version: version}, t.ExpiresAt, now)
 	return g, nil
 }
@@ -180,6 +182,23 @@ func (j *JWT) checkTyp(h jose.Header) error {
 		return fmt.Errorf("%w: typ %q names another kind of token", validator.ErrInvalidToken, typ)
 	}
 	return nil
+}
+
+// confirmation returns the DPoP key thumbprint of a token's cnf claim (RFC
+// 9449 §6), "" when it has none. A cnf the guard cannot check (RFC 8705's
+// certificate thumbprint, a malformed one) refuses the token: a bearer
+// request does not prove the binding.
+func confirmation(claims map[string]any) (string, error) {
+	v, ok := claims["cnf"]
+	if !ok {
+		return "", nil
+	}
+	cnf, _ := v.(map[string]any)
+	jkt, _ := cnf["jkt"].(string)
+	if jkt == "" {
+		return "", fmt.Errorf("%w: bound to a key by other means than DPoP (cnf without jkt)", validator.ErrInvalidToken)
+	}
+	return jkt, nil
 }
 
 // grantToken maps the claims of a JWT or an introspection answer onto a

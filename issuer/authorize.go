@@ -1,6 +1,8 @@
 package issuer
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"io"
 	"net/http"
 	"net/url"
@@ -18,7 +20,7 @@ const pkceS256 = "S256"
 
 // authorizeParams are the authorization request parameters (RFC 6749
 // §4.1.1, RFC 7636 §4.3) plus the consent form's own fields.
-var authorizeParams = []string{"response_type", "scope", "state", "code_challenge", "code_challenge_method", "nonce", csrfField, decisionField}
+var authorizeParams = []string{"response_type", "scope", "state", "code_challenge", "code_challenge_method", "nonce", "dpop_jkt", csrfField, decisionField}
 
 // authzRequest is an authorization request whose client and redirect URI
 // have been validated, so that errors can be sent to the client.
@@ -33,7 +35,9 @@ type authzRequest struct {
 	// Filled by validateAuthorize, then the subject by serveAuthorize.
 	scope         string
 	codeChallenge string
-	subject       string
+	// dpopJKT binds the code to a DPoP key (RFC 9449 §10).
+	dpopJKT string
+	subject string
 	// resources are the request's resource indicators (RFC 8707 §2.1),
 	// nil for none.
 	resources []string
@@ -68,7 +72,8 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 
 	// RFC 6749 §4.1.2.1: without a valid client and redirect URI, tell the
 	// resource owner and never redirect (open redirector, §10.15).
-	if name, ok := repeated(params, "client_id", "redirect_uri"); ok {
+	name, ok := repeated(params, "client_id", "redirect_uri")
+	if ok {
 		s.errorPage(w, http.StatusBadRequest, "Invalid request", "The parameter "+name+" is repeated.")
 		return
 	}
@@ -84,6 +89,13 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	if c == nil {
 		s.errorPage(w, http.StatusBadRequest, "Unknown client", "The application that sent you here is not registered with this server.")
 		return
+	}
+	pushed := params.Has("request_uri")
+	if pushed {
+		// RFC 9126 §4: only the pushed parameters count.
+		if params, ok = s.pushedParams(w, r, c, params); !ok {
+			return
+		}
 	}
 	req := &authzRequest{client: c, rawRedirectURI: params.Get("redirect_uri"), params: params}
 	switch {
@@ -105,6 +117,12 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		req.state = params.Get("state")
 	}
 
+	if !pushed && r.Method == http.MethodGet && (s.requirePAR || c.RequirePAR) {
+		// RFC 9126 §5, §6. A consent form's POST comes from a page that a
+		// pushed request rendered.
+		s.redirectError(w, r, req, errInvalidRequest("authorization requests must be pushed to the pushed_authorization_request_endpoint (RFC 9126)"))
+		return
+	}
 	if oerr := s.validateAuthorize(req); oerr != nil {
 		s.redirectError(w, r, req, oerr)
 		return
@@ -189,6 +207,16 @@ func (s *Server) validateAuthorize(req *authzRequest) *oauthError {
 		return errInvalidRequest("malformed code_challenge")
 	}
 	req.codeChallenge = challenge
+	// RFC 9449 §10: dpop_jkt is a base64url SHA-256 thumbprint.
+	if jkt := p.Get("dpop_jkt"); jkt != "" {
+		if s.dpop == nil {
+			return errInvalidRequest("dpop_jkt is not supported: DPoP is off")
+		}
+		if b, err := base64.RawURLEncoding.DecodeString(jkt); err != nil || len(b) != sha256.Size {
+			return errInvalidRequest("malformed dpop_jkt")
+		}
+		req.dpopJKT = jkt
+	}
 	scope, oerr := c.grantScope(p.Get("scope"))
 	if oerr != nil {
 		return oerr
@@ -251,6 +279,7 @@ func (s *Server) issueCode(w http.ResponseWriter, r *http.Request, req *authzReq
 		// logout (logout.go) revokes exactly this authorization's tokens.
 		code.OIDC.SessionID = code.Family
 	}
+	code.JKT = req.dpopJKT
 	ctx, cancel := s.storeCtx(r)
 	err = s.codes.InsertCode(ctx, code)
 	cancel()

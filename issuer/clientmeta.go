@@ -117,15 +117,23 @@ func (m *ClientMetadata) Scopes() []string { return strings.Fields(m.Scope) }
 // Public reports whether the metadata asks for a public client.
 func (m *ClientMetadata) Public() bool { return m.TokenEndpointAuthMethod == AuthMethodNone }
 
+// secretAuth reports whether the metadata asks for a client secret.
+func (m *ClientMetadata) secretAuth() bool {
+	return m.TokenEndpointAuthMethod == AuthMethodBasic || m.TokenEndpointAuthMethod == AuthMethodPost
+}
+
 // check applies the rules of the metadata that newClient does not know.
 func (m *ClientMetadata) check() *MetadataError {
 	switch m.TokenEndpointAuthMethod {
 	case "":
 		// RFC 7591 §2: the default is client_secret_basic.
 		m.TokenEndpointAuthMethod = AuthMethodBasic
-	case AuthMethodNone, AuthMethodBasic, AuthMethodPost:
+	case AuthMethodNone, AuthMethodBasic, AuthMethodPost, AuthMethodPrivateKeyJWT:
 	default:
-		return badField("token_endpoint_auth_method", fmt.Errorf("token_endpoint_auth_method %q is not supported: use none, client_secret_basic or client_secret_post", m.TokenEndpointAuthMethod))
+		return badField("token_endpoint_auth_method", fmt.Errorf("token_endpoint_auth_method %q is not supported: use none, client_secret_basic, client_secret_post or private_key_jwt", m.TokenEndpointAuthMethod))
+	}
+	if m.TokenEndpointAuthMethod == AuthMethodPrivateKeyJWT && m.ClientSecret != "" {
+		return badField("client_secret", errors.New("a private_key_jwt client has no secret"))
 	}
 	for _, rt := range m.ResponseTypes {
 		if rt != responseTypeCode {
@@ -206,7 +214,7 @@ func (g *Registry) NewRecord(m *ClientMetadata, by string, lifetime time.Duratio
 		rc.ExpiresAt = now.Add(lifetime)
 	}
 	var secret string
-	if !m.Public() {
+	if m.secretAuth() {
 		var err error
 		if m.ClientSecret != "" {
 			secret = m.ClientSecret
@@ -240,7 +248,7 @@ func (g *Registry) Apply(rc *stores.RegisteredClient, m *ClientMetadata) (*store
 	if m.ClientID != "" && m.ClientID != rc.ID {
 		return nil, badField("client_id", errors.New("client_id differs from the client's"))
 	}
-	if m.Public() != (len(rc.SecretHash) == 0) {
+	if m.secretAuth() != (len(rc.SecretHash) > 0) {
 		return nil, badField("token_endpoint_auth_method", errors.New("a client cannot change between public and confidential; register a new one"))
 	}
 	if m.ClientSecret != "" {

@@ -159,7 +159,7 @@ func (s *Server) renderConsent(w http.ResponseWriter, r *http.Request, req *auth
 	for _, sc := range strings.Fields(req.scope) {
 		page.Scopes = append(page.Scopes, consentScope{sc, s.scopeDescriptions[sc]})
 	}
-	for _, name := range []string{"response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method", "nonce"} {
+	for _, name := range []string{"response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method", "nonce", "dpop_jkt"} {
 		if v := req.params.Get(name); v != "" {
 			page.Fields = append(page.Fields, field{name, v})
 		}
@@ -216,7 +216,7 @@ const csrfSkew = time.Minute
 func (s *Server) csrfToken(req *authzRequest, issuedAt int64, nonce string) string {
 	iat := strconv.FormatInt(issuedAt, 10)
 	mac := hmac.New(sha256.New, s.csrfKey)
-	fields := []string{"oauth2 consent v2", req.subject, req.client.ID, req.rawRedirectURI, req.scope, req.state, req.codeChallenge, iat, nonce}
+	fields := []string{"oauth2 consent v2", req.subject, req.client.ID, req.rawRedirectURI, req.scope, req.state, req.codeChallenge, req.dpopJKT, iat, nonce}
 	if req.resources != nil {
 		// The resources the form shows are bound too; a request without
 		// any keeps the token of before they existed.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 
+	"github.com/tokengate/caddy-oauth2/jwt"
 	"github.com/tokengate/caddy-oauth2/stores"
 )
 
@@ -19,6 +20,8 @@ type introspection struct {
 	Issuer    string `json:"iss,omitempty"`
 	// Audience is the token's audience (RFC 7662 §2.2, RFC 8707).
 	Audience audience `json:"aud,omitempty"`
+	// Confirmation is the DPoP key a token is bound to (RFC 9449 §6.2).
+	Confirmation *jwt.Confirmation `json:"cnf,omitempty"`
 }
 
 // audience is encoded like a JWT's "aud" (RFC 7519 §4.1.3): a string when
@@ -111,15 +114,23 @@ func (s *Server) introspect(r *http.Request, c *client, raw string) (*introspect
 		// resource.go); an access token is for the default audience.
 		aud = []string{s.defaultAudience(iss)}
 	}
+	var cnf *jwt.Confirmation
+	if t.JKT != "" {
+		cnf = &jwt.Confirmation{JKT: t.JKT}
+		if kind == stores.AccessToken {
+			tokenType = tokenTypeDPoP // RFC 9449 §6.2
+		}
+	}
 	return &introspection{
-		Active:    true,
-		Scope:     scope,
-		ClientID:  t.ClientID,
-		Subject:   t.Subject,
-		ExpiresAt: t.ExpiresAt.Unix(),
-		IssuedAt:  t.IssuedAt.Unix(),
-		TokenType: tokenType,
-		Issuer:    iss,
-		Audience:  aud,
+		Confirmation: cnf,
+		Active:       true,
+		Scope:        scope,
+		ClientID:     t.ClientID,
+		Subject:      t.Subject,
+		ExpiresAt:    t.ExpiresAt.Unix(),
+		IssuedAt:     t.IssuedAt.Unix(),
+		TokenType:    tokenType,
+		Issuer:       iss,
+		Audience:     aud,
 	}, nil
 }

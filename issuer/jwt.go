@@ -47,7 +47,7 @@ var errKeysUnavailable = &oauthError{http.StatusServiceUnavailable, errCodeTempo
 
 // newJWT signs an access token for the given grant. jti is the random
 // value stored (hashed) in place of an opaque token.
-func (s *Server) newJWT(r *http.Request, c *client, subject, scope string, aud []string) (raw, jti string, oerr *oauthError) {
+func (s *Server) newJWT(r *http.Request, c *client, subject, scope string, aud []string, jkt string) (raw, jti string, oerr *oauthError) {
 	jti = token.NewJTI()
 	now := s.now()
 	sub := subject
@@ -67,6 +67,9 @@ func (s *Server) newJWT(r *http.Request, c *client, subject, scope string, aud [
 		IssuedAt: josejwt.NumericDate(now.Unix()),
 		Expiry:   josejwt.NumericDate(now.Add(s.accessTTL).Unix()),
 		ID:       jti,
+	}
+	if jkt != "" {
+		claims.Confirmation = &jwt.Confirmation{JKT: jkt} // RFC 9449 §6.1
 	}
 	raw, err := s.ring.Sign(claims)
 	if errors.Is(err, jwt.ErrNoKey) {

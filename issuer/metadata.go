@@ -3,6 +3,7 @@ package issuer
 import (
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -28,6 +29,15 @@ type metadata struct {
 	// draft-ietf-oauth-client-id-metadata-document §4: https client IDs
 	// naming their metadata document are accepted.
 	ClientIDMetadataDocumentSupported bool `json:"client_id_metadata_document_supported,omitempty"`
+	// RFC 9126 §5.
+	PushedAuthorizationRequestEndpoint string `json:"pushed_authorization_request_endpoint,omitempty"`
+	RequirePushedAuthorizationRequests bool   `json:"require_pushed_authorization_requests,omitempty"`
+	// RFC 8414 §2: the algorithms of private_key_jwt assertions.
+	TokenEndpointAuthSigningAlgValuesSupported         []string `json:"token_endpoint_auth_signing_alg_values_supported,omitempty"`
+	RevocationEndpointAuthSigningAlgValuesSupported    []string `json:"revocation_endpoint_auth_signing_alg_values_supported,omitempty"`
+	IntrospectionEndpointAuthSigningAlgValuesSupported []string `json:"introspection_endpoint_auth_signing_alg_values_supported,omitempty"`
+	// DPoPSigningAlgValuesSupported is RFC 9449 §5.1's, when DPoP is on.
+	DPoPSigningAlgValuesSupported []string `json:"dpop_signing_alg_values_supported,omitempty"`
 }
 
 // serveMetadata serves the metadata document (RFC 8414 §3).
@@ -53,25 +63,53 @@ func (s *Server) metadataFor(r *http.Request) *metadata {
 	if s.oidc != nil {
 		endSession = s.endpointURL(r, LogoutPath) // RP-Initiated Logout §3.1
 	}
+	var dpopAlgs []string
+	if s.dpop != nil {
+		dpopAlgs = s.dpop.Algorithms()
+	}
+	var par string
+	if s.handlers[PARPath] != nil {
+		par = s.endpointURL(r, PARPath)
+	}
+	// private_key_jwt needs the single-use store for its jti; under fapi2 it
+	// is the only method for confidential clients.
+	secretMethods := []string{"client_secret_basic", "client_secret_post"}
+	if s.fapi2 {
+		secretMethods = nil
+	}
+	tokenMethods := append(slices.Clone(secretMethods), "none")
+	introMethods := slices.Clone(secretMethods)
+	var algs []string
+	if s.singleUse != nil {
+		tokenMethods = append(tokenMethods, AuthMethodPrivateKeyJWT)
+		introMethods = append(introMethods, AuthMethodPrivateKeyJWT)
+		algs = assertionAlgNames
+	}
 	return &metadata{
-		RegistrationEndpoint:                       register,
-		EndSessionEndpoint:                         endSession,
-		Issuer:                                     s.issuerFor(r),
-		AuthorizationEndpoint:                      s.endpointURL(r, AuthorizePath),
-		TokenEndpoint:                              s.endpointURL(r, TokenPath),
-		RevocationEndpoint:                         s.endpointURL(r, RevokePath),
-		IntrospectionEndpoint:                      s.endpointURL(r, IntrospectPath),
-		JWKSURI:                                    jwks,
-		ScopesSupported:                            s.scopesSupported,
-		ResponseTypesSupported:                     []string{"code"},
-		ResponseModesSupported:                     []string{"query"},
-		GrantTypesSupported:                        s.grantsSupported,
-		TokenEndpointAuthMethodsSupported:          []string{"client_secret_basic", "client_secret_post", "none"},
-		RevocationEndpointAuthMethodsSupported:     []string{"client_secret_basic", "client_secret_post", "none"},
-		IntrospectionEndpointAuthMethodsSupported:  []string{"client_secret_basic", "client_secret_post"},
-		CodeChallengeMethodsSupported:              []string{pkceS256},
-		AuthorizationResponseIssParameterSupported: true,
-		ClientIDMetadataDocumentSupported:          s.cimd != nil,
+		DPoPSigningAlgValuesSupported:                      dpopAlgs,
+		PushedAuthorizationRequestEndpoint:                 par,
+		RequirePushedAuthorizationRequests:                 s.requirePAR,
+		TokenEndpointAuthSigningAlgValuesSupported:         algs,
+		RevocationEndpointAuthSigningAlgValuesSupported:    algs,
+		IntrospectionEndpointAuthSigningAlgValuesSupported: algs,
+		EndSessionEndpoint:                                 endSession,
+		RegistrationEndpoint:                               register,
+		Issuer:                                             s.issuerFor(r),
+		AuthorizationEndpoint:                              s.endpointURL(r, AuthorizePath),
+		TokenEndpoint:                                      s.endpointURL(r, TokenPath),
+		RevocationEndpoint:                                 s.endpointURL(r, RevokePath),
+		IntrospectionEndpoint:                              s.endpointURL(r, IntrospectPath),
+		JWKSURI:                                            jwks,
+		ScopesSupported:                                    s.scopesSupported,
+		ResponseTypesSupported:                             []string{"code"},
+		ResponseModesSupported:                             []string{"query"},
+		GrantTypesSupported:                                s.grantsSupported,
+		TokenEndpointAuthMethodsSupported:                  tokenMethods,
+		RevocationEndpointAuthMethodsSupported:             tokenMethods,
+		IntrospectionEndpointAuthMethodsSupported:          introMethods,
+		CodeChallengeMethodsSupported:                      []string{pkceS256},
+		AuthorizationResponseIssParameterSupported:         true,
+		ClientIDMetadataDocumentSupported:                  s.cimd != nil,
 	}
 }
 

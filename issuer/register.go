@@ -209,6 +209,10 @@ func (s *Server) registerClient(w http.ResponseWriter, r *http.Request) {
 		s.metadataError(w, me)
 		return
 	}
+	if s.fapi2 && m.secretAuth() {
+		s.metadataError(w, badField("token_endpoint_auth_method", errors.New("profile fapi2: confidential clients authenticate with private_key_jwt")))
+		return
+	}
 	if s.registry.Dynamic() >= reg.MaxClients {
 		s.refused("max_clients")
 		writeJSON(w, http.StatusBadRequest, &oauthError{Code: ErrCodeInvalidClientMetadata,

@@ -321,7 +321,30 @@ func (g *Registry) build(rc *stores.RegisteredClient) *client {
 
 // clientOf validates a stored client as newClient does a configured one.
 func clientOf(rc *stores.RegisteredClient) (*client, error) {
+	// RFC 7591 §2 members the record keeps in its metadata: how the client
+	// authenticates, its keys and whether it must push its requests.
+	var extra struct {
+		AuthMethod string          `json:"token_endpoint_auth_method"`
+		JWKSURI    string          `json:"jwks_uri"`
+		JWKS       json.RawMessage `json:"jwks"`
+		RequirePAR bool            `json:"require_pushed_authorization_requests"`
+	}
+	if len(rc.Metadata) > 0 && json.Unmarshal(rc.Metadata, &extra) != nil {
+		return nil, badField("", errors.New("the stored metadata is malformed"))
+	}
+	if extra.AuthMethod != AuthMethodPrivateKeyJWT {
+		// A secret's method is by the secret; the keys belong to
+		// private_key_jwt only.
+		extra.AuthMethod, extra.JWKSURI, extra.JWKS = "", "", nil
+	}
+	if string(extra.JWKS) == "null" {
+		extra.JWKS = nil
+	}
 	c, err := newClient(rc.ID, &Client{
+		AuthMethod:   extra.AuthMethod,
+		JWKSURI:      extra.JWKSURI,
+		JWKS:         extra.JWKS,
+		RequirePAR:   extra.RequirePAR,
 		ID:           rc.ID,
 		SecretHash:   rc.SecretHash,
 		RedirectURIs: rc.RedirectURIs,

@@ -22,6 +22,8 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tokengate/caddy-oauth2/dpop"
+	"github.com/tokengate/caddy-oauth2/fetch"
 	"github.com/tokengate/caddy-oauth2/jwt"
 	"github.com/tokengate/caddy-oauth2/stores"
 	"github.com/tokengate/caddy-oauth2/token"
@@ -149,6 +151,33 @@ type Config struct {
 	// for grants with the openid scope, UserInfo at UserInfoPath and the
 	// discovery document at DiscoveryPath. Default: nil, off.
 	OIDC *OIDC
+	// SingleUse keeps pushed authorization requests (RFC 9126) and the jti
+	// of client assertions (RFC 7523) once for every gateway sharing it.
+	// Default: Codes' (stores.SingleUseOf), when it has one; without one
+	// there is no PAR endpoint and private_key_jwt is refused (503).
+	SingleUse stores.SingleUse
+	// RequirePAR makes every client push its authorization requests (RFC
+	// 9126 §5). Default: false; Client.RequirePAR asks it of one client.
+	RequirePAR bool
+	// Profile turns on a security profile: ProfileFAPI2 for the FAPI 2.0
+	// Security Profile's server requirements (see fapi.go). Default: none.
+	Profile string
+	// KeyFetcher fetches configured clients' jwks_uri. Default: fetch.New
+	// with a 5s timeout and up to 3 same-origin redirects.
+	KeyFetcher *fetch.Client
+	// PublicKeyFetcher fetches the jwks_uri of clients that registered
+	// themselves, which must not point into the gateway's network.
+	// Default: as KeyFetcher, refusing private addresses.
+	PublicKeyFetcher *fetch.Client
+	// DPoP, when set, checks the DPoP proofs of token requests (RFC 9449):
+	// a request with a valid proof gets an access token bound to the
+	// proof's key. Share it with the guards, so a proof's jti is refused at
+	// both after its first use. Default: nil, DPoP headers are ignored.
+	DPoP *dpop.Verifier
+	// RequireDPoP refuses every token request without a DPoP proof, as
+	// Client.DPoPBoundAccessTokens does for one client. Needs DPoP.
+	// Default: false.
+	RequireDPoP bool
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
 }
@@ -182,6 +211,12 @@ type Server struct {
 	resources    *Resources
 	cimd         *MetadataDocuments
 	oidc         *oidcConfig
+	singleUse    stores.SingleUse
+	requirePAR   bool
+	fapi2        bool
+	jwks         *clientJWKS
+	dpop         *dpop.Verifier
+	requireDPoP  bool
 
 	scopeDescriptions map[string]string
 	consentTemplate   *template.Template
@@ -227,6 +262,11 @@ func New(cfg Config) (*Server, error) {
 		audience:     cfg.Audience,
 		resources:    cfg.Resources,
 		cimd:         cfg.MetadataDocuments,
+		singleUse:    cfg.SingleUse,
+		requirePAR:   cfg.RequirePAR,
+		jwks:         &clientJWKS{fetcher: cfg.KeyFetcher, public: cfg.PublicKeyFetcher},
+		dpop:         cfg.DPoP,
+		requireDPoP:  cfg.RequireDPoP,
 
 		scopeDescriptions: cfg.ScopeDescriptions,
 		consentTemplate:   cfg.ConsentTemplate,
@@ -237,6 +277,18 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.hasher == nil {
 		return nil, errors.New("issuer: hasher is required")
+	}
+	if s.singleUse == nil {
+		s.singleUse, _ = stores.SingleUseOf(s.codes)
+	}
+	if s.jwks.fetcher == nil {
+		s.jwks.fetcher = fetch.New(fetch.Options{MaxRedirects: 3})
+	}
+	if s.jwks.public == nil {
+		s.jwks.public = fetch.New(fetch.Options{MaxRedirects: 3, RefusePrivate: true})
+	}
+	if err := s.applyProfile(&cfg); err != nil {
+		return nil, err
 	}
 	if err := validateIssuer(s.issuer); err != nil {
 		return nil, err
@@ -252,6 +304,9 @@ func New(cfg Config) (*Server, error) {
 	if s.maxBody <= 0 {
 		return nil, fmt.Errorf("issuer: max body bytes %d must be positive", s.maxBody)
 	}
+	if s.requireDPoP && s.dpop == nil {
+		return nil, errors.New("issuer: RequireDPoP needs a DPoP verifier")
+	}
 	if len(cfg.Clients) == 0 && s.registry == nil && s.cimd == nil {
 		return nil, errors.New("issuer: at least one client is required")
 	}
@@ -266,6 +321,15 @@ func New(cfg Config) (*Server, error) {
 		if err != nil {
 			return nil, fmt.Errorf("issuer: client %q: %w", id, err)
 		}
+		if err := s.checkClientProfile(cl); err != nil {
+			return nil, fmt.Errorf("issuer: client %q: %w", id, err)
+		}
+		if cl.AuthMethod == AuthMethodPrivateKeyJWT && s.singleUse == nil {
+			return nil, fmt.Errorf("issuer: client %q: private_key_jwt needs an authorization code store that keeps single-use values (stores.SingleUse), to refuse replayed assertions", id)
+		}
+		if cl.DPoPBoundAccessTokens && s.dpop == nil {
+			return nil, fmt.Errorf("issuer: client %q: dpop_bound_access_tokens needs DPoP", id)
+		}
 		s.clients[id] = cl
 		for _, sc := range cl.Scopes {
 			scopes[sc] = true
@@ -273,6 +337,9 @@ func New(cfg Config) (*Server, error) {
 		for g := range cl.grants {
 			grants[g] = true
 		}
+	}
+	if err := s.checkProfileDPoP(); err != nil {
+		return nil, err
 	}
 	for sc := range scopes {
 		s.scopesSupported = append(s.scopesSupported, sc)
@@ -295,6 +362,7 @@ func New(cfg Config) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.jwks.now = s.now
 	if s.obs == nil {
 		s.obs = nopObserver{}
 	}
@@ -341,6 +409,11 @@ func New(cfg Config) (*Server, error) {
 		s.handlers[UserInfoPath] = http.HandlerFunc(s.serveUserInfo)
 		s.handlers[DiscoveryPath] = http.HandlerFunc(s.serveDiscovery)
 		s.handlers[LogoutPath] = http.HandlerFunc(s.serveLogout)
+	}
+	if s.singleUse != nil {
+		s.handlers[PARPath] = http.HandlerFunc(s.servePAR)
+	} else if s.requirePAR {
+		return nil, errors.New("issuer: pushed authorization requests need an authorization code store that keeps single-use values (stores.SingleUse)")
 	}
 	if s.registration != nil {
 		if err := s.registration.init(); err != nil {

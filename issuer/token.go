@@ -21,6 +21,9 @@ import (
 // tokenParams are the token endpoint parameters RFC 6749 defines.
 var tokenParams = []string{"grant_type", "code", "redirect_uri", "client_id", "client_secret", "code_verifier", "refresh_token", "scope"}
 
+// tokenTypeDPoP is the token_type of a DPoP-bound access token (RFC 9449 §5).
+const tokenTypeDPoP = "DPoP"
+
 // tokenResponse is the success response of RFC 6749 §5.1.
 type tokenResponse struct {
 	AccessToken  string `json:"access_token"`
@@ -41,6 +44,12 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	form, c, oerr := s.clientForm(w, r, tokenParams)
 	var resp *tokenResponse
+	var jkt string
+	if oerr == nil {
+		// RFC 9449 §5: the proof is checked once, after client
+		// authentication, for every grant.
+		jkt, oerr = s.checkDPoP(w, r, c)
+	}
 	if oerr == nil {
 		grant := form.Get("grant_type")
 		switch grant {
@@ -58,11 +67,11 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 			}
 			switch grant {
 			case grantAuthorizationCode:
-				resp, oerr = s.grantAuthorizationCode(r, c, form, aud)
+				resp, oerr = s.grantAuthorizationCode(r, c, form, aud, jkt)
 			case grantRefreshToken:
-				resp, oerr = s.grantRefreshToken(r, c, form, aud)
+				resp, oerr = s.grantRefreshToken(r, c, form, aud, jkt)
 			case grantClientCredentials:
-				resp, oerr = s.grantClientCredentials(r, c, form, aud)
+				resp, oerr = s.grantClientCredentials(r, c, form, aud, jkt)
 			}
 			if oerr == nil {
 				if ce := s.log.Check(zapcore.InfoLevel, "issued token"); ce != nil {
@@ -85,7 +94,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 }
 
 // grantAuthorizationCode redeems an authorization code (RFC 6749 §4.1.3).
-func (s *Server) grantAuthorizationCode(r *http.Request, c *client, form url.Values, aud []string) (*tokenResponse, *oauthError) {
+func (s *Server) grantAuthorizationCode(r *http.Request, c *client, form url.Values, aud []string, jkt string) (*tokenResponse, *oauthError) {
 	raw := form.Get("code")
 	if raw == "" {
 		return nil, errInvalidRequest("code is required")
@@ -152,17 +161,22 @@ func (s *Server) grantAuthorizationCode(r *http.Request, c *client, form url.Val
 	if !ok {
 		return nil, errInvalidGrant("none of the granted scope is still registered for the client")
 	}
+	// RFC 9449 §10: a code bound by dpop_jkt is redeemed only with a proof
+	// of that key.
+	if code.JKT != "" && subtle.ConstantTimeCompare([]byte(jkt), []byte(code.JKT)) != 1 {
+		return nil, errInvalidGrant("the DPoP proof's key is not the one the authorization request named in dpop_jkt")
+	}
 	// RFC 8707 §2.2: the resources of the authorization request bound the
 	// grant; the refresh token keeps the whole grant.
 	access, grant, oerr := s.narrowAudience(c, code.Audience, aud)
 	if oerr != nil {
 		return nil, oerr
 	}
-	return s.issue(r, c, code.Subject, scope, scope, code.Family, c.grants[grantRefreshToken], access, grant, code.OIDC)
+	return s.issue(r, c, code.Subject, scope, scope, code.Family, c.grants[grantRefreshToken], access, grant, jkt, refreshJKT(c, jkt, ""), code.OIDC)
 }
 
 // grantRefreshToken rotates a refresh token (RFC 6749 §6).
-func (s *Server) grantRefreshToken(r *http.Request, c *client, form url.Values, aud []string) (*tokenResponse, *oauthError) {
+func (s *Server) grantRefreshToken(r *http.Request, c *client, form url.Values, aud []string, jkt string) (*tokenResponse, *oauthError) {
 	raw := form.Get("refresh_token")
 	if raw == "" {
 		return nil, errInvalidRequest("refresh_token is required")
@@ -185,7 +199,7 @@ func (s *Server) grantRefreshToken(r *http.Request, c *client, form url.Values, 
 		return nil, errUnavailable
 	}
 	if err == nil {
-		if oerr := s.checkRefresh(c, live, requested, aud); oerr != nil {
+		if oerr := s.checkRefresh(c, live, requested, aud, jkt); oerr != nil {
 			return nil, oerr
 		}
 	}
@@ -208,7 +222,7 @@ func (s *Server) grantRefreshToken(r *http.Request, c *client, form url.Values, 
 	case err != nil:
 		return nil, errInvalidGrant("invalid refresh token")
 	}
-	if oerr := s.checkRefresh(c, old, requested, aud); oerr != nil {
+	if oerr := s.checkRefresh(c, old, requested, aud, jkt); oerr != nil {
 		return nil, oerr
 	}
 	if !s.now().Before(old.ExpiresAt) {
@@ -227,16 +241,20 @@ func (s *Server) grantRefreshToken(r *http.Request, c *client, form url.Values, 
 	// request stays within the grant).
 	access, grantAud, _ := s.narrowAudience(c, old.Audience, aud)
 	// OIDC Core §12.2: the new ID token keeps sub and auth_time, no nonce.
-	return s.issue(r, c, old.Subject, scope, grant, old.Family, true, access, grantAud, old.OIDC)
+	return s.issue(r, c, old.Subject, scope, grant, old.Family, true, access, grantAud, jkt, refreshJKT(c, jkt, old.JKT), old.OIDC)
 }
 
 // checkRefresh checks a refresh token against the client refreshing it
 // (RFC 6749 §6) and the requested scope and resources, which must not
 // exceed the original grant nor the client's current registration
-// (RFC 8707 §2.2).
-func (s *Server) checkRefresh(c *client, t *stores.Token, requested, resources []string) *oauthError {
+// (RFC 8707 §2.2). A refresh token bound to a DPoP key refreshes only with
+// a proof of that key (RFC 9449 §5.0).
+func (s *Server) checkRefresh(c *client, t *stores.Token, requested, resources []string, jkt string) *oauthError {
 	if t.ClientID != c.ID {
 		return errInvalidGrant("invalid refresh token")
+	}
+	if t.JKT != "" && subtle.ConstantTimeCompare([]byte(jkt), []byte(t.JKT)) != 1 {
+		return errInvalidGrant("the refresh token is bound to another DPoP key")
 	}
 	if _, ok := c.currentScope(t.Scope); !ok {
 		return errInvalidGrant("none of the granted scope is still registered for the client")
@@ -274,7 +292,7 @@ func (c *client) currentScope(granted string) (scope string, ok bool) {
 
 // grantClientCredentials issues an access token to a confidential client
 // for itself (RFC 6749 §4.4).
-func (s *Server) grantClientCredentials(r *http.Request, c *client, form url.Values, aud []string) (*tokenResponse, *oauthError) {
+func (s *Server) grantClientCredentials(r *http.Request, c *client, form url.Values, aud []string, jkt string) (*tokenResponse, *oauthError) {
 	if c.Public() { // unreachable: New refuses the grant for public clients
 		return nil, errUnauthorizedClient("public clients cannot use client_credentials")
 	}
@@ -285,22 +303,23 @@ func (s *Server) grantClientCredentials(r *http.Request, c *client, form url.Val
 	// RFC 6749 §4.4.3: no refresh token.
 	// No family: nothing else is ever issued from this grant, so there is
 	// nothing to revoke together, and stores skip the family index.
-	return s.issue(r, c, "", scope, "", "", false, aud, nil, nil)
+	return s.issue(r, c, "", scope, "", "", false, aud, nil, jkt, "", nil)
 }
 
 // issue mints an access token for aud and, when withRefresh, a refresh
 // token of the same family for the grant's audience refreshAud, and stores
 // both with one call. A nil audience is the default one (see resource.go).
-// With a JWT ring the access token is a JWT, stored under its jti. An
-// OpenID Connect grant (og) is kept with both tokens, and its ID token
-// added when the scope holds openid.
-func (s *Server) issue(r *http.Request, c *client, subject, scope, refreshScope, family string, withRefresh bool, aud, refreshAud []string, og *stores.OIDCGrant) (*tokenResponse, *oauthError) {
+// With a JWT ring the access token is a JWT, stored under its jti. A
+// non-empty jkt binds the access token to that DPoP key, refreshJKT the
+// refresh token (RFC 9449 §5, §6). An OpenID Connect grant (og) is kept
+// with both tokens, and its ID token added when the scope holds openid.
+func (s *Server) issue(r *http.Request, c *client, subject, scope, refreshScope, family string, withRefresh bool, aud, refreshAud []string, jkt, refreshJKT string, og *stores.OIDCGrant) (*tokenResponse, *oauthError) {
 	now := s.now()
 	var access, stored string
 	var err error
 	if s.ring != nil {
 		var oerr *oauthError
-		if access, stored, oerr = s.newJWT(r, c, subject, scope, aud); oerr != nil {
+		if access, stored, oerr = s.newJWT(r, c, subject, scope, aud, jkt); oerr != nil {
 			return nil, oerr
 		}
 	} else {
@@ -315,9 +334,12 @@ func (s *Server) issue(r *http.Request, c *client, subject, scope, refreshScope,
 		ExpiresIn:   int64(s.accessTTL / time.Second),
 		Scope:       scope,
 	}
+	if jkt != "" {
+		resp.TokenType = tokenTypeDPoP
+	}
 	records := []*stores.Token{{
 		Key: s.hasher.Key(stored), Kind: stores.AccessToken, ClientID: c.ID, Subject: subject,
-		Scope: scope, Family: family, Audience: aud, IssuedAt: now, ExpiresAt: now.Add(s.accessTTL),
+		Scope: scope, Family: family, Audience: aud, IssuedAt: now, ExpiresAt: now.Add(s.accessTTL), JKT: jkt,
 		OIDC: s.tokenOIDC(og, scope),
 	}}
 	if withRefresh {
@@ -328,7 +350,7 @@ func (s *Server) issue(r *http.Request, c *client, subject, scope, refreshScope,
 		resp.RefreshToken = refresh
 		records = append(records, &stores.Token{
 			Key: s.hasher.Key(refresh), Kind: stores.RefreshToken, ClientID: c.ID, Subject: subject,
-			Scope: refreshScope, Family: family, Audience: refreshAud, IssuedAt: now, ExpiresAt: now.Add(s.refreshTTL),
+			Scope: refreshScope, Family: family, Audience: refreshAud, IssuedAt: now, ExpiresAt: now.Add(s.refreshTTL), JKT: refreshJKT,
 			OIDC: s.tokenOIDC(og, refreshScope),
 		})
 	}

@@ -27,6 +27,14 @@ type Claims struct {
 	NotBefore josejwt.NumericDate `json:"nbf,omitempty"`
 	Expiry    josejwt.NumericDate `json:"exp"`
 	ID        string              `json:"jti"`
+	// Confirmation binds the token to a key (RFC 7800): a DPoP key's
+	// thumbprint (RFC 9449 §6.1). Nil for a bearer token.
+	Confirmation *Confirmation `json:"cnf,omitempty"`
+}
+
+// Confirmation is the "cnf" claim of a DPoP-bound token.
+type Confirmation struct {
+	JKT string `json:"jkt"`
 }
 
 // Sign returns c as a JWT signed with the ring's signing key.

@@ -46,7 +46,7 @@ step "installing Chromium for the consent page tests"
 scripts/chromium.sh
 eval "$(scripts/chromium.sh env)"
 
-step "installing oauth4webapi (the third-party client of the registration tests)"
+step "installing oauth4webapi (the third-party client of the registration and FAPI 2.0 tests)"
 scripts/oauth4webapi.sh install
 eval "$(scripts/oauth4webapi.sh env)"
 

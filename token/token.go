@@ -36,6 +36,8 @@ const (
 	PurposeKeySealing = "caddy-oauth2 signing key sealing v2"
 	// PurposeCSRF keys the consent page's CSRF tokens.
 	PurposeCSRF = "caddy-oauth2 consent csrf v2"
+	// PurposeDPoPNonce keys the stateless DPoP server nonces (RFC 9449 §8).
+	PurposeDPoPNonce = "dpop-nonce"
 )
 
 // DeriveKey returns the 32-byte key for purpose derived from secret with

@@ -54,6 +54,7 @@ type JWTSource struct {
 type verified struct {
 	key    string // the store key of its jti
 	claims map[string]any
+	jkt    string // cnf.jkt, RFC 9449 §6.1
 }
 
 // NewJWTSource checks cfg and returns a JWTSource.
@@ -106,7 +107,7 @@ func (s *JWTSource) Verify(ctx context.Context, raw string) (Grant, error) {
 	case err != nil:
 		return Grant{}, err
 	}
-	return Grant{Token: tok, Claims: v.claims}, nil
+	return Grant{Token: tok, Claims: v.claims, JKT: v.jkt}, nil
 }
 
 // verify checks what a token says of itself, and says until when it passes.
@@ -130,7 +131,13 @@ func (s *JWTSource) verify(ctx context.Context, raw string, now time.Time) (veri
 	case c.NotBefore != 0 && now.Add(s.cfg.Leeway).Before(c.NotBefore.Time()):
 		return verified{}, time.Time{}, fmt.Errorf("%w: not yet valid", ErrInvalidToken)
 	}
-	return verified{key: s.cfg.Hasher.Key(c.ID), claims: all}, c.Expiry.Time().Add(s.cfg.Leeway), nil
+	var jkt string
+	if c.Confirmation != nil {
+		if jkt = c.Confirmation.JKT; jkt == "" {
+			return verified{}, time.Time{}, fmt.Errorf("%w: cnf without jkt", ErrInvalidToken)
+		}
+	}
+	return verified{key: s.cfg.Hasher.Key(c.ID), claims: all, jkt: jkt}, c.Expiry.Time().Add(s.cfg.Leeway), nil
 }
 
 var _ Source = (*JWTSource)(nil)

@@ -8,11 +8,14 @@ package validator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/tokengate/caddy-oauth2/dpop"
 	"github.com/tokengate/caddy-oauth2/stores"
 	"github.com/tokengate/caddy-oauth2/token"
 )
@@ -63,6 +66,18 @@ type Config struct {
 	// servers' tokens), asked in order: the first that recognises a token
 	// decides. Default: none.
 	Sources []Source
+	// DPoP, when set, accepts DPoP-bound tokens with "Authorization: DPoP"
+	// and a proof (RFC 9449 §7.1), and refuses them as bearer tokens
+	// (§7.2). Share it with the token endpoint. Default: nil, a token bound
+	// to a key is refused whatever the scheme.
+	DPoP *dpop.Verifier
+	// RequestURL returns the URL the client used, the proof's htu. It is
+	// called only for requests with the DPoP scheme. Default: the scheme of
+	// the connection, the Host header and the request's path.
+	RequestURL func(r *http.Request) *url.URL
+	// RequireDPoP refuses tokens that are not bound to a DPoP key.
+	// Default: false.
+	RequireDPoP bool
 }
 
 // Source is a kind of bearer token the guard accepts besides the opaque
@@ -101,6 +116,10 @@ type Grant struct {
 	// Issuer is the other authorization server that vouched for a foreign
 	// token, shared by all its grants. Nil for our own tokens.
 	Issuer *ForeignIssuer
+	// JKT is the thumbprint of the DPoP key the token is bound to (RFC
+	// 9449 §6): cnf.jkt of a JWT or an introspection answer, the stored
+	// binding of our opaque tokens. Empty for a bearer token.
+	JKT string
 }
 
 // Foreign reports whether the token is another authorization server's: its
@@ -129,8 +148,17 @@ type Validator struct {
 	resource string
 	sources  []Source
 
-	// Precomputed WWW-Authenticate values.
+	dpop        *dpop.Verifier
+	requestURL  func(r *http.Request) *url.URL
+	requireDPoP bool
+
+	// Precomputed WWW-Authenticate values; dpopChallenge is the DPoP
+	// scheme's (§7.1), "" without DPoP.
 	missing, malformed, invalid, insufficient string
+	dpopChallenge                             string
+	// denyBound refuses a bound token sent as a bearer token,
+	// denyUnbound an unbound one where DPoP is required.
+	denyBound, denyUnbound *Denial
 	// The common denials, built once: a flood of bad tokens allocates none.
 	// Callers must not modify a Denial.
 	denyMissing, denyMalformed, denyInvalid, denyScope *Denial
@@ -141,6 +169,11 @@ type Validator struct {
 type Denial struct {
 	Status    int
 	Challenge string
+	// DPoPChallenge is a second WWW-Authenticate value, of the DPoP scheme
+	// (RFC 9449 §7.1), when the validator accepts DPoP.
+	DPoPChallenge string
+	// DPoPNonce, when set, goes in a DPoP-Nonce header (§8, §9).
+	DPoPNonce string
 	// Err says why, for logs. It never contains the token.
 	Err error
 }
@@ -155,6 +188,10 @@ var (
 	// more call to those under way (an introspection endpoint's cap). The
 	// guard answers 503 with Retry-After.
 	ErrOverloaded = errors.New("too many calls under way to an authorization server")
+	// ErrBoundToken is a DPoP-bound token sent as a bearer token (RFC 9449
+	// §7.2), ErrDPoPRequired an unbound one where DPoP is required.
+	ErrBoundToken   = fmt.Errorf("%w: DPoP-bound, sent as a bearer token", ErrInvalidToken)
+	ErrDPoPRequired = fmt.Errorf("%w: not bound to a DPoP key", ErrInvalidToken)
 )
 
 // New returns a Validator for cfg.
@@ -194,6 +231,10 @@ func New(cfg Config) (*Validator, error) {
 		aud:      cfg.Audience,
 		resource: cfg.Resource,
 		sources:  cfg.Sources,
+
+		dpop:        cfg.DPoP,
+		requestURL:  cfg.RequestURL,
+		requireDPoP: cfg.RequireDPoP,
 		// RFC 6750 §3.1: no error code when the request had no credentials.
 		missing:   realm,
 		malformed: realm + `, error="invalid_request", error_description="send exactly one Authorization header"`,
@@ -214,12 +255,33 @@ func New(cfg Config) (*Validator, error) {
 		v.invalid += extra
 		v.insufficient += `, resource_metadata="` + m + `"`
 	}
-	v.denyMissing = &Denial{Status: http.StatusUnauthorized, Challenge: v.missing, Err: ErrNoToken}
+	if v.dpop != nil {
+		v.dpopChallenge = `DPoP realm="` + cfg.Realm + `", algs="` + strings.Join(v.dpop.Algorithms(), " ") + `"`
+	}
+	if v.requestURL == nil {
+		v.requestURL = connectionURL
+	}
+	if v.requireDPoP && v.dpop == nil {
+		return nil, errors.New("validator: RequireDPoP needs a DPoP verifier")
+	}
+	v.denyMissing = v.deny(http.StatusUnauthorized, v.missing, ErrNoToken)
 	// RFC 6750 §3.1: invalid_request is answered with 400.
-	v.denyMalformed = &Denial{Status: http.StatusBadRequest, Challenge: v.malformed, Err: ErrMalformedRequest}
-	v.denyInvalid = &Denial{Status: http.StatusUnauthorized, Challenge: v.invalid, Err: ErrInvalidToken}
-	v.denyScope = &Denial{Status: http.StatusForbidden, Challenge: v.insufficient, Err: ErrInsufficientScope}
+	v.denyMalformed = v.deny(http.StatusBadRequest, v.malformed, ErrMalformedRequest)
+	v.denyInvalid = v.deny(http.StatusUnauthorized, v.invalid, ErrInvalidToken)
+	v.denyScope = v.deny(http.StatusForbidden, v.insufficient, ErrInsufficientScope)
+	// RFC 9449 §7.2: invalid_token for a bound token without its proof.
+	v.denyBound = v.deny(http.StatusUnauthorized,
+		realm+`, error="invalid_token", error_description="the access token is bound to a DPoP key: send it with the DPoP scheme and a proof"`, ErrBoundToken)
+	v.denyUnbound = v.deny(http.StatusUnauthorized, realm, ErrDPoPRequired)
+	if v.dpop != nil {
+		v.denyUnbound.DPoPChallenge = v.dpopChallenge + `, error="invalid_token", error_description="this resource requires a DPoP-bound access token"`
+	}
 	return v, nil
+}
+
+// deny builds a refusal with the DPoP challenge beside the given one.
+func (v *Validator) deny(status int, challenge string, err error) *Denial {
+	return &Denial{Status: status, Challenge: challenge, DPoPChallenge: v.dpopChallenge, Err: err}
 }
 
 // Check returns the request's live access token, or why it is refused.
@@ -239,9 +301,15 @@ func (v *Validator) CheckGrant(r *http.Request) (Grant, *Denial) {
 		return Grant{}, v.denyMalformed
 	}
 	raw, ok := bearer(values[0])
+	isDPoP := false
 	if !ok {
-		// Another scheme (Basic, say) is no bearer credential at all.
-		return Grant{}, v.denyMissing
+		if v.dpop != nil {
+			raw, isDPoP = dpopScheme(values[0])
+		}
+		if !isDPoP {
+			// Another scheme (Basic, say) is no bearer credential at all.
+			return Grant{}, v.denyMissing
+		}
 	}
 	// The deadline timer is armed only for a token that reaches a lookup:
 	// malformed and unrecognised tokens cost none.
@@ -261,7 +329,7 @@ func (v *Validator) CheckGrant(r *http.Request) (Grant, *Denial) {
 		if v.aud != nil && !v.aud(tok.Audience) {
 			return Grant{}, v.denyInvalid // a token for another API
 		}
-		g.Token = tok
+		g.Token, g.JKT = tok, tok.JKT
 	} else if token.Ours(raw) {
 		// A code, a refresh token or a garbled access token of ours is
 		// refused here: it never goes to another server (an external
@@ -286,7 +354,7 @@ func (v *Validator) CheckGrant(r *http.Request) (Grant, *Denial) {
 		var err error
 		switch g, err = src.Verify(ctx, raw); {
 		case errors.Is(err, ErrInvalidToken):
-			return Grant{}, &Denial{Status: http.StatusUnauthorized, Challenge: v.invalid, Err: err}
+			return Grant{}, v.deny(http.StatusUnauthorized, v.invalid, err)
 		case err != nil:
 			return Grant{}, &Denial{Status: http.StatusServiceUnavailable, Err: err}
 		case g.Token == nil:
@@ -299,6 +367,13 @@ func (v *Validator) CheckGrant(r *http.Request) (Grant, *Denial) {
 	tok := g.Token
 	if !v.now().Before(tok.ExpiresAt) {
 		return Grant{}, v.denyInvalid
+	}
+	// The one sender-constraint step, whichever source decided; an unbound
+	// bearer token costs these three comparisons.
+	if isDPoP || g.JKT != "" || v.requireDPoP {
+		if d := v.senderConstrained(r, raw, isDPoP, g.JKT); d != nil {
+			return Grant{}, d
+		}
 	}
 	var registered map[string]bool
 	checkClient := v.clients != nil && !g.Foreign()
@@ -337,6 +412,77 @@ func grantFor(g Grant, resource string) bool {
 		}
 	}
 	return false
+}
+
+// senderConstrained checks a request's DPoP proof against the token (RFC
+// 9449 §7.1) and refuses a bound token sent as a bearer token (§7.2).
+func (v *Validator) senderConstrained(r *http.Request, raw string, isDPoP bool, jkt string) *Denial {
+	switch {
+	case !isDPoP && jkt != "":
+		return v.denyBound
+	case jkt == "" && v.requireDPoP:
+		return v.denyUnbound
+	case v.dpop == nil:
+		return v.denyInvalid // bound, but no DPoP here to prove it
+	}
+	proof, err := dpop.Header(r.Header)
+	if err == nil && proof == "" {
+		err = &dpop.Error{Code: dpop.CodeInvalidProof, Reason: "missing", Description: "a DPoP proof is required with the DPoP scheme"}
+	}
+	if err != nil {
+		v.dpop.Refused(err.(*dpop.Error).Reason)
+		return v.proofDenial(err)
+	}
+	_, err = v.dpop.Verify(proof, dpop.Request{Method: r.Method, URL: v.requestURL(r), AccessToken: raw, JKT: jkt})
+	if err != nil {
+		return v.proofDenial(err)
+	}
+	return nil
+}
+
+// proofDenial answers a refused proof: 401 with the DPoP challenge
+// carrying the error (§7.1), and a fresh nonce for use_dpop_nonce (§9).
+func (v *Validator) proofDenial(err error) *Denial {
+	e, _ := err.(*dpop.Error)
+	if e == nil {
+		e = &dpop.Error{Code: dpop.CodeInvalidProof, Description: "invalid DPoP proof"}
+	}
+	d := &Denial{Status: http.StatusUnauthorized, Challenge: v.missing, Err: err,
+		DPoPChallenge: v.dpopChallenge + `, error="` + e.Code + `", error_description="` + quoteSafe(e.Description) + `"`}
+	if e.Code == dpop.CodeUseNonce && v.dpop.Nonces != nil {
+		d.DPoPNonce = v.dpop.Nonces.Issue(v.now())
+	}
+	return d
+}
+
+// quoteSafe drops what cannot go in a quoted-string (RFC 9110 §5.6.4).
+func quoteSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '"' || r == '\\' || r < 0x20 || r > 0x7e {
+			return -1
+		}
+		return r
+	}, s)
+}
+
+// connectionURL is the URL of a request as the connection tells it, with
+// no proxy trusted: the default of Config.RequestURL.
+func connectionURL(r *http.Request) *url.URL {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return &url.URL{Scheme: scheme, Host: r.Host, Path: r.URL.Path, RawPath: r.URL.RawPath}
+}
+
+// dpopScheme extracts the token from an "Authorization: DPoP" value (RFC
+// 9449 §7.1).
+func dpopScheme(h string) (string, bool) {
+	const scheme = "dpop "
+	if len(h) <= len(scheme) || !strings.EqualFold(h[:len(scheme)], scheme) {
+		return "", false
+	}
+	return strings.TrimSpace(h[len(scheme):]), true
 }
 
 // bound gives ctx the lookup deadline, if the validator has one.
