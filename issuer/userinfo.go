@@ -1,9 +1,12 @@
 package issuer
 
 import (
+	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 
+	"github.com/tokengate/caddy-oauth2/dpop"
 	"github.com/tokengate/caddy-oauth2/stores"
 )
 
@@ -20,11 +23,8 @@ func (s *Server) serveUserInfo(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if scheme != "Bearer" {
-		// Hook for DPoP-bound tokens (RFC 9449 §7): once the proof
-		// verifier lands, a DPoP scheme is checked here against the
-		// token's JKT, as the guard does.
-		bearerChallenge(w, http.StatusUnauthorized, "invalid_request", "only the Bearer scheme is supported here")
+	if scheme == "DPoP" && s.dpop == nil {
+		bearerChallenge(w, http.StatusUnauthorized, "invalid_request", "DPoP is not supported here")
 		return
 	}
 	kind, key, ok, oerr := s.tokenKey(r, raw)
@@ -49,10 +49,19 @@ func (s *Server) serveUserInfo(w http.ResponseWriter, r *http.Request) {
 		bearerChallenge(w, http.StatusUnauthorized, "invalid_token", "the access token is not valid")
 		return
 	}
-	// RFC 9449 §7.2: a DPoP-bound token is never accepted as a bearer one.
-	if t.JKT != "" {
+	switch {
+	case scheme == "Bearer" && t.JKT != "":
+		// RFC 9449 §7.2: a DPoP-bound token is never accepted as a bearer one.
 		bearerChallenge(w, http.StatusUnauthorized, "invalid_token", "the access token is bound to a DPoP key")
 		return
+	case scheme == "DPoP" && t.JKT == "":
+		bearerChallenge(w, http.StatusUnauthorized, "invalid_token", "the access token is not bound to a DPoP key")
+		return
+	case scheme == "DPoP":
+		// RFC 9449 §7.1: a fresh proof of the token's key for this request.
+		if !s.userInfoProof(w, r, raw, t.JKT) {
+			return
+		}
 	}
 	// Like the guard: a token of a client no longer registered is dead,
 	// and carries only the scopes its client is registered for now.
@@ -70,6 +79,45 @@ func (s *Server) serveUserInfo(w http.ResponseWriter, r *http.Request) {
 	s.releasedClaims(t.OIDC, scope, claims)
 	claims["sub"] = s.subjectFor(owner, t.Subject) // OIDC Core §5.3.2
 	writeJSON(w, http.StatusOK, claims)
+}
+
+// userInfoProof checks the DPoP proof of a UserInfo request made with a
+// bound token, as the guard does (RFC 9449 §7.1): key, htm, htu, ath and
+// jti. It answers a refused proof with the DPoP challenge and reports
+// whether the request may go on.
+func (s *Server) userInfoProof(w http.ResponseWriter, r *http.Request, raw, jkt string) bool {
+	proof, err := dpop.Header(r.Header)
+	if err == nil && proof == "" {
+		err = &dpop.Error{Code: dpop.CodeInvalidProof, Reason: "missing", Description: "a DPoP proof is required with the DPoP scheme"}
+	}
+	if err == nil {
+		u, perr := url.Parse(s.endpointURL(r, UserInfoPath))
+		if perr != nil {
+			writeJSON(w, errUnavailable.Status, errUnavailable)
+			return false
+		}
+		if _, err = s.dpop.Verify(proof, dpop.Request{Method: r.Method, URL: u, AccessToken: raw, JKT: jkt}); err == nil {
+			return true
+		}
+	} else {
+		s.dpop.Refused("header")
+	}
+	var de *dpop.Error
+	if !errors.As(err, &de) {
+		de = &dpop.Error{Code: dpop.CodeInvalidProof, Description: "invalid DPoP proof"}
+	}
+	if de.Code == dpop.CodeUseNonce && s.dpop.Nonces != nil {
+		w.Header().Set("DPoP-Nonce", s.dpop.Nonces.Issue(s.now()))
+	}
+	desc := strings.Map(func(r rune) rune {
+		if r == '"' || r == '\\' || r < 0x20 || r > 0x7e {
+			return -1
+		}
+		return r
+	}, de.Description)
+	w.Header().Set("WWW-Authenticate", `DPoP realm="userinfo", algs="`+strings.Join(s.dpop.Algorithms(), " ")+`", error="`+de.Code+`", error_description="`+desc+`"`)
+	writeJSON(w, http.StatusUnauthorized, &oauthError{Status: http.StatusUnauthorized, Code: de.Code, Description: de.Description})
+	return false
 }
 
 // userInfoToken reads the access token of a UserInfo request: from the
@@ -115,7 +163,7 @@ func (s *Server) userInfoToken(w http.ResponseWriter, r *http.Request) (raw, sch
 	case strings.EqualFold(scheme, "DPoP"):
 		return raw, "DPoP", true
 	}
-	bearerChallenge(w, http.StatusUnauthorized, "invalid_request", "the Authorization scheme must be Bearer")
+	bearerChallenge(w, http.StatusUnauthorized, "invalid_request", "the Authorization scheme must be Bearer or DPoP")
 	return "", "", false
 }
 
