@@ -225,6 +225,11 @@ func TestMetricsScrape(t *testing.T) {
 	if value(fams, "caddy_oauth2_purged_total", "kind", "token") < 0 {
 		t.Error("no caddy_oauth2_purged_total{kind=token}")
 	}
+	// The code store's single-use values (PAR, assertion jti) are purged
+	// too, found through the metrics wrapper.
+	if value(fams, "caddy_oauth2_purged_total", "kind", "single_use") < 0 {
+		t.Error("no caddy_oauth2_purged_total{kind=single_use}: the purge skips the single-use values")
+	}
 	// The example Grafana dashboard queries only metrics that exist.
 	dash, err := os.ReadFile("examples/grafana-dashboard.json")
 	if err != nil {

@@ -154,7 +154,7 @@ var dialects = map[string]*dialect{
 		counted: "SET NOCOUNT OFF; ",
 	},
 	"oracle": {
-		addColumn:   "ALTER TABLE %s ADD (%s)",
+		addColumn:   "ALTER TABLE %s ADD %s",
 		name:        "oracle",
 		driver:      "oracle",
 		placeholder: func(n int) string { return ":" + strconv.Itoa(n) },
