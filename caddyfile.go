@@ -59,6 +59,15 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //		signing_key                 <pem file>
 //		signing_key_rotation        <duration>
 //		jwt_revocation_check        <duration>
+//		resources                   <uri> [<uri>...]
+//		client_id_metadata_documents {
+//			scopes      <scope> [<scope>...]
+//			allow_hosts <host>|*.<domain> [...]
+//			allow_private_addresses
+//			root_ca     <pem file>
+//		}
+//		require_pushed_authorization_requests
+//		profile                     fapi2
 //		client <client_id> {
 //			secret_hash  <bcrypt hash>
 //			redirect_uri <uri> [<uri>...]
@@ -69,6 +78,12 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //			name         <display name>
 //			logo_uri     <https url>
 //			resources    <uri> [<uri>...]
+//			post_logout_redirect_uri <uri> [<uri>...]
+//			id_token_signed_response_alg RS256|ES256|EdDSA
+//			token_endpoint_auth_method none|client_secret_basic|client_secret_post|private_key_jwt
+//			jwks_uri     <https url>
+//			jwks         <jwk set file>
+//			require_pushed_authorization_requests
 //		}
 //		registration {
 //			open | initial_access_token <token>
@@ -77,6 +92,12 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //			client_lifetime <duration>
 //			max_clients     <n>
 //			rate_limit      <n>
+//		}
+//		oidc {
+//			claim <name> <placeholder> [scope <scope>]
+//			id_token_lifetime     <duration>
+//			subject_type          public|pairwise
+//			auth_time_placeholder <placeholder>
 //		}
 //	}
 //
@@ -125,6 +146,15 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneDurationAtLeast(d, &a.AccessTokenLifetime, time.Second)
 		case "refresh_token_lifetime":
 			err = oneDurationAtLeast(d, &a.RefreshTokenLifetime, time.Second)
+		case "require_pushed_authorization_requests":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			a.RequirePushedAuthorizationRequests = true
+		case "profile":
+			if err = oneString(d, &a.Profile); err == nil && a.Profile != issuer.ProfileFAPI2 {
+				return d.Errf("profile: want %s, got %q", issuer.ProfileFAPI2, a.Profile)
+			}
 		case "require_pkce":
 			if d.NextArg() {
 				return d.ArgErr()
@@ -183,6 +213,12 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.MaxSecretVerifications = int(n)
 		case "registration":
 			a.Registration, err = unmarshalRegistration(d)
+		case "resources":
+			a.Resources, err = someStrings(d)
+		case "client_id_metadata_documents":
+			a.ClientIDMetadataDocuments, err = unmarshalMetadataDocuments(d)
+		case "oidc":
+			a.OIDC, err = unmarshalOIDC(d)
 		case "dpop":
 			a.DPoP, err = unmarshalDPoP(d)
 		case "client":
@@ -267,6 +303,21 @@ func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
 			err = oneString(d, &c.LogoURI)
 		case "resources":
 			c.Resources, err = someStrings(d)
+		case "post_logout_redirect_uri", "post_logout_redirect_uris":
+			c.PostLogoutRedirectURIs, err = someStrings(d)
+		case "id_token_signed_response_alg":
+			err = oneString(d, &c.IDTokenSignedResponseAlg)
+		case "token_endpoint_auth_method":
+			err = oneString(d, &c.TokenEndpointAuthMethod)
+		case "jwks_uri":
+			err = oneString(d, &c.JWKSURI)
+		case "jwks":
+			err = oneString(d, &c.JWKS)
+		case "require_pushed_authorization_requests":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			c.RequirePushedAuthorizationRequests = true
 		case "dpop_bound_access_tokens":
 			if d.NextArg() {
 				return nil, d.ArgErr()
@@ -281,12 +332,12 @@ func unmarshalClient(d *caddyfile.Dispenser) (*Client, error) {
 	}
 	// The checks the server makes, reported at the client's line: redirect
 	// URI rules, scopes, grants against the client type, the secret hash.
-	ic := c.issuerClient(func(s string) string {
+	ic, _ := c.issuerClient(func(s string) string {
 		if hasPlaceholder(s) {
 			return placeholderHash // checked when Caddy provisions
 		}
 		return s
-	})
+	}, func(string) ([]byte, error) { return []byte(placeholderJWKS), nil }) // read when Caddy provisions
 	if err := issuer.ValidateClient(ic); err != nil {
 		return nil, fmt.Errorf("client %q: %v, at %s:%d", c.ID, err, file, line)
 	}
@@ -350,6 +401,49 @@ func unmarshalRegistration(d *caddyfile.Dispenser) (*Registration, error) {
 	return r, nil
 }
 
+// unmarshalMetadataDocuments reads the client_id_metadata_documents block:
+//
+//	client_id_metadata_documents {
+//		scopes <scope>...
+//		allow_hosts <host>|*.<domain>...
+//		allow_private_addresses   # tests only
+//		root_ca <file>            # tests only
+//	}
+func unmarshalMetadataDocuments(d *caddyfile.Dispenser) (*ClientIDMetadataDocuments, error) {
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	m := new(ClientIDMetadataDocuments)
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if seen[opt] {
+			return nil, d.Errf("duplicate subdirective %q in client_id_metadata_documents", opt)
+		}
+		seen[opt] = true
+		var err error
+		switch opt {
+		case "scopes":
+			m.Scopes, err = someStrings(d)
+		case "allow_hosts":
+			m.AllowHosts, err = someStrings(d)
+		case "allow_private_addresses":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			m.AllowPrivateAddresses = true
+		case "root_ca":
+			err = oneString(d, &m.RootCA)
+		default:
+			return nil, d.Errf("unrecognized subdirective %q in client_id_metadata_documents", opt)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
 // grantTypes are the grant types a client may list.
 var grantTypes = []string{"authorization_code", "refresh_token", "client_credentials"}
 
@@ -358,6 +452,10 @@ const minTokenSecret = 32
 
 // placeholderHash stands in for a secret_hash given as a placeholder while
 // the Caddyfile is checked: a valid bcrypt hash of nothing in particular.
+// placeholderJWKS stands for a client's jwks file when the Caddyfile is
+// checked: the file is read when Caddy provisions.
+const placeholderJWKS = `{"keys":[{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}`
+
 const placeholderHash = "$2a$04$vFl3KkwJg1x0WQjG6rOQ5uq6Ixr9D7uYlW2F3oGd0o3uQ9bm1YV1a"
 
 func hasPlaceholder(s string) bool { return strings.Contains(s, "{") }
@@ -396,6 +494,8 @@ func parseGuard(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		realm    <realm>
 //		audience <aud> [<aud>...]
 //		keep_authorization
+//		resource      <uri>    # RFC 9728 metadata, audience-bound tokens
+//		resource_name <text>
 //		dpop required
 //		issuer <url> { ... }   # repeatable, see unmarshalExternalIssuer
 //	}
@@ -439,6 +539,14 @@ func (g *Guard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			g.KeepAuthorization = true
+		case "resource":
+			if err := oneString(d, &g.Resource); err != nil {
+				return err
+			}
+		case "resource_name":
+			if err := oneString(d, &g.ResourceName); err != nil {
+				return err
+			}
 		case "dpop":
 			var v string
 			if err := oneString(d, &v); err != nil {

@@ -118,7 +118,13 @@ func (a *App) registeredScopes(clientID string) (map[string]bool, bool) {
 		return s, ok
 	}
 	if a.registry != nil {
-		return a.registry.Scopes(clientID)
+		if s, ok := a.registry.Scopes(clientID); ok {
+			return s, ok
+		}
+	}
+	if a.cimd != nil && issuer.IsDocumentID(clientID) {
+		// A client of a metadata document: the most such clients may have.
+		return a.cimdScopes, true
 	}
 	return nil, false
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/go-jose/go-jose/v4"
 
 	"github.com/tokengate/caddy-oauth2/jwt"
 	"github.com/tokengate/caddy-oauth2/validator"
@@ -26,17 +27,22 @@ const (
 // defaultJWTRevocationCheck is JWTRevocationCheck's default.
 const defaultJWTRevocationCheck = 30 * time.Second
 
-// provisionJWT builds the key ring of JWT access tokens: from the
-// signing_key files, or over the token store, which must then be able to
-// keep keys.
+// provisionJWT builds the key ring of JWT access tokens and OpenID Connect
+// ID tokens: from the signing_key files, or over the token store, which
+// must then be able to keep keys. With OpenID Connect and no RSA
+// signing_key, an RSA key is generated beside the P-256 one (OpenID
+// Connect Discovery §3 requires RS256 for ID tokens).
 func (a *App) provisionJWT(repl *caddy.Replacer, secret []byte) error {
 	switch a.AccessTokenFormat {
 	case "", formatOpaque:
-		if len(a.SigningKeys) > 0 {
-			return errors.New("signing_key is only used with access_token_format jwt")
+		if a.OIDC == nil {
+			if len(a.SigningKeys) > 0 {
+				return errors.New("signing_key is only used with access_token_format jwt or oidc")
+			}
+			return nil
 		}
-		return nil
 	case formatJWT:
+		a.jwtAccess = true
 	default:
 		return fmt.Errorf("access_token_format: want opaque or jwt, got %q", a.AccessTokenFormat)
 	}
@@ -48,6 +54,10 @@ func (a *App) provisionJWT(repl *caddy.Replacer, secret []byte) error {
 	if cfg.TokenLifetime == 0 {
 		cfg.TokenLifetime = time.Hour // the issuer's default
 	}
+	if a.OIDC != nil {
+		cfg.TokenLifetime = max(cfg.TokenLifetime, time.Duration(a.OIDC.IDTokenLifetime), time.Hour)
+	}
+	hasRSA := false
 	for _, f := range a.SigningKeys {
 		path := repl.ReplaceAll(f, "")
 		b, err := os.ReadFile(path)
@@ -58,12 +68,19 @@ func (a *App) provisionJWT(repl *caddy.Replacer, secret []byte) error {
 		if err != nil {
 			return fmt.Errorf("signing_key %s: %v", path, err)
 		}
+		hasRSA = hasRSA || k.Alg == jose.RS256
 		cfg.Keys = append(cfg.Keys, k)
 	}
 	if len(cfg.Keys) == 0 {
+		cfg.Generate = append(cfg.Generate, jose.ES256)
+	}
+	if a.OIDC != nil && !hasRSA {
+		cfg.Generate = append(cfg.Generate, jose.RS256)
+	}
+	if len(cfg.Generate) > 0 {
 		if a.keyStore == nil {
-			return errors.New("access_token_format jwt: the access_token_store cannot keep signing keys; " +
-				"give signing_key files or use a store that can (cache, sql, cassandra)")
+			return errors.New("access_token_format jwt and oidc: the access_token_store cannot keep signing keys; " +
+				"give signing_key files (an RSA one for oidc) or use a store that can (cache, sql, cassandra)")
 		}
 		if a.TokenSecret == "" {
 			a.logger.Warn("no token_secret configured: generated JWT signing keys are sealed with a random secret " +
@@ -76,8 +93,12 @@ func (a *App) provisionJWT(repl *caddy.Replacer, secret []byte) error {
 	return err
 }
 
-// issuingRing is the ring the issuer signs with: nil for opaque tokens.
+// issuingRing is the ring the issuer signs access tokens with: nil for
+// opaque tokens.
 func (a *App) issuingRing() *jwt.Ring {
+	if !a.jwtAccess {
+		return nil
+	}
 	return a.ring
 }
 
@@ -85,7 +106,7 @@ func (a *App) issuingRing() *jwt.Ring {
 // validation_cache, or, for JWT access tokens over a remote store, the
 // jwt_revocation_check, so that the guard reads no store on the hot path.
 func (a *App) validationCacheTTL() time.Duration {
-	if a.ValidationCache > 0 || a.ring == nil || a.tokensInProcess {
+	if a.ValidationCache > 0 || !a.jwtAccess || a.tokensInProcess {
 		return time.Duration(a.ValidationCache)
 	}
 	if a.JWTRevocationCheck > 0 {
@@ -117,7 +138,7 @@ func (a *App) ownIssuer(iss string) bool {
 // jwtSources returns the guard's source of the app's JWT access tokens,
 // none when the app issues opaque ones.
 func (g *Guard) jwtSources(app *App) ([]validator.Source, error) {
-	if app.ring == nil {
+	if !app.jwtAccess {
 		return nil, nil
 	}
 	accepts := func(aud string) bool { return slices.Contains(g.Audience, aud) }

@@ -34,6 +34,12 @@ type metrics struct {
 	// registrations by reason.
 	clientChanges *prometheus.CounterVec
 	regRefusals   *prometheus.CounterVec
+	// Client ID metadata documents that could not be used, by reason.
+	documentFailures *prometheus.CounterVec
+	// Pushed authorization requests by outcome; replayed client
+	// assertions by client.
+	parRequests      *prometheus.CounterVec
+	assertionReplays *prometheus.CounterVec
 
 	// The guard's counters, one per result, resolved once so the hot path
 	// only adds to an atomic.
@@ -76,6 +82,9 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 	}
 	m.clientChanges = counterVec("client_changes_total", "Registered clients created, updated and deleted through this gateway (rotated secrets count as updates), by registered_by (admin or dynamic).", "op", "registered_by")
 	m.regRefusals = counterVec("registration_refusals_total", "Requests refused by the dynamic client registration endpoint, by reason (an RFC 7591 error code, invalid_token, rate_limited or max_clients).", "reason")
+	m.documentFailures = counterVec("client_metadata_document_failures_total", "Client ID metadata documents that could not be used, by reason (fetch, status, too_large, redirect, address, invalid, mismatch, host, busy).", "reason")
+	m.parRequests = counterVec("par_requests_total", "Requests to the pushed authorization request endpoint, by outcome (created or the RFC 6749 error code).", "outcome")
+	m.assertionReplays = counterVec("client_assertion_replays_total", "private_key_jwt client assertions refused because their jti was used before, at this gateway or another sharing the code store.", "client_id")
 	guard := counterVec("guard_requests_total", "Requests decided by oauth2_guard, by result.", "result")
 	m.guardAllowed = guard.WithLabelValues("allowed")
 	m.guardNoToken = guard.WithLabelValues("no_token")
@@ -87,7 +96,7 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 	m.guardDPoP = guard.WithLabelValues("invalid_dpop_proof")
 	m.dpopProofs = counterVec("dpop_proofs_total", "DPoP proofs checked by the token endpoint and the guards, by result (accepted or refused) and reason of refusal (the dpop package's labels: signature, htu, replay, nonce, ...).", "result", "reason")
 	for _, c := range []prometheus.Collector{m.issued, m.tokenErrors, m.authFailures, m.storeOps, m.storeErrors,
-		m.purgeRuns, m.purged, m.purgeTime, m.clientChanges, m.regRefusals, guard, m.dpopProofs} {
+		m.purgeRuns, m.purged, m.purgeTime, m.clientChanges, m.regRefusals, m.documentFailures, m.parRequests, m.assertionReplays, guard, m.dpopProofs} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -105,6 +114,18 @@ func (m *metrics) ClientChanged(op, by string) { m.clientChanges.WithLabelValues
 
 // RegistrationRefused counts a refused registration request.
 func (m *metrics) RegistrationRefused(reason string) { m.regRefusals.WithLabelValues(reason).Inc() }
+
+// documentFailed counts a client ID metadata document that could not be
+// used.
+func (m *metrics) documentFailed(reason string) { m.documentFailures.WithLabelValues(reason).Inc() }
+
+// PARRequest implements issuer.AssertionObserver.
+func (m *metrics) PARRequest(outcome string) { m.parRequests.WithLabelValues(outcome).Inc() }
+
+// AssertionReplayed implements issuer.AssertionObserver.
+func (m *metrics) AssertionReplayed(clientID string) {
+	m.assertionReplays.WithLabelValues(clientID).Inc()
+}
 
 // guardResult counts one decision of the guard.
 func (m *metrics) guardResult(d *validator.Denial) {
@@ -409,3 +430,5 @@ func (a *App) registerAuthMetrics() error {
 	}
 	return nil
 }
+
+var _ issuer.AssertionObserver = (*metrics)(nil)

@@ -168,6 +168,19 @@ type App struct {
 	// with the cache store, at once. Default: 30s.
 	JWTRevocationCheck caddy.Duration `json:"jwt_revocation_check,omitempty"`
 
+	// RequirePushedAuthorizationRequests makes every client push its
+	// authorization requests to /oauth2/par (RFC 9126 §5) and refuses
+	// others. Default: false; a client's own option asks it of that client.
+	RequirePushedAuthorizationRequests bool `json:"require_pushed_authorization_requests,omitempty"`
+
+	// Profile turns on a security profile. "fapi2" is the FAPI 2.0
+	// Security Profile: pushed authorization requests and PKCE S256
+	// required, confidential clients only with private_key_jwt,
+	// DPoP-bound access tokens, authorization codes of at most 60s (the
+	// default then), iss in the authorization response; a client
+	// configuration that contradicts it is refused at load. Default: none.
+	Profile string `json:"profile,omitempty"`
+
 	// Clients are the OAuth clients of the configuration. Clients can also
 	// be registered at runtime, through the admin API or by dynamic
 	// registration, when the access token store keeps them (see
@@ -178,6 +191,18 @@ type App struct {
 	// 7592) at /oauth2/register. Default: off.
 	Registration *Registration `json:"registration,omitempty"`
 
+	// Resources are resource indicators (RFC 8707) that every client may
+	// name at the authorization and token endpoints, besides its own
+	// resources; the resource of every oauth2_guard in the configuration
+	// is added to them. Default: none.
+	Resources []string `json:"resources,omitempty"`
+
+	// ClientIDMetadataDocuments turns on client ID metadata documents: a
+	// client_id that is an https URL names the client's metadata (see
+	// resource.go). Default: off.
+	ClientIDMetadataDocuments *ClientIDMetadataDocuments `json:"client_id_metadata_documents,omitempty"`
+	// OIDC turns on OpenID Connect (see oidc.go). Default: off.
+	OIDC *OIDC `json:"oidc,omitempty"`
 	// DPoP tunes sender-constrained tokens (RFC 9449, see dpop.go), which
 	// are always on. Default: no nonces, proofs optional, 60s proofs.
 	DPoP *DPoP `json:"dpop,omitempty"`
@@ -213,11 +238,19 @@ type App struct {
 	registry     *issuer.Registry
 	registration *issuer.Registration
 	follower     *lookupcache.Follower
+	// resources are the app-wide resources, the guards' among them.
+	resources *issuer.Resources
+	// cimd and cimdScopes are the client ID metadata documents' settings.
+	cimd       *issuer.MetadataDocuments
+	cimdScopes map[string]bool
 
 	// JWT access tokens, see jwt.go.
 	keyStore        stores.KeyStore // the token store's, if it can keep keys
 	tokensInProcess bool
-	ring            *jwt.Ring
+	ring            *jwt.Ring // access tokens (jwtAccess) and ID tokens
+	jwtAccess       bool
+
+	pairwiseKey []byte // OpenID Connect pairwise subjects, see oidc.go
 
 	// dpop checks DPoP proofs for the token endpoint and every guard.
 	dpop *dpop.Verifier
@@ -256,15 +289,44 @@ type Client struct {
 	// in a token request's resource parameter; they become the "aud" of its
 	// JWT access tokens. Default: none.
 	Resources []string `json:"resources,omitempty"`
+	// PostLogoutRedirectURIs are where the logout endpoint may send the
+	// user back after an RP-initiated logout (OpenID Connect RP-Initiated
+	// Logout 1.0), compared exactly. Default: none, the endpoint shows its
+	// own signed-out page.
+	PostLogoutRedirectURIs []string `json:"post_logout_redirect_uris,omitempty"`
+	// IDTokenSignedResponseAlg is the algorithm of the client's ID tokens
+	// (OpenID Connect Registration §2): RS256, ES256 or EdDSA. Default:
+	// RS256.
+	IDTokenSignedResponseAlg string `json:"id_token_signed_response_alg,omitempty"`
+	// TokenEndpointAuthMethod is how the client authenticates (RFC 7591
+	// §2): none, client_secret_basic, client_secret_post or
+	// private_key_jwt (RFC 7523). Default: client_secret_basic with a
+	// secret_hash (client_secret_post is accepted too), private_key_jwt
+	// with jwks_uri or jwks, none otherwise.
+	TokenEndpointAuthMethod string `json:"token_endpoint_auth_method,omitempty"`
+	// JWKSURI is the https URL of the client's public keys, which verify
+	// its private_key_jwt assertions. Default: none.
+	JWKSURI string `json:"jwks_uri,omitempty"`
+	// JWKS is the path of a file holding the client's public keys as a
+	// JWK Set, for private_key_jwt; exclusive with jwks_uri. Placeholders
+	// are replaced. Default: none.
+	JWKS string `json:"jwks,omitempty"`
+	// RequirePushedAuthorizationRequests makes this client push its
+	// authorization requests to /oauth2/par (RFC 9126 §6). Default: false.
+	RequirePushedAuthorizationRequests bool `json:"require_pushed_authorization_requests,omitempty"`
 	// DPoPBoundAccessTokens makes the token endpoint refuse the client's
 	// token requests without a DPoP proof (RFC 9449 §5.2). Default: false.
 	DPoPBoundAccessTokens bool `json:"dpop_bound_access_tokens,omitempty"`
 }
 
 // issuerClient is the client as package issuer takes it, its secret hash
-// passed through secret (which replaces placeholders).
-func (c *Client) issuerClient(secret func(string) string) *issuer.Client {
+// passed through secret (which replaces placeholders) and its jwks file
+// read by readJWKS.
+func (c *Client) issuerClient(secret func(string) string, readJWKS func(path string) ([]byte, error)) (*issuer.Client, error) {
 	ic := &issuer.Client{
+		AuthMethod:   c.TokenEndpointAuthMethod,
+		JWKSURI:      c.JWKSURI,
+		RequirePAR:   c.RequirePushedAuthorizationRequests,
 		ID:           c.ID,
 		RedirectURIs: c.RedirectURIs,
 		GrantTypes:   c.GrantTypes,
@@ -275,12 +337,21 @@ func (c *Client) issuerClient(secret func(string) string) *issuer.Client {
 		LogoURI:      c.LogoURI,
 		Resources:    c.Resources,
 
-		DPoPBoundAccessTokens: c.DPoPBoundAccessTokens,
+		PostLogoutRedirectURIs:   c.PostLogoutRedirectURIs,
+		IDTokenSignedResponseAlg: c.IDTokenSignedResponseAlg,
+		DPoPBoundAccessTokens:    c.DPoPBoundAccessTokens,
 	}
 	if h := secret(c.SecretHash); h != "" {
 		ic.SecretHash = []byte(h)
 	}
-	return ic
+	if c.JWKS != "" {
+		b, err := readJWKS(c.JWKS)
+		if err != nil {
+			return nil, fmt.Errorf("client %q: jwks: %v", c.ID, err)
+		}
+		ic.JWKS = b
+	}
+	return ic, nil
 }
 
 // CaddyModule returns the Caddy module information.
@@ -356,6 +427,9 @@ func (a *App) provision(ctx caddy.Context) error {
 		return fmt.Errorf("loading access_token_store: %v", err)
 	}
 	a.codes, a.tokens = codes, tokens
+	if err := a.provisionOIDC(secret); err != nil {
+		return err
+	}
 	if err := a.provisionDPoP(secret); err != nil {
 		return err
 	}
@@ -383,7 +457,12 @@ func (a *App) provision(ctx caddy.Context) error {
 		if _, dup := a.clients[c.ID]; dup {
 			return fmt.Errorf("client %q is defined twice", c.ID)
 		}
-		a.clients[c.ID] = c.issuerClient(func(s string) string { return repl.ReplaceAll(s, "") })
+		ic, err := c.issuerClient(func(s string) string { return repl.ReplaceAll(s, "") },
+			func(path string) ([]byte, error) { return os.ReadFile(repl.ReplaceAll(path, "")) })
+		if err != nil {
+			return err
+		}
+		a.clients[c.ID] = ic
 		scopes := make(map[string]bool, len(c.Scopes))
 		for _, sc := range c.Scopes {
 			scopes[sc] = true
@@ -402,6 +481,9 @@ func (a *App) provision(ctx caddy.Context) error {
 	}
 
 	if err := a.provisionRegistry(repl); err != nil {
+		return err
+	}
+	if err := a.provisionResources(repl); err != nil {
 		return err
 	}
 
@@ -487,7 +569,7 @@ func (a *App) validate() error {
 	if a.MaxSecretVerifications < 0 {
 		return errors.New("max_secret_verifications must not be negative")
 	}
-	if len(a.Clients) == 0 && a.registry == nil {
+	if len(a.Clients) == 0 && a.registry == nil && a.cimd == nil {
 		// Only guards, of other servers' tokens: an oauth2_server still
 		// refuses to provision without clients.
 		return nil
@@ -604,6 +686,11 @@ func (a *App) newIssuer(subject, issuerFor func(*http.Request) string) (*issuer.
 		ConsentTemplate:      a.consent,
 		JWT:                  a.issuingRing(),
 		Audience:             a.Audience,
+		Resources:            a.resources,
+		MetadataDocuments:    a.cimd,
+		OIDC:                 a.issuerOIDC(),
+		RequirePAR:           a.RequirePushedAuthorizationRequests,
+		Profile:              a.Profile,
 		DPoP:                 a.dpop,
 		RequireDPoP:          a.DPoP != nil && a.DPoP.Required,
 
@@ -746,6 +833,16 @@ type Guard struct {
 	// Issuers are other authorization servers whose tokens are accepted
 	// too (see external.go). Default: none, only this app's tokens.
 	Issuers []*ExternalIssuer `json:"issuers,omitempty"`
+	// Resource is this API's resource identifier (RFC 9728, RFC 8707), an
+	// http(s) URL: the guard serves its protected resource metadata at
+	// /.well-known/oauth-protected-resource plus the resource's path,
+	// names that document in every 401 challenge, and admits only tokens
+	// whose audience holds the resource (it joins audience). Every client
+	// may name it at the authorization endpoint. Default: none.
+	Resource string `json:"resource,omitempty"`
+	// ResourceName is the resource_name of the metadata document and the
+	// name of the resource on the consent page. Default: none.
+	ResourceName string `json:"resource_name,omitempty"`
 	// RequireDPoP refuses access tokens not bound to a DPoP key (RFC 9449)
 	// on this route. Bound tokens always need their proof. Default: false.
 	RequireDPoP bool `json:"require_dpop,omitempty"`
@@ -758,6 +855,8 @@ type Guard struct {
 	// of {oauth2.issuer} for our own opaque tokens.
 	ownIssuer func(*http.Request) string
 	keyRefs   []string // the issuers' keys held in issuerKeys
+	// prm is the protected resource metadata, with resource only.
+	prm *validator.ProtectedResource
 }
 
 // CaddyModule returns the Caddy module information.
@@ -777,6 +876,9 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 	}
 	g.metrics = app.metrics
 	g.ownIssuer = app.issuerOf
+	if err := g.provisionResource(app); err != nil {
+		return err
+	}
 	// Our own JWTs first; the external issuers' introspection, which
 	// recognises any token, stays last.
 	sources, err := g.jwtSources(app)
@@ -801,6 +903,9 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 		ClientScopes: app.registeredScopes,
 		// RFC 8707: the same audience rule for opaque tokens as for JWTs.
 		Audience: g.opaqueAudience(app),
+		// RFC 9728: every other source's tokens must name the resource.
+		Resource:         g.Resource,
+		ResourceMetadata: g.resourceMetadataURL(),
 		// RFC 9449 §7: one verifier with the token endpoint; the URL the
 		// client used is computed only for the DPoP scheme.
 		DPoP:        app.dpop,
@@ -814,6 +919,10 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if g.v == nil { // never lets a request pass (see errAppNotLoaded)
 		return caddyhttp.Error(http.StatusServiceUnavailable, errAppNotLoaded)
+	}
+	if g.prm != nil && r.URL.Path == g.prm.Path() {
+		g.prm.ServeHTTP(w, r) // RFC 9728 §3: no token needed
+		return nil
 	}
 	grant, denial := g.v.CheckGrant(r)
 	g.metrics.guardResult(denial)
@@ -878,12 +987,22 @@ func grantPlaceholders(g validator.Grant, own func(*http.Request) string, r *htt
 		case "oauth2.subject":
 			return tok.Subject, true
 		}
-		if name, ok := strings.CutPrefix(key, claimsPrefix); ok && claims != nil {
-			v, ok := claims[name]
-			if !ok {
+		if name, ok := strings.CutPrefix(key, claimsPrefix); ok {
+			if v, ok := claims[name]; ok {
+				return claimString(v), true
+			}
+			// Our own tokens, opaque or JWT, of an OpenID Connect grant:
+			// the claims released at authorization, kept with the grant.
+			var stored map[string]any
+			if foreign == nil && tok.OIDC != nil {
+				stored = tok.OIDC.Claims
+			}
+			if v, ok := stored[name]; ok {
+				return claimString(v), true
+			}
+			if claims != nil || foreign == nil && tok.OIDC != nil {
 				return "", true // a claim the token lacks is empty, as Caddy's own are
 			}
-			return claimString(v), true
 		}
 		return nil, false
 	}

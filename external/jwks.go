@@ -224,3 +224,13 @@ func (k *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
 	}
 	return keys, nil
 }
+
+// Lookup returns the keys a JWS signed under kid may be verified with (all
+// of them when kid is empty), fetching the set on first use and again for
+// an unknown kid at most once per MinRefreshInterval. An error wraps
+// ErrUnavailable: no set could be had. The issuer verifies client
+// assertions (private_key_jwt) with it.
+func (k *Keys) Lookup(ctx context.Context, kid string) ([]jose.JSONWebKey, error) {
+	keys, _, err := k.set.lookup(ctx, kid)
+	return keys, err
+}

@@ -121,6 +121,19 @@ func (c *Client) Get(ctx context.Context, rawURL string, accept string) (int, []
 	return c.do(ctx, c.get, req)
 }
 
+// GetWithHeader is Get that also returns the answer's header, for a
+// caller that honours its caching headers.
+func (c *Client) GetWithHeader(ctx context.Context, rawURL string, accept string) (int, http.Header, []byte, error) {
+	req, err := http.NewRequest(http.MethodGet, rawURL, nil)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	req.Header.Set("Accept", accept)
+	var h http.Header
+	status, body, err := c.doHeader(ctx, c.get, req, &h)
+	return status, h, body, err
+}
+
 // PostForm POSTs form to rawURL, with HTTP Basic credentials when user is
 // not empty, and never follows a redirect: the form and the credentials go
 // to rawURL or nowhere.
@@ -138,6 +151,10 @@ func (c *Client) PostForm(ctx context.Context, rawURL string, form url.Values, u
 }
 
 func (c *Client) do(ctx context.Context, hc *http.Client, req *http.Request) (int, []byte, error) {
+	return c.doHeader(ctx, hc, req, nil)
+}
+
+func (c *Client) doHeader(ctx context.Context, hc *http.Client, req *http.Request, header *http.Header) (int, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 	defer cancel()
 	resp, err := hc.Do(req.WithContext(ctx))
@@ -145,6 +162,9 @@ func (c *Client) do(ctx context.Context, hc *http.Client, req *http.Request) (in
 		return 0, nil, err
 	}
 	defer resp.Body.Close()
+	if header != nil {
+		*header = resp.Header
+	}
 	if resp.ContentLength > c.opts.MaxBody {
 		return resp.StatusCode, nil, fmt.Errorf("%s %s: %w (%d bytes)", req.Method, req.URL.Redacted(), ErrTooLarge, resp.ContentLength)
 	}

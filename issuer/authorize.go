@@ -20,7 +20,7 @@ const pkceS256 = "S256"
 
 // authorizeParams are the authorization request parameters (RFC 6749
 // §4.1.1, RFC 7636 §4.3) plus the consent form's own fields.
-var authorizeParams = []string{"response_type", "scope", "state", "code_challenge", "code_challenge_method", "dpop_jkt", csrfField, decisionField}
+var authorizeParams = []string{"response_type", "scope", "state", "code_challenge", "code_challenge_method", "nonce", "dpop_jkt", csrfField, decisionField}
 
 // authzRequest is an authorization request whose client and redirect URI
 // have been validated, so that errors can be sent to the client.
@@ -38,6 +38,12 @@ type authzRequest struct {
 	// dpopJKT binds the code to a DPoP key (RFC 9449 §10).
 	dpopJKT string
 	subject string
+	// resources are the request's resource indicators (RFC 8707 §2.1),
+	// nil for none.
+	resources []string
+	// oidc holds the OpenID Connect parameters when the granted scope
+	// holds openid (see oidcparams.go), nil otherwise.
+	oidc *oidcParams
 }
 
 // serveAuthorize is the authorization endpoint (RFC 6749 §3.1). GET carries
@@ -66,14 +72,30 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 
 	// RFC 6749 §4.1.2.1: without a valid client and redirect URI, tell the
 	// resource owner and never redirect (open redirector, §10.15).
-	if name, ok := repeated(params, "client_id", "redirect_uri"); ok {
+	name, ok := repeated(params, "client_id", "redirect_uri")
+	if ok {
 		s.errorPage(w, http.StatusBadRequest, "Invalid request", "The parameter "+name+" is repeated.")
 		return
 	}
-	c := s.client(params.Get("client_id"))
+	c, fetchErr := s.clientOrDocument(r.Context(), params.Get("client_id"))
+	if fetchErr != nil {
+		// A client ID metadata document that could not be used is the
+		// client's error, shown to the resource owner (never redirected:
+		// its redirect URIs are unknown).
+		s.errorPage(w, http.StatusBadRequest, "Invalid client (invalid_client)",
+			"The application's client ID metadata document could not be used: "+fetchErr.Error()+".")
+		return
+	}
 	if c == nil {
 		s.errorPage(w, http.StatusBadRequest, "Unknown client", "The application that sent you here is not registered with this server.")
 		return
+	}
+	pushed := params.Has("request_uri")
+	if pushed {
+		// RFC 9126 §4: only the pushed parameters count.
+		if params, ok = s.pushedParams(w, r, c, params); !ok {
+			return
+		}
 	}
 	req := &authzRequest{client: c, rawRedirectURI: params.Get("redirect_uri"), params: params}
 	switch {
@@ -95,11 +117,22 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		req.state = params.Get("state")
 	}
 
+	if !pushed && r.Method == http.MethodGet && (s.requirePAR || c.RequirePAR) {
+		// RFC 9126 §5, §6. A consent form's POST comes from a page that a
+		// pushed request rendered.
+		s.redirectError(w, r, req, errInvalidRequest("authorization requests must be pushed to the pushed_authorization_request_endpoint (RFC 9126)"))
+		return
+	}
 	if oerr := s.validateAuthorize(req); oerr != nil {
 		s.redirectError(w, r, req, oerr)
 		return
 	}
-	if req.subject = s.subject(r); req.subject == "" {
+	subject := s.subject(r)
+	if oerr := s.checkPrompt(r, req, subject); oerr != nil {
+		s.redirectError(w, r, req, oerr)
+		return
+	}
+	if req.subject = subject; req.subject == "" {
 		s.errorPage(w, http.StatusUnauthorized, "Not signed in",
 			"No authenticated user reached the authorization endpoint. The server must run an authentication handler before oauth2_server on this route.")
 		return
@@ -130,7 +163,7 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// A client that registered itself never skips consent.
-	if !c.SkipConsent || c.dynamic() {
+	if req.oidc.needsPage(c.SkipConsent && !c.dynamic()) {
 		s.renderConsent(w, r, req)
 		return
 	}
@@ -143,6 +176,12 @@ func (s *Server) validateAuthorize(req *authzRequest) *oauthError {
 	p, c := req.params, req.client
 	if name, ok := repeated(p, authorizeParams...); ok {
 		return errInvalidRequest("parameter " + name + " repeated")
+	}
+	if name, ok := repeated(p, oidcParamNames...); ok {
+		return errInvalidRequest("parameter " + name + " repeated")
+	}
+	if oerr := refuseRequestObjects(p); oerr != nil {
+		return oerr
 	}
 	switch rt := p.Get("response_type"); rt {
 	case "":
@@ -183,6 +222,16 @@ func (s *Server) validateAuthorize(req *authzRequest) *oauthError {
 		return oerr
 	}
 	req.scope = scope
+	// RFC 8707 §2.1: the resources the token will be for, checked as the
+	// token endpoint checks them; the code is bound to them.
+	if req.resources, oerr = s.requestedResources(c, p["resource"]); oerr != nil {
+		return oerr
+	}
+	if s.openID(scope) {
+		if req.oidc, oerr = parseOIDCParams(p, c.Public()); oerr != nil {
+			return oerr
+		}
+	}
 	return nil
 }
 
@@ -217,11 +266,18 @@ func (s *Server) issueCode(w http.ResponseWriter, r *http.Request, req *authzReq
 		RedirectURI: req.rawRedirectURI,
 		Scope:       req.scope,
 		Family:      token.NewID(),
+		Audience:    req.resources,
 		IssuedAt:    now,
 		ExpiresAt:   now.Add(s.codeTTL),
+		OIDC:        s.oidcGrant(r, req),
 	}
 	if req.codeChallenge != "" {
 		code.CodeChallenge, code.CodeChallengeMethod = req.codeChallenge, pkceS256
+	}
+	if code.OIDC != nil {
+		// The ID token's sid is the grant family, so that RP-initiated
+		// logout (logout.go) revokes exactly this authorization's tokens.
+		code.OIDC.SessionID = code.Family
 	}
 	code.JKT = req.dpopJKT
 	ctx, cancel := s.storeCtx(r)

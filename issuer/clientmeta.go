@@ -44,6 +44,10 @@ type ClientMetadata struct {
 	LogoURI                 string
 	// Scope is the space-separated list of scopes (RFC 7591 §2).
 	Scope string
+	// PostLogoutRedirectURIs are the post_logout_redirect_uris of OpenID
+	// Connect RP-Initiated Logout 1.0 §3.1. The record keeps them in its
+	// metadata, so every store holds them without a column of their own.
+	PostLogoutRedirectURIs []string
 	// Fields only an operator sets (the admin API): the client_id and
 	// client_secret to use instead of generated ones, and the fields of a
 	// configured client that RFC 7591 lacks. The registration endpoint
@@ -61,7 +65,7 @@ type ClientMetadata struct {
 // of them that only the admin API honours. Every other member goes to Extra.
 var (
 	metadataFields = []string{"redirect_uris", "token_endpoint_auth_method", "grant_types", "response_types",
-		"client_name", "logo_uri", "scope"}
+		"client_name", "logo_uri", "scope", "post_logout_redirect_uris"}
 	operatorFields = []string{"client_id", "client_secret", "skip_consent", "introspect", "resources"}
 	// serverFields are response fields a client cannot set.
 	serverFields = []string{"client_id_issued_at", "client_secret_expires_at", "registration_access_token",
@@ -82,7 +86,7 @@ func ParseClientMetadata(body []byte, operator bool) (*ClientMetadata, *Metadata
 	targets := map[string]any{
 		"redirect_uris": &m.RedirectURIs, "token_endpoint_auth_method": &m.TokenEndpointAuthMethod,
 		"grant_types": &m.GrantTypes, "response_types": &m.ResponseTypes, "client_name": &m.ClientName,
-		"logo_uri": &m.LogoURI, "scope": &m.Scope,
+		"logo_uri": &m.LogoURI, "scope": &m.Scope, "post_logout_redirect_uris": &m.PostLogoutRedirectURIs,
 		"client_id": &m.ClientID, "client_secret": &m.ClientSecret, "skip_consent": &m.SkipConsent,
 		"introspect": &m.Introspect, "resources": &m.Resources,
 	}
@@ -113,15 +117,23 @@ func (m *ClientMetadata) Scopes() []string { return strings.Fields(m.Scope) }
 // Public reports whether the metadata asks for a public client.
 func (m *ClientMetadata) Public() bool { return m.TokenEndpointAuthMethod == AuthMethodNone }
 
+// secretAuth reports whether the metadata asks for a client secret.
+func (m *ClientMetadata) secretAuth() bool {
+	return m.TokenEndpointAuthMethod == AuthMethodBasic || m.TokenEndpointAuthMethod == AuthMethodPost
+}
+
 // check applies the rules of the metadata that newClient does not know.
 func (m *ClientMetadata) check() *MetadataError {
 	switch m.TokenEndpointAuthMethod {
 	case "":
 		// RFC 7591 §2: the default is client_secret_basic.
 		m.TokenEndpointAuthMethod = AuthMethodBasic
-	case AuthMethodNone, AuthMethodBasic, AuthMethodPost:
+	case AuthMethodNone, AuthMethodBasic, AuthMethodPost, AuthMethodPrivateKeyJWT:
 	default:
-		return badField("token_endpoint_auth_method", fmt.Errorf("token_endpoint_auth_method %q is not supported: use none, client_secret_basic or client_secret_post", m.TokenEndpointAuthMethod))
+		return badField("token_endpoint_auth_method", fmt.Errorf("token_endpoint_auth_method %q is not supported: use none, client_secret_basic, client_secret_post or private_key_jwt", m.TokenEndpointAuthMethod))
+	}
+	if m.TokenEndpointAuthMethod == AuthMethodPrivateKeyJWT && m.ClientSecret != "" {
+		return badField("client_secret", errors.New("a private_key_jwt client has no secret"))
 	}
 	for _, rt := range m.ResponseTypes {
 		if rt != responseTypeCode {
@@ -155,6 +167,9 @@ func (m *ClientMetadata) metadataBlob() []byte {
 	obj["token_endpoint_auth_method"], _ = json.Marshal(m.TokenEndpointAuthMethod)
 	if len(m.ResponseTypes) > 0 {
 		obj["response_types"], _ = json.Marshal(m.ResponseTypes)
+	}
+	if len(m.PostLogoutRedirectURIs) > 0 {
+		obj["post_logout_redirect_uris"], _ = json.Marshal(m.PostLogoutRedirectURIs)
 	}
 	b, _ := json.Marshal(obj)
 	return b
@@ -199,7 +214,7 @@ func (g *Registry) NewRecord(m *ClientMetadata, by string, lifetime time.Duratio
 		rc.ExpiresAt = now.Add(lifetime)
 	}
 	var secret string
-	if !m.Public() {
+	if m.secretAuth() {
 		var err error
 		if m.ClientSecret != "" {
 			secret = m.ClientSecret
@@ -233,7 +248,7 @@ func (g *Registry) Apply(rc *stores.RegisteredClient, m *ClientMetadata) (*store
 	if m.ClientID != "" && m.ClientID != rc.ID {
 		return nil, badField("client_id", errors.New("client_id differs from the client's"))
 	}
-	if m.Public() != (len(rc.SecretHash) == 0) {
+	if m.secretAuth() != (len(rc.SecretHash) > 0) {
 		return nil, badField("token_endpoint_auth_method", errors.New("a client cannot change between public and confidential; register a new one"))
 	}
 	if m.ClientSecret != "" {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/tokengate/caddy-oauth2/stores"
@@ -66,14 +67,49 @@ type Client struct {
 	// of its JWT access tokens. Default: none, every token gets the
 	// server's default audience.
 	Resources []string
+	// PostLogoutRedirectURIs are where the logout endpoint may send the
+	// user back after an RP-initiated logout (OpenID Connect RP-Initiated
+	// Logout 1.0 §3.1), compared exactly; each follows the rules of a
+	// redirect URI. Default: none, the logout endpoint shows its own page.
+	PostLogoutRedirectURIs []string
+	// IDTokenSignedResponseAlg is the algorithm of the client's ID tokens
+	// (OpenID Connect Registration §2): RS256, ES256 or EdDSA, one the
+	// server has a key for. Default: RS256.
+	IDTokenSignedResponseAlg string
+	// AuthMethod is the token endpoint authentication method (RFC 7591
+	// §2): none, client_secret_basic, client_secret_post (the two secret
+	// methods are both accepted) or private_key_jwt (RFC 7523 §2.2).
+	// Default: client_secret_basic with a SecretHash, private_key_jwt with
+	// JWKSURI or JWKS, none otherwise.
+	AuthMethod string
+	// JWKSURI is the https URL of the client's public keys (RFC 7517), which
+	// verify its private_key_jwt assertions; fetched with the hardened
+	// fetcher, cached, and fetched again for an unknown kid at most every
+	// 10s. Default: none.
+	JWKSURI string
+	// JWKS is the client's public key set as a JWK Set JSON document, for
+	// private_key_jwt; exclusive with JWKSURI. Default: none.
+	JWKS []byte
+	// RequirePAR makes the client send every authorization request through
+	// the pushed authorization request endpoint (RFC 9126 §6). Default:
+	// false.
+	RequirePAR bool
 	// DPoPBoundAccessTokens makes the token endpoint refuse this client's
 	// requests without a DPoP proof (RFC 9449 §5.2). Default: false, a
 	// proof is optional.
 	DPoPBoundAccessTokens bool
 }
 
-// Public reports whether the client has no secret (RFC 6749 §2.1).
-func (c *Client) Public() bool { return len(c.SecretHash) == 0 }
+// Public reports whether the client has no credentials: no secret and no
+// keys (RFC 6749 §2.1).
+func (c *Client) Public() bool {
+	return len(c.SecretHash) == 0 && !c.keyAuth()
+}
+
+// keyAuth reports whether the client authenticates with private_key_jwt.
+func (c *Client) keyAuth() bool {
+	return c.AuthMethod == AuthMethodPrivateKeyJWT || c.JWKSURI != "" || len(c.JWKS) > 0
+}
 
 // client is a validated Client with lookup sets.
 type client struct {
@@ -84,6 +120,9 @@ type client struct {
 	// loopback holds the registered loopback redirect URIs without their
 	// port, see loopbackKey.
 	loopback map[string]bool
+	// keys are the parsed JWKS of a private_key_jwt client; nil with a
+	// JWKSURI, whose keys are fetched.
+	keys []jose.JSONWebKey
 
 	// Of a client registered at runtime (see Registry), nil or zero for a
 	// configured one: its stored record, the secret replaced by the last
@@ -92,6 +131,10 @@ type client struct {
 	prevHash  []byte
 	prevUntil time.Time
 	expires   time.Time
+	// document is set for a client described by its client ID metadata
+	// document (see cimd.go), kept for ttl.
+	document bool
+	ttl      time.Duration
 }
 
 // dynamic reports whether the client registered itself (RFC 7591): its
@@ -162,6 +205,13 @@ func newClient(id string, c *Client) (*client, error) {
 			LogoURI:      c.LogoURI,
 			Resources:    slices.Clone(c.Resources),
 
+			PostLogoutRedirectURIs:   slices.Clone(c.PostLogoutRedirectURIs),
+			IDTokenSignedResponseAlg: c.IDTokenSignedResponseAlg,
+			AuthMethod:               c.AuthMethod,
+			JWKSURI:                  c.JWKSURI,
+			JWKS:                     slices.Clone(c.JWKS),
+			RequirePAR:               c.RequirePAR,
+
 			DPoPBoundAccessTokens: c.DPoPBoundAccessTokens,
 		},
 		grants:    map[string]bool{},
@@ -169,12 +219,21 @@ func newClient(id string, c *Client) (*client, error) {
 		redirects: map[string]bool{},
 		loopback:  map[string]bool{},
 	}
+	switch cl.IDTokenSignedResponseAlg {
+	case "", "RS256", "ES256", "EdDSA":
+	default:
+		return nil, badField("id_token_signed_response_alg",
+			fmt.Errorf("id_token_signed_response_alg %q: want RS256, ES256 or EdDSA", cl.IDTokenSignedResponseAlg))
+	}
 	for _, res := range cl.Resources {
 		if !validResource(res) {
 			return nil, badField("resources", fmt.Errorf("resource %q must be an absolute URI without a fragment (RFC 8707 §2)", res))
 		}
 	}
-	if !cl.Public() {
+	if err := cl.checkAuthMethod(); err != nil {
+		return nil, err
+	}
+	if len(cl.SecretHash) > 0 {
 		if _, err := bcrypt.Cost(cl.SecretHash); err != nil {
 			return nil, badField("client_secret", fmt.Errorf("secret hash is not a bcrypt hash: %w", err))
 		}
@@ -214,6 +273,11 @@ func newClient(id string, c *Client) (*client, error) {
 			cl.loopback[k] = true
 		}
 	}
+	for _, u := range cl.PostLogoutRedirectURIs {
+		if err := validRedirectURI(u); err != nil {
+			return nil, badField("post_logout_redirect_uris", fmt.Errorf("post-logout redirect URI %q: %w", u, err))
+		}
+	}
 	if cl.Public() && cl.Introspect {
 		// RFC 7662 §2.1: a public client's ID proves nothing.
 		return nil, badField("introspect", errors.New("a public client cannot introspect"))
@@ -230,6 +294,59 @@ func newClient(id string, c *Client) (*client, error) {
 		return nil, &MetadataError{Code: ErrCodeInvalidRedirectURI, Field: "redirect_uris", Err: errors.New("the authorization_code grant needs at least one redirect URI")}
 	}
 	return cl, nil
+}
+
+// checkAuthMethod settles the client's authentication method and checks
+// that its credentials fit it, parsing an inline JWKS.
+func (cl *client) checkAuthMethod() error {
+	secret, keys := len(cl.SecretHash) > 0, cl.JWKSURI != "" || len(cl.JWKS) > 0
+	if cl.AuthMethod == "" {
+		switch {
+		case keys:
+			cl.AuthMethod = AuthMethodPrivateKeyJWT
+		case secret:
+			cl.AuthMethod = AuthMethodBasic
+		default:
+			cl.AuthMethod = AuthMethodNone
+		}
+	}
+	switch cl.AuthMethod {
+	case AuthMethodNone:
+		if secret || keys {
+			return badField("token_endpoint_auth_method", errors.New("a client with token_endpoint_auth_method none has neither a secret nor keys"))
+		}
+	case AuthMethodBasic, AuthMethodPost:
+		if !secret {
+			return badField("token_endpoint_auth_method", fmt.Errorf("token_endpoint_auth_method %s needs a secret", cl.AuthMethod))
+		}
+		if keys {
+			return badField("jwks", errors.New("a client authenticating with a secret has no jwks or jwks_uri"))
+		}
+	case AuthMethodPrivateKeyJWT:
+		if secret {
+			return badField("client_secret", errors.New("a private_key_jwt client has no secret: it authenticates with its keys"))
+		}
+		if cl.JWKSURI != "" && len(cl.JWKS) > 0 {
+			return badField("jwks", errors.New("jwks and jwks_uri are exclusive (RFC 7591 §2)"))
+		}
+		if cl.JWKSURI == "" && len(cl.JWKS) == 0 {
+			return badField("jwks_uri", errors.New("a private_key_jwt client needs jwks_uri or jwks"))
+		}
+		if cl.JWKSURI != "" {
+			if err := validJWKSURI(cl.JWKSURI); err != nil {
+				return badField("jwks_uri", err)
+			}
+		} else {
+			keys, err := parseClientJWKS(cl.JWKS)
+			if err != nil {
+				return badField("jwks", err)
+			}
+			cl.keys = keys
+		}
+	default:
+		return badField("token_endpoint_auth_method", fmt.Errorf("token_endpoint_auth_method %q is not supported: use none, client_secret_basic, client_secret_post or private_key_jwt", cl.AuthMethod))
+	}
+	return nil
 }
 
 // validRedirectURI applies the registration rules of RFC 9700 §2.1 and
@@ -330,6 +447,9 @@ func validScopeToken(s string) bool {
 // revocation or introspection request (RFC 6749 §2.3, §3.2.1). Confidential
 // clients must present their secret; public clients present only their ID.
 func (s *Server) authenticateClient(w http.ResponseWriter, r *http.Request, form url.Values) (*client, *oauthError) {
+	if form.Has("client_assertion") || form.Has("client_assertion_type") {
+		return s.authenticateAssertion(r, form) // RFC 7523 §2.2
+	}
 	var id, secret string
 	switch h := r.Header.Values("Authorization"); len(h) {
 	case 0: // client_secret_post, or client_id alone for a public client
@@ -359,7 +479,16 @@ func (s *Server) authenticateClient(w http.ResponseWriter, r *http.Request, form
 	if id == "" {
 		return nil, errInvalidClient("client authentication required")
 	}
-	c := s.client(id)
+	c, derr := s.clientOrDocument(r.Context(), id)
+	if derr != nil {
+		return nil, errInvalidClient("the client ID metadata document could not be used: " + derr.Error())
+	}
+	if c != nil && c.AuthMethod == AuthMethodPrivateKeyJWT {
+		return nil, errInvalidClient("the client authenticates with private_key_jwt (RFC 7523)")
+	}
+	if c != nil && s.fapi2 && !c.Public() {
+		return nil, errInvalidClient("profile fapi2: confidential clients authenticate with private_key_jwt only")
+	}
 	if c != nil && c.Public() {
 		// A public client has no secret; basic with an empty password is how
 		// some libraries send a bare client ID.

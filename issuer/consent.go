@@ -36,10 +36,10 @@ const ConsentTemplateName = "consent.html"
 // consentTTL bounds how long a consent form may be submitted.
 const consentTTL = 10 * time.Minute
 
-//go:embed consent.html error.html
+//go:embed consent.html error.html logout.html
 var templateFS embed.FS
 
-var pages = template.Must(template.ParseFS(templateFS, "consent.html", "error.html"))
+var pages = template.Must(template.ParseFS(templateFS, "consent.html", "error.html", "logout.html"))
 
 // field is a hidden form field.
 type field struct{ Name, Value string }
@@ -55,8 +55,20 @@ type consentPage struct {
 	// SelfRegistered is true for a client that registered itself (RFC
 	// 7591): its name and logo are its own claims, not the operator's.
 	SelfRegistered bool
+	// MetadataDocument is true for a client whose ID is the URL of its
+	// client ID metadata document; ClientHost is that URL's host, the
+	// only thing about it the server can vouch for.
+	MetadataDocument bool
+	ClientHost       string
+	// Resources are the APIs the token will be for (RFC 8707), with their
+	// names where the configuration gives one; empty for the default.
+	Resources []consentResource
 	// Subject is the signed-in resource owner.
 	Subject string
+	// LoginHint is the OpenID Connect login_hint of the request (OIDC Core
+	// §3.1.2.1), as the client sent it, "" for none: a hint of who the
+	// client expected, which a template may show beside Subject.
+	LoginHint string
 	// Scopes are the requested scopes with their descriptions.
 	Scopes []consentScope
 	// RedirectURI is where the answer goes; RedirectHost its host.
@@ -70,6 +82,10 @@ type consentPage struct {
 	Deny     string
 	Decision string
 }
+
+// consentResource is a requested resource and its display name ("" when
+// none is configured).
+type consentResource struct{ URI, Name string }
 
 // consentScope is a requested scope and its human description ("" when
 // none is configured).
@@ -114,12 +130,14 @@ func (s *Server) renderConsent(w http.ResponseWriter, r *http.Request, req *auth
 		ClientName: req.client.Name,
 		LogoURI:    req.client.LogoURI,
 		Subject:    req.subject,
+		LoginHint:  req.loginHint(),
 
-		SelfRegistered: req.client.dynamic(),
-		RedirectURI:    req.redirectURI,
-		Approve:        decisionApprove,
-		Deny:           decisionDeny,
-		Decision:       decisionField,
+		SelfRegistered:   req.client.dynamic() || req.client.document,
+		MetadataDocument: req.client.document,
+		RedirectURI:      req.redirectURI,
+		Approve:          decisionApprove,
+		Deny:             decisionDeny,
+		Decision:         decisionField,
 	}
 	if page.ClientName == "" {
 		page.ClientName = req.client.ID
@@ -130,13 +148,24 @@ func (s *Server) renderConsent(w http.ResponseWriter, r *http.Request, req *auth
 			page.RedirectHost = u.Scheme + ":"
 		}
 	}
+	if req.client.document {
+		if u, err := url.Parse(req.client.ID); err == nil {
+			page.ClientHost = u.Host
+		}
+	}
+	for _, res := range req.resources {
+		page.Resources = append(page.Resources, consentResource{res, s.resources.Name(res)})
+	}
 	for _, sc := range strings.Fields(req.scope) {
 		page.Scopes = append(page.Scopes, consentScope{sc, s.scopeDescriptions[sc]})
 	}
-	for _, name := range []string{"response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method", "dpop_jkt"} {
+	for _, name := range []string{"response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method", "nonce", "dpop_jkt"} {
 		if v := req.params.Get(name); v != "" {
 			page.Fields = append(page.Fields, field{name, v})
 		}
+	}
+	for _, res := range req.params["resource"] {
+		page.Fields = append(page.Fields, field{"resource", res})
 	}
 	page.Fields = append(page.Fields, field{csrfField, s.csrfToken(req, now.Unix(), nonce)})
 	s.writePage(w, http.StatusOK, "consent.html", page)
@@ -187,7 +216,17 @@ const csrfSkew = time.Minute
 func (s *Server) csrfToken(req *authzRequest, issuedAt int64, nonce string) string {
 	iat := strconv.FormatInt(issuedAt, 10)
 	mac := hmac.New(sha256.New, s.csrfKey)
-	for _, f := range []string{"oauth2 consent v2", req.subject, req.client.ID, req.rawRedirectURI, req.scope, req.state, req.codeChallenge, req.dpopJKT, iat, nonce} {
+	fields := []string{"oauth2 consent v2", req.subject, req.client.ID, req.rawRedirectURI, req.scope, req.state, req.codeChallenge, req.dpopJKT, iat, nonce}
+	if req.resources != nil {
+		// The resources the form shows are bound too; a request without
+		// any keeps the token of before they existed.
+		fields = append(fields, strings.Join(req.resources, " "))
+	}
+	if n := req.params.Get("nonce"); n != "" {
+		// The OpenID Connect nonce too; a form without one MACs as before.
+		fields = append(fields, "nonce", n)
+	}
+	for _, f := range fields {
 		// Length-prefixed, so no two field lists encode alike.
 		var n [8]byte
 		binary.BigEndian.PutUint64(n[:], uint64(len(f)))

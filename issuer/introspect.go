@@ -98,6 +98,9 @@ func (s *Server) introspect(r *http.Request, c *client, raw string) (*introspect
 	// carries only the scopes its client is registered for now.
 	owner := s.client(t.ClientID)
 	if owner == nil {
+		owner = s.documentStandIn(t.ClientID)
+	}
+	if owner == nil {
 		return &introspection{}, nil
 	}
 	scope, ok := owner.currentScope(t.Scope)

@@ -17,12 +17,16 @@ func (s *Server) serveJWKS(w http.ResponseWriter, r *http.Request) {
 		methodNotAllowed(w, http.MethodGet, http.MethodHead)
 		return
 	}
-	set := s.ring.JWKS()
+	ring := s.ring
+	if ring == nil {
+		ring = s.oidc.Ring // opaque access tokens, ID tokens only
+	}
+	set := ring.JWKS()
 	if set == nil {
 		ctx, cancel := s.storeCtx(r)
-		err := s.ring.Load(ctx)
+		err := ring.Load(ctx)
 		cancel()
-		if set = s.ring.JWKS(); set == nil {
+		if set = ring.JWKS(); set == nil {
 			s.storeFailed("load signing keys", err)
 			writeError(w, errKeysUnavailable)
 			return

@@ -68,3 +68,15 @@ func (s *Server) metricClient(id string) string {
 // RegisteredClientLabel stands for every client registered at runtime in
 // metric labels.
 const RegisteredClientLabel = "(registered)"
+
+// AssertionObserver, when the Observer also implements it, is told of
+// pushed authorization requests and replayed client assertions, for
+// metrics.
+type AssertionObserver interface {
+	// PARRequest reports a request to the pushed authorization request
+	// endpoint by outcome: created, or the RFC 6749 error code answered.
+	PARRequest(outcome string)
+	// AssertionReplayed reports a private_key_jwt assertion whose jti was
+	// seen before, at this gateway or another sharing the code store.
+	AssertionReplayed(clientID string)
+}

@@ -37,7 +37,8 @@ const (
 // Registration configures dynamic client registration (RFC 7591) and the
 // management of such clients (RFC 7592). Config.Registration turns it on;
 // it needs Config.Registry. Registered clients never skip consent, cannot
-// introspect others' tokens and have no resource indicators.
+// introspect others' tokens and have no resource indicators of their own
+// (they may name Config.Resources, as every client may).
 type Registration struct {
 	// Open lets anyone register a client. Exactly one of Open and
 	// InitialAccessToken must be set.
@@ -206,6 +207,10 @@ func (s *Server) registerClient(w http.ResponseWriter, r *http.Request) {
 	}
 	if me := reg.policy(m); me != nil {
 		s.metadataError(w, me)
+		return
+	}
+	if s.fapi2 && m.secretAuth() {
+		s.metadataError(w, badField("token_endpoint_auth_method", errors.New("profile fapi2: confidential clients authenticate with private_key_jwt")))
 		return
 	}
 	if s.registry.Dynamic() >= reg.MaxClients {

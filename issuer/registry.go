@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -320,7 +321,30 @@ func (g *Registry) build(rc *stores.RegisteredClient) *client {
 
 // clientOf validates a stored client as newClient does a configured one.
 func clientOf(rc *stores.RegisteredClient) (*client, error) {
+	// RFC 7591 §2 members the record keeps in its metadata: how the client
+	// authenticates, its keys and whether it must push its requests.
+	var extra struct {
+		AuthMethod string          `json:"token_endpoint_auth_method"`
+		JWKSURI    string          `json:"jwks_uri"`
+		JWKS       json.RawMessage `json:"jwks"`
+		RequirePAR bool            `json:"require_pushed_authorization_requests"`
+	}
+	if len(rc.Metadata) > 0 && json.Unmarshal(rc.Metadata, &extra) != nil {
+		return nil, badField("", errors.New("the stored metadata is malformed"))
+	}
+	if extra.AuthMethod != AuthMethodPrivateKeyJWT {
+		// A secret's method is by the secret; the keys belong to
+		// private_key_jwt only.
+		extra.AuthMethod, extra.JWKSURI, extra.JWKS = "", "", nil
+	}
+	if string(extra.JWKS) == "null" {
+		extra.JWKS = nil
+	}
 	c, err := newClient(rc.ID, &Client{
+		AuthMethod:   extra.AuthMethod,
+		JWKSURI:      extra.JWKSURI,
+		JWKS:         extra.JWKS,
+		RequirePAR:   extra.RequirePAR,
 		ID:           rc.ID,
 		SecretHash:   rc.SecretHash,
 		RedirectURIs: rc.RedirectURIs,
@@ -331,6 +355,8 @@ func clientOf(rc *stores.RegisteredClient) (*client, error) {
 		Name:         rc.Name,
 		LogoURI:      rc.LogoURI,
 		Resources:    rc.Resources,
+
+		PostLogoutRedirectURIs: postLogoutURIsOf(rc),
 	})
 	if err != nil {
 		return nil, err
@@ -340,6 +366,16 @@ func clientOf(rc *stores.RegisteredClient) (*client, error) {
 	c.prevUntil = rc.PreviousSecretExpiresAt
 	c.expires = rc.ExpiresAt
 	return c, nil
+}
+
+// postLogoutURIsOf reads a record's post_logout_redirect_uris from its
+// metadata, where ClientMetadata keeps them.
+func postLogoutURIsOf(rc *stores.RegisteredClient) []string {
+	var m struct {
+		URIs []string `json:"post_logout_redirect_uris"`
+	}
+	_ = json.Unmarshal(rc.Metadata, &m) // a record without metadata has none
+	return m.URIs
 }
 
 func cloneRecord(rc *stores.RegisteredClient) *stores.RegisteredClient { return rc.Clone() }

@@ -1,9 +1,11 @@
 package issuer
 
 import (
+	"fmt"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // Resource indicators (RFC 8707).
@@ -37,13 +39,13 @@ func validResource(res string) bool {
 
 // requestedResources returns the request's resource parameters, distinct,
 // each checked as RFC 8707 §2 says; nil when there are none.
-func requestedResources(c *client, resources []string) ([]string, *oauthError) {
+func (s *Server) requestedResources(c *client, resources []string) ([]string, *oauthError) {
 	var aud []string
 	for _, res := range resources {
 		if !validResource(res) {
 			return nil, errInvalidTarget("resource must be an absolute URI without a fragment")
 		}
-		if !slices.Contains(c.Resources, res) {
+		if !s.allowsResource(c, res) {
 			return nil, errInvalidTarget("the resource is not registered for the client")
 		}
 		if !slices.Contains(aud, res) {
@@ -59,13 +61,13 @@ func requestedResources(c *client, resources []string) ([]string, *oauthError) {
 // follows the client's registration: a resource dropped from it is no
 // longer granted. RFC 8707 §2.2: a request may narrow the grant's audience
 // but not widen it.
-func narrowAudience(c *client, granted, requested []string) (access, grant []string, oerr *oauthError) {
+func (s *Server) narrowAudience(c *client, granted, requested []string) (access, grant []string, oerr *oauthError) {
 	if granted == nil {
 		// An unbound grant: the request's resources, or the default audience.
 		return requested, requested, nil
 	}
 	for _, res := range granted {
-		if slices.Contains(c.Resources, res) {
+		if s.allowsResource(c, res) {
 			grant = append(grant, res)
 		}
 	}
@@ -89,4 +91,60 @@ func (s *Server) defaultAudience(iss string) string {
 		return s.audience
 	}
 	return iss
+}
+
+// Resources are the resource servers any client may name (RFC 8707) besides
+// its own registered resources, with the names the consent page shows for
+// them: the app's `resources` and every guard's `resource`. Guards add
+// theirs while the configuration is provisioned, possibly after the
+// authorization server was built, so the set is read at request time. It
+// is safe for concurrent use.
+type Resources struct {
+	mu    sync.RWMutex
+	names map[string]string // resource -> display name ("" for none)
+}
+
+// NewResources returns an empty set.
+func NewResources() *Resources { return &Resources{names: map[string]string{}} }
+
+// Add lets every client name res, shown as name on the consent page (""
+// for the URI itself). A resource added twice keeps its first non-empty
+// name.
+func (rs *Resources) Add(res, name string) error {
+	if !validResource(res) {
+		return fmt.Errorf("resource %q must be an absolute URI without a fragment (RFC 8707 §2)", res)
+	}
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if old, ok := rs.names[res]; !ok || old == "" {
+		rs.names[res] = name
+	}
+	return nil
+}
+
+// Has reports whether res is one of the set; a nil set has none.
+func (rs *Resources) Has(res string) bool {
+	if rs == nil {
+		return false
+	}
+	rs.mu.RLock()
+	_, ok := rs.names[res]
+	rs.mu.RUnlock()
+	return ok
+}
+
+// Name is the display name of res, "" when it has none.
+func (rs *Resources) Name(res string) string {
+	if rs == nil {
+		return ""
+	}
+	rs.mu.RLock()
+	defer rs.mu.RUnlock()
+	return rs.names[res]
+}
+
+// allowsResource reports whether the client may name res: one of its
+// registered resources or one any client may name.
+func (s *Server) allowsResource(c *client, res string) bool {
+	return slices.Contains(c.Resources, res) || s.resources.Has(res)
 }

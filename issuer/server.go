@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tokengate/caddy-oauth2/dpop"
+	"github.com/tokengate/caddy-oauth2/fetch"
 	"github.com/tokengate/caddy-oauth2/jwt"
 	"github.com/tokengate/caddy-oauth2/stores"
 	"github.com/tokengate/caddy-oauth2/token"
@@ -38,6 +39,10 @@ const (
 	// JWKSPath serves the public keys of JWT access tokens (RFC 7517), when
 	// Config.JWT is set.
 	JWKSPath = "/.well-known/jwks.json"
+	// UserInfoPath and DiscoveryPath are served with Config.OIDC (OIDC
+	// Core §5.3, OpenID Connect Discovery §4).
+	UserInfoPath  = "/oauth2/userinfo"
+	DiscoveryPath = "/.well-known/openid-configuration"
 )
 
 // Defaults for the zero values of Config.
@@ -135,6 +140,35 @@ type Config struct {
 	// Audience is the "aud" of JWT access tokens requested without a
 	// registered resource indicator. Default: the issuer identifier.
 	Audience string
+	// Resources are the resources (RFC 8707) every client may name besides
+	// its own, with their display names. Default: nil, only each client's.
+	Resources *Resources
+	// MetadataDocuments, when set, accepts https URLs as client IDs whose
+	// client ID metadata document is fetched (see cimd.go). Default: nil,
+	// off.
+	MetadataDocuments *MetadataDocuments
+	// OIDC, when set, turns on OpenID Connect (see oidc.go): ID tokens
+	// for grants with the openid scope, UserInfo at UserInfoPath and the
+	// discovery document at DiscoveryPath. Default: nil, off.
+	OIDC *OIDC
+	// SingleUse keeps pushed authorization requests (RFC 9126) and the jti
+	// of client assertions (RFC 7523) once for every gateway sharing it.
+	// Default: Codes' (stores.SingleUseOf), when it has one; without one
+	// there is no PAR endpoint and private_key_jwt is refused (503).
+	SingleUse stores.SingleUse
+	// RequirePAR makes every client push its authorization requests (RFC
+	// 9126 §5). Default: false; Client.RequirePAR asks it of one client.
+	RequirePAR bool
+	// Profile turns on a security profile: ProfileFAPI2 for the FAPI 2.0
+	// Security Profile's server requirements (see fapi.go). Default: none.
+	Profile string
+	// KeyFetcher fetches configured clients' jwks_uri. Default: fetch.New
+	// with a 5s timeout and up to 3 same-origin redirects.
+	KeyFetcher *fetch.Client
+	// PublicKeyFetcher fetches the jwks_uri of clients that registered
+	// themselves, which must not point into the gateway's network.
+	// Default: as KeyFetcher, refusing private addresses.
+	PublicKeyFetcher *fetch.Client
 	// DPoP, when set, checks the DPoP proofs of token requests (RFC 9449):
 	// a request with a valid proof gets an access token bound to the
 	// proof's key. Share it with the guards, so a proof's jti is refused at
@@ -174,6 +208,13 @@ type Server struct {
 	now          func() time.Time
 	ring         *jwt.Ring
 	audience     string
+	resources    *Resources
+	cimd         *MetadataDocuments
+	oidc         *oidcConfig
+	singleUse    stores.SingleUse
+	requirePAR   bool
+	fapi2        bool
+	jwks         *clientJWKS
 	dpop         *dpop.Verifier
 	requireDPoP  bool
 
@@ -219,6 +260,11 @@ func New(cfg Config) (*Server, error) {
 		now:          cfg.Now,
 		ring:         cfg.JWT,
 		audience:     cfg.Audience,
+		resources:    cfg.Resources,
+		cimd:         cfg.MetadataDocuments,
+		singleUse:    cfg.SingleUse,
+		requirePAR:   cfg.RequirePAR,
+		jwks:         &clientJWKS{fetcher: cfg.KeyFetcher, public: cfg.PublicKeyFetcher},
 		dpop:         cfg.DPoP,
 		requireDPoP:  cfg.RequireDPoP,
 
@@ -231,6 +277,18 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.hasher == nil {
 		return nil, errors.New("issuer: hasher is required")
+	}
+	if s.singleUse == nil {
+		s.singleUse, _ = stores.SingleUseOf(s.codes)
+	}
+	if s.jwks.fetcher == nil {
+		s.jwks.fetcher = fetch.New(fetch.Options{MaxRedirects: 3})
+	}
+	if s.jwks.public == nil {
+		s.jwks.public = fetch.New(fetch.Options{MaxRedirects: 3, RefusePrivate: true})
+	}
+	if err := s.applyProfile(&cfg); err != nil {
+		return nil, err
 	}
 	if err := validateIssuer(s.issuer); err != nil {
 		return nil, err
@@ -249,7 +307,7 @@ func New(cfg Config) (*Server, error) {
 	if s.requireDPoP && s.dpop == nil {
 		return nil, errors.New("issuer: RequireDPoP needs a DPoP verifier")
 	}
-	if len(cfg.Clients) == 0 && s.registry == nil {
+	if len(cfg.Clients) == 0 && s.registry == nil && s.cimd == nil {
 		return nil, errors.New("issuer: at least one client is required")
 	}
 	if s.registration != nil && s.registry == nil {
@@ -263,6 +321,12 @@ func New(cfg Config) (*Server, error) {
 		if err != nil {
 			return nil, fmt.Errorf("issuer: client %q: %w", id, err)
 		}
+		if err := s.checkClientProfile(cl); err != nil {
+			return nil, fmt.Errorf("issuer: client %q: %w", id, err)
+		}
+		if cl.AuthMethod == AuthMethodPrivateKeyJWT && s.singleUse == nil {
+			return nil, fmt.Errorf("issuer: client %q: private_key_jwt needs an authorization code store that keeps single-use values (stores.SingleUse), to refuse replayed assertions", id)
+		}
 		if cl.DPoPBoundAccessTokens && s.dpop == nil {
 			return nil, fmt.Errorf("issuer: client %q: dpop_bound_access_tokens needs DPoP", id)
 		}
@@ -273,6 +337,9 @@ func New(cfg Config) (*Server, error) {
 		for g := range cl.grants {
 			grants[g] = true
 		}
+	}
+	if err := s.checkProfileDPoP(); err != nil {
+		return nil, err
 	}
 	for sc := range scopes {
 		s.scopesSupported = append(s.scopesSupported, sc)
@@ -295,6 +362,7 @@ func New(cfg Config) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.jwks.now = s.now
 	if s.obs == nil {
 		s.obs = nopObserver{}
 	}
@@ -307,6 +375,16 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("issuer: the consent template defines no %q", ConsentTemplateName)
 	}
 	var err error
+	if s.oidc, err = newOIDC(cfg.OIDC); err != nil {
+		return nil, err
+	}
+	if s.oidc != nil {
+		for id, c := range s.clients {
+			if alg := idTokenAlg(c); !slices.Contains(s.oidc.Ring.Algorithms(), alg) {
+				return nil, fmt.Errorf("issuer: client %q: id_token_signed_response_alg %s: no signing key of that algorithm", id, alg)
+			}
+		}
+	}
 	if s.csrfKey = cfg.CSRFKey; len(s.csrfKey) == 0 {
 		if s.csrfKey, err = token.RandomSecret(); err != nil {
 			return nil, fmt.Errorf("issuer: csrf key: %w", err)
@@ -324,8 +402,18 @@ func New(cfg Config) (*Server, error) {
 		IntrospectPath: http.HandlerFunc(s.serveIntrospect),
 		MetadataPath:   http.HandlerFunc(s.serveMetadata),
 	}
-	if s.ring != nil {
+	if s.ring != nil || s.oidc != nil {
 		s.handlers[JWKSPath] = http.HandlerFunc(s.serveJWKS)
+	}
+	if s.oidc != nil {
+		s.handlers[UserInfoPath] = http.HandlerFunc(s.serveUserInfo)
+		s.handlers[DiscoveryPath] = http.HandlerFunc(s.serveDiscovery)
+		s.handlers[LogoutPath] = http.HandlerFunc(s.serveLogout)
+	}
+	if s.singleUse != nil {
+		s.handlers[PARPath] = http.HandlerFunc(s.servePAR)
+	} else if s.requirePAR {
+		return nil, errors.New("issuer: pushed authorization requests need an authorization code store that keeps single-use values (stores.SingleUse)")
 	}
 	if s.registration != nil {
 		if err := s.registration.init(); err != nil {
@@ -339,6 +427,24 @@ func New(cfg Config) (*Server, error) {
 		}
 		slices.Sort(s.scopesSupported)
 	}
+	if s.cimd != nil {
+		if err := s.cimd.init(s); err != nil {
+			return nil, err
+		}
+		for _, sc := range s.cimd.Scopes {
+			if !slices.Contains(s.scopesSupported, sc) {
+				s.scopesSupported = append(s.scopesSupported, sc)
+			}
+		}
+		slices.Sort(s.scopesSupported)
+		for _, g := range []string{grantAuthorizationCode, grantRefreshToken} {
+			if !slices.Contains(s.grantsSupported, g) {
+				s.grantsSupported = append(s.grantsSupported, g)
+			}
+		}
+		slices.Sort(s.grantsSupported)
+	}
+	s.addPathInsertedMetadata()
 	return s, nil
 }
 

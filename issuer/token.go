@@ -31,6 +31,9 @@ type tokenResponse struct {
 	ExpiresIn    int64  `json:"expires_in"`
 	RefreshToken string `json:"refresh_token,omitempty"`
 	Scope        string `json:"scope,omitempty"`
+	// IDToken is the OpenID Connect ID token of a grant with the openid
+	// scope (OIDC Core §3.1.3.3, §12.2).
+	IDToken string `json:"id_token,omitempty"`
 }
 
 // serveToken is the token endpoint (RFC 6749 §3.2).
@@ -59,7 +62,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 			}
 			// RFC 8707 §2: the same rules for opaque and JWT access tokens.
 			var aud []string
-			if aud, oerr = requestedResources(c, form["resource"]); oerr != nil {
+			if aud, oerr = s.requestedResources(c, form["resource"]); oerr != nil {
 				break
 			}
 			switch grant {
@@ -165,11 +168,11 @@ func (s *Server) grantAuthorizationCode(r *http.Request, c *client, form url.Val
 	}
 	// RFC 8707 §2.2: the resources of the authorization request bound the
 	// grant; the refresh token keeps the whole grant.
-	access, grant, oerr := narrowAudience(c, code.Audience, aud)
+	access, grant, oerr := s.narrowAudience(c, code.Audience, aud)
 	if oerr != nil {
 		return nil, oerr
 	}
-	return s.issue(r, c, code.Subject, scope, scope, code.Family, c.grants[grantRefreshToken], access, grant, jkt, refreshJKT(c, jkt, ""))
+	return s.issue(r, c, code.Subject, scope, scope, code.Family, c.grants[grantRefreshToken], access, grant, jkt, refreshJKT(c, jkt, ""), code.OIDC)
 }
 
 // grantRefreshToken rotates a refresh token (RFC 6749 §6).
@@ -196,7 +199,7 @@ func (s *Server) grantRefreshToken(r *http.Request, c *client, form url.Values, 
 		return nil, errUnavailable
 	}
 	if err == nil {
-		if oerr := checkRefresh(c, live, requested, aud, jkt); oerr != nil {
+		if oerr := s.checkRefresh(c, live, requested, aud, jkt); oerr != nil {
 			return nil, oerr
 		}
 	}
@@ -219,7 +222,7 @@ func (s *Server) grantRefreshToken(r *http.Request, c *client, form url.Values, 
 	case err != nil:
 		return nil, errInvalidGrant("invalid refresh token")
 	}
-	if oerr := checkRefresh(c, old, requested, aud, jkt); oerr != nil {
+	if oerr := s.checkRefresh(c, old, requested, aud, jkt); oerr != nil {
 		return nil, oerr
 	}
 	if !s.now().Before(old.ExpiresAt) {
@@ -236,8 +239,9 @@ func (s *Server) grantRefreshToken(r *http.Request, c *client, form url.Values, 
 	}
 	// RFC 8707 §2.2: the same for the audience (checkRefresh made sure the
 	// request stays within the grant).
-	access, grantAud, _ := narrowAudience(c, old.Audience, aud)
-	return s.issue(r, c, old.Subject, scope, grant, old.Family, true, access, grantAud, jkt, refreshJKT(c, jkt, old.JKT))
+	access, grantAud, _ := s.narrowAudience(c, old.Audience, aud)
+	// OIDC Core §12.2: the new ID token keeps sub and auth_time, no nonce.
+	return s.issue(r, c, old.Subject, scope, grant, old.Family, true, access, grantAud, jkt, refreshJKT(c, jkt, old.JKT), old.OIDC)
 }
 
 // checkRefresh checks a refresh token against the client refreshing it
@@ -245,7 +249,7 @@ func (s *Server) grantRefreshToken(r *http.Request, c *client, form url.Values, 
 // exceed the original grant nor the client's current registration
 // (RFC 8707 §2.2). A refresh token bound to a DPoP key refreshes only with
 // a proof of that key (RFC 9449 §5.0).
-func checkRefresh(c *client, t *stores.Token, requested, resources []string, jkt string) *oauthError {
+func (s *Server) checkRefresh(c *client, t *stores.Token, requested, resources []string, jkt string) *oauthError {
 	if t.ClientID != c.ID {
 		return errInvalidGrant("invalid refresh token")
 	}
@@ -264,7 +268,7 @@ func checkRefresh(c *client, t *stores.Token, requested, resources []string, jkt
 			return errInvalidScope("the requested scope is no longer registered for the client")
 		}
 	}
-	_, _, oerr := narrowAudience(c, t.Audience, resources)
+	_, _, oerr := s.narrowAudience(c, t.Audience, resources)
 	return oerr
 }
 
@@ -299,7 +303,7 @@ func (s *Server) grantClientCredentials(r *http.Request, c *client, form url.Val
 	// RFC 6749 §4.4.3: no refresh token.
 	// No family: nothing else is ever issued from this grant, so there is
 	// nothing to revoke together, and stores skip the family index.
-	return s.issue(r, c, "", scope, "", "", false, aud, nil, jkt, "")
+	return s.issue(r, c, "", scope, "", "", false, aud, nil, jkt, "", nil)
 }
 
 // issue mints an access token for aud and, when withRefresh, a refresh
@@ -307,8 +311,9 @@ func (s *Server) grantClientCredentials(r *http.Request, c *client, form url.Val
 // both with one call. A nil audience is the default one (see resource.go).
 // With a JWT ring the access token is a JWT, stored under its jti. A
 // non-empty jkt binds the access token to that DPoP key, refreshJKT the
-// refresh token (RFC 9449 §5, §6).
-func (s *Server) issue(r *http.Request, c *client, subject, scope, refreshScope, family string, withRefresh bool, aud, refreshAud []string, jkt, refreshJKT string) (*tokenResponse, *oauthError) {
+// refresh token (RFC 9449 §5, §6). An OpenID Connect grant (og) is kept
+// with both tokens, and its ID token added when the scope holds openid.
+func (s *Server) issue(r *http.Request, c *client, subject, scope, refreshScope, family string, withRefresh bool, aud, refreshAud []string, jkt, refreshJKT string, og *stores.OIDCGrant) (*tokenResponse, *oauthError) {
 	now := s.now()
 	var access, stored string
 	var err error
@@ -335,6 +340,7 @@ func (s *Server) issue(r *http.Request, c *client, subject, scope, refreshScope,
 	records := []*stores.Token{{
 		Key: s.hasher.Key(stored), Kind: stores.AccessToken, ClientID: c.ID, Subject: subject,
 		Scope: scope, Family: family, Audience: aud, IssuedAt: now, ExpiresAt: now.Add(s.accessTTL), JKT: jkt,
+		OIDC: s.tokenOIDC(og, scope),
 	}}
 	if withRefresh {
 		refresh, err := token.New(token.RefreshPrefix)
@@ -345,6 +351,7 @@ func (s *Server) issue(r *http.Request, c *client, subject, scope, refreshScope,
 		records = append(records, &stores.Token{
 			Key: s.hasher.Key(refresh), Kind: stores.RefreshToken, ClientID: c.ID, Subject: subject,
 			Scope: refreshScope, Family: family, Audience: refreshAud, IssuedAt: now, ExpiresAt: now.Add(s.refreshTTL), JKT: refreshJKT,
+			OIDC: s.tokenOIDC(og, refreshScope),
 		})
 	}
 	ctx, cancel := s.storeCtx(r)
@@ -359,6 +366,12 @@ func (s *Server) issue(r *http.Request, c *client, subject, scope, refreshScope,
 	if err != nil {
 		s.storeFailed("insert tokens", stores.Unavailable(err))
 		return nil, errUnavailable
+	}
+	if og != nil && s.openID(scope) {
+		var oerr *oauthError
+		if resp.IDToken, oerr = s.idToken(r, c, subject, scope, og, resp.AccessToken); oerr != nil {
+			return nil, oerr
+		}
 	}
 	return resp, nil
 }

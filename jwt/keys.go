@@ -9,6 +9,7 @@
 package jwt
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/aes"
 	"crypto/cipher"
@@ -25,6 +26,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
+	"slices"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -109,8 +112,21 @@ func ParsePEM(data []byte) (*Key, error) {
 
 // Generate makes a new ECDSA P-256 key (ES256, the algorithm resource
 // servers support most widely).
-func Generate(now time.Time) (*Key, error) {
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+func Generate(now time.Time) (*Key, error) { return GenerateAlg(jose.ES256, now) }
+
+// GenerateAlg makes a new key of an algorithm: ES256 (P-256) or RS256
+// (RSA-2048), created at now.
+func GenerateAlg(alg jose.SignatureAlgorithm, now time.Time) (*Key, error) {
+	var priv crypto.Signer
+	var err error
+	switch alg {
+	case jose.ES256:
+		priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case jose.RS256:
+		priv, err = rsa.GenerateKey(rand.Reader, 2048)
+	default:
+		return nil, fmt.Errorf("jwt: cannot generate %s keys", alg)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +190,7 @@ func sealedData(id string, createdAt, expiresAt time.Time) []byte {
 // to its id and dates. The dates must be those the store keeps: whole
 // milliseconds.
 func (s *Sealer) Seal(k *Key, createdAt, expiresAt time.Time) ([]byte, error) {
-	der, err := x509.MarshalPKCS8PrivateKey(k.Private)
+	der, err := sealedForm(k.Private)
 	if err != nil {
 		return nil, err
 	}
@@ -209,7 +225,13 @@ func (s *Sealer) Open(id string, sealed []byte, createdAt, expiresAt time.Time) 
 	if der == nil {
 		return nil, ErrSealedElsewhere
 	}
-	priv, err := x509.ParsePKCS8PrivateKey(der)
+	var priv any
+	var err error
+	if bytes.HasPrefix(der, rsaPrimesTag) {
+		priv, err = rsaFromPrimes(der[len(rsaPrimesTag):])
+	} else {
+		priv, err = x509.ParsePKCS8PrivateKey(der)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("jwt: sealed key %s: %v", id, err)
 	}
@@ -225,5 +247,59 @@ func (s *Sealer) Open(id string, sealed []byte, createdAt, expiresAt time.Time) 
 		return nil, fmt.Errorf("jwt: sealed key %s has thumbprint %s", id, k.ID)
 	}
 	k.CreatedAt, k.Legacy = createdAt, legacy
+	return k, nil
+}
+
+// rsaPrimesTag starts the sealed form of an RSA key: its two primes, from
+// which the rest is computed again. A PKCS#8 RSA-2048 key (some 1,200
+// bytes) sealed and base64 encoded would not fit the stores' signing key
+// column (1,024 characters); the primes take 260 bytes. PKCS#8 DER starts
+// with 0x30, never with this tag.
+var rsaPrimesTag = []byte("rsa-primes\x00")
+
+// sealedForm is what Seal encrypts: PKCS#8, or an RSA key's primes.
+func sealedForm(priv crypto.Signer) ([]byte, error) {
+	if k, ok := priv.(*rsa.PrivateKey); ok && len(k.Primes) == 2 && k.E == 65537 {
+		b := slices.Clone(rsaPrimesTag)
+		for _, p := range k.Primes {
+			pb := p.Bytes()
+			b = binary.BigEndian.AppendUint16(b, uint16(len(pb)))
+			b = append(b, pb...)
+		}
+		return b, nil
+	}
+	return x509.MarshalPKCS8PrivateKey(priv)
+}
+
+// rsaFromPrimes rebuilds an RSA key (e = 65537) from its two primes.
+func rsaFromPrimes(b []byte) (*rsa.PrivateKey, error) {
+	var primes []*big.Int
+	for range 2 {
+		if len(b) < 2 {
+			return nil, errors.New("truncated RSA primes")
+		}
+		n := int(binary.BigEndian.Uint16(b))
+		if len(b) < 2+n {
+			return nil, errors.New("truncated RSA primes")
+		}
+		primes = append(primes, new(big.Int).SetBytes(b[2:2+n]))
+		b = b[2+n:]
+	}
+	if len(b) != 0 {
+		return nil, errors.New("trailing bytes after the RSA primes")
+	}
+	one := big.NewInt(1)
+	p, q := primes[0], primes[1]
+	phi := new(big.Int).Mul(new(big.Int).Sub(p, one), new(big.Int).Sub(q, one))
+	e := big.NewInt(65537)
+	d := new(big.Int).ModInverse(e, phi)
+	if d == nil {
+		return nil, errors.New("invalid RSA primes")
+	}
+	k := &rsa.PrivateKey{PublicKey: rsa.PublicKey{N: new(big.Int).Mul(p, q), E: 65537}, D: d, Primes: primes}
+	if err := k.Validate(); err != nil {
+		return nil, err
+	}
+	k.Precompute()
 	return k, nil
 }

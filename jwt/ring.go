@@ -30,10 +30,16 @@ const (
 
 // RingConfig configures a Ring.
 type RingConfig struct {
-	// Keys are the configured signing keys; the first signs, the others
-	// are published for tokens they signed before a rotation. When empty,
-	// keys are generated and kept in Store.
+	// Keys are the configured signing keys; the first signs access
+	// tokens, the others are published for tokens they signed before a
+	// rotation, and the first of each algorithm signs for SignAs. When
+	// empty, keys are generated and kept in Store.
 	Keys []*Key
+	// Generate are the algorithms of the keys generated, rotated and kept
+	// in Store, besides the configured keys: ES256 for access tokens when
+	// Keys is empty, RS256 for OpenID Connect ID tokens when no configured
+	// key is RSA. Default: ES256 when Keys is empty, else none.
+	Generate []jose.SignatureAlgorithm
 	// Store keeps generated keys, shared by every gateway using it.
 	// Required when Keys is empty.
 	Store stores.KeyStore
@@ -72,8 +78,10 @@ type Ring struct {
 type snapshot struct {
 	signing *Key
 	signer  jose.Signer
-	keys    map[string]*Key
-	jwks    []byte
+	// idSigners sign for SignAs, by algorithm, with typ JWT.
+	idSigners map[string]jose.Signer
+	keys      map[string]*Key
+	jwks      []byte
 	// headers are the protected-header segments our signers produce, one
 	// per key: a token starting with one claims to be ours.
 	headers map[string]bool
@@ -100,16 +108,24 @@ func NewRing(cfg RingConfig) (*Ring, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	r := &Ring{cfg: cfg}
-	if len(cfg.Keys) > 0 {
-		seen := map[string]bool{}
-		for _, k := range cfg.Keys {
-			if seen[k.ID] {
-				return nil, fmt.Errorf("jwt: signing key %s is given twice", k.ID)
-			}
-			seen[k.ID] = true
+	if len(cfg.Keys) == 0 && len(cfg.Generate) == 0 {
+		cfg.Generate = []jose.SignatureAlgorithm{jose.ES256}
+	}
+	for _, alg := range cfg.Generate {
+		if alg != jose.ES256 && alg != jose.RS256 {
+			return nil, fmt.Errorf("jwt: cannot generate %s keys", alg)
 		}
-		snap, err := newSnapshot(cfg.Keys[0], cfg.Keys)
+	}
+	r := &Ring{cfg: cfg}
+	seen := map[string]bool{}
+	for _, k := range cfg.Keys {
+		if seen[k.ID] {
+			return nil, fmt.Errorf("jwt: signing key %s is given twice", k.ID)
+		}
+		seen[k.ID] = true
+	}
+	if !r.Stored() {
+		snap, err := newSnapshot(cfg.Keys[0], cfg.Keys, nil, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -122,17 +138,71 @@ func NewRing(cfg RingConfig) (*Ring, error) {
 	return r, nil
 }
 
-// Stored reports whether the ring's keys are generated and kept in a store.
-func (r *Ring) Stored() bool { return len(r.cfg.Keys) == 0 }
+// Stored reports whether some of the ring's keys are generated and kept in
+// a store.
+func (r *Ring) Stored() bool { return len(r.cfg.Generate) > 0 }
 
-func newSnapshot(signing *Key, keys []*Key) (*snapshot, error) {
+// Algorithms are the algorithms SignAs signs with, RS256 first when the
+// ring has it (OpenID Connect Discovery §3 requires it).
+func (r *Ring) Algorithms() []string {
+	var algs []string
+	add := func(a jose.SignatureAlgorithm) {
+		if !slices.Contains(algs, string(a)) {
+			algs = append(algs, string(a))
+		}
+	}
+	for _, k := range r.cfg.Keys {
+		add(k.Alg)
+	}
+	for _, a := range r.cfg.Generate {
+		add(a)
+	}
+	slices.SortStableFunc(algs, func(a, b string) int {
+		switch {
+		case a == b:
+			return 0
+		case a == string(jose.RS256):
+			return -1
+		case b == string(jose.RS256):
+			return 1
+		}
+		return 0
+	})
+	return algs
+}
+
+// newSnapshot builds a snapshot of the configured and the stored keys:
+// signing signs access tokens; the first configured key of each
+// algorithm, else generated[alg], signs for SignAs.
+func newSnapshot(signing *Key, configured, stored []*Key, generated map[jose.SignatureAlgorithm]*Key) (*snapshot, error) {
+	keys := append(slices.Clone(configured), stored...)
 	signer, err := jose.NewSigner(
 		jose.SigningKey{Algorithm: signing.Alg, Key: jose.JSONWebKey{Key: signing.Private, KeyID: signing.ID}},
 		(&jose.SignerOptions{}).WithType(TokenType))
 	if err != nil {
 		return nil, fmt.Errorf("jwt: signer: %v", err)
 	}
-	s := &snapshot{signing: signing, signer: signer, keys: make(map[string]*Key, len(keys)), headers: map[string]bool{}}
+	s := &snapshot{signing: signing, signer: signer, keys: make(map[string]*Key, len(keys)), headers: map[string]bool{},
+		idSigners: map[string]jose.Signer{}}
+	bySigAlg := map[jose.SignatureAlgorithm]*Key{}
+	for _, k := range configured {
+		if bySigAlg[k.Alg] == nil {
+			bySigAlg[k.Alg] = k
+		}
+	}
+	for alg, k := range generated {
+		if bySigAlg[alg] == nil {
+			bySigAlg[alg] = k
+		}
+	}
+	for alg, k := range bySigAlg {
+		sg, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: jose.JSONWebKey{Key: k.Private, KeyID: k.ID}},
+			(&jose.SignerOptions{}).WithType("JWT"))
+		if err != nil {
+			return nil, fmt.Errorf("jwt: signer: %v", err)
+		}
+		s.idSigners[string(alg)] = sg
+	}
 	set := jose.JSONWebKeySet{}
 	for _, k := range keys {
 		s.keys[k.ID] = k
@@ -248,46 +318,59 @@ func (r *Ring) refresh(ctx context.Context) error {
 			return -1
 		})
 	}
-	// A new key is made a little before the rotation is due and signs only
-	// once it is publishDelay old: by then every gateway has reread the
-	// store (it does every Refresh) and verifies and publishes it.
-	publishDelay := 2 * r.cfg.Refresh
-	if n := newest(signable); n == nil || now.Sub(n.CreatedAt) >= r.cfg.Rotation-publishDelay {
-		// Whole milliseconds, which every store keeps: the dates are
-		// sealed with the key.
-		created := now.Truncate(time.Millisecond)
-		k, err := Generate(created)
-		if err != nil {
-			return fmt.Errorf("jwt: generating a signing key: %v", err)
+	// Each generated algorithm rotates on its own.
+	signers := map[jose.SignatureAlgorithm]*Key{}
+	for _, alg := range r.cfg.Generate {
+		ofAlg := slices.DeleteFunc(slices.Clone(signable), func(k *Key) bool { return k.Alg != alg })
+		// A new key is made a little before the rotation is due and signs
+		// only once it is publishDelay old: by then every gateway has
+		// reread the store (it does every Refresh) and verifies and
+		// publishes it.
+		publishDelay := 2 * r.cfg.Refresh
+		if n := newest(ofAlg); n == nil || now.Sub(n.CreatedAt) >= r.cfg.Rotation-publishDelay {
+			// Whole milliseconds, which every store keeps: the dates are
+			// sealed with the key.
+			created := now.Truncate(time.Millisecond)
+			k, err := GenerateAlg(alg, created)
+			if err != nil {
+				return fmt.Errorf("jwt: generating a signing key: %v", err)
+			}
+			expires := created.Add(2*r.cfg.Rotation + r.cfg.TokenLifetime).Truncate(time.Millisecond)
+			sealed, err := r.cfg.Sealer.Seal(k, created, expires)
+			if err != nil {
+				return fmt.Errorf("jwt: sealing a signing key: %v", err)
+			}
+			// A key signs for one rotation period (and a little more when
+			// the store cannot be read to rotate), then is published until
+			// the tokens it signed have expired; twice the rotation covers
+			// both.
+			rec := &stores.SigningKey{ID: k.ID, Sealed: sealed, CreatedAt: created, ExpiresAt: expires}
+			if err := r.cfg.Store.InsertSigningKey(ctx, rec); err != nil {
+				return fmt.Errorf("jwt: storing a signing key: %w", err)
+			}
+			r.cfg.Logger.Info("generated a new JWT signing key", zap.String("kid", k.ID), zap.String("alg", string(alg)))
+			keys, ofAlg = append(keys, k), append(ofAlg, k)
 		}
-		expires := created.Add(2*r.cfg.Rotation + r.cfg.TokenLifetime).Truncate(time.Millisecond)
-		sealed, err := r.cfg.Sealer.Seal(k, created, expires)
-		if err != nil {
-			return fmt.Errorf("jwt: sealing a signing key: %v", err)
+		// The newest key every gateway has had time to read signs; the
+		// newest of all when none is that old (a new store: there is no
+		// other).
+		var read []*Key
+		for _, k := range ofAlg {
+			if now.Sub(k.CreatedAt) >= publishDelay {
+				read = append(read, k)
+			}
 		}
-		// A key signs for one rotation period (and a little more when the
-		// store cannot be read to rotate), then is published until the
-		// tokens it signed have expired; twice the rotation covers both.
-		rec := &stores.SigningKey{ID: k.ID, Sealed: sealed, CreatedAt: created, ExpiresAt: expires}
-		if err := r.cfg.Store.InsertSigningKey(ctx, rec); err != nil {
-			return fmt.Errorf("jwt: storing a signing key: %w", err)
+		if signers[alg] = newest(read); signers[alg] == nil {
+			signers[alg] = newest(ofAlg)
 		}
-		r.cfg.Logger.Info("generated a new JWT signing key", zap.String("kid", k.ID))
-		keys, signable = append(keys, k), append(signable, k)
 	}
-	// The newest key every gateway has had time to read signs; the newest
-	// of all when none is that old (a new store: there is no other).
-	var read []*Key
-	for _, k := range signable {
-		if now.Sub(k.CreatedAt) >= publishDelay {
-			read = append(read, k)
-		}
+	var signing *Key
+	if len(r.cfg.Keys) > 0 {
+		signing = r.cfg.Keys[0]
+	} else {
+		signing = signers[r.cfg.Generate[0]]
 	}
-	signing := newest(read)
-	if signing == nil {
-		signing = newest(signable)
-	}
-	snap, err := newSnapshot(signing, keys)
+	snap, err := newSnapshot(signing, r.cfg.Keys, keys, signers)
 	if err != nil {
 		return err
 	}

@@ -46,6 +46,24 @@ func (r *Ring) Sign(c *Claims) (string, error) {
 	return josejwt.Signed(s.signer).Claims(c).Serialize()
 }
 
+// ErrNoAlgorithm reports a SignAs with an algorithm the ring has no key of.
+var ErrNoAlgorithm = errors.New("jwt: no signing key of that algorithm")
+
+// SignAs signs any claims set with the current key of an algorithm, typ
+// JWT: OpenID Connect ID tokens (Sign is for access tokens, typ at+jwt,
+// which Verify alone accepts).
+func (r *Ring) SignAs(alg string, claims any) (string, error) {
+	s := r.snap.Load()
+	if s == nil {
+		return "", ErrNoKey
+	}
+	sg := s.idSigners[alg]
+	if sg == nil {
+		return "", ErrNoAlgorithm
+	}
+	return josejwt.Signed(sg).Claims(claims).Serialize()
+}
+
 // Errors of Verify that are the token's fault.
 var (
 	// ErrInvalid reports a token that is not one of ours or is not intact.
@@ -63,32 +81,54 @@ var algorithms = []jose.SignatureAlgorithm{jose.EdDSA, jose.ES256, jose.RS256}
 // ErrInvalid is the token's fault; any other (ErrNoKey, a store that
 // cannot be read for a new key id) is an outage.
 func (r *Ring) Verify(ctx context.Context, raw string) (*Claims, map[string]any, error) {
-	tok, err := josejwt.ParseSigned(raw, algorithms)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	if len(tok.Headers) != 1 {
-		return nil, nil, fmt.Errorf("%w: want one signature", ErrInvalid)
-	}
-	h := tok.Headers[0]
+	var c Claims
+	var all map[string]any
 	// RFC 9068 §4: typ must be at+jwt (or its media type form).
-	if typ, _ := h.ExtraHeaders[jose.HeaderType].(string); !strings.EqualFold(typ, TokenType) && !strings.EqualFold(typ, "application/"+TokenType) {
-		return nil, nil, fmt.Errorf("%w: typ is not at+jwt", ErrInvalid)
-	}
-	k, err := r.key(ctx, h.KeyID)
+	err := r.verify(ctx, raw, func(typ string) bool {
+		return strings.EqualFold(typ, TokenType) || strings.EqualFold(typ, "application/"+TokenType)
+	}, &c, &all)
 	if err != nil {
 		return nil, nil, err
 	}
+	return &c, all, nil
+}
+
+// VerifyIDToken checks the header and signature of an ID token this
+// ring's keys signed (typ JWT or none, never at+jwt: an access token is not
+// an ID token) and returns its claims. Like Verify it checks no claim: the
+// caller does. Errors are those of Verify.
+func (r *Ring) VerifyIDToken(ctx context.Context, raw string) (map[string]any, error) {
+	var all map[string]any
+	err := r.verify(ctx, raw, func(typ string) bool { return typ == "" || strings.EqualFold(typ, "JWT") }, &all)
+	return all, err
+}
+
+// verify checks a compact JWS against the ring's keys, with a typ header
+// typOK accepts, and decodes its claims into out.
+func (r *Ring) verify(ctx context.Context, raw string, typOK func(string) bool, out ...any) error {
+	tok, err := josejwt.ParseSigned(raw, algorithms)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if len(tok.Headers) != 1 {
+		return fmt.Errorf("%w: want one signature", ErrInvalid)
+	}
+	h := tok.Headers[0]
+	if typ, _ := h.ExtraHeaders[jose.HeaderType].(string); !typOK(typ) {
+		return fmt.Errorf("%w: wrong typ header", ErrInvalid)
+	}
+	k, err := r.key(ctx, h.KeyID)
+	if err != nil {
+		return err
+	}
 	// No algorithm confusion: a key verifies only its own algorithm.
 	if h.Algorithm != string(k.Alg) {
-		return nil, nil, fmt.Errorf("%w: algorithm %s does not match the key's", ErrInvalid, h.Algorithm)
+		return fmt.Errorf("%w: algorithm %s does not match the key's", ErrInvalid, h.Algorithm)
 	}
-	var c Claims
-	var all map[string]any
-	if err := tok.Claims(k.Public, &c, &all); err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	if err := tok.Claims(k.Public, out...); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	return &c, all, nil
+	return nil
 }
 
 // PeekIssuer returns the "iss" claim of what looks like a JWS compact

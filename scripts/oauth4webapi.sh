@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs panva's oauth4webapi (a third-party OAuth client library, from
 # npm) into a cache folder for the dynamic registration tests
-# (register_e2e_test.go), which run scripts/oauth4webapi/flow.mjs with it.
+# (register_e2e_test.go), which run scripts/oauth4webapi/flow.mjs with it,
+# and for the FAPI 2.0 tests (fapi2_e2e_test.go: scripts/oauth4webapi/fapi2.mjs,
+# run from a folder linked to the installed node_modules).
 # Needs Node.js 20 or later and npm.
 #
 #   scripts/oauth4webapi.sh install   # npm ci once into the cache (idempotent)
@@ -33,7 +35,7 @@ install() {
 		cp "$src/package.json" "$src/package-lock.json" "$cache/"
 		(cd "$cache" && npm ci --no-audit --no-fund --loglevel=error >&2)
 	fi
-	cp "$src/flow.mjs" "$cache/"
+	cp "$src"/*.mjs "$cache/"
 }
 
 case "${1:-}" in
@@ -44,7 +46,7 @@ env)
 	echo "export OAUTH2_TEST_OAUTH4WEBAPI=$cache/flow.mjs"
 	;;
 *)
-	sed -n '2,13p' "$0" >&2
+	sed -n '2,14p' "$0" >&2
 	exit 2
 	;;
 esac

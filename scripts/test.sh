@@ -4,7 +4,10 @@
 # Maven Central) on 127.0.0.1, installs Debian's Chromium for the consent
 # page tests, starts panva's oidc-provider from npm as a third-party
 # authorization server (scripts/oidc-provider.sh), installs panva's
-# oauth4webapi from npm as a third-party client (scripts/oauth4webapi.sh), checks the SQL Server, Oracle and Db2 statements on emulators
+# oauth4webapi from npm as a third-party client (scripts/oauth4webapi.sh) and
+# the official MCP SDK (scripts/mcp-sdk.sh), openid-client as a third-party
+# OpenID Connect relying party (scripts/openid-client.sh), checks the SQL
+# Server, Oracle and Db2 statements on emulators
 # (scripts/dialects.sh), then runs every Go test under -race with all server
 # variables set, so nothing is skipped. Needs root for apt-get.
 # A three-node Cassandra cluster on 127.0.0.2-127.0.0.4 (CASSANDRA_CLUSTER_ADDRESSES)
@@ -43,9 +46,17 @@ step "installing Chromium for the consent page tests"
 scripts/chromium.sh
 eval "$(scripts/chromium.sh env)"
 
-step "installing oauth4webapi (the third-party client of the registration tests)"
+step "installing oauth4webapi (the third-party client of the registration and FAPI 2.0 tests)"
 scripts/oauth4webapi.sh install
 eval "$(scripts/oauth4webapi.sh env)"
+
+step "installing @modelcontextprotocol/sdk (the MCP server and client of the MCP test)"
+scripts/mcp-sdk.sh install
+eval "$(scripts/mcp-sdk.sh env)"
+
+step "installing openid-client (the relying party of the OpenID Connect tests)"
+scripts/openid-client.sh install
+eval "$(scripts/openid-client.sh env)"
 
 step "gofmt and go vet"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))

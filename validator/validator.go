@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -50,6 +51,16 @@ type Config struct {
 	// It runs on every such request: it must be cheap and safe for
 	// concurrent use. Default: nil, no audience is checked.
 	Audience func(aud []string) bool
+	// Resource, when set, is this resource server's identifier (RFC 9728
+	// §2, RFC 8707): a token of any source passes only if its audience
+	// holds it (a JWT's or an introspection answer's "aud", or the
+	// audience an opaque token was issued for, which Audience checks).
+	// Default: "", no such step.
+	Resource string
+	// ResourceMetadata, when set, is the URL of the protected resource
+	// metadata document (RFC 9728 §5.1): every 401 challenge names it,
+	// and 401 and 403 challenges name the required scopes. Default: "".
+	ResourceMetadata string
 	// Sources are the other kinds of bearer token accepted besides the
 	// opaque access tokens of Tokens (our own JWTs, other authorization
 	// servers' tokens), asked in order: the first that recognises a token
@@ -127,14 +138,15 @@ type ForeignIssuer struct {
 
 // Validator checks bearer tokens. It is safe for concurrent use.
 type Validator struct {
-	tokens  stores.TokenStore
-	hasher  *token.Hasher
-	scopes  []string
-	timeout time.Duration
-	now     func() time.Time
-	clients func(clientID string) (map[string]bool, bool)
-	aud     func([]string) bool
-	sources []Source
+	tokens   stores.TokenStore
+	hasher   *token.Hasher
+	scopes   []string
+	timeout  time.Duration
+	now      func() time.Time
+	clients  func(clientID string) (map[string]bool, bool)
+	aud      func([]string) bool
+	resource string
+	sources  []Source
 
 	dpop        *dpop.Verifier
 	requestURL  func(r *http.Request) *url.URL
@@ -210,14 +222,15 @@ func New(cfg Config) (*Validator, error) {
 	}
 	realm := `Bearer realm="` + cfg.Realm + `"`
 	v := &Validator{
-		tokens:  cfg.Tokens,
-		hasher:  cfg.Hasher,
-		scopes:  cfg.Scopes,
-		timeout: cfg.Timeout,
-		now:     cfg.Now,
-		clients: cfg.ClientScopes,
-		aud:     cfg.Audience,
-		sources: cfg.Sources,
+		tokens:   cfg.Tokens,
+		hasher:   cfg.Hasher,
+		scopes:   cfg.Scopes,
+		timeout:  cfg.Timeout,
+		now:      cfg.Now,
+		clients:  cfg.ClientScopes,
+		aud:      cfg.Audience,
+		resource: cfg.Resource,
+		sources:  cfg.Sources,
 
 		dpop:        cfg.DPoP,
 		requestURL:  cfg.RequestURL,
@@ -228,6 +241,20 @@ func New(cfg Config) (*Validator, error) {
 		invalid:   realm + `, error="invalid_token", error_description="the access token is unknown, expired or revoked"`,
 	}
 	v.insufficient = realm + `, error="insufficient_scope", scope="` + strings.Join(cfg.Scopes, " ") + `"`
+	if m := cfg.ResourceMetadata; m != "" {
+		if strings.ContainsAny(m, "\"\\\r\n") {
+			return nil, errors.New("validator: the resource metadata URL must not contain quotes, backslashes or line breaks")
+		}
+		// RFC 9728 §5.1, and the scope a client should ask for (MCP
+		// authorization, scope challenge).
+		extra := `, resource_metadata="` + m + `"`
+		if len(cfg.Scopes) > 0 {
+			extra += `, scope="` + strings.Join(cfg.Scopes, " ") + `"`
+		}
+		v.missing += extra
+		v.invalid += extra
+		v.insufficient += `, resource_metadata="` + m + `"`
+	}
 	if v.dpop != nil {
 		v.dpopChallenge = `DPoP realm="` + cfg.Realm + `", algs="` + strings.Join(v.dpop.Algorithms(), " ") + `"`
 	}
@@ -333,6 +360,9 @@ func (v *Validator) CheckGrant(r *http.Request) (Grant, *Denial) {
 		case g.Token == nil:
 			return Grant{}, v.denyInvalid
 		}
+		if v.resource != "" && !grantFor(g, v.resource) {
+			return Grant{}, v.denyInvalid // a token for another API
+		}
 	}
 	tok := g.Token
 	if !v.now().Before(tok.ExpiresAt) {
@@ -360,6 +390,28 @@ func (v *Validator) CheckGrant(r *http.Request) (Grant, *Denial) {
 		}
 	}
 	return g, nil
+}
+
+// grantFor reports whether a source's grant is for the resource: its
+// claims' "aud" (a JWT's, an introspection answer's) holds it, or, without
+// claims, the audience its token was issued for does.
+func grantFor(g Grant, resource string) bool {
+	if g.Claims == nil {
+		return slices.Contains(g.Token.Audience, resource)
+	}
+	switch aud := g.Claims["aud"].(type) {
+	case string:
+		return aud == resource
+	case []string:
+		return slices.Contains(aud, resource)
+	case []any:
+		for _, a := range aud {
+			if a == resource {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // senderConstrained checks a request's DPoP proof against the token (RFC
