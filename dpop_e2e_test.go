@@ -19,6 +19,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -497,4 +498,61 @@ func TestDPoPNonceOpaque(t *testing.T) {
 	wantDenied(t, "opaque bound token as Bearer", dpopCall(t, "GET", api, "Bearer", at, ""), 401, "invalid_token")
 	other := newDPoPKey(t, jose.ES256)
 	wantDenied(t, "opaque bound token, another key", dpopCall(t, "GET", api, "DPoP", at, other.proof(t, "GET", api, at, proofOpts{nonce: nonce})), 401, "invalid_dpop_proof")
+}
+
+// The binding of opaque tokens and of public clients' refresh tokens and
+// codes is kept by the SQL store too (SQLite always, PostgreSQL with
+// OAUTH2_TEST_POSTGRES_DSN).
+func TestDPoPSQLStores(t *testing.T) {
+	stores := map[string]string{
+		"sqlite": fmt.Sprintf("sql {\n\t\t\tdialect sqlite\n\t\t\tdsn %q\n\t\t\tcreate_schema\n\t\t}", t.TempDir()+"/dpop.db"),
+	}
+	if dsn := os.Getenv("OAUTH2_TEST_POSTGRES_DSN"); dsn != "" {
+		stores["postgres"] = fmt.Sprintf("sql {\n\t\t\tdialect postgres\n\t\t\tdsn %q\n\t\t\ttable_prefix dpop_\n\t\t\tcreate_schema\n\t\t}", dsn)
+	} else {
+		t.Log("set OAUTH2_TEST_POSTGRES_DSN to run against PostgreSQL too")
+	}
+	up := newUpstream(t)
+	tokenURL := dpopAuthBase + "/oauth2/token"
+	api := dpopAPIBase + "/things"
+	for name, st := range stores {
+		t.Run(name, func(t *testing.T) {
+			startDPoPCaddy(t, dpopConfig(up.URL, "opaque", "access_token_store "+st+"\n\t\tauthorization_code_store "+st))
+			key, other := newDPoPKey(t, jose.ES256), newDPoPKey(t, jose.EdDSA)
+			resp, body := dpopToken(t, url.Values{"grant_type": {"client_credentials"}}, "svc", key.proof(t, "POST", tokenURL, "", proofOpts{}))
+			if resp.StatusCode != 200 || body["token_type"] != "DPoP" {
+				t.Fatalf("token: %d %v", resp.StatusCode, body)
+			}
+			at := body["access_token"].(string)
+			if resp := dpopCall(t, "GET", api, "DPoP", at, key.proof(t, "GET", api, at, proofOpts{})); resp.StatusCode != 200 {
+				t.Errorf("bound token with its proof: %d", resp.StatusCode)
+			}
+			wantDenied(t, "bound token as Bearer", dpopCall(t, "GET", api, "Bearer", at, ""), 401, "invalid_token")
+			wantDenied(t, "another key", dpopCall(t, "GET", api, "DPoP", at, other.proof(t, "GET", api, at, proofOpts{})), 401, "invalid_dpop_proof")
+
+			app := &oauth2.Config{
+				ClientID: "app", RedirectURL: "http://127.0.0.1:9999/cb", Scopes: []string{"read"},
+				Endpoint: oauth2.Endpoint{AuthURL: dpopAuthBase + "/oauth2/authorize", TokenURL: tokenURL, AuthStyle: oauth2.AuthStyleInParams},
+			}
+			verifier := oauth2.GenerateVerifier()
+			form := url.Values{"grant_type": {"authorization_code"}, "client_id": {"app"},
+				"redirect_uri": {"http://127.0.0.1:9999/cb"}, "code_verifier": {verifier}}
+			form.Set("code", authorize(t, app, oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("dpop_jkt", key.jkt(t))))
+			if resp, body := dpopToken(t, form, "", other.proof(t, "POST", tokenURL, "", proofOpts{})); resp.StatusCode != 400 || body["error"] != "invalid_grant" {
+				t.Errorf("code bound by dpop_jkt, another key: %d %v", resp.StatusCode, body)
+			}
+			form.Set("code", authorize(t, app, oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("dpop_jkt", key.jkt(t))))
+			resp, body = dpopToken(t, form, "", key.proof(t, "POST", tokenURL, "", proofOpts{}))
+			if resp.StatusCode != 200 {
+				t.Fatalf("code with its key: %d %v", resp.StatusCode, body)
+			}
+			refresh := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {body["refresh_token"].(string)}, "client_id": {"app"}}
+			if resp, body := dpopToken(t, refresh, "", other.proof(t, "POST", tokenURL, "", proofOpts{})); resp.StatusCode != 400 || body["error"] != "invalid_grant" {
+				t.Errorf("refresh with another key: %d %v", resp.StatusCode, body)
+			}
+			if resp, body := dpopToken(t, refresh, "", key.proof(t, "POST", tokenURL, "", proofOpts{})); resp.StatusCode != 200 || body["token_type"] != "DPoP" {
+				t.Errorf("refresh with its key: %d %v", resp.StatusCode, body)
+			}
+		})
+	}
 }

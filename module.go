@@ -956,25 +956,27 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 // replace time: a request whose placeholders nothing reads costs one
 // closure instead of five boxed values in the replacer's map.
 func grantPlaceholders(g validator.Grant, own func(*http.Request) string, r *http.Request) caddy.ReplacerFunc {
+	// The closure keeps only what it reads, not the whole grant: its
+	// allocation stays in the size class it had before Grant.JKT.
+	tok, claims, foreign := g.Token, g.Claims, g.Issuer
 	return func(key string) (any, bool) {
-		tok := g.Token
 		switch key {
 		case "http.auth.user.id":
 			user := tok.Subject
 			if user == "" {
 				user = tok.ClientID
 			}
-			if g.Issuer != nil {
+			if foreign != nil {
 				// Another server's users are told apart by its subject_prefix.
-				return g.Issuer.SubjectPrefix + user, true
+				return foreign.SubjectPrefix + user, true
 			}
 			return user, true
 		case "oauth2.issuer":
 			// Who vouched for the token: the other server, or this one.
-			if g.Issuer != nil {
-				return g.Issuer.ID, true
+			if foreign != nil {
+				return foreign.ID, true
 			}
-			if iss, ok := g.Claims["iss"].(string); ok {
+			if iss, ok := claims["iss"].(string); ok {
 				return iss, true // our own JWT, its verified iss
 			}
 			return own(r), true
@@ -986,19 +988,19 @@ func grantPlaceholders(g validator.Grant, own func(*http.Request) string, r *htt
 			return tok.Subject, true
 		}
 		if name, ok := strings.CutPrefix(key, claimsPrefix); ok {
-			if v, ok := g.Claims[name]; ok {
+			if v, ok := claims[name]; ok {
 				return claimString(v), true
 			}
 			// Our own tokens, opaque or JWT, of an OpenID Connect grant:
 			// the claims released at authorization, kept with the grant.
 			var stored map[string]any
-			if g.Issuer == nil && tok.OIDC != nil {
+			if foreign == nil && tok.OIDC != nil {
 				stored = tok.OIDC.Claims
 			}
 			if v, ok := stored[name]; ok {
 				return claimString(v), true
 			}
-			if g.Claims != nil || g.Issuer == nil && tok.OIDC != nil {
+			if claims != nil || foreign == nil && tok.OIDC != nil {
 				return "", true // a claim the token lacks is empty, as Caddy's own are
 			}
 		}

@@ -8,7 +8,7 @@
 #   bench/run.sh                         # every scenario
 #   bench/run.sh guard issuance          # some of them
 #   scenarios: guard issuance introspection purge memory bruteforce micro fleet jwt
-#              introspection-flood
+#              introspection-flood dpop
 #
 # It builds Caddy with the plugin and the helpers under bench/, builds Hydra
 # once into $BENCH_CACHE (a throwaway module outside the repository), installs
@@ -1100,6 +1100,34 @@ scenario_micro() {
 	fi
 }
 
+# scenario_dpop (issue 19): requests per second through the guard in Caddy's
+# chain with a DPoP-bound token (a fresh proof each request) against a plain
+# bearer token, and one proof verification alone, for ES256 and EdDSA, all
+# on one CPU. Goal: the guard's extra cost per request is at most 1.2 times
+# one verification.
+scenario_dpop() {
+	say "DPoP: guard with proofs against bearer, and one verification alone"
+	(cd "$repo" && go test -run '^$' -bench 'BenchmarkCaddyGuarded$|BenchmarkCaddyGuardedDPoP' -benchmem -cpu 1 \
+		-count "${BENCH_ROUNDS:-3}" -benchtime "${BENCH_GOTIME:-1s}" ./bench/ &&
+		go test -run '^$' -bench 'BenchmarkVerify' -benchmem -cpu 1 -count "${BENCH_ROUNDS:-3}" \
+			-benchtime "${BENCH_GOTIME:-1s}" ./dpop/) 2>&1 | tee "$run/dpop.txt" | grep -E '^(Benchmark|ok|FAIL|---)' >&2
+	local alg line
+	for alg in ES256 EdDSA; do
+		# Medians of the rounds, in ns per request.
+		line=$(awk -v alg="$alg" '
+			function med(a, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }; return a[int((n + 1) / 2)] }
+			function ns(   i) { for (i = 2; i < NF; i++) if ($(i + 1) == "ns/op") return $i + 0 }
+			$1 == "BenchmarkCaddyGuarded"                 { b[++nb] = ns() }
+			$1 == "BenchmarkCaddyGuardedDPoP/" alg        { d[++nd] = ns() }
+			$1 == "BenchmarkVerify/" alg "/verify"        { v[++nv] = ns() }
+			END { if (nb && nd && nv) { B = med(b, nb); D = med(d, nd); V = med(v, nv); printf "%.0f %.0f %.1f %.1f %.2f", 1e9 / B, 1e9 / D, (D - B) / 1000, V / 1000, (D - B) / V } }' "$run/dpop.txt")
+		[[ -n $line ]] || { row "dpop-$alg" "no result" "MISSES goal"; continue; }
+		read -r brps drps extra verify ratio <<<"$line"
+		row "dpop-$alg" "bearer $brps req/s, DPoP $drps req/s (one CPU); extra $extra µs per request, one verification $verify µs: ${ratio}x" \
+			"$(awk -v r="$ratio" 'BEGIN { print (r + 0 <= 1.2) ? "meets goal" : "MISSES goal" }')"
+	done
+}
+
 # issue_table prints a line for each row of issue 12's table, from what this
 # run measured.
 issue_table() {
@@ -1157,7 +1185,7 @@ machine() {
 
 main() {
 	local scenarios=("$@") s
-	((${#scenarios[@]})) || scenarios=(guard issuance introspection purge memory bruteforce micro fleet jwt introspection-flood)
+	((${#scenarios[@]})) || scenarios=(guard issuance introspection purge memory bruteforce micro fleet jwt introspection-flood dpop)
 	for s in "${scenarios[@]}"; do
 		declare -F "scenario_${s//-/_}" >/dev/null || { say "unknown scenario $s"; exit 2; }
 	done

@@ -79,6 +79,19 @@ type Verifier struct {
 	Observe func(reason string)
 }
 
+// CurrentNonce is the nonce of now on the verifier's clock, for a
+// DPoP-Nonce header; "" without Nonces.
+func (v *Verifier) CurrentNonce() string {
+	if v.Nonces == nil {
+		return ""
+	}
+	now := time.Now
+	if v.Now != nil {
+		now = v.Now
+	}
+	return v.Nonces.Issue(now())
+}
+
 // Refused tells Observe of a refusal the caller made before Verify (no
 // proof where one is required, two DPoP headers).
 func (v *Verifier) Refused(reason string) {

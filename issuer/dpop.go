@@ -16,8 +16,8 @@ func (s *Server) checkDPoP(w http.ResponseWriter, r *http.Request, c *client) (s
 	if s.dpop == nil {
 		return "", nil // RFC 9449 §5: a server without DPoP ignores the header
 	}
-	if s.dpop.Nonces != nil {
-		w.Header().Set("DPoP-Nonce", s.dpop.Nonces.Issue(s.now()))
+	if n := s.dpop.CurrentNonce(); n != "" {
+		w.Header().Set("DPoP-Nonce", n)
 	}
 	proof, err := dpop.Header(r.Header)
 	if err != nil {

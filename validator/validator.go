@@ -449,8 +449,8 @@ func (v *Validator) proofDenial(err error) *Denial {
 	}
 	d := &Denial{Status: http.StatusUnauthorized, Challenge: v.missing, Err: err,
 		DPoPChallenge: v.dpopChallenge + `, error="` + e.Code + `", error_description="` + quoteSafe(e.Description) + `"`}
-	if e.Code == dpop.CodeUseNonce && v.dpop.Nonces != nil {
-		d.DPoPNonce = v.dpop.Nonces.Issue(v.now())
+	if e.Code == dpop.CodeUseNonce {
+		d.DPoPNonce = v.dpop.CurrentNonce()
 	}
 	return d
 }

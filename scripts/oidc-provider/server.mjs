@@ -1,7 +1,8 @@
 // A third-party authorization server for the guard's tests: panva's
 // oidc-provider (a certified OpenID provider) with client credentials, JWT
 // access tokens through resource indicators (RFC 8707, RFC 9068), opaque
-// access tokens, introspection (RFC 7662) and revocation (RFC 7009).
+// access tokens, introspection (RFC 7662), revocation (RFC 7009) and DPoP
+// (RFC 9449) when a token request carries a proof.
 // Started by scripts/oidc-provider.sh; nothing here is our code's logic.
 //
 // Listens on OIDC_PROVIDER_PORT (default 20590) as issuer
@@ -51,6 +52,10 @@ function build(issuer, keys) {
       clientCredentials: { enabled: true },
       introspection: { enabled: true },
       revocation: { enabled: true },
+      // RFC 9449: a token request with a DPoP proof gets a token bound to
+      // its key (cnf.jkt in JWTs and in introspection); without one, a
+      // bearer token as before.
+      dPoP: { enabled: true },
       resourceIndicators: {
         enabled: true,
         defaultResource: async (ctx, client, oneOf) => oneOf,
