@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -14,6 +15,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/tokengate/caddy-oauth2/dpop"
 	"github.com/tokengate/caddy-oauth2/jwt"
 	"github.com/tokengate/caddy-oauth2/token"
 )
@@ -370,4 +372,75 @@ func TestOIDCConfigErrors(t *testing.T) {
 			t.Errorf("%s: New accepted it", name)
 		}
 	}
+}
+
+// UserInfo takes DPoP-bound access tokens with a proof of their key, as
+// the guard does (RFC 9449 §7.1), and refuses them as bearer tokens.
+func TestOIDCUserInfoDPoP(t *testing.T) {
+	oidc := withOIDC(t, nil)
+	e := newEnv(t, func(c *Config) {
+		oidc(c)
+		c.DPoP = &dpop.Verifier{Replay: dpop.NewReplayCache(1000, 1)}
+	})
+	key, other := newTestKey(t), newTestKey(t)
+	verifier, challenge := pkce()
+	params := authParams("rp", "scope", "openid email", "nonce", "n", "code_challenge", challenge, "code_challenge_method", "S256")
+	req, _ := http.NewRequest(http.MethodGet, e.ts.URL+AuthorizePath+"?"+params.Encode(), nil)
+	req.Header.Set("X-Test-User", testUser)
+	req.Header.Set("X-Test-Email", "alice@example.com")
+	_, q := e.do(req).location(t)
+	tr := e.postDPoP("rp", url.Values{"grant_type": {"authorization_code"}, "code": {q.Get("code")}, "code_verifier": {verifier}}, key.proof(t, e.ts.URL+TokenPath, ""))
+	body := tr.json(t)
+	if tr.status != http.StatusOK || body["token_type"] != "DPoP" || body["id_token"] == nil {
+		t.Fatalf("token: %d %v", tr.status, body)
+	}
+	access := body["access_token"].(string)
+	call := func(scheme string, proof string) result {
+		req := mustGet(t, e.ts.URL+UserInfoPath)
+		req.Header.Set("Authorization", scheme+" "+access)
+		if proof != "" {
+			req.Header.Set("DPoP", proof)
+		}
+		return e.do(req)
+	}
+	sum := sha256.Sum256([]byte(access))
+	ath := base64.RawURLEncoding.EncodeToString(sum[:])
+	signed := func(k testKey, htm, htu, ath string) string {
+		s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: k.k}, (&jose.SignerOptions{EmbedJWK: true}).WithType("dpop+jwt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := josejwt.Signed(s).Claims(map[string]any{"jti": rand.Text(), "htm": htm, "htu": htu, "iat": time.Now().Unix(), "ath": ath}).Serialize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	u := e.ts.URL + UserInfoPath
+	good := signed(key, "GET", u, ath)
+	if res := call("DPoP", good); res.status != http.StatusOK || res.json(t)["email"] != "alice@example.com" {
+		t.Fatalf("DPoP userinfo: %d %s", res.status, res.body)
+	}
+	wantChallenge(t, call("Bearer", ""), http.StatusUnauthorized, "invalid_token")
+	for name, proof := range map[string]string{
+		"replayed":    good,
+		"no proof":    "",
+		"other key":   signed(other, "GET", u, ath),
+		"other URL":   signed(key, "GET", e.ts.URL+"/elsewhere", ath),
+		"other verb":  signed(key, "POST", u, ath),
+		"wrong ath":   signed(key, "GET", u, "AAAA"),
+		"not a proof": "garbage",
+	} {
+		res := call("DPoP", proof)
+		if res.status != http.StatusUnauthorized || !strings.Contains(res.header.Get("WWW-Authenticate"), `DPoP realm="userinfo"`) ||
+			!strings.Contains(res.header.Get("WWW-Authenticate"), `error="invalid_dpop_proof"`) {
+			t.Errorf("%s: %d %q", name, res.status, res.header.Get("WWW-Authenticate"))
+		}
+	}
+	// A bearer token of the same grant, sent with the DPoP scheme, has no
+	// key to prove.
+	plain := e.oidcTokens("rp", "openid", "n2")["access_token"].(string)
+	access = plain
+	sum = sha256.Sum256([]byte(plain))
+	wantChallenge(t, call("DPoP", signed(key, "GET", u, base64.RawURLEncoding.EncodeToString(sum[:]))), http.StatusUnauthorized, "invalid_token")
 }

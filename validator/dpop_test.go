@@ -101,7 +101,8 @@ func TestDPoPSenderConstraint(t *testing.T) {
 		{"ath of another token", "DPoP", bound, proof(key, "GET", u, plain), 401, "invalid_dpop_proof"},
 		{"no proof", "DPoP", bound, "", 401, "invalid_dpop_proof"},
 		{"unbound as Bearer", "Bearer", plain, "", 200, ""},
-		{"unbound with the DPoP scheme and a proof", "DPoP", plain, proof(other, "GET", u, plain), 200, ""},
+		// RFC 9449 §7.1: the proof must be of the key the token is bound to.
+		{"unbound with the DPoP scheme and a proof", "DPoP", plain, proof(other, "GET", u, plain), 401, "invalid_token"},
 	} {
 		status, ch := call(v, c.scheme, c.at, c.proof)
 		if status != c.status || c.errCode != "" && !strings.Contains(ch, `error="`+c.errCode+`"`) {

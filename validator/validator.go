@@ -157,8 +157,9 @@ type Validator struct {
 	missing, malformed, invalid, insufficient string
 	dpopChallenge                             string
 	// denyBound refuses a bound token sent as a bearer token,
-	// denyUnbound an unbound one where DPoP is required.
-	denyBound, denyUnbound *Denial
+	// denyUnbound an unbound one where DPoP is required, denyNotBound an
+	// unbound one sent with the DPoP scheme, which has no key to prove.
+	denyBound, denyUnbound, denyNotBound *Denial
 	// The common denials, built once: a flood of bad tokens allocates none.
 	// Callers must not modify a Denial.
 	denyMissing, denyMalformed, denyInvalid, denyScope *Denial
@@ -273,7 +274,9 @@ func New(cfg Config) (*Validator, error) {
 	v.denyBound = v.deny(http.StatusUnauthorized,
 		realm+`, error="invalid_token", error_description="the access token is bound to a DPoP key: send it with the DPoP scheme and a proof"`, ErrBoundToken)
 	v.denyUnbound = v.deny(http.StatusUnauthorized, realm, ErrDPoPRequired)
+	v.denyNotBound = v.deny(http.StatusUnauthorized, v.invalid, ErrInvalidToken)
 	if v.dpop != nil {
+		v.denyNotBound.DPoPChallenge = v.dpopChallenge + `, error="invalid_token", error_description="the access token is not bound to a DPoP key"`
 		v.denyUnbound.DPoPChallenge = v.dpopChallenge + `, error="invalid_token", error_description="this resource requires a DPoP-bound access token"`
 	}
 	return v, nil
@@ -422,6 +425,10 @@ func (v *Validator) senderConstrained(r *http.Request, raw string, isDPoP bool, 
 		return v.denyBound
 	case jkt == "" && v.requireDPoP:
 		return v.denyUnbound
+	case jkt == "":
+		// RFC 9449 §7.1: the proof's key must be the one the token is
+		// bound to; a token bound to none cannot be proven.
+		return v.denyNotBound
 	case v.dpop == nil:
 		return v.denyInvalid // bound, but no DPoP here to prove it
 	}
