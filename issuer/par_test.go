@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -512,5 +513,55 @@ func TestSingleUseOutage(t *testing.T) {
 	}
 	if res := e.post(TokenPath, e.assertionForm(kc, nil, "grant_type", "client_credentials")); res.status != 503 {
 		t.Errorf("assertion: %d %s", res.status, res.body)
+	}
+}
+
+// Clients that register themselves can ask for DPoP-bound access tokens
+// (RFC 9449 §5.2) and an ID token algorithm (OpenID Connect Registration
+// §2); a wrongly typed member or an algorithm without a key is refused.
+func TestRegisterDPoPAndIDTokenAlg(t *testing.T) {
+	clk := newClock()
+	var g *Registry
+	reg := &Registration{Open: true, Scopes: []string{"read", "openid"}, GrantTypes: []string{"client_credentials", "authorization_code"}}
+	e := newEnvClock(t, clk, withRegistry(t, &g, clk, reg), withOIDC(t, nil), func(c *Config) {
+		c.DPoP = &dpop.Verifier{Replay: dpop.NewReplayCache(1000, 1)}
+	})
+	register := func(body string) (int, map[string]any) {
+		req, _ := http.NewRequest(http.MethodPost, e.ts.URL+RegisterPath, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		res := e.do(req)
+		var v map[string]any
+		_ = json.Unmarshal([]byte(res.body), &v)
+		return res.status, v
+	}
+	status, v := register(`{"grant_types":["client_credentials"],"scope":"read","dpop_bound_access_tokens":true}`)
+	if status != 201 || v["dpop_bound_access_tokens"] != true {
+		t.Fatalf("register: %d %v", status, v)
+	}
+	id, secret := v["client_id"].(string), v["client_secret"].(string)
+	post := func(proof string) result {
+		req, _ := http.NewRequest(http.MethodPost, e.ts.URL+TokenPath, strings.NewReader("grant_type=client_credentials"))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
+		if proof != "" {
+			req.Header.Set("DPoP", proof)
+		}
+		return e.do(req)
+	}
+	wantError(t, post(""), 400, "invalid_dpop_proof")
+	if res := post(newTestKey(t).proof(t, e.ts.URL+TokenPath, "")); res.status != 200 || res.json(t)["token_type"] != "DPoP" {
+		t.Errorf("with a proof: %d %s", res.status, res.body)
+	}
+	for body, field := range map[string]string{
+		`{"grant_types":["client_credentials"],"scope":"read","dpop_bound_access_tokens":"yes"}`:       "dpop_bound_access_tokens",
+		`{"grant_types":["client_credentials"],"scope":"read","id_token_signed_response_alg":"EdDSA"}`: "id_token_signed_response_alg",
+		`{"grant_types":["client_credentials"],"scope":"read","id_token_signed_response_alg":7}`:       "id_token_signed_response_alg",
+	} {
+		if status, v := register(body); status != 400 || v["error"] != "invalid_client_metadata" || !strings.Contains(fmt.Sprint(v["error_description"]), field) {
+			t.Errorf("%s: %d %v", body, status, v)
+		}
+	}
+	if status, v := register(`{"grant_types":["client_credentials"],"scope":"read","id_token_signed_response_alg":"ES256"}`); status != 201 {
+		t.Errorf("ES256: %d %v", status, v)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -213,6 +214,10 @@ func (s *Server) registerClient(w http.ResponseWriter, r *http.Request) {
 		s.metadataError(w, badField("token_endpoint_auth_method", errors.New("profile fapi2: confidential clients authenticate with private_key_jwt")))
 		return
 	}
+	if me := s.idTokenAlgFits(m); me != nil {
+		s.metadataError(w, me)
+		return
+	}
 	if s.registry.Dynamic() >= reg.MaxClients {
 		s.refused("max_clients")
 		writeJSON(w, http.StatusBadRequest, &oauthError{Code: ErrCodeInvalidClientMetadata,
@@ -294,6 +299,10 @@ func (s *Server) manageClient(w http.ResponseWriter, r *http.Request, id string)
 		}
 		m.ClientID, m.ClientSecret = "", ""
 		if me := reg.policy(m); me != nil {
+			s.metadataError(w, me)
+			return
+		}
+		if me := s.idTokenAlgFits(m); me != nil {
 			s.metadataError(w, me)
 			return
 		}
@@ -464,4 +473,22 @@ func SafeDescription(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// idTokenAlgFits refuses an id_token_signed_response_alg (OpenID Connect
+// Registration §2) this server has no key of, which newClient cannot know:
+// the ID token of such a client could never be signed.
+func (s *Server) idTokenAlgFits(m *ClientMetadata) *MetadataError {
+	raw, ok := m.Extra["id_token_signed_response_alg"]
+	if !ok || string(raw) == "null" {
+		return nil
+	}
+	var alg string
+	if json.Unmarshal(raw, &alg) != nil {
+		return badField("id_token_signed_response_alg", errors.New("id_token_signed_response_alg has the wrong type"))
+	}
+	if s.oidc != nil && !slices.Contains(s.oidc.Ring.Algorithms(), alg) {
+		return badField("id_token_signed_response_alg", fmt.Errorf("id_token_signed_response_alg %q: this server signs ID tokens with %s", alg, strings.Join(s.oidc.Ring.Algorithms(), ", ")))
+	}
+	return nil
 }

@@ -328,9 +328,18 @@ func clientOf(rc *stores.RegisteredClient) (*client, error) {
 		JWKSURI    string          `json:"jwks_uri"`
 		JWKS       json.RawMessage `json:"jwks"`
 		RequirePAR bool            `json:"require_pushed_authorization_requests"`
+		// RFC 9449 §5.2 and OpenID Connect Registration §2.
+		DPoPBound  bool   `json:"dpop_bound_access_tokens"`
+		IDTokenAlg string `json:"id_token_signed_response_alg"`
 	}
-	if len(rc.Metadata) > 0 && json.Unmarshal(rc.Metadata, &extra) != nil {
-		return nil, badField("", errors.New("the stored metadata is malformed"))
+	if len(rc.Metadata) > 0 {
+		if err := json.Unmarshal(rc.Metadata, &extra); err != nil {
+			var te *json.UnmarshalTypeError
+			if errors.As(err, &te) && te.Field != "" {
+				return nil, badField(te.Field, fmt.Errorf("%s has the wrong type", te.Field))
+			}
+			return nil, badField("", errors.New("the stored metadata is malformed"))
+		}
 	}
 	if extra.AuthMethod != AuthMethodPrivateKeyJWT {
 		// A secret's method is by the secret; the keys belong to
@@ -356,7 +365,9 @@ func clientOf(rc *stores.RegisteredClient) (*client, error) {
 		LogoURI:      rc.LogoURI,
 		Resources:    rc.Resources,
 
-		PostLogoutRedirectURIs: postLogoutURIsOf(rc),
+		PostLogoutRedirectURIs:   postLogoutURIsOf(rc),
+		DPoPBoundAccessTokens:    extra.DPoPBound,
+		IDTokenSignedResponseAlg: extra.IDTokenAlg,
 	})
 	if err != nil {
 		return nil, err
