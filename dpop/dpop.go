@@ -40,6 +40,19 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Description }
 
+// ChallengeParams are the error parameters of a WWW-Authenticate DPoP
+// challenge for e (RFC 9449 §7.1), to follow its realm and algs; the
+// description loses what a quoted-string cannot hold (RFC 9110 §5.6.4).
+func (e *Error) ChallengeParams() string {
+	desc := strings.Map(func(r rune) rune {
+		if r == '"' || r == '\\' || r < 0x20 || r > 0x7e {
+			return -1
+		}
+		return r
+	}, e.Description)
+	return `, error="` + e.Code + `", error_description="` + desc + `"`
+}
+
 func invalid(reason, format string, a ...any) *Error {
 	return &Error{Code: CodeInvalidProof, Reason: reason, Description: fmt.Sprintf(format, a...)}
 }

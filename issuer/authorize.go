@@ -49,24 +49,8 @@ type authzRequest struct {
 // serveAuthorize is the authorization endpoint (RFC 6749 §3.1). GET carries
 // the authorization request; POST is the submission of the consent form.
 func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
-	var params url.Values
-	var err error
-	switch r.Method {
-	case http.MethodGet:
-		params, err = url.ParseQuery(r.URL.RawQuery)
-		if err != nil {
-			s.errorPage(w, http.StatusBadRequest, "Malformed request", "The authorization request could not be parsed.")
-			return
-		}
-	case http.MethodPost:
-		var oerr *oauthError
-		if params, oerr = s.readForm(w, r); oerr != nil {
-			s.errorPage(w, oerr.Status, "Malformed request", "The consent form submission could not be read.")
-			return
-		}
-	default:
-		w.Header().Set("Allow", "GET, POST")
-		s.errorPage(w, http.StatusMethodNotAllowed, "Method not allowed", "The authorization endpoint accepts GET and POST only.")
+	params, ok := s.pageParams(w, r, "authorization endpoint", "authorization request", "consent form submission")
+	if !ok {
 		return
 	}
 
@@ -301,6 +285,31 @@ func (s *Server) redirectError(w http.ResponseWriter, r *http.Request, req *auth
 		v.Set("error_description", e.Description)
 	}
 	s.redirect(w, r, req, v)
+}
+
+// pageParams reads the parameters of a request to an endpoint that answers
+// with pages (authorization, logout): the query of a GET, the form of a
+// POST. It writes the error page and reports false when it cannot.
+func (s *Server) pageParams(w http.ResponseWriter, r *http.Request, endpoint, query, form string) (url.Values, bool) {
+	switch r.Method {
+	case http.MethodGet:
+		params, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			s.errorPage(w, http.StatusBadRequest, "Malformed request", "The "+query+" could not be parsed.")
+			return nil, false
+		}
+		return params, true
+	case http.MethodPost:
+		params, oerr := s.readForm(w, r)
+		if oerr != nil {
+			s.errorPage(w, oerr.Status, "Malformed request", "The "+form+" could not be read.")
+			return nil, false
+		}
+		return params, true
+	}
+	w.Header().Set("Allow", "GET, POST")
+	s.errorPage(w, http.StatusMethodNotAllowed, "Method not allowed", "The "+endpoint+" accepts GET and POST only.")
+	return nil, false
 }
 
 // redirect sends the resource owner back to the client with v plus state and

@@ -19,31 +19,43 @@ func (s *Server) checkDPoP(w http.ResponseWriter, r *http.Request, c *client) (s
 	if n := s.dpop.CurrentNonce(); n != "" {
 		w.Header().Set("DPoP-Nonce", n)
 	}
-	proof, err := dpop.Header(r.Header)
+	p, de := s.verifyProof(r, TokenPath, dpop.Request{Method: http.MethodPost})
+	switch {
+	case de != nil:
+		return "", &oauthError{http.StatusBadRequest, de.Code, de.Description}
+	case p != nil:
+		return p.JKT, nil
+	case s.requireDPoP || c.DPoPBoundAccessTokens:
+		s.dpop.Refused("missing")
+		return "", errInvalidDPoPProof("this client must send a DPoP proof")
+	}
+	return "", nil
+}
+
+// verifyProof checks the DPoP proof of a request to the endpoint at path
+// (RFC 9449 §4.3), with req's ath and key when they are set: the one
+// check of the token, PAR and UserInfo endpoints. A request without a
+// proof gives (nil, nil), which each endpoint answers its own way. A
+// malformed header is counted here, a refused proof by Verify.
+func (s *Server) verifyProof(r *http.Request, path string, req dpop.Request) (*dpop.Proof, *dpop.Error) {
+	raw, err := dpop.Header(r.Header)
+	if err == nil && raw == "" {
+		return nil, nil
+	}
+	var p *dpop.Proof
 	if err != nil {
 		s.dpop.Refused("header")
-	} else if proof == "" {
-		if !s.requireDPoP && !c.DPoPBoundAccessTokens {
-			return "", nil
-		}
-		err = &dpop.Error{Code: dpop.CodeInvalidProof, Reason: "missing", Description: "this client must send a DPoP proof"}
-		s.dpop.Refused("missing")
+	} else if req.URL, err = url.Parse(s.endpointURL(r, path)); err == nil {
+		p, err = s.dpop.Verify(raw, req)
 	}
 	if err == nil {
-		u, perr := url.Parse(s.endpointURL(r, TokenPath))
-		if perr != nil {
-			return "", errUnavailable
-		}
-		var p *dpop.Proof
-		if p, err = s.dpop.Verify(proof, dpop.Request{Method: http.MethodPost, URL: u}); err == nil {
-			return p.JKT, nil
-		}
+		return p, nil
 	}
 	var de *dpop.Error
 	if !errors.As(err, &de) {
-		return "", errInvalidDPoPProof("invalid DPoP proof")
+		de = &dpop.Error{Code: dpop.CodeInvalidProof, Description: "invalid DPoP proof"}
 	}
-	return "", &oauthError{http.StatusBadRequest, de.Code, de.Description}
+	return nil, de
 }
 
 func errInvalidDPoPProof(desc string) *oauthError {

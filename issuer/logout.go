@@ -35,23 +35,8 @@ var logoutParams = []string{"id_token_hint", "client_id", "post_logout_redirect_
 // Errors are pages, never redirects: a redirect goes only to a URI this
 // request proved registered for its client.
 func (s *Server) serveLogout(w http.ResponseWriter, r *http.Request) {
-	var params url.Values
-	switch r.Method {
-	case http.MethodGet:
-		var err error
-		if params, err = url.ParseQuery(r.URL.RawQuery); err != nil {
-			s.errorPage(w, http.StatusBadRequest, "Malformed request", "The logout request could not be parsed.")
-			return
-		}
-	case http.MethodPost:
-		var oerr *oauthError
-		if params, oerr = s.readForm(w, r); oerr != nil {
-			s.errorPage(w, oerr.Status, "Malformed request", "The logout request could not be read.")
-			return
-		}
-	default:
-		w.Header().Set("Allow", "GET, POST")
-		s.errorPage(w, http.StatusMethodNotAllowed, "Method not allowed", "The logout endpoint accepts GET and POST only.")
+	params, ok := s.pageParams(w, r, "logout endpoint", "logout request", "logout request")
+	if !ok {
 		return
 	}
 	if name, ok := repeated(params, logoutParams...); ok {

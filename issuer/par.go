@@ -184,24 +184,15 @@ func (s *Server) parDPoP(w http.ResponseWriter, r *http.Request, form url.Values
 	if s.dpop == nil || len(r.Header.Values(dpopHeader)) == 0 {
 		return nil
 	}
-	if s.dpop.Nonces != nil {
-		w.Header().Set("DPoP-Nonce", s.dpop.Nonces.Issue(s.now()))
+	if n := s.dpop.CurrentNonce(); n != "" {
+		w.Header().Set("DPoP-Nonce", n)
 	}
-	proof, err := dpop.Header(r.Header)
-	var p *dpop.Proof
-	if err == nil {
-		u, perr := url.Parse(s.endpointURL(r, PARPath))
-		if perr != nil {
-			return errUnavailable
-		}
-		p, err = s.dpop.Verify(proof, dpop.Request{Method: http.MethodPost, URL: u})
+	p, de := s.verifyProof(r, PARPath, dpop.Request{Method: http.MethodPost})
+	if de != nil {
+		return &oauthError{http.StatusBadRequest, de.Code, de.Description}
 	}
-	if err != nil {
-		var de *dpop.Error
-		if errors.As(err, &de) {
-			return &oauthError{http.StatusBadRequest, de.Code, de.Description}
-		}
-		return errInvalidDPoPProof("invalid DPoP proof")
+	if p == nil {
+		return errInvalidDPoPProof("the DPoP header holds no proof")
 	}
 	if jkt := form.Get("dpop_jkt"); jkt != "" && jkt != p.JKT {
 		return errInvalidDPoPProof("dpop_jkt does not name the key of the DPoP proof")

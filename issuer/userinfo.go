@@ -1,9 +1,7 @@
 package issuer
 
 import (
-	"errors"
 	"net/http"
-	"net/url"
 	"strings"
 
 	"github.com/tokengate/caddy-oauth2/dpop"
@@ -86,36 +84,17 @@ func (s *Server) serveUserInfo(w http.ResponseWriter, r *http.Request) {
 // jti. It answers a refused proof with the DPoP challenge and reports
 // whether the request may go on.
 func (s *Server) userInfoProof(w http.ResponseWriter, r *http.Request, raw, jkt string) bool {
-	proof, err := dpop.Header(r.Header)
-	if err == nil && proof == "" {
-		err = &dpop.Error{Code: dpop.CodeInvalidProof, Reason: "missing", Description: "a DPoP proof is required with the DPoP scheme"}
+	p, de := s.verifyProof(r, UserInfoPath, dpop.Request{Method: r.Method, AccessToken: raw, JKT: jkt})
+	if p != nil {
+		return true
 	}
-	if err == nil {
-		u, perr := url.Parse(s.endpointURL(r, UserInfoPath))
-		if perr != nil {
-			writeJSON(w, errUnavailable.Status, errUnavailable)
-			return false
-		}
-		if _, err = s.dpop.Verify(proof, dpop.Request{Method: r.Method, URL: u, AccessToken: raw, JKT: jkt}); err == nil {
-			return true
-		}
-	} else {
-		s.dpop.Refused("header")
+	if de == nil {
+		de = &dpop.Error{Code: dpop.CodeInvalidProof, Reason: "missing", Description: "a DPoP proof is required with the DPoP scheme"}
 	}
-	var de *dpop.Error
-	if !errors.As(err, &de) {
-		de = &dpop.Error{Code: dpop.CodeInvalidProof, Description: "invalid DPoP proof"}
+	if n := s.dpop.CurrentNonce(); n != "" && de.Code == dpop.CodeUseNonce {
+		w.Header().Set("DPoP-Nonce", n)
 	}
-	if de.Code == dpop.CodeUseNonce && s.dpop.Nonces != nil {
-		w.Header().Set("DPoP-Nonce", s.dpop.Nonces.Issue(s.now()))
-	}
-	desc := strings.Map(func(r rune) rune {
-		if r == '"' || r == '\\' || r < 0x20 || r > 0x7e {
-			return -1
-		}
-		return r
-	}, de.Description)
-	w.Header().Set("WWW-Authenticate", `DPoP realm="userinfo", algs="`+strings.Join(s.dpop.Algorithms(), " ")+`", error="`+de.Code+`", error_description="`+desc+`"`)
+	w.Header().Set("WWW-Authenticate", `DPoP realm="userinfo", algs="`+strings.Join(s.dpop.Algorithms(), " ")+`"`+de.ChallengeParams())
 	writeJSON(w, http.StatusUnauthorized, &oauthError{Status: http.StatusUnauthorized, Code: de.Code, Description: de.Description})
 	return false
 }

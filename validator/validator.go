@@ -455,21 +455,11 @@ func (v *Validator) proofDenial(err error) *Denial {
 		e = &dpop.Error{Code: dpop.CodeInvalidProof, Description: "invalid DPoP proof"}
 	}
 	d := &Denial{Status: http.StatusUnauthorized, Challenge: v.missing, Err: err,
-		DPoPChallenge: v.dpopChallenge + `, error="` + e.Code + `", error_description="` + quoteSafe(e.Description) + `"`}
+		DPoPChallenge: v.dpopChallenge + e.ChallengeParams()}
 	if e.Code == dpop.CodeUseNonce {
 		d.DPoPNonce = v.dpop.CurrentNonce()
 	}
 	return d
-}
-
-// quoteSafe drops what cannot go in a quoted-string (RFC 9110 §5.6.4).
-func quoteSafe(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r == '"' || r == '\\' || r < 0x20 || r > 0x7e {
-			return -1
-		}
-		return r
-	}, s)
 }
 
 // connectionURL is the URL of a request as the connection tells it, with
